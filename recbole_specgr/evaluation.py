@@ -1,0 +1,84 @@
+"""
+recbole_specgr.evaluation
+#########################
+Full-ranking Recall@K / NDCG@K with the in-sample / unseen breakdown of SpecGR's Table 3.
+
+Each evaluation row has one target, so Recall@K is the hit rate and NDCG@K is ``1 / log2(rank + 2)`` for a hit at
+0-based ``rank < K``. A row is *in-sample* when its target is a seen item (present in training rows), *unseen*
+otherwise. Items with a score of −inf are not recommended: a model may return fewer than K items.
+"""
+
+from collections import OrderedDict
+
+import torch
+
+SUBSETS = ("overall", "in_sample", "unseen")
+
+
+def topk_hits(scores, targets, max_k):
+    """0-based rank of each target inside the top ``max_k`` (``max_k`` where it is absent or scored −inf).
+
+    Args:
+        scores: ``[B, n_items]`` scores, −inf = not recommended.
+        targets: ``[B]`` target item ids.
+    Returns:
+        ``[B]`` long tensor of ranks.
+    """
+    top_scores, top_items = torch.topk(scores, max_k, dim=1)  # [B, K]
+    hit = (top_items == targets[:, None]) & torch.isfinite(top_scores)
+    rank = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(targets, max_k))
+    return rank
+
+
+class SplitMetrics:
+    """Accumulates per-row ranks and seen flags over batches; :meth:`result` gives the flat metric dict."""
+
+    def __init__(self, topk, seen_item_mask):
+        self.topk = sorted(topk)
+        self.seen_item_mask = seen_item_mask.cpu()
+        self.ranks, self.seen = [], []
+
+    def add(self, scores, targets):
+        targets = targets.to(scores.device)
+        self.ranks.append(topk_hits(scores, targets, self.topk[-1]).cpu())
+        self.seen.append(self.seen_item_mask[targets.cpu()])
+
+    def result(self):
+        """``{"recall@10": …, "in_sample/recall@10": …, "unseen/n_cases": …}`` (overall keys unprefixed)."""
+        ranks, seen = torch.cat(self.ranks), torch.cat(self.seen)
+        out = OrderedDict()
+        for subset, rows in zip(SUBSETS, (torch.ones_like(seen), seen, ~seen)):
+            prefix = "" if subset == "overall" else subset + "/"
+            r = ranks[rows].double()
+            for k in self.topk:
+                hit = r < k
+                out[f"{prefix}recall@{k}"] = round(hit.double().mean().item(), 6) if len(r) else float("nan")
+                ndcg = torch.where(hit, 1.0 / torch.log2(r + 2.0), torch.zeros_like(r))
+                out[f"{prefix}ndcg@{k}"] = round(ndcg.mean().item(), 6) if len(r) else float("nan")
+            out[f"{prefix}n_cases"] = int(rows.sum())
+        return out
+
+
+def nest_result(flat):
+    """Flat metric dict → ``{"overall": {...}, "in_sample": {...}, "unseen": {...}, <other keys>: ...}``."""
+    nested = {subset: {} for subset in SUBSETS}
+    for key, value in flat.items():
+        subset, _, metric = key.rpartition("/")
+        if not subset:
+            subset = "overall" if ("@" in key or key == "n_cases") else None
+        if subset in nested:
+            nested[subset][metric] = value
+        else:
+            nested.setdefault("extra", {})[key] = value
+    return nested
+
+
+def format_breakdown(nested, title):
+    """A small text table of one nested result, for the log."""
+    subsets = [s for s in SUBSETS if nested.get(s)]
+    metrics = [m for m in nested["overall"] if m != "n_cases"]
+    lines = [title, f"{'subset':<10} {'cases':>7} " + " ".join(f"{m:>10}" for m in metrics)]
+    for s in subsets:
+        row = nested[s]
+        lines.append(f"{s:<10} {row.get('n_cases', 0):>7} " + " ".join(f"{row.get(m, float('nan')):>10.4f}" for m in metrics))
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""
+recbole_specgr.inference.beam_search
+####################################
+Prefix-constrained beam search over semantic IDs, in the style of fairseq's search strategies: a strategy object's
+``step`` turns per-beam next-digit log-probabilities into ``(scores, tokens, beam_idx)``; a small driver owns the loop,
+the decoder state and the prefix bookkeeping.
+
+- The encoder has already run (:class:`~recbole_specgr.inference.interfaces.EncoderState`); the decoder starts with
+  one row per user and grows to β rows after the first step (fairseq's step-0 "first beam only" trick, for free).
+- All users of the batch are decoded at once; beams are flattened to ``B·β`` decoder rows.
+- One ``topk`` over the flattened ``beam × code`` scores per step; beam and code come back by ``//`` and ``%``.
+- The constraint is the dense prefix tables of :class:`~recbole_specgr.inference.prefix_index.PrefixIndex`:
+  disallowed continuations get −inf. No per-hypothesis Python, no trie callbacks.
+- The decoder's KV cache is reordered by the surviving beams' row indices.
+
+The driver is generic over the decoder: anything with the three methods of :class:`StepDecoder` (TIGER, SpecGR++).
+Scores are the model's own log-probabilities (not renormalised over the allowed codes), so with β at least the number
+of allowed items the search returns exactly the top items by sequence log-likelihood.
+"""
+
+from typing import Any, Iterator, Optional, Protocol, Sequence, Tuple
+
+import torch
+
+from recbole_specgr.inference.interfaces import BeamStep, EncoderState
+
+
+class StepDecoder(Protocol):
+    """What the driver needs from a generative model (rows: ``B·G``, the G rows of a user contiguous)."""
+
+    def start_decoding(self, enc: EncoderState) -> Any:
+        """Decoder state for one row per user (G = 1), before any digit."""
+
+    def decode_step(self, state: Any, codes: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Any]:
+        """Feed the previous digit's codes [B·G] (None at the first step) -> log P(next digit) [B·G, C], new state."""
+
+    def reorder_decoding(self, state: Any, rows: torch.Tensor) -> Any:
+        """Keep decoder rows ``rows`` [B·G'] (indices into the current B·G rows), in that order."""
+
+
+class ConstrainedBeamSearch:
+    """Search strategy: one step of beam search where disallowed continuations are masked with −inf.
+
+    Args:
+        beam_size: β.
+    """
+
+    def __init__(self, beam_size: int):
+        if beam_size < 1:
+            raise ValueError(f"beam_size: expected >= 1, got {beam_size}")
+        self.beam_size = beam_size
+
+    def step(
+        self, step: int, lprobs: torch.Tensor, scores: torch.Tensor, allowed: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Args:
+            step: 0-based digit index.
+            lprobs: [B, β_in, C] log P(code | prefix of the beam).
+            scores: [B, β_in] summed log-probabilities of the beams so far (−inf = no beam).
+            allowed: [B, β_in, C] bool, True where prefix + code is a prefix of an allowed item.
+        Returns:
+            scores [B, β] (sorted, −inf = no beam), tokens [B, β] codes, beam_idx [B, β] the beam each extends.
+        """
+        cand = (scores[:, :, None] + lprobs).masked_fill(~allowed, float("-inf"))  # [B, β_in, C]
+        if step == 0:  # every beam holds the same empty prefix: expand only the first
+            cand = cand[:, :1]
+        B, beams_in, C = cand.shape
+        k = min(self.beam_size, beams_in * C)
+        top, idx = cand.reshape(B, beams_in * C).topk(k, dim=1)  # [B, k], sorted
+        if k < self.beam_size:  # fewer candidates than beams: pad with non-beams
+            pad = self.beam_size - k
+            top = torch.cat([top, top.new_full((B, pad), float("-inf"))], dim=1)
+            idx = torch.cat([idx, idx.new_zeros(B, pad)], dim=1)
+        return top, idx % C, idx // C
+
+
+def constrained_beam_search(
+    decoder: StepDecoder, enc: EncoderState, beam_size: int, tables: Sequence[torch.Tensor]
+) -> Iterator[BeamStep]:
+    """Beam search for all users of ``enc`` at once, yielding the beam sets B_1 … B_l.
+
+    Args:
+        decoder: the model (see :class:`StepDecoder`).
+        enc: encoder output for B users.
+        beam_size: β.
+        tables: l prefix tables ``[P_j, C]`` (:meth:`PrefixIndex.restrict`): the next node of every allowed
+            continuation, −1 elsewhere; the last table holds item ids.
+    Yields:
+        :class:`BeamStep` for j = 1 … l. Decoding of digit j+1 starts only when the next step is asked for, so a
+        caller that stops early (speculative inference's adaptive exit) pays for no more digits than it used.
+    """
+    search = ConstrainedBeamSearch(beam_size)
+    B, device = enc.hidden.shape[0], enc.hidden.device
+    n_digits = len(tables)
+    neg_inf = float("-inf")
+    scores = torch.zeros(B, 1, device=device)  # [B, G], G = 1 before the first digit
+    nodes = torch.zeros(B, 1, dtype=torch.long, device=device)  # [B, G] node of each beam's prefix (root)
+    prefixes = torch.zeros(B, 1, 0, dtype=torch.long, device=device)  # [B, G, j]
+    user_offsets = torch.arange(B, device=device)[:, None]  # [B, 1]
+    state = decoder.start_decoding(enc)
+    codes = None
+    for j in range(n_digits):
+        lprobs, state = decoder.decode_step(state, codes)  # [B·G, C]
+        G, C = scores.shape[1], lprobs.shape[-1]
+        child = tables[j][nodes]  # [B, G, C] next node per continuation, -1 = disallowed
+        scores, codes, beam_idx = search.step(j, lprobs.float().view(B, G, C), scores, child >= 0)  # [B, β] each
+        valid = scores > neg_inf
+        nodes = child.view(B, G * C).gather(1, beam_idx * C + codes).long().clamp(min=0)  # [B, β]
+        prev = prefixes.gather(1, beam_idx[:, :, None].expand(-1, -1, j))  # [B, β, j]
+        prefixes = torch.cat([prev, codes[:, :, None]], dim=2).masked_fill(~valid[:, :, None], -1)  # [B, β, j+1]
+        items = nodes.masked_fill(~valid, 0) if j == n_digits - 1 else None
+        yield BeamStep(j + 1, prefixes, scores, valid, items)
+        if j < n_digits - 1:
+            state = decoder.reorder_decoding(state, (beam_idx + user_offsets * G).view(-1))
+            codes = codes.reshape(-1)  # [B·β]

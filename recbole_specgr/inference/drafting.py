@@ -1,0 +1,235 @@
+"""
+recbole_specgr.inference.drafting
+##################################
+Top-δ inner-product retrieval of draft items for a batch of query vectors, under per-user masks.
+
+A user may be drafted item i only if ``i != 0`` (padding), ``i`` is allowed (``[n]`` or ``[B, n]``), ``i`` was not
+drafted before (``[B, n]``) and, during guided re-drafting, ``i``'s j-digit prefix is in that user's beam set B_j
+(a ``[B, n_prefixes]`` table gathered through each item's compact prefix id). :class:`DraftMask` holds these
+parts and evaluates them either densely (``[B, n]``) or only at given candidates (``[B, M]``).
+
+Two backends, both exact by default:
+
+* ``dense``: one ``[B, n]`` matmul per user batch (cached across re-drafting rounds) and a masked ``topk``; runs on
+  the device of the item vectors.
+* ``faiss``: ``IndexFlatIP`` (exact), or ``IndexHNSWFlat`` / ``IndexIVFFlat`` (approximate) for large catalogs.
+  A global ``[n]`` allowed mask goes into the search as an ID selector; per-user masks are applied by over-fetching
+  ``overfetch × δ`` neighbours and filtering them; users left with fewer than δ survivors fall back to dense scoring.
+"""
+
+import logging
+import math
+from typing import NamedTuple, Optional, Tuple
+
+import numpy as np
+import torch
+
+BACKENDS = ("dense", "faiss")
+FAISS_INDEXES = ("flat", "hnsw", "ivf")
+
+
+class DraftMask(NamedTuple):
+    """Which items each of B users may be drafted (every part optional; padding item 0 is always excluded)."""
+
+    allowed: Optional[torch.Tensor] = None  # [n] or [B, n] bool, True = may be drafted
+    drafted: Optional[torch.Tensor] = None  # [B, n] bool, True = drafted before, excluded
+    item_prefix: Optional[torch.Tensor] = None  # [n] long, compact j-prefix id of every item
+    prefix_table: Optional[torch.Tensor] = None  # [B, P] bool, True = prefix in the user's beam set B_j
+
+    def dense(self, n_rows: int, n_items: int, rows: Optional[torch.Tensor] = None, device=None) -> torch.Tensor:
+        """The mask of every item for ``rows`` (default all B users): ``[R, n]`` bool."""
+        pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+        n_rows = n_rows if rows is None else rows.numel()
+        ok = torch.ones(n_rows, n_items, dtype=torch.bool, device=device)
+        ok[:, 0] = False
+        if self.allowed is not None:
+            ok &= self.allowed if self.allowed.dim() == 1 else pick(self.allowed)
+        if self.drafted is not None:
+            ok &= ~pick(self.drafted)
+        if self.prefix_table is not None:
+            ok &= pick(self.prefix_table)[:, self.item_prefix]
+        return ok
+
+    def gather(self, items: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The mask at candidate ``items`` ``[R, M]`` (0 = no candidate) of ``rows``: ``[R, M]`` bool."""
+        pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+        ok = items != 0
+        if self.allowed is not None:
+            ok &= self.allowed[items] if self.allowed.dim() == 1 else pick(self.allowed).gather(1, items)
+        if self.drafted is not None:
+            ok &= ~pick(self.drafted).gather(1, items)
+        if self.prefix_table is not None:
+            ok &= pick(self.prefix_table).gather(1, self.item_prefix[items])
+        return ok
+
+
+def masked_topk(
+    scores: torch.Tensor, ok: torch.Tensor, k: int, ids: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-k columns of ``scores`` [R, M] among ``ok`` [R, M].
+
+    Returns:
+        items [R, k] (the column, or ``ids[r, column]`` when ``ids`` [R, M] is given; 0 = none) and scores [R, k]
+        (-inf = none).
+    """
+    n_rows, n_cols = scores.shape
+    top_scores, cols = scores.masked_fill(~ok, -math.inf).topk(min(k, n_cols), dim=1)  # [R, k']
+    top_items = (cols if ids is None else ids.gather(1, cols)).masked_fill(top_scores == -math.inf, 0)
+    if top_items.size(1) < k:  # fewer columns than k: pad with "no candidate"
+        pad = k - top_items.size(1)
+        top_items = torch.cat([top_items, top_items.new_zeros(n_rows, pad)], dim=1)
+        top_scores = torch.cat([top_scores, top_scores.new_full((n_rows, pad), -math.inf)], dim=1)
+    return top_items, top_scores
+
+
+def _build_faiss_index(vectors: np.ndarray, kind: str, hnsw_m: int, ivf_nlist: Optional[int]):
+    """An inner-product faiss index over ``vectors`` [N, D] (float32, C-contiguous)."""
+    import faiss
+
+    n, dim = vectors.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    else:  # ivf
+        nlist = ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+    index.add(vectors)
+    return index
+
+
+class DraftIndex:
+    """Top-δ drafting over a fixed set of item vectors.
+
+    Args:
+        item_vectors (torch.Tensor): ``[n, D]`` vectors of all items (row 0 = padding, never drafted).
+        backend (str): ``dense`` or ``faiss``.
+        faiss_index (str): ``flat`` (exact inner product), ``hnsw`` or ``ivf`` (approximate).
+        overfetch (int): with per-user masks, faiss fetches ``overfetch × δ`` neighbours before filtering.
+        hnsw_m (int): HNSW graph degree.
+        ef_search (int): HNSW search depth (raised to the fetch size when smaller).
+        ivf_nlist (int, optional): IVF lists (default ``4·sqrt(n)``, at most ``n / 39``).
+        nprobe (int): IVF lists visited per query.
+    """
+
+    def __init__(
+        self,
+        item_vectors: torch.Tensor,
+        backend: str = "dense",
+        faiss_index: str = "flat",
+        overfetch: int = 4,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        ivf_nlist: Optional[int] = None,
+        nprobe: int = 16,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"specgr_drafting_backend: expected one of {BACKENDS}, got {backend!r}")
+        if faiss_index not in FAISS_INDEXES:
+            raise ValueError(f"specgr_faiss_index: expected one of {FAISS_INDEXES}, got {faiss_index!r}")
+        if item_vectors.dim() != 2 or item_vectors.size(0) < 2:
+            raise ValueError(f"item_vectors: expected [n >= 2, D], got {tuple(item_vectors.shape)}")
+        if overfetch < 1:
+            raise ValueError(f"specgr_faiss_overfetch: expected an int >= 1, got {overfetch}")
+        self.item_vectors = item_vectors  # [n, D]
+        self.n_items = item_vectors.size(0)
+        self.backend = backend
+        self.faiss_index = faiss_index
+        self.overfetch = overfetch
+        self.ef_search = ef_search
+        self.nprobe = nprobe
+        self.index = None
+        if backend == "faiss":  # faiss ids are item ids - 1 (the padding row is left out)
+            vectors = np.ascontiguousarray(item_vectors[1:].detach().float().cpu().numpy())
+            self.index = _build_faiss_index(vectors, faiss_index, hnsw_m, ivf_nlist)
+            logging.getLogger().debug(f"[DRAFTING] faiss {faiss_index} index over {vectors.shape[0]} items")
+
+    def session(self, queries: torch.Tensor) -> "DraftSession":
+        """Start drafting for one user batch ``queries`` [B, D]; work shared across rounds is cached there."""
+        return DraftSession(self, queries)
+
+    def search(self, queries: torch.Tensor, k: int, mask: Optional[DraftMask] = None):
+        """Top-``k`` items for ``queries`` [B, D] under ``mask``: items [B, k] (0 = none), scores [B, k]."""
+        return self.session(queries).topk(k, mask)
+
+    # faiss helpers -----------------------------------------------------------------------------------------------
+    def _search_params(self, fetch: int, allowed: Optional[torch.Tensor]):
+        import faiss
+
+        kwargs = {}
+        if allowed is not None:  # global [n] mask -> selector over faiss ids (item id - 1)
+            ids = (torch.nonzero(allowed[1:].cpu()).squeeze(1)).numpy().astype("int64")
+            kwargs["sel"] = faiss.IDSelectorBatch(ids)
+        if self.faiss_index == "hnsw":
+            return faiss.SearchParametersHNSW(efSearch=max(self.ef_search, fetch), **kwargs)
+        if self.faiss_index == "ivf":
+            return faiss.SearchParametersIVF(nprobe=self.nprobe, **kwargs)
+        return faiss.SearchParameters(**kwargs) if kwargs else None
+
+    def _faiss_fetch(self, queries: torch.Tensor, fetch: int, allowed: Optional[torch.Tensor]):
+        """Raw faiss neighbours: items [B, fetch] (0 = none) and scores [B, fetch] on the queries' device."""
+        q = np.ascontiguousarray(queries.detach().float().cpu().numpy())
+        params = self._search_params(fetch, allowed)
+        dist, labels = self.index.search(q, fetch, params=params) if params else self.index.search(q, fetch)
+        labels = torch.from_numpy(labels).to(queries.device)
+        dist = torch.from_numpy(dist).to(queries.device)
+        items = (labels + 1).clamp(min=0)  # faiss -1 (not found) -> 0
+        scores = dist.masked_fill(items == 0, -math.inf)
+        return items, scores
+
+
+class DraftSession:
+    """Drafting state of one user batch: the dense ``[B, n]`` scores, or faiss' over-fetched neighbour lists."""
+
+    def __init__(self, index: DraftIndex, queries: torch.Tensor):
+        self.index = index
+        self.queries = queries  # [B, D]
+        self._dense_scores = None  # [B, n]
+        self._fetched = None  # (items [B, F], scores [B, F], allowed it was fetched under)
+
+    def dense_scores(self, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Inner products of (a subset of) the queries with every item: [R, n]."""
+        vectors = self.index.item_vectors
+        if rows is not None:
+            return self.queries[rows].to(vectors.dtype) @ vectors.T
+        if self._dense_scores is None:
+            self._dense_scores = self.queries.to(vectors.dtype) @ vectors.T  # [B, n]
+        return self._dense_scores
+
+    def topk(self, k: int, mask: Optional[DraftMask] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` allowed items per user: items [B, k] (0 = none), scores [B, k] (-inf = none)."""
+        mask = mask or DraftMask()
+        n_rows, n_items = self.queries.size(0), self.index.n_items
+        if k <= 0:
+            return self.queries.new_zeros(n_rows, 0, dtype=torch.long), self.queries.new_zeros(n_rows, 0)
+        if self.index.backend == "dense":
+            scores = self.dense_scores()
+            return masked_topk(scores, mask.dense(n_rows, n_items, device=scores.device), k)
+        return self._faiss_topk(k, mask)
+
+    def _faiss_topk(self, k: int, mask: DraftMask) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Filter over-fetched neighbours; users left short are re-fetched 4× deeper while that stays under a
+        quarter of the catalog, then scored densely."""
+        index, n_rows, n_items = self.index, self.queries.size(0), self.index.n_items
+        global_allowed = mask.allowed if mask.allowed is not None and mask.allowed.dim() == 1 else None
+        per_user = mask.drafted is not None or mask.prefix_table is not None or global_allowed is not mask.allowed
+        fetch = min(n_items - 1, k * index.overfetch if per_user else k)
+        stale = self._fetched is None or self._fetched[2] is not global_allowed or self._fetched[0].size(1) < fetch
+        if stale:
+            self._fetched = (*index._faiss_fetch(self.queries, fetch, global_allowed), global_allowed)
+        items, scores, _ = self._fetched  # [B, F]
+        top_items, top_scores = masked_topk(scores, mask.gather(items), k, ids=items)
+        fetch = items.size(1)
+        n_allowed = n_items - 1 if global_allowed is None else int(global_allowed[1:].sum())
+        short = torch.nonzero((top_items != 0).sum(1) < min(k, n_allowed)).squeeze(1)  # [R] users to redo
+        while short.numel() > 0 and fetch < n_items - 1 and 4 * fetch <= n_items // 4:
+            fetch = 4 * fetch
+            items, scores = index._faiss_fetch(self.queries[short], fetch, global_allowed)  # [R, 4F]
+            top_items[short], top_scores[short] = masked_topk(scores, mask.gather(items, rows=short), k, ids=items)
+            short = short[(top_items[short] != 0).sum(1) < min(k, n_allowed)]
+        if short.numel() > 0 and not (index.faiss_index == "flat" and fetch >= n_items - 1):
+            rows_scores = self.dense_scores(short)  # [R, n]
+            ok_rows = mask.dense(n_rows, n_items, rows=short, device=rows_scores.device)
+            top_items[short], top_scores[short] = masked_topk(rows_scores, ok_rows, k)
+        return top_items, top_scores

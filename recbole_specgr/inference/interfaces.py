@@ -1,0 +1,67 @@
+"""
+recbole_specgr.inference.interfaces
+####################################
+The two small contracts that speculative inference (:mod:`recbole_specgr.inference.specgr`) relies on.
+
+Speculative inference never imports a concrete model: any object with these methods can be the *verifier*
+(a generative recommender over semantic IDs, e.g. TIGER or SpecGR++) or the *drafter* (any model that embeds
+sequences and items into one space, e.g. UniSRec or SpecGR++'s own encoder).
+
+Shapes: B users, T history length, S encoder length, D hidden size, N candidates per user,
+n the number of items (RecBole ids, 0 = padding), l the semantic ID length (``n_digits``), β beam size.
+"""
+
+from typing import Iterator, NamedTuple, Optional, Protocol
+
+import torch
+
+
+class EncoderState(NamedTuple):
+    """Encoder output, computed once per user batch and reused by every decoding / scoring call."""
+
+    hidden: torch.Tensor  # [B, S, D]
+    mask: torch.Tensor  # [B, S] bool, True = real token
+
+
+class BeamStep(NamedTuple):
+    """The beam set B_j after decoding digit j (1-based) for every user.
+
+    ``prefixes[b, k]`` is the j-digit code prefix of beam k of user b, ``scores`` its summed log-probability,
+    ``valid`` False for beams that do not exist (fewer than β real prefixes). At j == l, ``items`` holds the
+    RecBole item id that each complete beam spells (0 where invalid); before that it is None.
+    """
+
+    depth: int  # j
+    prefixes: torch.Tensor  # [B, β, j] raw codes
+    scores: torch.Tensor  # [B, β]
+    valid: torch.Tensor  # [B, β] bool
+    items: Optional[torch.Tensor]  # [B, β] item ids at j == l, else None
+
+
+class Verifier(Protocol):
+    """A generative recommender over semantic IDs (TIGER / SpecGR++)."""
+
+    item2codes: torch.Tensor  # [n, l] raw codes per digit, row 0 (padding item) = -1
+    n_digits: int  # l, the last digit being the collision (identification) digit
+
+    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> EncoderState:
+        """Run the encoder once on ``[bos, ID_1 … ID_w, eos]``."""
+
+    def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced log P(c_i | c_<i, X) for every digit of every candidate: [B, N] -> [B, N, l]."""
+
+    def beam_search(
+        self, enc: EncoderState, beam_size: int, item_mask: Optional[torch.Tensor] = None
+    ) -> Iterator[BeamStep]:
+        """Constrained beam search yielding B_1 … B_l; only prefixes of items allowed by ``item_mask`` [n]
+        (default: all real items the model was built to generate) are ever produced."""
+
+
+class Drafter(Protocol):
+    """An inductive retrieval model: sequences and items in one vector space, scored by inner product."""
+
+    def sequence_vectors(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """[B, T], [B] -> [B, D] query vectors."""
+
+    def item_vectors(self, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[N] item ids (default: all n items, unseen included) -> [N, D] item vectors."""

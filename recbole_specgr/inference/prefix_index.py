@@ -1,0 +1,110 @@
+"""
+recbole_specgr.inference.prefix_index
+#####################################
+Dense per-depth prefix tables over the semantic IDs of a fixed item set, built once on the device.
+
+They replace the trie callbacks of HF / fairseq constrained decoding: "which codes may follow this prefix" is one
+tensor lookup for all users and beams at once.
+
+Node ids: depth 0 has one node (the empty prefix); depth j ∈ [1, l) numbers the distinct j-digit prefixes in
+lexicographic order; at depth l the node id *is* the RecBole item id, so a complete path spells its item.
+``child_table(j)`` is a ``[P_j, C]`` table: the depth-(j+1) node reached by appending a code, −1 if no item has that
+prefix. With C = 256 and n items the tables hold at most (l−1)·n·C + C int32 entries.
+"""
+
+import math
+from typing import List
+
+import torch
+import torch.nn as nn
+
+
+class PrefixIndex(nn.Module):
+    """Prefix tables of ``item2codes``; buffers follow the module to its device (derived, so not saved).
+
+    Args:
+        item2codes: [n, l] codes per item, each in [0, C); row 0 (padding item) = −1. Full codes must be unique.
+        codebook_size: C.
+    """
+
+    def __init__(self, item2codes: torch.Tensor, codebook_size: int):
+        super().__init__()
+        if item2codes.dim() != 2 or item2codes.shape[0] < 2:
+            raise ValueError(f"item2codes: expected [n >= 2, l], got shape {tuple(item2codes.shape)}")
+        n, l = item2codes.shape
+        C = codebook_size
+        codes = item2codes[1:].long()  # [n-1, l], real items only
+        if codes.min() < 0 or codes.max() >= C:
+            raise ValueError(f"item2codes: rows 1.. must hold codes in [0, {C}), got [{codes.min()}, {codes.max()}]")
+        if l * math.log2(max(C, 2)) > 62:
+            raise ValueError(f"item2codes: {l} digits of codebook size {C} do not fit one int64 prefix key")
+        self.n_digits, self.codebook_size, self.n_items = l, C, n
+
+        item_ids = torch.arange(1, n, device=codes.device)
+        key = torch.zeros(n - 1, dtype=torch.long, device=codes.device)  # mixed-radix key of the running prefix
+        parent = torch.zeros(n - 1, dtype=torch.long, device=codes.device)  # depth-0 node of every item: the root
+        n_parents = 1
+        for j in range(1, l + 1):
+            key = key * C + codes[:, j - 1]
+            uniq, node = torch.unique(key, return_inverse=True)  # node: depth-j node id of each item's j-prefix
+            if j == l:
+                if uniq.numel() != n - 1:
+                    raise ValueError(f"item2codes: {n - 1 - uniq.numel()} items share their full code with another")
+                node = item_ids  # leaves are item ids
+            children = torch.full((n_parents, C), -1, dtype=torch.int32, device=codes.device)
+            children[parent, codes[:, j - 1]] = node.int()
+            self.register_buffer(f"children_{j - 1}", children, persistent=False)  # [P_{j-1}, C]
+            self.register_buffer(f"keys_{j}", uniq, persistent=False)  # [P_j] sorted prefix keys
+            pad = torch.full((1,), -1, dtype=torch.long, device=codes.device)
+            self.register_buffer(f"item_nodes_{j}", torch.cat([pad, node]), persistent=False)  # [n]
+            parent, n_parents = node, uniq.numel()
+        # at depth l the key table is sorted by key, not by item id: remember which item each key spells
+        order = torch.argsort(key)
+        self.register_buffer("leaf_items", item_ids[order], persistent=False)  # [n-1]
+
+    def child_table(self, depth: int) -> torch.Tensor:
+        """[P_depth, C] table of depth-(depth+1) nodes (item ids at depth l−1), −1 where no item continues."""
+        return getattr(self, f"children_{depth}")
+
+    def n_nodes(self, depth: int) -> int:
+        """P_depth, the number of distinct ``depth``-digit prefixes (depth ∈ [1, l])."""
+        return getattr(self, f"keys_{depth}").numel()
+
+    def item_nodes(self, depth: int) -> torch.Tensor:
+        """[n] node id of every item's ``depth``-digit prefix (depth ∈ [1, l]; the item id at l; −1 for padding)."""
+        return getattr(self, f"item_nodes_{depth}")
+
+    def restrict(self, item_mask: torch.Tensor) -> List[torch.Tensor]:
+        """Tables that lead only to items with ``item_mask`` [n] True: l tensors [P_j, C], as :meth:`child_table`."""
+        if item_mask.shape != (self.n_items,) or item_mask.dtype != torch.bool:
+            raise ValueError(f"item_mask: expected a bool tensor of shape [{self.n_items}], got {item_mask.dtype} "
+                             f"{tuple(item_mask.shape)}")
+        allowed = item_mask.clone()
+        allowed[0] = False
+        tables: List[torch.Tensor] = [None] * self.n_digits
+        for j in range(self.n_digits - 1, -1, -1):  # from the leaves up: a node is allowed iff a child is
+            child = self.child_table(j)
+            ok = (child >= 0) & allowed[child.clamp(min=0)]  # [P_j, C]
+            tables[j] = child.masked_fill(~ok, -1)
+            allowed = ok.any(dim=1)  # [P_j]
+        return tables
+
+    def lookup(self, prefixes: torch.Tensor) -> torch.Tensor:
+        """Node ids of j-digit prefixes: [..., j] codes -> [...] (item ids when j == l), −1 if no item has the prefix.
+
+        Codes outside [0, C) (e.g. −1 for an invalid beam) give −1.
+        """
+        j = prefixes.shape[-1]
+        if not 1 <= j <= self.n_digits:
+            raise ValueError(f"prefixes: expected 1..{self.n_digits} digits in the last dim, got {j}")
+        C = self.codebook_size
+        codes = prefixes.long()
+        in_range = ((codes >= 0) & (codes < C)).all(dim=-1)
+        key = torch.zeros(codes.shape[:-1], dtype=torch.long, device=codes.device)
+        for i in range(j):
+            key = key * C + codes[..., i].clamp(0, C - 1)
+        keys = getattr(self, f"keys_{j}")
+        pos = torch.searchsorted(keys, key).clamp(max=keys.numel() - 1)
+        found = in_range & (keys[pos] == key)
+        node = self.leaf_items[pos] if j == self.n_digits else pos
+        return torch.where(found, node, torch.full_like(node, -1))

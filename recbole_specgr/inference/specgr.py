@@ -1,0 +1,337 @@
+"""
+recbole_specgr.inference.specgr
+################################
+Speculative generative recommendation: an inductive *drafter* proposes items (unseen ones included), a generative
+*verifier* accepts or rejects them, the verifier's beam prefixes guide later drafts, and the loop exits per user
+once K items are accepted (paper section 3.2). Both models are reached only through
+:mod:`recbole_specgr.inference.interfaces`; the whole batch is processed at once with per-user masks.
+
+Reference:
+    Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, fields
+from typing import Iterator, NamedTuple, Optional
+
+import torch
+
+from recbole_specgr.inference.drafting import DraftIndex, DraftMask
+from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
+from recbole_specgr.inference.prefix_index import PrefixIndex
+
+
+def verification_scores(log_probs: torch.Tensor, unseen: torch.Tensor, adjust: bool = True) -> torch.Tensor:
+    """Eq. 2: mean digit log-probability, over all l digits for seen items and over the first l−1 for unseen ones
+    (their collision digit carries no semantics).
+
+    Args:
+        log_probs (torch.Tensor): ``[B, N, l]`` log P(c_i | c_<i, X) per digit.
+        unseen (torch.Tensor): ``[B, N]`` bool, True for items not seen in training.
+        adjust (bool): False = ablation (1.2), every item is scored over all l digits.
+
+    Returns:
+        torch.Tensor: ``[B, N]`` verification scores V.
+    """
+    full = log_probs.mean(dim=-1)  # [B, N]
+    if not adjust:
+        return full
+    return torch.where(unseen, log_probs[..., :-1].mean(dim=-1), full)
+
+
+def beam_table(prefix_index: PrefixIndex, step: BeamStep) -> torch.Tensor:
+    """``[B, P_j]`` bool: True where j-prefix node p is one of the user's valid beams in B_j (eq. 3)."""
+    n_prefixes = prefix_index.child_table(step.depth).size(0)  # P_j
+    node = prefix_index.lookup(step.prefixes)  # [B, β], -1 = no item has it
+    node = node.masked_fill(~step.valid | (node < 0), n_prefixes)  # spare column for non-beams
+    table = torch.zeros(node.size(0), n_prefixes + 1, dtype=torch.bool, device=node.device)
+    return table.scatter_(1, node, True)[:, :n_prefixes]
+
+
+@dataclass
+class SpecGRStats:
+    """Counts over one or more user batches (add them up); :meth:`summary` turns them into rates."""
+
+    n_users: int = 0
+    n_drafted: int = 0
+    n_accepted: int = 0
+    n_rounds: int = 0  # draft-verify rounds summed over users
+    n_beam_steps: int = 0  # beam-search decoding steps summed over batches
+    n_output: int = 0
+    n_output_unseen: int = 0
+
+    def __add__(self, other: "SpecGRStats") -> "SpecGRStats":
+        return SpecGRStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def summary(self, elapsed_s: Optional[float] = None) -> dict:
+        """acceptance_rate, mean_rounds, unseen_share and, when the caller timed the batches, users_per_s."""
+        out = {
+            "acceptance_rate": self.n_accepted / max(self.n_drafted, 1),
+            "mean_rounds": self.n_rounds / max(self.n_users, 1),
+            "unseen_share": self.n_output_unseen / max(self.n_output, 1),
+        }
+        if elapsed_s is not None:
+            out["users_per_s"] = self.n_users / max(elapsed_s, 1e-12)
+        return out
+
+
+class SpecGROutput(NamedTuple):
+    """Result of :meth:`SpeculativeRecommender.recommend` for B users over R rounds."""
+
+    scores: torch.Tensor  # [B, n], finite exactly at the recommended items, -inf elsewhere
+    drafts: torch.Tensor  # [B, R, δ] items drafted in each round (0 = none)
+    draft_scores: torch.Tensor  # [B, R, δ] verification scores V (-inf = none)
+    accepted: torch.Tensor  # [B, R, δ] bool, V > γ
+    stats: SpecGRStats
+
+
+class SpeculativeRecommender:
+    """Draft-then-verify top-K recommendation (SpecGR) with any :class:`Verifier` and :class:`Drafter`.
+
+    Args:
+        verifier (Verifier): the generative recommender (TIGER / SpecGR++).
+        drafter (Drafter): the inductive retrieval model (UniSRec / SpecGR++'s encoder).
+        seen_item_mask (torch.Tensor): ``[n]`` bool, True for items seen in training (eq. 2 normalisation).
+        draft_size (int): δ, items drafted per user and round.
+        num_beams (int): β, beam size of the verifier's beam search (guides re-drafting, fills short lists).
+        threshold (float): γ, accept a draft if V > γ.
+        topk (int): K, items recommended per user.
+        drafting_backend (str): ``dense`` or ``faiss`` (see :mod:`recbole_specgr.inference.drafting`).
+        faiss_index (str): ``flat`` (exact), ``hnsw`` or ``ivf`` (approximate) for the faiss backend.
+        no_inductive_drafting (bool): ablation (1.1), draft only among seen items.
+        no_likelihood_adjustment (bool): ablation (1.2), score unseen items over all l digits.
+        no_guided_redrafting (bool): ablation (1.3), re-drafts are the next-best undrafted items.
+        no_reranking (bool): ablation (1.4), keep draft (then beam) order instead of score order.
+        no_adaptive_exit (bool): ablation (1.5), run all l rounds, then keep the top-K accepted by score.
+    """
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        drafter: Drafter,
+        seen_item_mask: torch.Tensor,
+        draft_size: int = 50,
+        num_beams: int = 50,
+        threshold: float = -1.6,
+        topk: int = 10,
+        drafting_backend: str = "dense",
+        faiss_index: str = "flat",
+        no_inductive_drafting: bool = False,
+        no_likelihood_adjustment: bool = False,
+        no_guided_redrafting: bool = False,
+        no_reranking: bool = False,
+        no_adaptive_exit: bool = False,
+    ):
+        # load parameters info
+        self.verifier = verifier
+        self.drafter = drafter
+        self.draft_size = int(draft_size)
+        self.num_beams = int(num_beams)
+        self.threshold = float(threshold)
+        self.topk = int(topk)
+        self.drafting_backend = drafting_backend
+        self.faiss_index = faiss_index
+        self.no_inductive_drafting = bool(no_inductive_drafting)
+        self.no_likelihood_adjustment = bool(no_likelihood_adjustment)
+        self.no_guided_redrafting = bool(no_guided_redrafting)
+        self.no_reranking = bool(no_reranking)
+        self.no_adaptive_exit = bool(no_adaptive_exit)
+        self.n_digits = int(verifier.n_digits)
+        self.n_items = verifier.item2codes.size(0)
+        if self.draft_size < 0:
+            raise ValueError(f"specgr_draft_size: expected an int >= 0, got {draft_size}")
+        if self.num_beams < 1 or self.topk < 1:
+            raise ValueError(f"num_beams / topk: expected ints >= 1, got {num_beams} / {topk}")
+        if self.n_digits < 2:
+            raise ValueError(f"verifier.n_digits: expected >= 2 (semantic + collision digits), got {self.n_digits}")
+        if seen_item_mask is None or tuple(seen_item_mask.shape) != (self.n_items,):
+            got = None if seen_item_mask is None else tuple(seen_item_mask.shape)
+            raise ValueError(f"seen_item_mask: expected a bool tensor [{self.n_items}] (= item2codes rows), got {got}")
+        self.seen_item_mask = seen_item_mask.bool()  # [n]
+        # define derived structures
+        codes = verifier.item2codes
+        self.prefix_index = PrefixIndex(codes, codebook_size=int(codes.max()) + 1)
+        self.item_prefix = [self.prefix_index.item_nodes(j).clamp(min=0) for j in range(1, self.n_digits)]  # [n] each
+        real = torch.nonzero((verifier.item2codes[1:] >= 0).all(dim=1)).squeeze(1)
+        self.stand_in_item = int(real[0]) + 1 if real.numel() > 0 else 1  # verified in place of empty draft slots
+        self.draft_index: Optional[DraftIndex] = None  # built from the drafter's item vectors on first use
+
+    @classmethod
+    def from_config(cls, config, verifier: Verifier, drafter: Drafter, seen_item_mask: torch.Tensor):
+        """Build from a RecBole config: ``specgr_draft_size``, ``num_beams``, ``specgr_threshold``, ``topk`` (K =
+        its largest value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
+        ``specgr_no_inductive_drafting``, ``specgr_no_likelihood_adjustment``, ``specgr_no_guided_redrafting``,
+        ``specgr_no_reranking``, ``specgr_no_adaptive_exit``. Missing keys take the constructor defaults."""
+        keys = {
+            "draft_size": "specgr_draft_size",
+            "num_beams": "num_beams",
+            "threshold": "specgr_threshold",
+            "drafting_backend": "specgr_drafting_backend",
+            "faiss_index": "specgr_faiss_index",
+            "no_inductive_drafting": "specgr_no_inductive_drafting",
+            "no_likelihood_adjustment": "specgr_no_likelihood_adjustment",
+            "no_guided_redrafting": "specgr_no_guided_redrafting",
+            "no_reranking": "specgr_no_reranking",
+            "no_adaptive_exit": "specgr_no_adaptive_exit",
+        }
+        kwargs = {arg: config[key] for arg, key in keys.items() if config[key] is not None}
+        topk = config["topk"]
+        if topk is not None:
+            kwargs["topk"] = max(topk) if isinstance(topk, (list, tuple)) else topk
+        return cls(verifier, drafter, seen_item_mask, **kwargs)
+
+    def refresh(self) -> None:
+        """(Re)build the drafting index from the drafter's current item vectors; call after the drafter changes."""
+        with torch.no_grad():
+            vectors = self.drafter.item_vectors()  # [n, D]
+        if vectors.size(0) != self.n_items:
+            raise ValueError(f"drafter.item_vectors(): expected {self.n_items} rows, got {vectors.size(0)}")
+        self.draft_index = DraftIndex(vectors, backend=self.drafting_backend, faiss_index=self.faiss_index)
+        logging.getLogger().debug(f"[SPECGR] drafting index ({self.drafting_backend}) over {self.n_items} items")
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        item_seq: torch.Tensor,
+        item_seq_len: torch.Tensor,
+        allowed_items: Optional[torch.Tensor] = None,
+        subset_ranking: bool = False,
+    ) -> SpecGROutput:
+        """Top-K recommendation for a batch of users.
+
+        Args:
+            item_seq (torch.Tensor): ``[B, T]`` histories (0-padded).
+            item_seq_len (torch.Tensor): ``[B]`` history lengths.
+            allowed_items (torch.Tensor, optional): ``[n]`` or ``[B, n]`` bool, the items that may be recommended
+                (default: every real item, unseen ones included). Drafts and beam fill both respect it.
+            subset_ranking (bool): rank only ``allowed_items`` (paper 4.4.1): short lists are filled with the best
+                rejected drafts instead of beam items, so every result lies in the subset.
+
+        Returns:
+            SpecGROutput: ``scores`` [B, n] finite at exactly min(K, available) items per user, plus the drafts.
+        """
+        if self.draft_index is None:
+            self.refresh()
+        if subset_ranking and allowed_items is None:
+            raise ValueError("allowed_items: subset_ranking needs the subset as an [n] or [B, n] bool mask")
+        n_users, device = item_seq.size(0), item_seq.device
+        seen = self.seen_item_mask.to(device)  # [n]
+        allowed = None if allowed_items is None else allowed_items.to(device=device, dtype=torch.bool)
+        draft_allowed = allowed
+        if self.no_inductive_drafting:
+            draft_allowed = seen if allowed is None else allowed & seen
+
+        enc = self.verifier.encode(item_seq, item_seq_len)  # run once, shared by verifying and beam search
+        session = self.draft_index.session(self.drafter.sequence_vectors(item_seq, item_seq_len))  # [B, D] queries
+        beam_steps = self.verifier.beam_search(enc, self.num_beams)
+        beams: Optional[BeamStep] = None
+        drafted = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)  # [B, n]
+        n_accepted = torch.zeros(n_users, dtype=torch.long, device=device)  # [B]
+        active = torch.ones(n_users, dtype=torch.bool, device=device)  # [B] users still drafting
+        n_rounds = torch.zeros(n_users, dtype=torch.long, device=device)  # [B]
+        drafts, draft_scores, accepts = [], [], []
+        for j in range(self.n_digits):  # round 0: inductive drafting; round j >= 1: guided by B_j
+            mask = DraftMask(draft_allowed, drafted)
+            if j > 0 and not self.no_guided_redrafting:
+                beams = self._advance(beam_steps, beams, j)
+                mask = mask._replace(item_prefix=self.item_prefix[j - 1],
+                                     prefix_table=beam_table(self.prefix_index, beams))
+            items, _ = session.topk(self.draft_size, mask)  # [B, δ], 0 = none
+            items = items.masked_fill(~active.unsqueeze(1), 0)
+            drafted.scatter_(1, items, True)  # column 0 (padding) is never draftable anyway
+            scores = self._verify(enc, items, seen)  # [B, δ]
+            accepted = (items != 0) & (scores > self.threshold)  # [B, δ]
+            drafts.append(items)
+            draft_scores.append(scores)
+            accepts.append(accepted)
+            n_accepted += accepted.sum(dim=1)
+            n_rounds += active.long()
+            if not self.no_adaptive_exit:
+                active &= n_accepted < self.topk
+                if not bool(active.any()):  # adaptive exit: the one host sync per round
+                    break
+
+        cand = torch.stack(drafts, dim=1)  # [B, R, δ]
+        cand_scores = torch.stack(draft_scores, dim=1)
+        cand_accepted = torch.stack(accepts, dim=1)
+        fill = None
+        if not subset_ranking and bool((n_accepted < self.topk).any()):
+            beams = self._advance(beam_steps, beams, self.n_digits)  # complete beams B_l
+            fill = beams
+        items, item_scores, ok = self._rank(cand, cand_scores, cand_accepted, fill, allowed)  # [B, 2K] each
+        out = torch.full((n_users, self.n_items), -math.inf, device=device)
+        out.scatter_(1, items.masked_fill(~ok, 0), item_scores.masked_fill(~ok, -math.inf))
+        out[:, 0] = -math.inf
+        stats = SpecGRStats(
+            n_users=n_users,
+            n_drafted=int((cand != 0).sum()),
+            n_accepted=int(cand_accepted.sum()),
+            n_rounds=int(n_rounds.sum()),
+            n_beam_steps=0 if beams is None else beams.depth,
+            n_output=int(ok.sum()),
+            n_output_unseen=int((ok & ~seen[items]).sum()),
+        )
+        return SpecGROutput(out, cand, cand_scores, cand_accepted, stats)
+
+    def _advance(self, beam_steps: Iterator[BeamStep], beams: Optional[BeamStep], depth: int) -> BeamStep:
+        """Consume the verifier's beam search up to B_depth."""
+        while beams is None or beams.depth < depth:
+            beams = next(beam_steps, None)
+            if beams is None:
+                raise ValueError(f"verifier.beam_search: stopped before depth {depth} (n_digits = {self.n_digits})")
+        return beams
+
+    def _verify(self, enc: EncoderState, items: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """Eq. 2 scores of drafts ``items`` [B, δ] (0 = none -> -inf)."""
+        empty = items == 0
+        if items.size(1) == 0:
+            return items.new_zeros(items.shape, dtype=torch.float)
+        log_probs = self.verifier.digit_log_probs(enc, items.masked_fill(empty, self.stand_in_item))  # [B, δ, l]
+        scores = verification_scores(log_probs.float(), ~seen[items], adjust=not self.no_likelihood_adjustment)
+        return scores.masked_fill(empty, -math.inf)
+
+    def _rank(self, cand, cand_scores, cand_accepted, beams: Optional[BeamStep], allowed: Optional[torch.Tensor]):
+        """The final top-K: accepted drafts, then (if short) beam items or, in subset ranking, rejected drafts.
+
+        Returns items [B, 2K], their output scores [B, 2K] and validity [B, 2K] (at most K valid per user). Output
+        scores are V for drafts and the length-normalised beam score for beam items; without re-ranking they are
+        ``-rank`` instead.
+        """
+        n_users, device = cand.size(0), cand.device
+        cand, cand_scores, cand_accepted = cand.flatten(1), cand_scores.flatten(1), cand_accepted.flatten(1)  # [B, M]
+        order = -torch.arange(cand.size(1), device=device, dtype=torch.float).expand_as(cand_scores)  # draft order
+        key = order if self.no_reranking else cand_scores
+        top_items, top_scores, top_ok = _top(cand, cand_scores, key.masked_fill(~cand_accepted, -math.inf), self.topk)
+        if beams is not None:  # fill from complete beams B_l, skipping accepted and disallowed items
+            fill_items = beams.items.masked_fill(~beams.valid, 0)  # [B, β]
+            taken = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)
+            taken.scatter_(1, cand.masked_fill(~cand_accepted, 0), True)
+            fill_ok = (fill_items != 0) & ~taken.gather(1, fill_items)
+            if allowed is not None:
+                fill_ok &= allowed[fill_items] if allowed.dim() == 1 else allowed.gather(1, fill_items)
+            fill_scores = beams.scores.float() / beams.depth  # [B, β]
+            beam_order = -torch.arange(fill_items.size(1), device=device, dtype=torch.float).expand_as(fill_scores)
+            fill_key = (beam_order if self.no_reranking else fill_scores).masked_fill(~fill_ok, -math.inf)
+        else:  # subset ranking: fill from rejected drafts
+            fill_items, fill_scores = cand, cand_scores
+            fill_key = key.masked_fill(cand_accepted | (cand == 0), -math.inf)
+        fill_items, fill_scores, fill_ok = _top(fill_items, fill_scores, fill_key, self.topk)
+        fill_ok &= torch.arange(self.topk, device=device) < (self.topk - top_ok.sum(dim=1, keepdim=True))
+        items, scores, ok = (torch.cat(pair, dim=1) for pair in ((top_items, fill_items), (top_scores, fill_scores),
+                                                                 (top_ok, fill_ok)))  # [B, 2K]
+        if self.no_reranking:  # accepted drafts first, in draft order, then the fill
+            scores = -(ok.long().cumsum(dim=1) - 1).float()
+        return items, scores, ok
+
+
+def _top(items: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, k: int):
+    """The k entries of largest ``key`` per row (-inf = not eligible): items, scores, valid, each [B, k]."""
+    n_users, n_cols = items.shape
+    if n_cols < k:  # pad so every row has k columns
+        pad = k - n_cols
+        items = torch.cat([items, items.new_zeros(n_users, pad)], dim=1)
+        scores = torch.cat([scores, scores.new_full((n_users, pad), -math.inf)], dim=1)
+        key = torch.cat([key, key.new_full((n_users, pad), -math.inf)], dim=1)
+    top_key, cols = key.topk(k, dim=1)
+    return items.gather(1, cols), scores.gather(1, cols), top_key > -math.inf

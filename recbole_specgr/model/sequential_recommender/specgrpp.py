@@ -1,0 +1,262 @@
+"""
+recbole_specgr.model.sequential_recommender.specgrpp
+####################################################
+SpecGR++: TIGER whose own encoder is the drafter (self-speculative generative recommendation).
+
+The T5 encoder embeds a history ``[bos, ID_1 … ID_w, eos]`` and a single item ``[bos, ID_i, eos]`` into one space
+(mean pooling over real tokens, a linear projection head, L2 normalisation), so items never seen in training (and
+items added after training) are drafted from their semantic IDs alone. Training has two stages (driven by
+:class:`~recbole_specgr.trainer.SpecGRPPTrainer`):
+
+1. pretraining, ``L = λ1·L_CL + L_Gen``: L_CL is the in-batch item–sequence contrastive loss with temperature τ;
+2. fine-tuning, ``L' = λ2·L_CE + L_Gen``: L_CE is the cross-entropy of the sequence vector against the vectors of all
+   seen items (or a sampled subset), computed once at the start of the stage by a frozen snapshot of the stage-1
+   encoder (the *item tower*). That snapshot keeps embedding items afterwards, for drafting at inference and for new
+   items, so sequences and items stay in the space the sequence encoder was fine-tuned against.
+
+Reference:
+    Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939,
+    Section 3.3.2.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_specgr.inference.interfaces import EncoderState
+from recbole_specgr.inference.prefix_index import PrefixIndex
+from recbole_specgr.model.sequential_recommender.tiger import TIGER
+from recbole_specgr.model.speculative import SpeculativeEvalMixin
+from recbole_specgr.model.t5 import T5
+from recbole_specgr.tokenizer.semantic_id import load_or_fit_tokenizer
+
+ITEM_CHUNK = 4096  # items embedded per encoder call in item_vectors()
+
+
+def in_batch_contrastive_loss(seq_vec, item_vec, targets, temperature):
+    """L_CL: row b's positive is its own target item; the other rows' targets are its negatives, except copies of
+    its own target (same item id), which are masked out.
+
+    Args:
+        seq_vec (torch.Tensor): ``[B, P]`` sequence vectors.
+        item_vec (torch.Tensor): ``[B, P]`` vectors of the target items, row b = target of row b.
+        targets (torch.Tensor): ``[B]`` target item ids.
+        temperature (float): τ.
+
+    Returns:
+        torch.Tensor: the mean cross-entropy over rows.
+    """
+    logits = seq_vec @ item_vec.t() / temperature  # [B, B]
+    duplicate = targets[:, None] == targets[None, :]  # [B, B]
+    duplicate.fill_diagonal_(False)
+    labels = torch.arange(len(targets), device=targets.device)
+    return F.cross_entropy(logits.masked_fill(duplicate, -math.inf), labels)
+
+
+def mean_pool(hidden, mask):
+    """``[B, S, D]`` states, ``[B, S]`` bool mask -> ``[B, D]`` mean over the real tokens."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, S, 1]
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class SpecGRPP(SpeculativeEvalMixin, TIGER):
+    r"""TIGER plus an embedding head on its encoder; implements both the Verifier and the Drafter protocol, and
+    ``full_sort_predict`` is speculative inference with itself in both roles.
+
+    Config keys (besides TIGER's): ``specgrpp_lambda_cl`` (λ1), ``specgrpp_lambda_ce`` (λ2),
+    ``specgrpp_temperature`` (τ), ``specgrpp_projection_size``, ``specgrpp_finetune_epochs`` (0: no item tower),
+    ``specgrpp_num_candidates``, and the ``specgr_*`` inference keys of
+    :meth:`~recbole_specgr.inference.specgr.SpeculativeRecommender.from_config`.
+
+    Checkpoints carry, in ``other_parameter``, the raw item tokens (``item_tokens``, index = item id) and the fitted
+    semantic-ID tokenizer (``tokenizer_state``), so that :mod:`recbole_specgr.new_items` can add items without the
+    dataset.
+
+    Args:
+        config: RecBole config.
+        dataset: the training dataset (``seen_item_mask``, ``item_text_emb`` for the tokenizer, ``field2id_token``).
+        item2codes: [n, l] semantic IDs; default: fitted (or loaded from the cache) on ``dataset``.
+        codebook_size: C, given together with ``item2codes``.
+    """
+
+    other_parameter_name = ["item_tokens", "tokenizer_state"]
+
+    def __init__(self, config, dataset, item2codes: Optional[torch.Tensor] = None, codebook_size: Optional[int] = None):
+        tokenizer = None
+        if item2codes is None:
+            tokenizer = load_or_fit_tokenizer(config, dataset)
+            item2codes, codebook_size = tokenizer.semantic_ids.codes, tokenizer.codebook_size
+        super().__init__(config, dataset, item2codes=item2codes, codebook_size=codebook_size)
+
+        # load parameters info
+        self.lambda_cl = float(config["specgrpp_lambda_cl"])  # λ1
+        self.lambda_ce = float(config["specgrpp_lambda_ce"])  # λ2
+        self.temperature = float(config["specgrpp_temperature"])  # τ
+        self.projection_size = int(config["specgrpp_projection_size"] or self.hidden_size)
+        self.finetune_epochs = int(config["specgrpp_finetune_epochs"] or 0)
+        self.num_candidates = int(config["specgrpp_num_candidates"] or 0)  # 0: all seen items
+        if self.temperature <= 0 or self.lambda_cl < 0 or self.lambda_ce < 0:
+            raise ValueError(
+                f"specgrpp_temperature must be > 0 and specgrpp_lambda_cl / specgrpp_lambda_ce >= 0, got "
+                f"{self.temperature} / {self.lambda_cl} / {self.lambda_ce}"
+            )
+        if self.num_candidates < 0:
+            raise ValueError(f"specgrpp_num_candidates: expected an int >= 0 (0 = all seen items), got {self.num_candidates}")
+        item_field_tokens = getattr(dataset, "field2id_token", {}).get(self.ITEM_ID)
+        self.item_tokens = None if item_field_tokens is None else [str(t) for t in item_field_tokens]
+        self.tokenizer_state = None if tokenizer is None else tokenizer.state_dict()
+
+        # define layers and loss
+        self.projection = nn.Linear(self.hidden_size, self.projection_size)
+        self.item_tower = None  # frozen stage-1 encoder + projection, filled by start_finetune()
+        if self.finetune_epochs > 0:
+            tower = T5(dataclasses.replace(self.t5.config, n_layers_dec=0))
+            tower.lm_head = None  # encode() never reaches the output head
+            self.item_tower = nn.ModuleDict({"encoder": tower, "projection": nn.Linear(self.hidden_size, self.projection_size)})
+            self.item_tower.requires_grad_(False)
+        self.register_buffer("item_tower_active", torch.zeros((), dtype=torch.bool))  # True from stage 2 on
+        self.finetuning = False  # Python mirror of item_tower_active
+        self._candidate_vectors = None  # stage 2: (seen ids [S], frozen vectors [S, P]), computed on first use
+
+        # parameters initialization: T5 initialises itself; the projection head like T5's layers
+        nn.init.normal_(self.projection.weight, std=self.initializer_range)
+        nn.init.zeros_(self.projection.bias)
+        self._init_speculative(config)
+
+    # ---------------------------------------------------------------- embeddings (Drafter protocol)
+    def pool(self, enc: EncoderState, projection: Optional[nn.Module] = None) -> torch.Tensor:
+        """Encoder states -> L2-normalised vectors: ``[B, S, D]`` -> ``[B, P]``."""
+        projection = self.projection if projection is None else projection
+        return F.normalize(projection(mean_pool(enc.hidden, enc.mask)), dim=-1)
+
+    def sequence_vectors(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """``[B, T], [B] -> [B, P]``: the pooled encoding of ``[bos, ID_1 … ID_w, eos]``."""
+        return self.pool(self.encode(item_seq, item_seq_len))
+
+    def _item_tokens(self, item_ids: torch.Tensor):
+        """``[bos, ID_i, eos]`` for ``[N]`` item ids: tokens, mask ``[N, l + 2]``."""
+        return self._encoder_tokens(item_ids[:, None], torch.ones_like(item_ids))
+
+    def _embed_items(self, item_ids: torch.Tensor, frozen: bool) -> torch.Tensor:
+        """``[N]`` ids -> ``[N, P]`` vectors from the live encoder or the item tower; padding rows are zero."""
+        tokens, mask = self._item_tokens(item_ids)
+        if frozen:
+            hidden = self.item_tower["encoder"].encode(tokens, mask)
+            vectors = self.pool(EncoderState(hidden, mask), self.item_tower["projection"])
+        else:
+            vectors = self.pool(EncoderState(self.t5.encode(tokens, mask), mask))
+        return vectors.masked_fill((item_ids == 0)[:, None], 0.0)
+
+    def item_vectors(self, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[N]`` ids (default: all n items, unseen and added ones included) -> ``[N, P]`` vectors, in chunks of
+        ``ITEM_CHUNK`` items; from the item tower once stage 2 has started. Row 0 (padding) is zero."""
+        if item_ids is None:
+            item_ids = torch.arange(self.n_items, device=self.item2codes.device)
+        parts = [self._embed_items(chunk, self.finetuning) for chunk in item_ids.split(ITEM_CHUNK)]
+        return torch.cat(parts) if parts else self.projection.weight.new_zeros(0, self.projection_size)
+
+    # ---------------------------------------------------------------- training
+    def start_finetune(self):
+        """Stage 2: copy the encoder and projection into the frozen item tower and drop the cached candidates."""
+        if self.item_tower is None:
+            raise ValueError("specgrpp_finetune_epochs: fine-tuning needs a model built with specgrpp_finetune_epochs > 0")
+        result = self.item_tower["encoder"].load_state_dict(self.t5.state_dict(), strict=False)
+        if result.missing_keys:
+            raise RuntimeError(f"SpecGRPP: item tower keys not found in the encoder: {result.missing_keys}")
+        self.item_tower["projection"].load_state_dict(self.projection.state_dict())
+        self.item_tower_active.fill_(True)
+        self.finetuning = True
+        self._candidate_vectors = None
+        self.weights_changed()
+
+    def load_state_dict(self, state_dict, strict=True, **kwargs):
+        result = super().load_state_dict(state_dict, strict=strict, **kwargs)
+        self.finetuning = bool(self.item_tower_active)
+        self._candidate_vectors = None
+        return result
+
+    @torch.no_grad()
+    def _frozen_candidates(self):
+        """Seen item ids ``[S]`` (sorted) and their item-tower vectors ``[S, P]`` without dropout, computed once per
+        stage."""
+        if self._candidate_vectors is None:
+            seen_ids = torch.nonzero(self.seen_item_mask).squeeze(1)
+            was_training = self.item_tower.training
+            self.item_tower.eval()
+            self._candidate_vectors = (seen_ids, self.item_vectors(seen_ids))
+            self.item_tower.train(was_training)
+        return self._candidate_vectors
+
+    def candidate_ce_loss(self, seq_vec: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """L_CE: cross-entropy of ``seq_vec`` [B, P] against the frozen vectors of all seen items, or of
+        ``specgrpp_num_candidates`` uniformly sampled seen items plus the batch's targets. Targets must be seen."""
+        seen_ids, vectors = self._frozen_candidates()  # [S], [S, P]
+        columns = torch.searchsorted(seen_ids, targets)  # [B] column of each target among the seen items
+        if 0 < self.num_candidates < len(seen_ids):
+            sampled = torch.randint(len(seen_ids), (self.num_candidates,), device=targets.device)
+            keep, columns = torch.unique(torch.cat([columns, sampled]), return_inverse=True)
+            columns, vectors = columns[: len(targets)], vectors[keep]
+        logits = seq_vec @ vectors.t() / self.temperature  # [B, S'] (S' = S or at most num_candidates + B)
+        return F.cross_entropy(logits, columns)
+
+    def calculate_loss(self, interaction):
+        """``(λ·L_emb, L_Gen)``: λ1·L_CL in stage 1, λ2·L_CE in stage 2; the encoder runs once for both terms."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]  # [B]
+        enc = self.encode(item_seq, item_seq_len)
+        dec_in, labels = self._decoder_tokens(target[:, None])  # [B, 1, l]
+        logits = self.t5.decode(dec_in, enc.hidden, enc.mask)  # [B, 1, l, V]
+        gen = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        if self.finetuning:
+            weight = self.lambda_ce
+            emb = self.candidate_ce_loss(self.pool(enc), target) if weight > 0 else gen.new_zeros(())
+        else:
+            weight = self.lambda_cl
+            emb = gen.new_zeros(())
+            if weight > 0:
+                item_vec = self._embed_items(target, frozen=False)  # [B, P], with gradients
+                emb = in_batch_contrastive_loss(self.pool(enc), item_vec, target, self.temperature)
+        return weight * emb, gen
+
+    # ---------------------------------------------------------------- inference
+    def speculative_parts(self):
+        return self, self, self.seen_item_mask
+
+    def add_items(self, codes: torch.Tensor) -> torch.Tensor:
+        """Append m items after training as unseen items with semantic IDs ``codes`` [m, l] (e.g. from
+        :meth:`~recbole_specgr.tokenizer.semantic_id.SemanticIDTokenizer.add_items`).
+
+        Returns:
+            torch.Tensor: their item ids ``[m]`` (n … n + m − 1).
+        """
+        codes = torch.as_tensor(codes, dtype=torch.long, device=self.item2codes.device)
+        if codes.dim() != 2 or codes.shape[1] != self.n_digits:
+            raise ValueError(f"codes: expected [m, {self.n_digits}], got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise ValueError(f"codes: expected values in [0, {self.codebook_size}), got [{codes.min()}, {codes.max()}]")
+        first = self.n_items
+        item2codes = torch.cat([self.item2codes, codes])
+        seen = torch.cat([self.seen_item_mask, self.seen_item_mask.new_zeros(len(codes))])
+        self._set_item_tables(item2codes, seen)
+        self.weights_changed()
+        return torch.arange(first, first + len(codes), device=codes.device)
+
+    def _set_item_tables(self, item2codes: torch.Tensor, seen: torch.Tensor):
+        """Replace the item tables and everything TIGER derives from them (same steps as ``TIGER.__init__``)."""
+        index = PrefixIndex(item2codes, self.codebook_size)  # raises on duplicate IDs before anything changes
+        self.n_items = item2codes.shape[0]
+        self.item2codes = item2codes
+        self.seen_item_mask = seen
+        self.unseen_item_ids = torch.nonzero(~seen[1:]).squeeze(1) + 1
+        self.prefix_index = index
+        self._candidate_vectors = None
+        default_mask = torch.ones_like(seen) if self.allow_unseen else seen
+        for j, table in enumerate(self.prefix_index.restrict(default_mask)):
+            setattr(self, f"default_table_{j}", table)

@@ -1,0 +1,304 @@
+"""
+recbole_specgr.model.sequential_recommender.tiger
+#################################################
+TIGER: a T5 encoder–decoder that reads the semantic IDs of a user's history and generates the next item's ID.
+
+Reference:
+    Shashank Rajput et al. "Recommender Systems with Generative Retrieval." NeurIPS 2023.
+    Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv 2410.02939.
+"""
+
+from typing import Iterator, Optional
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_specgr.inference.beam_search import constrained_beam_search
+from recbole_specgr.inference.interfaces import BeamStep, EncoderState
+from recbole_specgr.inference.prefix_index import PrefixIndex
+from recbole_specgr.model.t5 import T5, KVCache, T5Config
+from recbole_specgr.tokenizer.semantic_id import get_semantic_ids
+
+
+class TIGER(SequentialRecommender):
+    r"""Generative retrieval over semantic IDs, implementing the :class:`~recbole_specgr.inference.interfaces.Verifier`
+    protocol.
+
+    Token layout (vocabulary V = 3 + l·C, C the codebook size, l = ``n_digits``):
+    ``0`` = pad, ``1`` = bos, ``2`` = eos, then the digit tokens: code c of digit j (0-based) is token ``3 + j·C + c``,
+    so each digit position owns its own C tokens.
+
+    - Encoder input: ``[bos, ID_1 … ID_w, eos]``, ID_i the l tokens of the i-th history item and w ≤
+      ``MAX_ITEM_LIST_LENGTH`` the most recent items (RecBole already keeps the most recent ones), right-padded.
+    - Decoder input ``[bos, c_1 … c_{l−1}]``, targets ``[c_1 … c_l]``: IDs have a fixed length, so no eos is
+      decoded.
+    - Loss: token cross-entropy over the full vocabulary; log-probabilities at inference use the same normalisation.
+
+    Inference: :meth:`full_sort_predict` runs constrained beam search of width β = ``num_beams`` that can only spell
+    items allowed by the default item mask (``tiger_allow_unseen: False``: items seen in training, the usual TIGER;
+    True: all items) and scores the K = max(``topk``) best distinct items by length-normalised log-likelihood.
+
+    TIGER_C (the TIGER paper's cold-start heuristic) is ``--model=TIGER --tiger_c_unseen_share=0.1``: round(0.1·K)
+    of the K slots go to unseen items whose first l−1 digits match a beam of B_{l−1}, ranked by that beam's
+    length-normalised score; the other slots keep TIGER's seen items (more of them if too few unseen items match).
+
+    Args:
+        config: RecBole config.
+        dataset: the training dataset; ``dataset.seen_item_mask`` [n] marks the items of the training rows (all real
+            items count as seen when the dataset has no such attribute).
+        item2codes: [n, l] semantic IDs (row 0 = −1); default: :func:`get_semantic_ids` ``(config, dataset).codes``.
+        codebook_size: C, given together with ``item2codes``.
+    """
+
+    input_type = InputType.POINTWISE
+    PAD, BOS, EOS, N_SPECIAL = 0, 1, 2, 3
+
+    def __init__(self, config, dataset, item2codes: Optional[torch.Tensor] = None, codebook_size: Optional[int] = None):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.n_layers_enc = config["n_layers_enc"]
+        self.n_layers_dec = config["n_layers_dec"]
+        self.hidden_size = config["hidden_size"]
+        self.n_heads = config["n_heads"]
+        self.d_kv = config["d_kv"]
+        self.inner_size = config["inner_size"]
+        self.dropout_prob = config["dropout_prob"]
+        self.rel_pos_buckets = config["rel_pos_buckets"]
+        self.rel_pos_max_distance = config["rel_pos_max_distance"]
+        self.layer_norm_eps = config["layer_norm_eps"]
+        self.initializer_range = config["initializer_range"]
+        self.num_beams = config["num_beams"]
+        self.allow_unseen = config["tiger_allow_unseen"]
+        self.c_unseen_share = config["tiger_c_unseen_share"]
+        topk = config["topk"]
+        self.max_topk = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
+        if item2codes is None:
+            semantic_ids = get_semantic_ids(config, dataset)
+            item2codes, codebook_size = semantic_ids.codes, semantic_ids.codebook_size
+        elif codebook_size is None:
+            raise ValueError("codebook_size: required when item2codes is given")
+        seen = getattr(dataset, "seen_item_mask", None)
+        if seen is None:
+            self.logger.warning("TIGER: dataset has no seen_item_mask; every real item counts as seen")
+            seen = torch.ones(self.n_items, dtype=torch.bool)
+            seen[0] = False
+        self._check_args(item2codes, seen)
+        self.n_digits = item2codes.shape[1]  # l
+        self.codebook_size = codebook_size  # C
+        self.n_unseen_slots = round(self.c_unseen_share * self.max_topk)
+
+        # define layers and loss
+        offsets = self.N_SPECIAL + torch.arange(self.n_digits) * codebook_size
+        self.register_buffer("digit_offsets", offsets, persistent=False)  # [l] first token of each digit
+        self.set_items(item2codes, seen)
+        self.t5 = T5(
+            T5Config(
+                vocab_size=self.N_SPECIAL + self.n_digits * codebook_size,
+                n_layers_enc=self.n_layers_enc,
+                n_layers_dec=self.n_layers_dec,
+                d_model=self.hidden_size,
+                n_heads=self.n_heads,
+                d_kv=self.d_kv,
+                d_ff=self.inner_size,
+                dropout=self.dropout_prob,
+                rel_buckets=self.rel_pos_buckets,
+                rel_max_distance=self.rel_pos_max_distance,
+                eps=self.layer_norm_eps,
+                init_std=self.initializer_range,
+            )
+        )
+
+        # parameters initialization: done by T5 (normal(0, initializer_range) for every Linear and Embedding)
+
+    def _check_args(self, item2codes: torch.Tensor, seen: torch.Tensor):
+        if item2codes.dim() != 2 or item2codes.shape[0] != self.n_items:
+            raise ValueError(f"item2codes: expected [{self.n_items}, l], got {tuple(item2codes.shape)}")
+        if item2codes.shape[1] < 2:
+            raise ValueError("item2codes: TIGER needs l >= 2 digits (the last one is the identification digit)")
+        if seen.shape != (self.n_items,):
+            raise ValueError(f"seen_item_mask: expected [{self.n_items}], got {tuple(seen.shape)}")
+        if self.num_beams < self.max_topk:
+            raise ValueError(f"num_beams: β = {self.num_beams} must be >= max(topk) = {self.max_topk}")
+        if not 0.0 <= self.c_unseen_share < 1.0:
+            raise ValueError(f"tiger_c_unseen_share: expected a share in [0, 1), got {self.c_unseen_share}")
+        if self.c_unseen_share > 0 and self.allow_unseen:
+            raise ValueError("tiger_c_unseen_share > 0 (TIGER_C) requires tiger_allow_unseen: False")
+
+    def set_items(self, item2codes: torch.Tensor, seen_item_mask: torch.Tensor):
+        """(Re)build everything derived from the item table, on the model's device: the ``item2codes`` and
+        ``seen_item_mask`` buffers, the unseen item ids, the prefix index and the default beam-search tables.
+        Called by ``__init__``; call it again to add items without retraining (their IDs must keep l digits in
+        [0, C)).
+
+        Args:
+            item2codes: [n, l] codes, row 0 = −1.
+            seen_item_mask: [n] bool.
+        """
+        device = self.digit_offsets.device
+        if item2codes.dim() != 2 or item2codes.shape[1] != self.n_digits:
+            raise ValueError(f"item2codes: expected [n, {self.n_digits}], got {tuple(item2codes.shape)}")
+        if seen_item_mask.shape != (item2codes.shape[0],):
+            raise ValueError(f"seen_item_mask: expected [{item2codes.shape[0]}], got {tuple(seen_item_mask.shape)}")
+        item2codes, seen = item2codes.long().to(device), seen_item_mask.bool().to(device)
+        index = PrefixIndex(item2codes, self.codebook_size)  # validates the codes before anything changes
+        self.n_items = item2codes.shape[0]
+        self.register_buffer("item2codes", item2codes.clone())  # [n, l]
+        self.register_buffer("seen_item_mask", seen.clone())  # [n]
+        unseen_ids = torch.nonzero(~seen[1:]).squeeze(1) + 1
+        self.register_buffer("unseen_item_ids", unseen_ids, persistent=False)  # [U]
+        self.prefix_index = index
+        default_mask = torch.ones_like(seen) if self.allow_unseen else seen
+        for j, table in enumerate(index.restrict(default_mask)):
+            self.register_buffer(f"default_table_{j}", table, persistent=False)  # [P_j, C]
+
+    # ---------------------------------------------------------------- tokens
+    def _encoder_tokens(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor):
+        """``[bos, ID_1 … ID_w, eos]``: [B, T] left-aligned item ids, [B] lengths -> tokens [B, S], mask [B, S]."""
+        B, T = item_seq.shape
+        l = self.n_digits
+        ids = (self.item2codes[item_seq] + self.digit_offsets).masked_fill(item_seq[:, :, None] == 0, self.PAD)
+        tokens = torch.full((B, T * l + 2), self.PAD, dtype=torch.long, device=item_seq.device)
+        tokens[:, 0] = self.BOS
+        tokens[:, 1:-1] = ids.view(B, T * l)
+        eos_pos = 1 + item_seq_len.long() * l  # [B]
+        tokens.scatter_(1, eos_pos[:, None], self.EOS)
+        S = 2 + int(item_seq_len.max()) * l  # drop the all-padding tail of the batch
+        mask = torch.arange(S, device=item_seq.device)[None, :] <= eos_pos[:, None]  # [B, S]
+        return tokens[:, :S], mask
+
+    def _decoder_tokens(self, items: torch.Tensor):
+        """[B, N] items -> decoder inputs ``[bos, c_1 … c_{l−1}]`` and targets ``[c_1 … c_l]``, tokens [B, N, l].
+
+        Padding items (id 0, codes −1) give in-range but meaningless tokens; callers mask them.
+        """
+        targets = self.item2codes[items] + self.digit_offsets  # [B, N, l]
+        bos = torch.full_like(targets[..., :1], self.BOS)
+        return torch.cat([bos, targets[..., :-1]], dim=-1), targets
+
+    # ---------------------------------------------------------------- Verifier protocol
+    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> EncoderState:
+        """Run the encoder once on ``[bos, ID_1 … ID_w, eos]``: [B, T], [B] -> hidden [B, S, D], mask [B, S]."""
+        tokens, mask = self._encoder_tokens(item_seq, item_seq_len)
+        return EncoderState(self.t5.encode(tokens, mask), mask)
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits of the semantic IDs of ``items`` [B, N] after each history: [B, N, l, V]."""
+        enc = self.encode(item_seq, item_seq_len)
+        dec_in, _ = self._decoder_tokens(items)
+        return self.t5.decode(dec_in, enc.hidden, enc.mask)
+
+    def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced log P(c_i | c_<i, X) of every digit of every candidate, all candidates of all users in one
+        decoder call (the N candidates of a user share its encoder output).
+
+        Args:
+            enc: encoder output for B users.
+            cand_items: [B, N] item ids (0 = padding, gets −inf).
+        Returns:
+            [B, N, l] log-probabilities.
+        """
+        dec_in, targets = self._decoder_tokens(cand_items)
+        logits = self.t5.decode(dec_in, enc.hidden, enc.mask).float()  # [B, N, l, V]
+        log_probs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(dim=-1)  # [B, N, l]
+        return log_probs.masked_fill(cand_items[..., None] == 0, float("-inf"))
+
+    def beam_search(
+        self, enc: EncoderState, beam_size: int, item_mask: Optional[torch.Tensor] = None
+    ) -> Iterator[BeamStep]:
+        """Constrained beam search of width β = ``beam_size`` yielding B_1 … B_l (see
+        :func:`~recbole_specgr.inference.beam_search.constrained_beam_search`).
+
+        Args:
+            enc: encoder output for B users.
+            beam_size: β.
+            item_mask: [n] bool, the items the beams may spell; default: seen items (all items when
+                ``tiger_allow_unseen``). A non-default mask costs one pass over the prefix tables.
+        """
+        if item_mask is None:
+            tables = [getattr(self, f"default_table_{j}") for j in range(self.n_digits)]
+        else:
+            tables = self.prefix_index.restrict(item_mask)
+        return constrained_beam_search(self, enc, beam_size, tables)
+
+    # ---------------------------------------------------------------- StepDecoder protocol (beam search driver)
+    def start_decoding(self, enc: EncoderState) -> KVCache:
+        return self.t5.start_cache(enc.hidden, enc.mask)
+
+    def decode_step(self, state: KVCache, codes: Optional[torch.Tensor]):
+        """Previous digit's codes [B·G] (None first) -> log P(next digit's code) [B·G, C] over the full vocabulary."""
+        j = state.length  # digits decoded so far
+        if codes is None:
+            mask = state.cross_mask  # [B, 1, 1, S]
+            tokens = torch.full((mask.shape[0],), self.BOS, dtype=torch.long, device=mask.device)
+        else:
+            tokens = codes + self.digit_offsets[j - 1]
+        logits, state = self.t5.decode_step(tokens, state)  # [B·G, V]
+        start = self.N_SPECIAL + j * self.codebook_size
+        log_probs = logits.float().log_softmax(dim=-1)[:, start : start + self.codebook_size]  # [B·G, C]
+        return log_probs, state
+
+    def reorder_decoding(self, state: KVCache, rows: torch.Tensor) -> KVCache:
+        return T5.reorder_cache(state, rows)
+
+    # ---------------------------------------------------------------- RecBole contract
+    def calculate_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]  # [B]
+        logits = self.forward(item_seq, item_seq_len, target[:, None])  # [B, 1, l, V]
+        _, labels = self._decoder_tokens(target[:, None])  # [B, 1, l]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+    def verification_scores(self, log_probs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Eq. 2 of SpecGR: mean log-probability over all l digits for seen items, over the first l−1 (the
+        identification digit excluded) for unseen ones. [B, N, l], [B, N] -> [B, N]."""
+        full = log_probs.mean(dim=-1)
+        semantic = log_probs[..., :-1].mean(dim=-1)
+        return torch.where(self.seen_item_mask[items], full, semantic)
+
+    def predict(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.ITEM_ID][:, None]  # [B, 1]
+        log_probs = self.digit_log_probs(self.encode(item_seq, item_seq_len), target)  # [B, 1, l]
+        return self.verification_scores(log_probs, target).squeeze(1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        """[B, n] scores: the K = max(topk) best distinct items get their length-normalised log-likelihood, −inf
+        elsewhere (TIGER_C: see the class docstring)."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        steps = list(self.beam_search(self.encode(item_seq, item_seq_len), self.num_beams))  # B_1 … B_l
+        final = steps[-1]
+        B, K, l = item_seq.shape[0], self.max_topk, self.n_digits
+        scores = torch.full((B, self.n_items), float("-inf"), device=item_seq.device)
+        n_seen = torch.full((B, 1), K, device=item_seq.device)  # [B, 1] slots left to seen beams
+        if self.n_unseen_slots > 0 and self.unseen_item_ids.numel() > 0:
+            unseen_items, unseen_scores = self._tiger_c_unseen(steps[-2])  # [B, K_u] each
+            n_seen = n_seen - (unseen_scores > float("-inf")).sum(dim=1, keepdim=True)
+            scores.scatter_(1, unseen_items, unseen_scores)
+        rank = torch.arange(final.scores.shape[1], device=item_seq.device)[None, :]  # beams come sorted
+        keep = final.valid & (rank < n_seen)  # [B, β]
+        scores.scatter_(1, final.items, torch.where(keep, final.scores / l, float("-inf")))
+        scores[:, 0] = float("-inf")  # invalid beams point at the padding item
+        return scores
+
+    def _tiger_c_unseen(self, prefix_step: BeamStep):
+        """TIGER_C: the best unseen items whose (l−1)-digit prefix is a beam of B_{l−1}, scored by that beam's
+        length-normalised score. Returns item ids and scores [B, round(share·K)] (−inf where too few match)."""
+        depth = self.n_digits - 1
+        nodes = self.prefix_index.lookup(prefix_step.prefixes)  # [B, β] depth-(l−1) node ids, -1 for no beam
+        n_nodes = self.prefix_index.n_nodes(depth)
+        B = nodes.shape[0]
+        table = torch.full((B, n_nodes + 1), float("-inf"), device=nodes.device)  # column n_nodes: sink for no-beams
+        ok = prefix_step.valid & (nodes >= 0)
+        table.scatter_(1, torch.where(ok, nodes, n_nodes), torch.where(ok, prefix_step.scores / depth, float("-inf")))
+        unseen_nodes = self.prefix_index.item_nodes(depth)[self.unseen_item_ids]  # [U]
+        candidate = table[:, unseen_nodes]  # [B, U]
+        top, idx = candidate.topk(min(self.n_unseen_slots, candidate.shape[1]), dim=1)
+        return self.unseen_item_ids[idx], top

@@ -1,0 +1,89 @@
+"""
+recbole_specgr.model.speculative
+################################
+:class:`SpeculativeEvalMixin`: the RecBole side of speculative inference, shared by SpecGR++ and SpecGR_Aux.
+
+A model that mixes it in answers ``full_sort_predict`` with :class:`~recbole_specgr.inference.specgr.
+SpeculativeRecommender` over its own verifier and drafter, keeps the drafting index in step with its weights, and
+reports SpecGR's statistics through ``pop_eval_stats`` (read by :class:`~recbole_specgr.trainer.InductiveTrainer`).
+
+Reference:
+    Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
+"""
+
+import time
+from functools import partial
+
+from recbole_specgr.inference.specgr import SpeculativeRecommender, SpecGRStats
+
+
+class SpeculativeEvalMixin:
+    """Mixed into a :class:`~recbole.model.abstract_recommender.SequentialRecommender` (before it in the bases).
+
+    The host implements :meth:`speculative_parts` and calls :meth:`_init_speculative` at the end of ``__init__``.
+
+    Index freshness: a *weights version* is bumped whenever the weights may have changed (``train()``,
+    ``load_state_dict``, :meth:`weights_changed`); the drafting index is rebuilt from ``drafter.item_vectors()`` at the
+    first prediction after a bump. The whole :class:`SpeculativeRecommender` (prefix tables included) is rebuilt when
+    the device or the number of items changes.
+    """
+
+    def speculative_parts(self):
+        """``(verifier, drafter, seen_item_mask)`` used for inference."""
+        raise NotImplementedError
+
+    def _init_speculative(self, config):
+        """Read the ``specgr_*`` inference keys (through :meth:`SpeculativeRecommender.from_config`) once."""
+        self._make_recommender = partial(SpeculativeRecommender.from_config, config)
+        self._recommender = self._make_recommender(*self.speculative_parts())  # validates the keys now
+        self._recommender_key = None  # (device, n_items) the recommender was built for
+        self._weights_version = 0
+        self._index_version = -1
+        self._eval_stats = SpecGRStats()
+        self._eval_seconds = 0.0
+
+    def weights_changed(self):
+        """Mark the drafting index stale (call after changing weights from outside ``train()``)."""
+        self._weights_version += 1
+
+    def train(self, mode=True):
+        if mode:
+            self.weights_changed()
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict=True, **kwargs):
+        result = super().load_state_dict(state_dict, strict=strict, **kwargs)
+        self.weights_changed()
+        return result
+
+    def speculative_recommender(self) -> SpeculativeRecommender:
+        """The recommender for the current device, items and weights (rebuilt / refreshed when stale)."""
+        verifier, drafter, seen = self.speculative_parts()
+        key = (str(verifier.item2codes.device), verifier.item2codes.size(0))
+        if key != self._recommender_key:
+            self._recommender = self._make_recommender(verifier, drafter, seen)
+            self._recommender_key = key
+            self._index_version = -1
+        if self._index_version != self._weights_version:
+            was_training = self.training
+            super().train(False)  # item vectors without dropout; not a weight change
+            self._recommender.refresh()
+            super().train(was_training)
+            self._index_version = self._weights_version
+        return self._recommender
+
+    def full_sort_predict(self, interaction):
+        """``[B, n]`` scores: finite at the K = max(``topk``) items SpecGR recommends, −inf elsewhere."""
+        recommender = self.speculative_recommender()
+        start = time.perf_counter()
+        out = recommender.recommend(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        self._eval_seconds += time.perf_counter() - start
+        self._eval_stats = self._eval_stats + out.stats
+        return out.scores
+
+    def pop_eval_stats(self) -> dict:
+        """SpecGR statistics of the predictions since the last call (acceptance_rate, mean_rounds, unseen_share,
+        users_per_s); empty when there were none."""
+        stats, seconds = self._eval_stats, self._eval_seconds
+        self._eval_stats, self._eval_seconds = SpecGRStats(), 0.0
+        return stats.summary(seconds) if stats.n_users else {}

@@ -1,0 +1,176 @@
+"""
+recbole_specgr.new_items
+########################
+Items that arrive after training: add them to a trained SpecGR++ checkpoint and recommend, without retraining.
+
+The texts are embedded with the text encoder the model was trained with, the saved semantic-ID tokenizer assigns
+their IDs (quantiser unchanged, collision digits numbered on), and the model appends them to its item tables as
+unseen items: the verifier scores them over their l−1 semantic digits and the drafter embeds them from their IDs::
+
+    python -m recbole_specgr.new_items --checkpoint saved/SpecGRPP-xxx.pth --items new.tsv --history "1 2 3" --topk 10
+
+``new.tsv`` has the header ``item_id<TAB>text`` and one item per line; ``--history`` lists raw item ids, oldest
+first (new items may appear in it). Output: one line per recommended item with its rank, raw id, score and ``new``
+for items added here.
+"""
+
+import argparse
+import sys
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_specgr.compat import load_checkpoint
+from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, encode_texts
+from recbole_specgr.tokenizer.semantic_id import SemanticIDTokenizer
+
+HEADER = ["item_id", "text"]
+TOKENIZER_KEYS = ("rqvae_method", "rqvae_num_levels", "rqvae_codebook_size", "rqvae_latent_dim", "rqvae_hidden_sizes",
+                  "rqvae_commitment_weight", "seed")
+
+
+def read_new_items(path):
+    """``(item_ids, texts)`` from a TSV file with the header ``item_id<TAB>text``.
+
+    Raises:
+        ValueError: naming the file and line of the first malformed line, empty field or repeated id.
+    """
+    ids, texts, seen = [], [], set()
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.rstrip("\r\n").split("\t")
+            if number == 1:
+                if fields != HEADER:
+                    raise ValueError(f"{path}:1: expected the header 'item_id<TAB>text', got {line.rstrip()!r}")
+                continue
+            if not line.strip():
+                continue
+            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+                raise ValueError(f"{path}:{number}: expected 'item_id<TAB>text' with both non-empty, got {line.rstrip()!r}")
+            item_id = fields[0].strip()
+            if item_id in seen:
+                raise ValueError(f"{path}:{number}: item id {item_id!r} appears twice")
+            seen.add(item_id)
+            ids.append(item_id)
+            texts.append(fields[1].strip())
+    if not ids:
+        raise ValueError(f"{path}: no items after the header")
+    return ids, texts
+
+
+class _Catalog:
+    """What a model constructor reads from a dataset, taken from a checkpoint instead."""
+
+    def __init__(self, seen_item_mask):
+        self.seen_item_mask = seen_item_mask
+
+    def num(self, field):
+        return len(self.seen_item_mask)
+
+
+def load_model(checkpoint_path, device="cpu", **overrides):
+    """The model of a SpecGR++ checkpoint, in eval mode, rebuilt without its dataset.
+
+    Args:
+        checkpoint_path (str): a checkpoint written by :class:`~recbole_specgr.trainer.SpecGRPPTrainer`.
+        device (str): where to run.
+        **overrides: config keys to change for inference, e.g. ``specgr_threshold``.
+
+    Returns:
+        SpecGRPP: the model; its config is ``model.new_items_config``.
+    """
+    from recbole_specgr.utils import get_model
+
+    checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
+    config = checkpoint["config"]
+    model_class = get_model(config["model"])
+    other = checkpoint.get("other_parameter") or {}
+    if not hasattr(model_class, "add_items"):
+        raise ValueError(f"--checkpoint: {config['model']} models cannot take new items; use a SpecGRPP checkpoint")
+    if other.get("tokenizer_state") is None or other.get("item_tokens") is None:
+        raise ValueError(f"--checkpoint: {checkpoint_path} lacks the tokenizer state / item ids (saved by SpecGRPP)")
+    for key, value in overrides.items():
+        config[key] = value
+    config["device"] = torch.device(device)
+    state = checkpoint["state_dict"]
+    model = model_class(config, _Catalog(state["seen_item_mask"]), item2codes=state["item2codes"],
+                        codebook_size=other["tokenizer_state"]["settings"]["codebook_size"])
+    model.load_state_dict(state)
+    model.load_other_parameter(other)
+    model.new_items_config = config
+    return model.to(device).eval()
+
+
+def add_new_items(model, item_ids, texts, batch_size=64):
+    """Embed ``texts``, give them semantic IDs with the model's saved tokenizer and append them to ``model``.
+
+    Args:
+        model (SpecGRPP): from :func:`load_model`.
+        item_ids (list[str]): raw ids of the new items (not yet in the model).
+        texts (list[str]): one text per item.
+
+    Returns:
+        torch.Tensor: the new items' internal ids ``[m]``.
+    """
+    config = model.new_items_config
+    known = set(model.item_tokens)
+    clash = [i for i in item_ids if i in known]
+    if clash:
+        raise ValueError(f"--items: item ids already in the model: {clash[:5]}")
+    device = model.item2codes.device
+    emb = encode_texts(texts, config["text_encoder"] or DEFAULT_ENCODER, batch_size=batch_size, device=str(device))
+    tokenizer = SemanticIDTokenizer({**{key: config[key] for key in TOKENIZER_KEYS}, "device": "cpu"})
+    tokenizer.load_state_dict(model.tokenizer_state)
+    if len(tokenizer.codes) != model.n_items:
+        raise ValueError(f"tokenizer_state: {len(tokenizer.codes)} items, but the model has {model.n_items}")
+    new_ids = model.add_items(tokenizer.add_items(emb))
+    model.item_tokens = list(model.item_tokens) + list(item_ids)
+    model.tokenizer_state = tokenizer.state_dict()
+    return new_ids
+
+
+@torch.no_grad()
+def recommend(model, history, topk=10):
+    """Top-``topk`` items after ``history`` (raw ids, oldest first): ``[(raw id, score, internal id)]``, best first,
+    at most max(``topk`` of the config) items."""
+    index = {token: i for i, token in enumerate(model.item_tokens) if i > 0}
+    unknown = [h for h in history if h not in index]
+    if not history or unknown:
+        raise ValueError(f"--history: expected known item ids, got unknown {unknown}" if unknown else
+                         "--history: expected at least one item id")
+    ids = [index[h] for h in history][-model.max_seq_length:]
+    device = model.item2codes.device
+    interaction = Interaction({
+        model.ITEM_SEQ: torch.tensor([ids], device=device),
+        model.ITEM_SEQ_LEN: torch.tensor([len(ids)], device=device),
+    })
+    scores = model.full_sort_predict(interaction)[0]  # [n]
+    top, items = scores.topk(min(topk, int(torch.isfinite(scores).sum())))
+    return [(model.item_tokens[i], float(s), i) for s, i in zip(top.tolist(), items.tolist())]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Add new items to a SpecGR++ checkpoint and recommend.")
+    parser.add_argument("--checkpoint", required=True, help="a SpecGRPP checkpoint (.pth)")
+    parser.add_argument("--items", required=True, help="TSV file with header 'item_id<TAB>text'")
+    parser.add_argument("--history", required=True, help="space-separated raw item ids, oldest first")
+    parser.add_argument("--topk", type=int, default=10, help="number of items to print")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        item_ids, texts = read_new_items(args.items)
+        model = load_model(args.checkpoint, device=args.device)
+        first_new = model.n_items
+        add_new_items(model, item_ids, texts)
+        results = recommend(model, args.history.split(), args.topk)
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    print("rank\titem_id\tscore\tnew")  # the command's output
+    for rank, (token, score, item) in enumerate(results, start=1):
+        print(f"{rank}\t{token}\t{score:.4f}\t{'new' if item >= first_new else ''}")
+
+
+if __name__ == "__main__":
+    main()

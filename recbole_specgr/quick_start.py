@@ -1,0 +1,98 @@
+"""
+recbole_specgr.quick_start
+##########################
+config → seed → logger → dataset → dataloaders → model → trainer → fit → evaluate, for plugin and RecBole models.
+Never imports ``recbole.quick_start`` (it imports ray).
+"""
+
+import json
+import os
+import tempfile
+import time
+from logging import getLogger
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+from recbole.data import data_preparation
+from recbole.utils import init_logger, init_seed
+
+from recbole_specgr.config import Config
+from recbole_specgr.evaluation import format_breakdown, nest_result
+from recbole_specgr.utils import create_dataset, get_model, get_trainer
+
+
+def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
+                       result_json=None):
+    """Train ``model`` on ``dataset`` with early stopping on validation, evaluate on test.
+
+    Returns:
+        dict: ``model, dataset, n_params, train_time_s, eval_time_s, config, valid, test`` where ``valid``/``test``
+        are ``{"overall": {...}, "in_sample": {...}, "unseen": {...}}`` (metrics plus ``n_cases``); also written to
+        ``result_json`` when given.
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    start = time.perf_counter()
+    _, best_valid_result = trainer.fit(train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    train_time = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    eval_time = time.perf_counter() - start
+
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "train_time_s": round(train_time, 3),
+        "eval_time_s": round(eval_time, 3),
+        "config": _jsonable(config.final_config_dict),
+        "valid": nest_result(best_valid_result or {}),
+        "test": nest_result(test_result or {}),
+    }
+    for split in ("valid", "test"):
+        if result[split]["overall"]:
+            logger.info(format_breakdown(result[split], f"[{split}] {result['model']} on {result['dataset']}"))
+    if result_json:
+        write_json_atomic(result_json, result)
+    return result
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """The same run without a result file, for tests and hyper-parameter search."""
+    return run_recbole_specgr(config_file_list=config_file_list, config_dict=config_dict, saved=saved)
+
+
+def write_json_atomic(path, obj):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,72 @@
+"""
+recbole_specgr.utils
+####################
+Registry: plugin classes first, RecBole's as fallback (RecBole-GNN's pattern).
+
+- a model ``Name`` lives in ``recbole_specgr/model/sequential_recommender/<name>.py``;
+- its trainer is ``<Name>Trainer`` in :mod:`recbole_specgr.trainer`, else :class:`InductiveTrainer` for sequential
+  models, else RecBole's choice;
+- sequential models read :class:`InductiveSequentialDataset`.
+"""
+
+import importlib
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.utils import ModelType
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+PLUGIN_MODEL_PACKAGE = "recbole_specgr.model.sequential_recommender"
+
+
+def plugin_model_names():
+    """Names of the models this package adds."""
+    from importlib import resources
+
+    names = []
+    for entry in resources.files(PLUGIN_MODEL_PACKAGE).iterdir():
+        if entry.name.endswith(".py") and not entry.name.startswith("_"):
+            module = importlib.import_module(f"{PLUGIN_MODEL_PACKAGE}.{entry.name[:-3]}")
+            names += [n for n, obj in vars(module).items()
+                      if isinstance(obj, type) and n.lower() == entry.name[:-3] and obj.__module__ == module.__name__]
+    return sorted(names)
+
+
+def get_model(model_name):
+    """The model class called ``model_name``: this package's, else RecBole's."""
+    try:
+        module = importlib.import_module(f"{PLUGIN_MODEL_PACKAGE}.{model_name.lower()}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{PLUGIN_MODEL_PACKAGE}.{model_name.lower()}":
+            raise
+    else:
+        if hasattr(module, model_name):
+            return getattr(module, model_name)
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, ModuleNotFoundError):  # RecBole's search imports exlib_recommender (lightgbm, xgboost)
+        raise ValueError(
+            f"model '{model_name}' is neither a recbole-specgr model {plugin_model_names()} nor a RecBole model"
+        ) from None
+
+
+def get_trainer(model_type, model_name):
+    """``<Model>Trainer`` from :mod:`recbole_specgr.trainer`, else InductiveTrainer (sequential) or RecBole's."""
+    trainers = importlib.import_module("recbole_specgr.trainer")
+    if hasattr(trainers, model_name + "Trainer"):
+        return getattr(trainers, model_name + "Trainer")
+    if model_type == ModelType.SEQUENTIAL:
+        return trainers.InductiveTrainer
+    return recbole_get_trainer(model_type, model_name)
+
+
+def create_dataset(config):
+    """:class:`InductiveSequentialDataset` for sequential models (after preparing the data folder), else RecBole's."""
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return recbole_create_dataset(config)
+    from recbole_specgr.data.dataset import InductiveSequentialDataset
+    from recbole_specgr.data.prepare import prepare_data_path
+
+    prepare_data_path(config)
+    return InductiveSequentialDataset(config)

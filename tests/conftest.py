@@ -1,0 +1,76 @@
+"""Shared fixtures: the hand-written tiny dataset, a small slice of ml-100k, and a per-session artifact cache."""
+
+import os
+import shutil
+
+import pytest
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory):
+    """One ``cache_dir`` for the whole session, so item texts are embedded once."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def ml100k_slice(tmp_path_factory):
+    """Folder holding ``ml-100k/`` restricted to its first 150 users (about 15k interactions, all items kept)."""
+    import importlib.util
+
+    source = os.path.join(
+        os.path.dirname(importlib.util.find_spec("recbole").origin), "dataset_example", "ml-100k"
+    )
+    root = tmp_path_factory.mktemp("data")
+    target = root / "ml-100k"
+    target.mkdir()
+    with open(os.path.join(source, "ml-100k.inter")) as src, open(target / "ml-100k.inter", "w") as out:
+        out.write(src.readline())
+        for line in src:
+            if int(line.split("\t", 1)[0]) <= 150:
+                out.write(line)
+    shutil.copy(os.path.join(source, "ml-100k.item"), target / "ml-100k.item")
+    return str(root)
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    """Run inside a temporary folder (RecBole writes log/ and saved/ into the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["pytest"])  # RecBole's Config also parses sys.argv
+    return tmp_path
+
+
+@pytest.fixture
+def small_config(run_dir, ml100k_slice, session_cache):
+    """Config dict for quick end-to-end runs on the ml-100k slice."""
+    return {
+        "data_path": ml100k_slice,
+        "cache_dir": session_cache,
+        "checkpoint_dir": str(run_dir / "saved"),
+        "epochs": 1,
+        "state": "ERROR",
+        "show_progress": False,
+        "train_batch_size": 512,
+        "eval_batch_size": 512,
+        "seed": 2020,
+    }
+
+
+@pytest.fixture
+def tiny_config(run_dir, session_cache):
+    """Config dict for the hand-written ``tiny`` dataset (see tests/test_dataset.py for its expected split)."""
+    return {
+        "data_path": FIXTURES,
+        "cache_dir": session_cache,
+        "checkpoint_dir": str(run_dir / "saved"),
+        "state": "ERROR",
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "title", "year", "genre"]},
+        "split_timestamps": [5, 8],
+        "cold_start_items": "year >= 2000",
+        "text_fields": ["title", "genre"],
+        "MAX_ITEM_LIST_LENGTH": 2,
+    }

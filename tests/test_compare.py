@@ -1,0 +1,140 @@
+"""compare: table layout, formatting and missing values from hand-written result dicts; CLI parsing."""
+
+import csv
+import json
+
+import pytest
+
+from recbole_specgr import compare
+
+
+def subset(r10, n10, r50, n50, n_cases):
+    return {"recall@10": r10, "ndcg@10": n10, "recall@50": r50, "ndcg@50": n50, "n_cases": n_cases}
+
+
+SASREC = {
+    "model": "SASRec",
+    "dataset": "ml-100k",
+    "n_params": 123456,
+    "train_time_s": 12.345,
+    "eval_time_s": 1.0,
+    "config": {},
+    "valid": {"overall": subset(0.5, 0.5, 0.5, 0.5, 7), "in_sample": {}, "unseen": {}},
+    "test": {
+        "overall": subset(0.1, 0.05, 0.3, 0.08, 100),
+        "in_sample": subset(0.12, 0.06, 0.35, 0.09, 80),
+        "unseen": subset(0.0, 0.0, 0.0, 0.0, 20),
+    },
+}
+UNISREC = {
+    "model": "UniSRec",
+    "dataset": "ml-100k",
+    "n_params": 2000,
+    "train_time_s": 3.0,
+    "test": {
+        "overall": subset(0.2, 0.1, 0.4, 0.15, 100),
+        "in_sample": subset(0.21, 0.11, 0.41, 0.16, 80),
+        # no unseen subset at all; a NaN metric counts as missing too
+        "unseen": {},
+    },
+}
+EXPECTED_COLUMNS = [
+    "model",
+    "overall R@10", "overall N@10", "overall R@50", "overall N@50",
+    "in-sample R@10", "in-sample N@10", "in-sample R@50", "in-sample N@50",
+    "unseen R@10", "unseen N@10", "unseen R@50", "unseen N@50",
+    "#params", "train time (s)",
+]  # fmt: skip
+
+
+def test_columns_are_exactly_the_table_layout():
+    assert compare.table_columns() == EXPECTED_COLUMNS
+
+
+def test_csv_values_and_missing_subset(tmp_path):
+    unisrec = json.loads(json.dumps(UNISREC))
+    unisrec["test"]["in_sample"]["ndcg@50"] = float("nan")
+    path = tmp_path / "sasrec.json"
+    path.write_text(json.dumps(SASREC))
+    md_path, csv_path = compare.write_table([str(path), unisrec], str(tmp_path / "cmp"))
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == EXPECTED_COLUMNS
+    assert rows[1] == [
+        "SASRec",
+        "0.1000", "0.0500", "0.3000", "0.0800",
+        "0.1200", "0.0600", "0.3500", "0.0900",
+        "0.0000", "0.0000", "0.0000", "0.0000",
+        "123456", "12.3",
+    ]  # fmt: skip
+    assert rows[2] == [
+        "UniSRec",
+        "0.2000", "0.1000", "0.4000", "0.1500",
+        "0.2100", "0.1100", "0.4100", "–",
+        "–", "–", "–", "–",
+        "2000", "3.0",
+    ]  # fmt: skip
+    assert len(rows) == 3
+
+
+def test_markdown_header_has_case_counts_and_columns(tmp_path):
+    md_path, _ = compare.write_table([SASREC, UNISREC], str(tmp_path / "sub" / "cmp"))
+    lines = open(md_path, encoding="utf-8").read().splitlines()
+    assert lines[0] == "# ml-100k — test"
+    assert lines[2] == "test cases: overall 100 · in-sample 80 · unseen 20"
+    assert lines[4] == "| " + " | ".join(EXPECTED_COLUMNS) + " |"
+    assert lines[5].count("|") == len(EXPECTED_COLUMNS) + 1
+    assert lines[6] == (
+        "| SASRec | 0.1000 | 0.0500 | 0.3000 | 0.0800 | 0.1200 | 0.0600 | 0.3500 | 0.0900 "
+        "| 0.0000 | 0.0000 | 0.0000 | 0.0000 | 123,456 | 12.3 |"
+    )
+    assert lines[7].endswith("| – | – | – | – | 2,000 | 3.0 |")
+    assert len(lines) == 8
+
+
+def test_valid_split_and_bad_split(tmp_path):
+    md_path, csv_path = compare.write_table([SASREC, UNISREC], str(tmp_path / "v"), split="valid")
+    rows = list(csv.reader(open(csv_path, newline="", encoding="utf-8")))
+    assert rows[1][1:5] == ["0.5000"] * 4 and rows[1][5:13] == ["–"] * 8
+    assert rows[2][1:13] == ["–"] * 12  # UniSRec has no valid results
+    assert "valid cases: overall 7 · in-sample – · unseen –" in open(md_path, encoding="utf-8").read()
+    with pytest.raises(ValueError, match="split"):
+        compare.write_table([SASREC], str(tmp_path / "x"), split="train")
+
+
+def test_parse_args_models_files_and_overrides():
+    args, config_dict = compare.parse_args(
+        ["--models", "SASRec, UniSRec", "--dataset", "ml-100k", "--config_files", "a.yaml b.yaml", "c.yaml",
+         "--epochs=2", "--learning_rate=0.01", "--out", "results/x"]
+    )  # fmt: skip
+    assert args.models == ["SASRec", "UniSRec"]
+    assert args.dataset == "ml-100k" and args.out == "results/x" and args.split == "test"
+    assert args.config_files == ["a.yaml", "b.yaml", "c.yaml"]
+    assert config_dict == {"epochs": "2", "learning_rate": "0.01"}
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--models", "SASRec", "--dataset", "ml-100k", "--out", "x", "stray"])
+
+
+def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch):
+    from recbole_specgr import quick_start
+
+    calls = []
+
+    def fake_run(model, dataset, config_file_list=None, config_dict=None, result_json=None, **kwargs):
+        calls.append((model, dataset, config_file_list, config_dict))
+        if model == "Broken":
+            raise RuntimeError("boom")
+        result = dict(SASREC, model=model)
+        with open(result_json, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+        return result
+
+    monkeypatch.setattr(quick_start, "run_recbole_specgr", fake_run)
+    out = str(tmp_path / "cmp")
+    status = compare.main(["--models", "SASRec,Broken,FDSA", "--dataset", "ml-100k", "--seed=7", "--out", out])
+    assert status == 1  # one model failed, the others are still in the table
+    assert [c[0] for c in calls] == ["SASRec", "Broken", "FDSA"]
+    assert all(c[1] == "ml-100k" and c[3] == {"seed": "7"} for c in calls)
+    rows = list(csv.reader(open(out + ".csv", newline="", encoding="utf-8")))
+    assert [r[0] for r in rows[1:]] == ["SASRec", "FDSA"]
+    assert json.load(open(out + "_FDSA.json", encoding="utf-8"))["model"] == "FDSA"

@@ -1,0 +1,112 @@
+"""The inductive split on a hand-written dataset (tests/fixtures/tiny), checked row by row.
+
+tiny.inter, split_timestamps [5, 8], cold_start_items "year >= 2000" (i5, i6), MAX_ITEM_LIST_LENGTH 2:
+
+    u1: i1@1 i2@2 i5@3 i3@6 i4@8   i5@3 is a cold item inside the training period -> dropped
+    u2: i2@1 i3@4 i5@7 i1@9        i5@7 is in the valid period -> kept
+    u3: i4@2 i6@7 i2@8
+
+    train  u1 <i1>|i2   u2 <i2>|i3
+    valid  u1 <i1,i2>|i3   u2 <i2,i3>|i5   u3 <i4>|i6
+    test   u1 <i2,i3>|i4   u2 <i3,i5>|i1   u3 <i4,i6>|i2
+
+Seen items = {i1, i2, i3}; i4 occurs in the training period only as u3's first interaction (no training row holds it),
+so it is unseen like the cold items i5 and i6.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_specgr.config import Config
+from recbole_specgr.data.dataset import InductiveSequentialDataset
+from recbole_specgr.data.text_embedding import DEFAULT_ENCODER  # noqa: F401
+
+
+def build(config_dict):
+    config = Config(model="SASRec", dataset="tiny", config_dict=config_dict)
+    return InductiveSequentialDataset(config)
+
+
+def rows(ds, part):
+    """[(user, [history], target)] of one split, in raw tokens, sorted by user."""
+    users = ds.id2token("user_id", part.inter_feat["user_id"].numpy())
+    targets = ds.id2token("item_id", part.inter_feat["item_id"].numpy())
+    lists, lengths = part.inter_feat["item_id_list"].numpy(), part.inter_feat["item_length"].numpy()
+    hist = [list(ds.id2token("item_id", lst[:n])) for lst, n in zip(lists, lengths)]
+    return sorted(zip(users.tolist(), hist, targets.tolist()))
+
+
+def test_rows_of_each_split_match_the_hand_computed_split(tiny_config):
+    ds = build(tiny_config)
+    train, valid, test = ds.build()
+    assert rows(ds, train) == [("u1", ["i1"], "i2"), ("u2", ["i2"], "i3")]
+    assert rows(ds, valid) == [("u1", ["i1", "i2"], "i3"), ("u2", ["i2", "i3"], "i5"), ("u3", ["i4"], "i6")]
+    assert rows(ds, test) == [("u1", ["i2", "i3"], "i4"), ("u2", ["i3", "i5"], "i1"), ("u3", ["i4", "i6"], "i2")]
+
+
+def test_seen_mask_matches_hand_computed_items(tiny_config):
+    ds = build(tiny_config)
+    seen = {ds.id2token("item_id", i) for i in torch.nonzero(ds.seen_item_mask).flatten().tolist()}
+    assert seen == {"i1", "i2", "i3"}
+    assert not ds.seen_item_mask[0]
+    train, _, test = ds.build()
+    assert train.seen_item_mask is ds.seen_item_mask  # split copies share the item side
+
+
+def test_no_training_row_holds_a_cold_item_or_a_post_cutoff_interaction(tiny_config):
+    tiny_config["split_timestamps"] = [4, 8]
+    ds = build(tiny_config)
+    train = ds.build()[0]
+    cold = {ds.token2id("item_id", t) for t in ["i5", "i6"]}
+    items = set(train.inter_feat["item_id"].tolist()) | set(train.inter_feat["item_id_list"].flatten().tolist())
+    assert not items & cold
+    assert train.inter_feat["timestamp"].max().item() < 4
+
+
+def test_without_cold_rule_the_early_cold_interaction_is_a_training_target(tiny_config):
+    tiny_config["cold_start_items"] = None
+    ds = build(tiny_config)
+    assert ("u1", ["i1", "i2"], "i5") in rows(ds, ds.build()[0])
+    assert ("u1", ["i2", "i5"], "i3") in rows(ds, ds.build()[1])  # MAX_ITEM_LIST_LENGTH = 2 keeps the 2 latest
+
+
+def test_quantile_split_cutoffs(tiny_config):
+    tiny_config["split_timestamps"] = None
+    tiny_config["split_time_quantiles"] = [0.5, 0.75]
+    ds = build(tiny_config)
+    times = np.array([1, 2, 3, 6, 8, 1, 4, 7, 9, 2, 7, 8], dtype=float)
+    assert ds.split_timestamps == tuple(np.quantile(times, [0.5, 0.75]))
+
+
+def test_item_texts_follow_item_ids(tiny_config):
+    ds = build(tiny_config)
+    assert ds.item_texts[0] == ""
+    assert ds.item_texts[ds.token2id("item_id", "i2")] == "Beta. Comedy Drama"
+    assert ds.item_texts[ds.token2id("item_id", "i4")] == "Delta"  # empty genre leaves no dangling separator
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"text_fields": ["title", "plot"]}, "text_fields: field 'plot'"),
+        ({"cold_start_items": "year >>> 3"}, "cold_start_items: cannot evaluate"),
+        ({"split_timestamps": [8, 5]}, "split_timestamps: expected [t_valid, t_test]"),
+        ({"split_timestamps": [100, 200]}, "the valid split of 'tiny' is empty"),
+        ({"split_timestamps": "later"}, "split_timestamps: expected"),
+    ],
+)
+def test_bad_dataset_settings_raise_one_clear_error(tiny_config, override, message):
+    tiny_config.update(override)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        build(tiny_config)
+
+
+def test_malformed_atomic_header_names_the_file(tiny_config, tmp_path):
+    folder = tmp_path / "data" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "tiny.inter").write_text("user_id\titem_id:token\ttimestamp:float\nu1\ti1\t1\n")
+    tiny_config.update({"data_path": str(tmp_path / "data"), "load_col": None, "text_fields": None,
+                        "cold_start_items": None})
+    with pytest.raises(ValueError, match=r"tiny\.inter: header column 'user_id' is not 'name:type'"):
+        build(tiny_config)

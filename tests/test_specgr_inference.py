@@ -1,0 +1,420 @@
+"""Speculative inference (recbole_specgr.inference.specgr / drafting) on tiny hand-made verifier and drafter."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from recbole_specgr.inference.drafting import DraftIndex, DraftMask
+from recbole_specgr.inference.interfaces import BeamStep
+from recbole_specgr.inference.prefix_index import PrefixIndex
+from recbole_specgr.inference.specgr import SpeculativeRecommender, beam_table, verification_scores
+from fakes import FixedDrafter, TableVerifier, make_catalog, user_seq
+
+N_ITEMS, N_UNSEEN, N_USERS, DIM = 20, 6, 5, 8
+
+
+def build(seed=0, n_items=N_ITEMS, n_unseen=N_UNSEEN, n_users=N_USERS, n_digits=3, codebook_size=3):
+    item2codes, seen = make_catalog(n_items, n_digits, codebook_size, n_unseen, seed=seed)
+    verifier = TableVerifier(item2codes, n_users, generable=seen, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    drafter = FixedDrafter(torch.randn(n_users, DIM, generator=g), torch.randn(n_items + 1, DIM, generator=g))
+    return verifier, drafter, seen
+
+
+def ranked(scores_row):
+    """(item, score) of the finite entries of a [n] score row, best first."""
+    finite = torch.nonzero(scores_row > -math.inf).squeeze(1)
+    order = scores_row[finite].argsort(descending=True, stable=True)
+    return [(int(finite[o]), float(scores_row[finite[o]])) for o in order]
+
+
+def assert_same_ranking(got, expect):
+    """Same scores in the same order, and the same items per score except in a tie at the cut-off (unseen items
+    sharing their l−1 semantic digits have equal eq. 2 scores, and either may be kept)."""
+    assert [s for _, s in got] == pytest.approx([s for _, s in expect], abs=1e-5), (got, expect)
+    groups = lambda pairs: {round(s, 4): {i for i, t in pairs if round(t, 4) == round(s, 4)} for _, s in pairs}
+    g, e = groups(got), groups(expect)
+    lowest = min(e) if e else None
+    assert all(g[s] == e[s] for s in e if s != lowest), (got, expect)
+
+
+def eq2(verifier, user, item, seen, adjust=True):
+    lp = verifier.digit_table(user, verifier.item2codes[item].tolist())
+    return sum(lp[:-1]) / (len(lp) - 1) if adjust and not seen[item] else sum(lp) / len(lp)
+
+
+def beams_of(verifier, user, beam_size):
+    """The fake's beam sets for one user: {depth: [(prefix tuple, score, item)]} in beam order."""
+    out = {}
+    for step in verifier.beam_search(verifier.encode(*user_seq([user])), beam_size):
+        rows = []
+        for k in range(beam_size):
+            if step.valid[0, k]:
+                item = int(step.items[0, k]) if step.items is not None else None
+                rows.append((tuple(step.prefixes[0, k].tolist()), float(step.scores[0, k]), item))
+        out[step.depth] = rows
+    return out
+
+
+def oracle(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, subset=False, no_inductive=False,
+           no_adjust=False, no_guided=False, no_rerank=False, no_exit=False):
+    """Plain per-user Python version of paper section 3.2, written independently of the batched code."""
+    n, l = verifier.item2codes.size(0), verifier.n_digits
+    dscore = (drafter.items @ drafter.user_vectors[user]).tolist()
+    pool = [i for i in range(1, n) if (allowed is None or allowed[i]) and (seen[i] or not no_inductive)]
+    pool.sort(key=lambda i: -dscore[i])
+    beams = beams_of(verifier, user, beta)
+    drafted, records = set(), []  # records: (item, V, accepted)
+    for j in range(l):
+        cands = [i for i in pool if i not in drafted]
+        if j > 0 and not no_guided:
+            prefixes = {p for p, _, _ in beams[j]}
+            cands = [i for i in cands if tuple(verifier.item2codes[i, :j].tolist()) in prefixes]
+        for i in cands[:delta]:
+            v = eq2(verifier, user, i, seen, adjust=not no_adjust)
+            drafted.add(i)
+            records.append((i, v, v > gamma))
+        if not no_exit and sum(a for _, _, a in records) >= K:
+            break
+    acc = [(i, v) for i, v, a in records if a]
+    if not no_rerank:
+        acc.sort(key=lambda t: -t[1])
+    chosen = acc[:K]
+    if subset:
+        fill = [(i, v) for i, v, a in records if not a]
+        if not no_rerank:
+            fill.sort(key=lambda t: -t[1])
+    else:
+        taken = {i for i, _ in acc}
+        fill = [(i, s / l) for _, s, i in beams[l] if i not in taken and (allowed is None or allowed[i])]
+        if not no_rerank:
+            fill.sort(key=lambda t: -t[1])
+    chosen += fill[: K - len(chosen)]
+    if not no_rerank:
+        chosen.sort(key=lambda t: -t[1])
+    return chosen
+
+
+def run(verifier, drafter, seen, users, **kwargs):
+    rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
+    return rec.recommend(*user_seq(users))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_eq2_by_hand_seen_vs_unseen_collision_digit_left_out():
+    verifier, drafter, seen = build()
+    seen_item, unseen_item = 1, N_ITEMS  # the last N_UNSEEN items are unseen
+    assert seen[seen_item] and not seen[unseen_item]
+    lp = torch.tensor([[[-0.5, -1.0, -3.0], [-0.2, -0.4, -9.0]]])  # [B=1, N=2, l=3]
+    got = verification_scores(lp, torch.tensor([[False, True]]))
+    assert torch.allclose(got, torch.tensor([[-1.5, -0.3]]))
+    # end to end: accept everything, draft every item in round 0, output scores are eq. 2
+    out = run(verifier, drafter, seen, [2], draft_size=N_ITEMS, threshold=-math.inf, topk=N_ITEMS, num_beams=2)
+    for item in (seen_item, unseen_item):
+        lps = verifier.digit_table(2, verifier.item2codes[item].tolist())
+        hand = sum(lps) / 3 if seen[item] else (lps[0] + lps[1]) / 2
+        assert out.scores[0, item].item() == pytest.approx(hand, abs=1e-6)
+    # the unseen item's collision digit has no influence
+    c = verifier.item2codes[unseen_item].tolist()
+    verifier.log_probs[2, 2, int(verifier.radix(torch.tensor(c[:2]))), c[2]] = -50.0
+    out2 = run(verifier, drafter, seen, [2], draft_size=N_ITEMS, threshold=-math.inf, topk=N_ITEMS, num_beams=2)
+    assert out2.scores[0, unseen_item] == out.scores[0, unseen_item]
+
+
+def test_no_drafts_gives_exactly_beam_search_topk():
+    verifier, drafter, seen = build()
+    K, beta = 4, 6
+    out = run(verifier, drafter, seen, range(N_USERS), draft_size=0, num_beams=beta, topk=K, threshold=-2.0)
+    for user in range(N_USERS):
+        beams = beams_of(verifier, user, beta)[3][:K]
+        assert [i for i, _ in ranked(out.scores[user])] == [item for _, _, item in beams]
+        assert [s for _, s in ranked(out.scores[user])] == pytest.approx([s / 3 for _, s, _ in beams])
+    assert out.stats.n_drafted == 0 and out.stats.n_rounds == 3 * N_USERS
+
+
+def test_accept_all_gives_drafter_topk_reranked_by_verification():
+    verifier, drafter, seen = build(seed=3)
+    K = 5
+    out = run(verifier, drafter, seen, range(N_USERS), draft_size=K, topk=K, threshold=-math.inf, num_beams=3,
+              no_guided_redrafting=True)
+    for user in range(N_USERS):
+        dscore = drafter.items @ drafter.user_vectors[user]
+        dscore[0] = -math.inf
+        top = dscore.topk(K).indices.tolist()
+        expect = sorted(((i, eq2(verifier, user, i, seen)) for i in top), key=lambda t: -t[1])
+        assert [i for i, _ in ranked(out.scores[user])] == [i for i, _ in expect]
+    assert out.drafts.size(1) == 1  # adaptive exit after round 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_equals_per_user_loop(seed):
+    verifier, drafter, seen = build(seed=seed)
+    kwargs = dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6)
+    batched = run(verifier, drafter, seen, range(N_USERS), **kwargs)
+    for user in range(N_USERS):
+        single = run(verifier, drafter, seen, [user], **kwargs)
+        assert torch.equal(batched.scores[user], single.scores[0])
+        rounds = single.drafts.size(1)
+        assert torch.equal(batched.drafts[user, :rounds], single.drafts[0])
+        assert (batched.drafts[user, rounds:] == 0).all()  # a finished user drafts nothing more
+
+
+ORACLE_CASES = [
+    dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6),
+    dict(draft_size=2, num_beams=2, threshold=-0.9, topk=5),
+    dict(draft_size=4, num_beams=3, threshold=-1.5, topk=4, no_inductive_drafting=True),
+    dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6, no_likelihood_adjustment=True),
+    dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6, no_guided_redrafting=True),
+    dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6, no_reranking=True),
+    dict(draft_size=3, num_beams=4, threshold=-1.4, topk=3, no_adaptive_exit=True),
+    dict(draft_size=5, num_beams=5, threshold=-1.3, topk=4, no_reranking=True, no_adaptive_exit=True),
+]
+ORACLE_FLAGS = dict(no_inductive_drafting="no_inductive", no_likelihood_adjustment="no_adjust",
+                    no_guided_redrafting="no_guided", no_reranking="no_rerank", no_adaptive_exit="no_exit")
+
+
+@pytest.mark.parametrize("case, seed, subset", itertools.product(range(len(ORACLE_CASES)), range(2), [False, True]))
+def test_matches_per_user_oracle(case, seed, subset):
+    verifier, drafter, seen = build(seed=seed)
+    kwargs = ORACLE_CASES[case]
+    allowed = None
+    if subset:
+        allowed = torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(seed)) < 0.6
+    rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
+    out = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed, subset_ranking=subset)
+    oracle_kwargs = {ORACLE_FLAGS[k]: v for k, v in kwargs.items() if k in ORACLE_FLAGS}
+    for user in range(N_USERS):
+        expect = oracle(verifier, drafter, seen, user, kwargs["draft_size"], kwargs["num_beams"],
+                        kwargs["threshold"], kwargs["topk"], allowed=allowed, subset=subset, **oracle_kwargs)
+        got = ranked(out.scores[user])
+        if kwargs.get("no_reranking"):
+            assert [i for i, _ in got] == [i for i, _ in expect], (user, got, expect)
+        else:
+            assert_same_ranking(got, expect)
+
+
+def test_one_users_beams_never_restrict_another_users_drafts():
+    verifier, drafter, seen = build(seed=1)
+    drafter.user_vectors[1] = drafter.user_vectors[0]  # same drafter ranking for users 0 and 1
+    for user, digit in ((0, 0), (1, 1)):  # user 0 wants first digit 0, user 1 first digit 1
+        verifier.log_probs[user, 0, 0] = torch.tensor([0.0, -20.0, -20.0]) if digit == 0 else \
+            torch.tensor([-20.0, 0.0, -20.0])
+    out = run(verifier, drafter, seen, [0, 1], draft_size=3, num_beams=1, threshold=math.inf, topk=3)
+    assert torch.equal(out.drafts[0, 0], out.drafts[1, 0])  # round 0 is unguided
+    for user, digit in ((0, 0), (1, 1)):
+        redrafts = out.drafts[user, 1][out.drafts[user, 1] > 0]
+        assert redrafts.numel() > 0
+        assert (verifier.item2codes[redrafts, 0] == digit).all()
+    assert not torch.equal(out.drafts[0, 1], out.drafts[1, 1])
+
+
+def test_subset_mode_returns_only_subset_items():
+    verifier, drafter, seen = build(seed=2)
+    subset = torch.zeros(N_ITEMS + 1, dtype=torch.bool)
+    subset[[3, 4, 9, 15, 19, 20]] = True
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=2, num_beams=3, threshold=-1.0, topk=4)
+    out = rec.recommend(*user_seq(range(N_USERS)), allowed_items=subset, subset_ranking=True)
+    chosen = out.scores > -math.inf
+    assert not (chosen & ~subset).any()
+    assert (chosen.sum(1) == 4).all()  # 6 subset items, 3 rounds of 2 drafts: enough to fill K = 4
+    # per-user subsets ([B, n]) are respected too
+    per_user = torch.rand(N_USERS, N_ITEMS + 1, generator=torch.Generator().manual_seed(0)) < 0.3
+    out = SpeculativeRecommender(verifier, drafter, seen, draft_size=2, num_beams=3, threshold=-1.0,
+                                 topk=4).recommend(*user_seq(range(N_USERS)), per_user, True)
+    assert not ((out.scores > -math.inf) & ~per_user).any()
+    with pytest.raises(ValueError, match="allowed_items"):
+        SpeculativeRecommender(verifier, drafter, seen).recommend(*user_seq([0]), subset_ranking=True)
+
+
+@pytest.mark.parametrize("threshold", [-math.inf, -1.0, math.inf])
+def test_every_returned_item_is_real_and_exactly_k(threshold):
+    verifier, drafter, seen = build(seed=4)
+    out = run(verifier, drafter, seen, range(N_USERS), draft_size=4, num_beams=8, threshold=threshold, topk=7)
+    assert (out.scores[:, 0] == -math.inf).all()
+    assert ((out.scores > -math.inf).sum(1) == 7).all()
+
+
+def test_threshold_plus_inf_accepts_nothing_and_returns_beam_fill():
+    verifier, drafter, seen = build(seed=5)
+    kwargs = dict(num_beams=6, topk=5)
+    out = run(verifier, drafter, seen, range(N_USERS), draft_size=3, threshold=math.inf, **kwargs)
+    plain = run(verifier, drafter, seen, range(N_USERS), draft_size=0, threshold=math.inf, **kwargs)
+    assert not out.accepted.any() and out.stats.n_accepted == 0
+    assert torch.equal(out.scores, plain.scores)
+    assert out.stats.summary()["mean_rounds"] == 3 and out.stats.n_beam_steps == 3
+
+
+def test_no_inductive_drafting_drafts_only_seen_items():
+    verifier, drafter, seen = build(seed=6)
+    drafter.items[~seen] += 5 * drafter.user_vectors.mean(0)  # the drafter loves unseen items
+    kwargs = dict(draft_size=3, num_beams=3, threshold=-1.3, topk=5)
+    base = run(verifier, drafter, seen, range(N_USERS), **kwargs)
+    ablated = run(verifier, drafter, seen, range(N_USERS), no_inductive_drafting=True, **kwargs)
+    assert (~seen[base.drafts[base.drafts > 0]]).any()
+    assert seen[ablated.drafts[ablated.drafts > 0]].all()
+
+
+def test_no_likelihood_adjustment_scores_unseen_items_over_all_digits():
+    verifier, drafter, seen = build(seed=7)
+    kwargs = dict(draft_size=N_ITEMS, num_beams=2, threshold=-math.inf, topk=N_ITEMS)
+    base = run(verifier, drafter, seen, [1], **kwargs)
+    ablated = run(verifier, drafter, seen, [1], no_likelihood_adjustment=True, **kwargs)
+    for item in range(1, N_ITEMS + 1):
+        full = sum(verifier.digit_table(1, verifier.item2codes[item].tolist())) / 3
+        assert ablated.scores[0, item].item() == pytest.approx(full, abs=1e-6)
+        if seen[item]:
+            assert base.scores[0, item] == ablated.scores[0, item]
+        else:
+            assert base.scores[0, item].item() != pytest.approx(full, abs=1e-6)
+
+
+def test_no_guided_redrafting_takes_next_best_undrafted_items():
+    verifier, drafter, seen = build(seed=8)
+    kwargs = dict(draft_size=3, num_beams=1, threshold=math.inf, topk=3)
+    guided = run(verifier, drafter, seen, range(N_USERS), **kwargs)
+    plain = run(verifier, drafter, seen, range(N_USERS), no_guided_redrafting=True, **kwargs)
+    for user in range(N_USERS):
+        dscore = drafter.items @ drafter.user_vectors[user]
+        dscore[0] = -math.inf
+        assert plain.drafts[user].flatten().tolist() == dscore.topk(9).indices.tolist()
+        first = beams_of(verifier, user, 1)[1][0][0][0]  # the single beam's first digit
+        redrafts = guided.drafts[user, 1:][guided.drafts[user, 1:] > 0]
+        assert (verifier.item2codes[redrafts, 0] == first).all()
+    assert not torch.equal(guided.drafts, plain.drafts)
+
+
+def test_no_reranking_keeps_draft_order():
+    verifier, drafter, seen = build(seed=9)
+    kwargs = dict(draft_size=8, num_beams=2, threshold=-math.inf, topk=8)  # round 0 accepts exactly K drafts
+    base = run(verifier, drafter, seen, range(N_USERS), **kwargs)
+    ablated = run(verifier, drafter, seen, range(N_USERS), no_reranking=True, **kwargs)
+    for user in range(N_USERS):
+        order = [i for i, _ in ranked(ablated.scores[user])]
+        assert order == ablated.drafts[user, 0, :8].tolist()  # drafter order
+        by_score = [i for i, _ in ranked(base.scores[user])]
+        assert sorted(order) == sorted(by_score)  # the same items...
+    assert any(  # ...in a different order for some user
+        [i for i, _ in ranked(ablated.scores[u])] != [i for i, _ in ranked(base.scores[u])] for u in range(N_USERS))
+
+
+def test_no_adaptive_exit_runs_every_round_and_keeps_topk_accepted():
+    verifier, drafter, seen = build(seed=10)
+    kwargs = dict(draft_size=4, num_beams=3, threshold=-1.5, topk=2)
+    base = run(verifier, drafter, seen, range(N_USERS), **kwargs)
+    ablated = run(verifier, drafter, seen, range(N_USERS), no_adaptive_exit=True, **kwargs)
+    assert base.stats.n_rounds < 3 * N_USERS
+    assert ablated.stats.n_rounds == 3 * N_USERS and ablated.drafts.size(1) == 3
+    for user in range(N_USERS):
+        acc = ablated.accepted[user]
+        best = sorted(ablated.draft_scores[user][acc].tolist(), reverse=True)[:2]
+        assert [s for _, s in ranked(ablated.scores[user])][: len(best)] == pytest.approx(best)
+
+
+def test_encoder_runs_once_and_stats_are_consistent():
+    verifier, drafter, seen = build(seed=11)
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=3, num_beams=4, threshold=-1.2, topk=6)
+    out = rec.recommend(*user_seq(range(N_USERS)))
+    assert verifier.n_encode_calls == 1
+    s = out.stats
+    assert s.n_drafted == int((out.drafts > 0).sum()) and s.n_accepted == int(out.accepted.sum())
+    assert s.n_output == int((out.scores > -math.inf).sum())
+    unseen_out = ((out.scores > -math.inf) & ~seen).sum().item()
+    assert s.summary(elapsed_s=2.0) == pytest.approx(dict(
+        acceptance_rate=s.n_accepted / s.n_drafted, mean_rounds=s.n_rounds / N_USERS,
+        unseen_share=unseen_out / s.n_output, users_per_s=N_USERS / 2.0))
+    assert (s + s).n_users == 2 * N_USERS
+
+
+def test_from_config_reads_keys_and_bad_input_fails_clearly():
+    verifier, drafter, seen = build()
+    config = {"specgr_draft_size": 7, "num_beams": 9, "specgr_threshold": -1.7, "topk": [10, 50],
+              "specgr_drafting_backend": "faiss", "specgr_no_reranking": True}
+    rec = SpeculativeRecommender.from_config(_Cfg(config), verifier, drafter, seen)
+    assert (rec.draft_size, rec.num_beams, rec.threshold, rec.topk) == (7, 9, -1.7, 50)
+    assert rec.drafting_backend == "faiss" and rec.no_reranking and not rec.no_adaptive_exit
+    with pytest.raises(ValueError, match="seen_item_mask"):
+        SpeculativeRecommender(verifier, drafter, seen[:-1])
+    with pytest.raises(ValueError, match="specgr_drafting_backend"):
+        SpeculativeRecommender(verifier, drafter, seen, drafting_backend="annoy").recommend(*user_seq([0]))
+
+
+class _Cfg(dict):
+    """RecBole's Config answers None for missing keys."""
+
+    def __getitem__(self, key):
+        return self.get(key)
+
+
+# drafting ------------------------------------------------------------------------------------------------------
+def test_beam_table_marks_each_users_valid_beam_prefixes():
+    item2codes, _ = make_catalog(20, seed=0)
+    index = PrefixIndex(item2codes, codebook_size=3)
+    prefixes = item2codes[[[1, 2], [3, 3]], :2]  # [B=2, β=2, 2]
+    step = BeamStep(2, prefixes, torch.zeros(2, 2), torch.tensor([[True, True], [True, False]]), None)
+    table = beam_table(index, step)  # [2, P_2]
+    nodes = index.item_nodes(2)
+    assert table.sum(1).tolist() == [len({tuple(item2codes[i, :2].tolist()) for i in (1, 2)}), 1]
+    assert table[0, nodes[1]] and table[0, nodes[2]] and table[1, nodes[3]]
+
+
+def _masks(n_users, n_items, seed):
+    g = torch.Generator().manual_seed(seed)
+    item_prefix = torch.randint(0, 4, (n_items,), generator=g)
+    return [
+        DraftMask(),
+        DraftMask(allowed=torch.rand(n_items, generator=g) < 0.5),
+        DraftMask(allowed=torch.rand(n_users, n_items, generator=g) < 0.5),
+        DraftMask(drafted=torch.rand(n_users, n_items, generator=g) < 0.3, item_prefix=item_prefix,
+                  prefix_table=torch.rand(n_users, 4, generator=g) < 0.5),
+        DraftMask(allowed=torch.rand(n_items, generator=g) < 0.05),  # tiny subset: fewer than δ allowed
+    ]
+
+
+@pytest.fixture
+def one_faiss_thread():
+    """faiss' OpenMP threads spin badly on a busy 2-core machine (an HNSW build of 300 points takes seconds)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.mark.parametrize("faiss_index", ["flat", "hnsw"])
+def test_dense_and_faiss_drafting_agree_under_masks(faiss_index, one_faiss_thread):
+    n_users, n_items, k = 6, 300, 10
+    g = torch.Generator().manual_seed(0)
+    vectors, queries = torch.randn(n_items, 16, generator=g), torch.randn(n_users, 16, generator=g)
+    dense = DraftIndex(vectors, "dense")
+    faiss_idx = DraftIndex(vectors, "faiss", faiss_index=faiss_index, overfetch=2)
+    for mask in _masks(n_users, n_items, seed=1):
+        d_items, d_scores = dense.search(queries, k, mask)
+        f_items, f_scores = faiss_idx.search(queries, k, mask)
+        ok = mask.dense(n_users, n_items)
+        for b in range(n_users):  # brute force
+            s = (vectors @ queries[b]).masked_fill(~ok[b], -math.inf)
+            expect = [i for i in s.argsort(descending=True)[:k].tolist() if s[i] > -math.inf]
+            assert d_items[b, : len(expect)].tolist() == expect and (d_items[b, len(expect):] == 0).all()
+        assert (d_items != 0).sum() > 0 and not (ok.gather(1, f_items) | (f_items == 0)).logical_not().any()
+        if faiss_index == "flat":  # exact: same top-δ
+            assert torch.equal(d_items, f_items)
+            assert torch.allclose(d_scores, f_scores, atol=1e-4)
+
+
+def test_faiss_session_over_fetch_falls_back_to_dense_when_too_few_survive(one_faiss_thread):
+    g = torch.Generator().manual_seed(2)
+    vectors, queries = torch.randn(200, 8, generator=g), torch.randn(3, 8, generator=g)
+    dense = DraftIndex(vectors, "dense").session(queries)
+    fai = DraftIndex(vectors, "faiss", overfetch=1).session(queries)
+    drafted = torch.zeros(3, 200, dtype=torch.bool)
+    for _ in range(4):  # every round excludes what was drafted: the cached fetch is exhausted quickly
+        mask = DraftMask(drafted=drafted.clone())
+        d_items, _ = dense.topk(5, mask)
+        f_items, _ = fai.topk(5, mask)
+        assert torch.equal(d_items, f_items)
+        drafted.scatter_(1, d_items, True)
+    with pytest.raises(ValueError, match="specgr_faiss_index"):
+        DraftIndex(vectors, "faiss", faiss_index="lsh")

@@ -1,0 +1,331 @@
+"""SpecGR++ and SpecGR_Aux (CPU, tiny models): L_CL by hand, the frozen stage-2 item tower, the two-stage trainer's
+checkpoint logic, end-to-end runs through quick_start, and items added to a trained checkpoint."""
+
+import math
+from pathlib import Path
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from recbole.data.interaction import Interaction
+
+import recbole_specgr.trainer as trainers
+from recbole_specgr import new_items
+from recbole_specgr.config import Config
+from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss
+from recbole_specgr.model.sequential_recommender.tiger import TIGER
+from recbole_specgr.quick_start import objective_function
+from recbole_specgr.trainer.specgraux_trainer import SpecGRAuxTrainer
+from recbole_specgr.trainer.specgrpp_trainer import SpecGRPPTrainer
+
+YAML = Path(__file__).resolve().parent.parent / "properties" / "model" / "SpecGRPP.yaml"
+N_ITEMS, L, C = 30, 3, 4  # items 1..30, 3 digits of 4 codes
+TINY_T5 = dict(n_layers_enc=1, n_layers_dec=1, hidden_size=16, n_heads=2, d_kv=8, inner_size=32)
+FAST_TOKENIZER = dict(rqvae_method="faiss_rq", rqvae_codebook_size=32)  # k-means only: no RQ-VAE training
+FAST_RUN = dict(MAX_ITEM_LIST_LENGTH=5, topk=[5, 10], num_beams=10, specgr_draft_size=10)  # short histories, K = δ = 10
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def trainer_exports(monkeypatch):
+    """The ``<Model>Trainer`` names ``get_trainer`` looks up (a no-op once recbole_specgr.trainer exports them)."""
+    monkeypatch.setattr(trainers, "SpecGRPPTrainer", SpecGRPPTrainer, raising=False)
+    monkeypatch.setattr(trainers, "SpecGRAuxTrainer", SpecGRAuxTrainer, raising=False)
+
+
+# ---------------------------------------------------------------- a tiny SpecGR++ without a dataset
+class TinyDataset:
+    def __init__(self, seen):
+        self.seen_item_mask = seen
+
+    def num(self, field):
+        return len(self.seen_item_mask)
+
+
+def make_model(seed=0, **overrides):
+    """Random distinct codes for 30 items (the last 8 unseen) and a tiny SpecGR++ in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    flat = torch.randperm(C**L, generator=g)[:N_ITEMS]
+    codes = torch.cat([torch.full((1, L), -1), (flat[:, None] // C ** torch.arange(L - 1, -1, -1)) % C]).long()
+    seen = torch.ones(N_ITEMS + 1, dtype=torch.bool)
+    seen[0] = False
+    seen[N_ITEMS - 7:] = False
+    config = yaml.safe_load(YAML.read_text())
+    config.update(USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list",
+                  ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=4, device="cpu",
+                  topk=[2, 5], num_beams=5, dropout_prob=0.0, initializer_range=0.3, specgrpp_temperature=0.5,
+                  specgrpp_finetune_epochs=1, **TINY_T5)
+    config.update(overrides)
+    torch.manual_seed(seed)
+    return SpecGRPP(config, TinyDataset(seen), item2codes=codes, codebook_size=C).eval()
+
+
+def batch(seed=0):
+    """Four histories with a repeated target (rows 0 and 2), all targets seen."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([4, 1, 3, 2])
+    item_seq = torch.randint(1, N_ITEMS - 7, (4, 4), generator=g).masked_fill(torch.arange(4) >= lengths[:, None], 0)
+    return Interaction({"item_id_list": item_seq, "item_length": lengths, "item_id": torch.tensor([5, 7, 5, 9])})
+
+
+def test_in_batch_contrastive_loss_by_hand():
+    seq = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+    targets = torch.tensor([5, 7, 5])  # rows 0 and 2 share their target: not each other's negative
+    tau = 0.5
+    # logits / τ: row 0 [2, 0, (1.6 masked)], row 1 [0, 2, 1.2], row 2 [(1.2 masked), 1.6, 1.92]
+    row0 = -math.log(math.exp(2) / (math.exp(2) + math.exp(0)))
+    row1 = -math.log(math.exp(2) / (math.exp(0) + math.exp(2) + math.exp(1.2)))
+    row2 = -math.log(math.exp(1.92) / (math.exp(1.6) + math.exp(1.92)))
+    loss = in_batch_contrastive_loss(seq, items, targets, tau)
+    assert loss.item() == pytest.approx((row0 + row1 + row2) / 3, abs=1e-6)
+    unmasked = F.cross_entropy(seq @ items.t() / tau, torch.arange(3))
+    assert unmasked.item() > loss.item() + 0.1  # the duplicate would otherwise count as a negative
+
+
+def test_stage1_loss_is_weighted_contrastive_plus_tiger_loss():
+    model = make_model()
+    inter = batch()
+    with torch.no_grad():
+        cl, gen = model.calculate_loss(inter)
+        seq_vec = model.sequence_vectors(inter["item_id_list"], inter["item_length"])
+        item_vec = model.item_vectors(inter["item_id"])
+        expected = model.lambda_cl * in_batch_contrastive_loss(seq_vec, item_vec, inter["item_id"], 0.5)
+        assert cl.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert gen.item() == pytest.approx(TIGER.calculate_loss(model, inter).item(), rel=1e-5)
+    assert torch.allclose(item_vec.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert model.item_vectors()[0].abs().sum() == 0  # padding row
+
+
+def test_stage2_item_vectors_frozen():
+    model = make_model(seed=1)
+    inter = batch(seed=1)
+    live_before = model.item_vectors()
+    model.start_finetune()
+    frozen_before = model.item_vectors()
+    assert torch.allclose(frozen_before, live_before, atol=1e-6)  # the tower is a copy of the stage-1 encoder
+    model.train()
+    ce, gen = model.calculate_loss(inter)
+    seq_vec = model.sequence_vectors(inter["item_id_list"], inter["item_length"])
+    seen_ids = torch.nonzero(model.seen_item_mask).squeeze(1)
+    logits = seq_vec @ frozen_before[seen_ids].t() / 0.5
+    expected = model.lambda_ce * F.cross_entropy(logits, torch.searchsorted(seen_ids, inter["item_id"]))
+    assert ce.item() == pytest.approx(expected.item(), rel=1e-5)
+    (ce + gen).backward()
+    assert all(p.grad is None for p in model.item_tower.parameters())
+    assert not model._candidate_vectors[1].requires_grad
+    assert model.t5.embedding.weight.grad is not None and model.projection.weight.grad is not None
+    torch.optim.SGD([p for p in model.parameters() if p.grad is not None], lr=1.0).step()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.item_vectors(), frozen_before)
+        assert not torch.allclose(model.sequence_vectors(inter["item_id_list"], inter["item_length"]), seq_vec)
+
+
+def test_item_tower_is_saved_and_restored():
+    model = make_model(seed=2)
+    with torch.no_grad():
+        model.t5.embedding.weight.mul_(2.0)  # "stage 1 training"
+        model.start_finetune()
+        model.t5.embedding.weight.add_(1.0)  # the live encoder moves on, the tower must not
+        fresh = make_model(seed=2)
+        untrained = fresh.item_vectors()
+        assert not fresh.finetuning
+        fresh.load_state_dict(model.state_dict())
+        assert fresh.finetuning and bool(fresh.item_tower_active)
+        assert torch.equal(fresh.item_vectors(), model.item_vectors())
+        assert not torch.allclose(fresh.item_vectors(), untrained, atol=1e-3)
+
+
+def test_drafting_index_follows_weight_changes():
+    model = make_model(seed=4)
+    inter = batch(seed=4)
+    with torch.no_grad():
+        model.full_sort_predict(inter)
+        index = model.speculative_recommender().draft_index.item_vectors.clone()
+        model.train()  # a training epoch may have changed the weights
+        model.projection.weight.mul_(-1.0)
+        model.eval()
+        model.full_sort_predict(inter)
+    assert torch.allclose(model.speculative_recommender().draft_index.item_vectors, -index, atol=1e-6)
+    stats = model.pop_eval_stats()
+    assert set(stats) == {"acceptance_rate", "mean_rounds", "unseen_share", "users_per_s"}
+    assert model.pop_eval_stats() == {}
+
+
+# ---------------------------------------------------------------- the two-stage trainer
+def scripted_fit(tmp_path, scores):
+    """Run SpecGRPPTrainer.fit with stubbed epochs: epoch e sets projection.bias to e and validates to scores[e]."""
+    config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
+        "checkpoint_dir": str(tmp_path / "saved"), "epochs": 2, "specgrpp_finetune_epochs": 2, "eval_step": 1,
+        "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR"})
+    model = make_model(seed=5)
+    trainer = SpecGRPPTrainer(config, model)
+    seen = []
+
+    def train_epoch(train_data, epoch_idx, loss_func=None, show_progress=False):
+        seen.append((epoch_idx, model.finetuning, model.projection.bias[0].item()))
+        with torch.no_grad():
+            model.projection.bias.fill_(epoch_idx)
+        return 0.0
+
+    trainer._train_epoch = train_epoch
+    trainer._valid_epoch = lambda valid_data, show_progress=False: (scores[len(seen) - 1], {"ndcg@10": scores[len(seen) - 1]})
+    trainer.eval_collector.data_collect = lambda data: None
+    best = trainer.fit([1], [1])
+    checkpoint = compat.load_checkpoint(trainer.saved_model_file)
+    return trainer, seen, best, checkpoint
+
+
+def test_trainer_reloads_stage1_best_and_keeps_overall_best(run_dir):
+    trainer, seen, best, checkpoint = scripted_fit(run_dir, [0.3, 0.1, 0.2, 0.4])
+    assert [(e, f) for e, f, _ in seen] == [(0, False), (1, False), (2, True), (3, True)]
+    assert seen[2][2] == 0.0  # stage 2 started from the best stage-1 epoch (0), not the last one (1)
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.123
+    assert best == (0.4, {"ndcg@10": 0.4})
+    assert checkpoint["epoch"] == 3 and bool(checkpoint["state_dict"]["item_tower_active"])
+    assert float(checkpoint["state_dict"]["projection.bias"][0]) == 3.0
+
+
+def test_trainer_keeps_stage1_when_finetuning_does_not_help(run_dir):
+    _, _, best, checkpoint = scripted_fit(run_dir, [0.1, 0.3, 0.2, 0.25])
+    assert best[0] == 0.3 and checkpoint["epoch"] == 1
+    assert not bool(checkpoint["state_dict"]["item_tower_active"])
+    assert float(checkpoint["state_dict"]["projection.bias"][0]) == 1.0
+
+
+# ---------------------------------------------------------------- end to end on the ml-100k slice
+@pytest.fixture(scope="module")
+def specgrpp_run(tmp_path_factory, ml100k_slice, session_cache):
+    """One SpecGR++ run (1 + 1 epochs) whose γ accepts every draft: the result and the checkpoint."""
+    folder = tmp_path_factory.mktemp("specgrpp_run")
+    config = {"model": "SpecGRPP", "dataset": "ml-100k", "data_path": ml100k_slice, "cache_dir": session_cache,
+              "checkpoint_dir": str(folder / "saved"), "epochs": 1, "specgrpp_finetune_epochs": 1, "state": "ERROR",
+              "show_progress": False, "train_batch_size": 512, "eval_batch_size": 512, "seed": 2020,
+              "specgr_threshold": -100.0, **TINY_T5, **FAST_TOKENIZER, **FAST_RUN}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setattr("sys.argv", ["pytest"])
+        mp.setattr(trainers, "SpecGRPPTrainer", SpecGRPPTrainer, raising=False)
+        result = objective_function(config)
+    checkpoint, = (folder / "saved").glob("SpecGRPP-*.pth")
+    return result, str(checkpoint)
+
+
+def test_specgrpp_end_to_end(specgrpp_run):
+    result, checkpoint_path = specgrpp_run
+    for split in ("valid", "test"):
+        assert result[split]["overall"]["n_cases"] > 0
+        assert result[split]["in_sample"]["n_cases"] > 0 and result[split]["unseen"]["n_cases"] > 0
+        assert result[split]["overall"]["n_cases"] == (result[split]["in_sample"]["n_cases"]
+                                                       + result[split]["unseen"]["n_cases"])
+        stats = result[split]["extra"]
+        # γ = −100 accepts every draft: K = 10 accepted after the first round of δ = 10 drafts
+        assert stats["acceptance_rate"] == 1.0 and stats["mean_rounds"] == 1.0
+        assert 0.0 < stats["unseen_share"] < 1.0 and stats["users_per_s"] > 0
+    checkpoint = compat.load_checkpoint(checkpoint_path)
+    assert checkpoint["epoch"] in (0, 1)  # stage 1 or stage 2, whichever validated best
+    assert bool(checkpoint["state_dict"]["item_tower_active"]) == (checkpoint["epoch"] == 1)
+    other = checkpoint["other_parameter"]
+    assert other["item_tokens"][0] == "[PAD]" and len(other["item_tokens"]) == len(checkpoint["state_dict"]["item2codes"])
+    assert torch.equal(other["tokenizer_state"]["codes"], checkpoint["state_dict"]["item2codes"])
+
+
+def test_specgraux_end_to_end_trains_its_components(small_config):
+    tiny_unisrec = {"n_layers": 1, "n_heads": 2, "hidden_size": 16, "inner_size": 32, "n_exps": 2}
+    config = {**small_config, "model": "SpecGRAux", "dataset": "ml-100k", "specgr_threshold": -100.0,
+              "specgr_aux_verifier_config": {**TINY_T5, "num_beams": 10}, "specgr_aux_drafter_config": tiny_unisrec,
+              **FAST_TOKENIZER, **FAST_RUN}
+    result = objective_function(config)
+    for split in ("valid", "test"):
+        assert result[split]["in_sample"]["n_cases"] > 0 and result[split]["unseen"]["n_cases"] > 0
+        assert result[split]["extra"]["acceptance_rate"] == 1.0 and result[split]["extra"]["unseen_share"] > 0
+    saved = sorted(p.name.split("-")[0] for p in Path(small_config["checkpoint_dir"]).glob("*.pth"))
+    assert saved == ["SpecGRAux", "TIGER", "UniSRec"]
+    checkpoint = compat.load_checkpoint(next(Path(small_config["checkpoint_dir"]).glob("SpecGRAux-*.pth")))
+    keys = checkpoint["state_dict"].keys()
+    assert any(k.startswith("verifier.t5.") for k in keys) and any(k.startswith("drafter.moe_adaptor.") for k in keys)
+
+
+def test_specgraux_loads_component_checkpoints(small_config, specgrpp_run):
+    # a SpecGR++ checkpoint can serve as the verifier (and as the drafter) of SpecGR_Aux
+    _, checkpoint_path = specgrpp_run
+    config = {**small_config, "model": "SpecGRAux", "dataset": "ml-100k", **FAST_TOKENIZER, **FAST_RUN,
+              "specgr_aux_verifier_checkpoint": checkpoint_path, "specgr_aux_drafter_checkpoint": checkpoint_path}
+    result = objective_function(config)
+    assert result["test"]["overall"]["n_cases"] > 0 and "acceptance_rate" in result["test"]["extra"]
+    assert not list(Path(small_config["checkpoint_dir"]).glob("TIGER-*.pth"))  # nothing trained
+
+
+# ---------------------------------------------------------------- items added after training
+TOY_STORY = "Toy Story. 1995. Animation Children's Comedy"  # ml-100k item 1's text (title. year. genres)
+
+
+def test_new_item_is_drafted_scored_and_recommended(specgrpp_run, monkeypatch):
+    _, checkpoint_path = specgrpp_run
+    model = new_items.load_model(checkpoint_path, specgr_threshold=-math.inf, specgr_draft_size=5000)
+    n = model.n_items
+    twin = model.item_tokens.index("1")
+    new_id, = new_items.add_new_items(model, ["toy-story-2"], [TOY_STORY]).tolist()
+    assert new_id == n and model.n_items == n + 1 and not model.seen_item_mask[new_id]
+    assert model.item_tokens[new_id] == "toy-story-2"
+    # same text -> same quantiser prefix, a collision digit of its own
+    assert torch.equal(model.item2codes[new_id, :-1], model.item2codes[twin, :-1])
+    assert model.item2codes[new_id, -1] != model.item2codes[twin, -1]
+
+    history = ["1", "2", "3"]
+    seq = torch.tensor([[model.item_tokens.index(h) for h in history]])
+    recommender = model.speculative_recommender()
+    with torch.no_grad():
+        assert torch.allclose(recommender.draft_index.item_vectors[new_id], model.item_vectors(torch.tensor([new_id]))[0])
+        out = recommender.recommend(seq, torch.tensor([3]))
+        drafted = out.drafts[0, 0] == new_id  # δ covers the catalog: every item is drafted in round 0
+        assert drafted.sum() == 1
+        log_probs = model.digit_log_probs(model.encode(seq, torch.tensor([3])), torch.tensor([[new_id]]))[0, 0]
+        assert out.draft_scores[0, 0][drafted].item() == pytest.approx(log_probs[:-1].mean().item(), abs=1e-5)
+
+    # when the verifier is sure of the new item, it comes first
+    original = model.digit_log_probs
+
+    def sure_of_new_item(enc, cand_items):
+        return original(enc, cand_items).masked_fill(cand_items[..., None] == new_id, 0.0)
+
+    monkeypatch.setattr(model, "digit_log_probs", sure_of_new_item)
+    top = new_items.recommend(model, history, topk=5)
+    assert top[0] == ("toy-story-2", 0.0, new_id) and len(top) == 5
+    assert [s for _, s, _ in top] == sorted((s for _, s, _ in top), reverse=True)
+
+
+def test_new_items_cli(specgrpp_run, tmp_path, capsys):
+    _, checkpoint_path = specgrpp_run
+    items = tmp_path / "new.tsv"
+    items.write_text(f"item_id\ttext\nnew-1\t{TOY_STORY}\nnew-2\tA brand new film. 1999. Drama\n")
+    new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1 new-1 50", "--topk", "7"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "rank\titem_id\tscore\tnew" and len(lines) == 8
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(1, 8))
+    assert all(r[3] == ("new" if r[1] in ("new-1", "new-2") else "") for r in rows)
+
+    items.write_text("item_id\ttext\nnew-1\tfine\nno tab here\n")
+    with pytest.raises(SystemExit, match=f"{items}:3: expected 'item_id<TAB>text'"):
+        new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1"])
+    items.write_text("id\ttext\nnew-1\tfine\n")
+    with pytest.raises(SystemExit, match=f"{items}:1: expected the header"):
+        new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1"])
+    items.write_text("item_id\ttext\n1\talready there\n")
+    with pytest.raises(SystemExit, match="already in the model"):
+        new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1"])
+    items.write_text("item_id\ttext\nnew-1\tfine\n")
+    with pytest.raises(SystemExit, match="unknown"):
+        new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1 nope"])

@@ -1,0 +1,55 @@
+"""Item text embeddings: the packaged encoder, and a cache keyed by texts and encoder."""
+
+import os
+
+import numpy as np
+import pytest
+
+import recbole_specgr.data.text_embedding as te
+
+
+@pytest.fixture
+def counting_encoder(monkeypatch):
+    """Replace the sentence-transformers call by a deterministic fake that counts its calls."""
+    calls = []
+
+    def fake_encode(texts, encoder, batch_size=64, device="cpu", show_progress=False):
+        calls.append((tuple(texts), encoder))
+        return np.array([[len(t), hash(encoder) % 7] for t in texts], dtype=np.float32)
+
+    monkeypatch.setattr(te, "encode_texts", fake_encode)
+    return calls
+
+
+def test_cache_is_reused_and_rebuilt_when_texts_or_encoder_change(tmp_path, counting_encoder):
+    texts = ["a red phone", "a blue case"]
+    first = te.load_or_encode(texts, "enc-A", str(tmp_path), show_progress=False)
+    again = te.load_or_encode(texts, "enc-A", str(tmp_path), show_progress=False)
+    assert len(counting_encoder) == 1 and np.array_equal(first, again)
+    te.load_or_encode(texts[:1] + ["a green case"], "enc-A", str(tmp_path), show_progress=False)
+    assert len(counting_encoder) == 2  # a changed text re-encodes
+    te.load_or_encode(texts, "enc-B", str(tmp_path), show_progress=False)
+    assert len(counting_encoder) == 3  # a changed encoder re-encodes
+    files = os.listdir(tmp_path / "text_emb")
+    assert len(files) == 3 and all(f.endswith(".npy") for f in files)  # no temporary file left behind
+
+
+def test_failed_encoding_leaves_no_cache_file(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoder crashed")
+
+    monkeypatch.setattr(te, "encode_texts", broken)
+    with pytest.raises(RuntimeError):
+        te.load_or_encode(["x"], "enc", str(tmp_path), show_progress=False)
+    assert not (tmp_path / "text_emb").exists() or not os.listdir(tmp_path / "text_emb")
+
+
+def test_packaged_minilm_encodes_offline():
+    emb = te.encode_texts(["Toy Story. 1995. Animation", "GoldenEye. 1995. Action"])
+    assert emb.shape == (2, 384) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3) or np.all(np.isfinite(emb))
+
+
+def test_unknown_encoder_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"text_encoder '/no/such/model': cannot load"):
+        te.encode_texts(["x"], encoder="/no/such/model")

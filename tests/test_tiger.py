@@ -1,0 +1,303 @@
+"""TIGER and its T5 on tiny random models (CPU): caching, batched scoring, beam search vs brute force, TIGER_C."""
+
+from pathlib import Path
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+
+import pytest
+import torch
+import yaml
+from recbole.data.interaction import Interaction
+
+from recbole_specgr.model.sequential_recommender.tiger import TIGER
+from recbole_specgr.model.t5 import T5, T5Config
+
+YAML = Path(__file__).resolve().parent.parent / "properties" / "model" / "TIGER.yaml"
+NEG_INF = float("-inf")
+N_ITEMS, L, C, K = 30, 3, 4, 5  # items 1..30, 3 digits of 4 codes: 30 of 64 codes exist
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny matrices: threads only add overhead (and contention on a shared 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class TinyDataset:
+    def __init__(self, seen):
+        self.seen_item_mask = seen
+
+    def num(self, field):
+        return len(self.seen_item_mask)
+
+
+def catalog(seed=0, n_unseen=8):
+    """Random distinct codes [N_ITEMS + 1, L] (row 0 = −1) and a seen mask with the last ``n_unseen`` items unseen."""
+    g = torch.Generator().manual_seed(seed)
+    flat = torch.randperm(C**L, generator=g)[:N_ITEMS]
+    codes = (flat[:, None] // C ** torch.arange(L - 1, -1, -1)) % C
+    seen = torch.ones(N_ITEMS + 1, dtype=torch.bool)
+    seen[0] = False
+    seen[N_ITEMS + 1 - n_unseen :] = False
+    return torch.cat([torch.full((1, L), -1), codes]).long(), seen
+
+
+def make_config(**overrides):
+    config = yaml.safe_load(YAML.read_text())
+    config.update(
+        USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list", ITEM_LIST_LENGTH_FIELD="item_length",
+        NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=6, device="cpu", topk=[2, K],
+        n_layers_enc=2, n_layers_dec=2, hidden_size=16, n_heads=2, d_kv=8, inner_size=32, dropout_prob=0.0,
+        initializer_range=0.3, num_beams=K,
+    )
+    config.update(overrides)
+    return config
+
+
+def make_tiger(seed=0, item2codes=None, seen=None, **overrides):
+    if item2codes is None:
+        item2codes, seen = catalog(seed)
+    torch.manual_seed(seed)
+    model = TIGER(make_config(**overrides), TinyDataset(seen), item2codes=item2codes, codebook_size=C)
+    return model.eval()
+
+
+def histories(B=4, T=6, seed=0):
+    """Left-aligned, 0-padded histories of different lengths and next items."""
+    g = torch.Generator().manual_seed(seed)
+    item_seq = torch.randint(1, N_ITEMS + 1, (B, T), generator=g)
+    lengths = torch.tensor([T, 1, 3, 5, 2, 4, 6, 1][:B])
+    item_seq = item_seq.masked_fill(torch.arange(T)[None, :] >= lengths[:, None], 0)
+    target = torch.randint(1, N_ITEMS - 8, (B,), generator=g)  # seen items
+    return Interaction({"item_id_list": item_seq, "item_length": lengths, "item_id": target})
+
+
+def brute_force_log_likelihood(model, inter):
+    """[B, n] sequence log-likelihood of every item, one user and one item at a time, full uncached forward."""
+    item_seq, lengths = inter["item_id_list"], inter["item_length"]
+    out = torch.full((len(lengths), model.n_items), NEG_INF)
+    with torch.no_grad():
+        for b in range(len(lengths)):
+            w = int(lengths[b])
+            tokens = [1] + [3 + j * C + int(model.item2codes[i, j]) for i in item_seq[b, :w] for j in range(L)] + [2]
+            tokens = torch.tensor([tokens])
+            hidden = model.t5.encode(tokens, torch.ones_like(tokens, dtype=torch.bool))
+            for item in range(1, model.n_items):
+                target = [3 + j * C + int(model.item2codes[item, j]) for j in range(L)]
+                dec_in = torch.tensor([[[1] + target[:-1]]])
+                logp = model.t5.decode(dec_in, hidden, torch.ones_like(tokens, dtype=torch.bool)).log_softmax(-1)
+                out[b, item] = sum(float(logp[0, 0, j, target[j]]) for j in range(L))
+    return out
+
+
+# ---------------------------------------------------------------- T5
+def test_kv_cached_decoding_equals_full_decoding():
+    torch.manual_seed(0)
+    t5 = T5(T5Config(vocab_size=20, n_layers_enc=2, n_layers_dec=2, d_model=16, n_heads=2, d_kv=8, d_ff=32,
+                     dropout=0.0, init_std=0.3)).eval()
+    B, G, S, T = 3, 4, 7, 5
+    enc_tokens = torch.randint(3, 20, (B, S))
+    enc_mask = torch.arange(S)[None, :] < torch.tensor([[7], [3], [5]])
+    dec = torch.randint(3, 20, (B, G, T))
+    dec[:, :, 0] = 1  # the G rows of a user share their start token
+    with torch.no_grad():
+        hidden = t5.encode(enc_tokens, enc_mask)
+        full = t5.decode(dec, hidden, enc_mask)  # [B, G, T, V]
+        cache = t5.start_cache(hidden, enc_mask)
+        # start with one row per user, then fan out to G rows (as beam search does after its first step)
+        logits, cache = t5.decode_step(dec[:, 0, 0], cache)
+        assert torch.allclose(logits, full[:, 0, 0], atol=1e-5)
+        cache = T5.reorder_cache(cache, torch.arange(B).repeat_interleave(G))
+        for t in range(1, T):
+            logits, cache = t5.decode_step(dec[:, :, t].reshape(-1), cache)  # [B·G, V]
+            assert torch.allclose(logits.view(B, G, -1), full[:, :, t], atol=1e-5)
+        # reordering rows = decoding the permuted sequences
+        perm = torch.tensor([[2, 0, 3, 1], [1, 1, 0, 2], [3, 2, 1, 0]])
+        cache2 = t5.start_cache(hidden, enc_mask)
+        _, cache2 = t5.decode_step(dec[:, 0, 0], cache2)
+        cache2 = T5.reorder_cache(cache2, torch.arange(B).repeat_interleave(G))
+        _, cache2 = t5.decode_step(dec[:, :, 1].reshape(-1), cache2)
+        cache2 = T5.reorder_cache(cache2, (perm + G * torch.arange(B)[:, None]).view(-1))
+        logits, _ = t5.decode_step(dec.gather(1, perm[:, :, None].expand(-1, -1, T))[:, :, 2].reshape(-1), cache2)
+        expected = t5.decode(dec.gather(1, perm[:, :, None].expand(-1, -1, T)), hidden, enc_mask)[:, :, 2]
+        assert torch.allclose(logits.view(B, G, -1), expected, atol=1e-5)
+
+
+def test_encoder_ignores_padding():
+    torch.manual_seed(1)
+    t5 = T5(T5Config(vocab_size=20, n_layers_enc=2, d_model=16, n_heads=2, d_kv=8, d_ff=32, dropout=0.0)).eval()
+    tokens = torch.randint(3, 20, (1, 5))
+    padded = torch.cat([tokens, torch.randint(3, 20, (1, 4))], dim=1)
+    with torch.no_grad():
+        short = t5.encode(tokens, torch.ones(1, 5, dtype=torch.bool))
+        long = t5.encode(padded, torch.arange(9)[None, :] < 5)
+    assert torch.allclose(short, long[:, :5], atol=1e-5)
+
+
+# ---------------------------------------------------------------- TIGER
+def test_yaml_and_bad_arguments():
+    config = yaml.safe_load(YAML.read_text())
+    for key in ("n_layers_enc", "n_layers_dec", "hidden_size", "n_heads", "d_kv", "inner_size", "dropout_prob",
+                "num_beams", "tiger_allow_unseen", "tiger_c_unseen_share", "learning_rate", "weight_decay",
+                "epochs", "rqvae_num_levels", "rqvae_codebook_size"):
+        assert key in config, key
+    assert (config["rqvae_num_levels"], config["rqvae_codebook_size"]) == (3, 256)
+    with pytest.raises(ValueError, match="num_beams"):
+        make_tiger(num_beams=K - 1)
+    with pytest.raises(ValueError, match="requires tiger_allow_unseen"):
+        make_tiger(tiger_c_unseen_share=0.2, tiger_allow_unseen=True)
+    item2codes, seen = catalog()
+    with pytest.raises(ValueError, match="item2codes"):
+        make_tiger(item2codes=item2codes[:-1], seen=seen)
+
+
+def test_encoder_tokens_layout():
+    model = make_tiger()
+    item_seq = torch.tensor([[5, 7, 0], [2, 0, 0]])
+    tokens, mask = model._encoder_tokens(item_seq, torch.tensor([2, 1]))
+    digits = lambda i: [3 + j * C + int(model.item2codes[i, j]) for j in range(L)]  # noqa: E731
+    assert tokens[0].tolist() == [1] + digits(5) + digits(7) + [2]
+    assert tokens[1].tolist() == [1] + digits(2) + [2] + [0] * L
+    assert mask.sum(dim=1).tolist() == [2 + 2 * L, 2 + L]
+
+
+def test_batched_digit_log_probs_equal_one_by_one():
+    model = make_tiger(seed=1)
+    inter = histories(B=4)
+    cands = torch.tensor([[1, 5, 30, 0], [2, 2, 9, 17], [29, 3, 4, 5], [8, 7, 6, 0]])
+    with torch.no_grad():
+        lp = model.digit_log_probs(model.encode(inter["item_id_list"], inter["item_length"]), cands)  # [B, N, l]
+    brute = brute_force_log_likelihood(model, inter)
+    assert torch.isinf(lp[cands == 0]).all()
+    real = cands > 0
+    assert torch.allclose(lp.sum(-1)[real], brute.gather(1, cands)[real], atol=1e-4)
+    # per digit, for one candidate, against a hand-rolled forward
+    with torch.no_grad():
+        logits = model(inter["item_id_list"][:1], inter["item_length"][:1], cands[:1, 1:2])[0, 0].log_softmax(-1)
+    tokens = [3 + j * C + int(model.item2codes[5, j]) for j in range(L)]
+    assert torch.allclose(lp[0, 1], torch.stack([logits[j, tokens[j]] for j in range(L)]), atol=1e-5)
+
+
+@pytest.mark.parametrize("allow_unseen", [False, True])
+def test_wide_beam_full_sort_predict_is_brute_force_top_k(allow_unseen):
+    model = make_tiger(seed=2, num_beams=N_ITEMS, tiger_allow_unseen=allow_unseen)
+    inter = histories(B=4, seed=2)
+    with torch.no_grad():
+        scores = model.full_sort_predict(inter)  # [B, n]
+        steps = list(model.beam_search(model.encode(inter["item_id_list"], inter["item_length"]), N_ITEMS))
+    brute = brute_force_log_likelihood(model, inter)
+    if not allow_unseen:
+        brute = brute.masked_fill(~model.seen_item_mask, NEG_INF)
+    top, idx = brute.topk(K, dim=1)
+    assert (torch.isfinite(scores).sum(dim=1) == K).all()
+    assert torch.equal(torch.isfinite(scores), torch.zeros_like(scores, dtype=torch.bool).scatter_(1, idx, True))
+    assert torch.allclose(scores.gather(1, idx), top / L, atol=1e-4)
+    n_allowed = int((model.seen_item_mask if not allow_unseen else torch.arange(N_ITEMS + 1) > 0).sum())
+    final = steps[-1]
+    assert final.valid.sum(dim=1).tolist() == [n_allowed] * 4
+    assert torch.allclose(final.scores[:, :n_allowed], brute.topk(n_allowed, dim=1).values, atol=1e-4)
+
+
+def test_narrow_beam_only_real_items():
+    item2codes, seen = catalog(seed=3, n_unseen=0)
+    model = make_tiger(seed=3, item2codes=item2codes, seen=seen, num_beams=K)
+    inter = histories(B=4, seed=3)
+    with torch.no_grad():
+        final = list(model.beam_search(model.encode(inter["item_id_list"], inter["item_length"]), K))[-1]
+        scores = model.full_sort_predict(inter)
+    assert final.valid.all() and (final.items > 0).all()
+    assert torch.equal(final.prefixes, model.item2codes[final.items])
+    assert (torch.isfinite(scores).sum(dim=1) == K).all()
+    brute = brute_force_log_likelihood(model, inter)
+    assert torch.allclose(final.scores, brute.gather(1, final.items), atol=1e-4)
+
+
+def test_item_mask_restricts_beam_search():
+    model = make_tiger(seed=4, num_beams=N_ITEMS)
+    inter = histories(B=3, seed=4)
+    mask = torch.zeros(N_ITEMS + 1, dtype=torch.bool)
+    mask[torch.tensor([2, 11, 12, 25, 28])] = True  # 28 is unseen: an explicit mask may allow it
+    with torch.no_grad():
+        enc = model.encode(inter["item_id_list"], inter["item_length"])
+        final = list(model.beam_search(enc, 8, item_mask=mask))[-1]
+    assert final.valid.sum(dim=1).tolist() == [5, 5, 5]
+    assert (final.items[~final.valid] == 0).all()
+    brute = brute_force_log_likelihood(model, inter).masked_fill(~mask, NEG_INF)
+    top, idx = brute.topk(5, dim=1)
+    assert torch.equal(final.items[:, :5], idx) and torch.allclose(final.scores[:, :5], top, atol=1e-4)
+
+
+def test_tiger_c_gives_exact_unseen_share():
+    # every unseen item shares its first l-1 digits with a seen one, so unseen candidates always exist
+    seen_codes = torch.tensor([[a, b, 0] for a in range(C) for b in range(C)][:12])
+    unseen_codes = seen_codes[:8].clone()
+    unseen_codes[:, 2] = 1
+    item2codes = torch.cat([torch.full((1, L), -1), seen_codes, unseen_codes]).long()
+    seen = torch.zeros(21, dtype=torch.bool)
+    seen[1:13] = True
+    share, k = 0.4, 5
+    model = make_tiger(seed=5, item2codes=item2codes, seen=seen, num_beams=20, tiger_c_unseen_share=share)
+    inter = histories(B=4, seed=5)
+    inter["item_id_list"] = inter["item_id_list"].clamp(max=20)
+    with torch.no_grad():
+        scores = model.full_sort_predict(inter)
+    n_unseen = round(share * k)
+    finite = torch.isfinite(scores)
+    assert finite.sum(dim=1).tolist() == [k] * 4
+    assert (finite & ~seen).sum(dim=1).tolist() == [n_unseen] * 4
+    # which ones: the seen part is TIGER's top-(K - 2); the unseen part is ranked by prefix log-likelihood / (l-1)
+    with torch.no_grad():
+        enc = model.encode(inter["item_id_list"], inter["item_length"])
+        lp = model.digit_log_probs(enc, torch.arange(21).expand(4, -1))  # [B, n, l]
+    full = lp.sum(-1).masked_fill(~seen, NEG_INF)
+    prefix = lp[..., :-1].sum(-1).masked_fill(seen, NEG_INF) / (L - 1)
+    top_seen, idx_seen = full.topk(k - n_unseen, dim=1)
+    top_unseen, idx_unseen = prefix.topk(n_unseen, dim=1)
+    assert torch.allclose(scores.gather(1, idx_seen), top_seen / L, atol=1e-4)
+    assert torch.allclose(scores.gather(1, idx_unseen), top_unseen, atol=1e-4)
+
+
+def test_predict_is_eq2_score():
+    model = make_tiger(seed=6)
+    inter = histories(B=4, seed=6)
+    inter["item_id"] = torch.tensor([1, 29, 4, 30])  # 29, 30 unseen
+    with torch.no_grad():
+        score = model.predict(inter)
+        lp = model.digit_log_probs(model.encode(inter["item_id_list"], inter["item_length"]), inter["item_id"][:, None])
+    lp = lp[:, 0]
+    expected = torch.stack([lp[0].mean(), lp[1, :-1].mean(), lp[2].mean(), lp[3, :-1].mean()])
+    assert torch.allclose(score, expected, atol=1e-6)
+
+
+def test_loss_falls():
+    model = make_tiger(seed=7).train()
+    inter = histories(B=8, seed=7)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(12):
+        loss = model.calculate_loss(inter)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_set_items_adds_items_and_rejects_duplicates():
+    model = make_tiger(seed=8, num_beams=N_ITEMS + 1, tiger_allow_unseen=True)
+    taken = {tuple(r) for r in model.item2codes[1:].tolist()}
+    free = next(c for c in ([a, b, d] for a in range(C) for b in range(C) for d in range(C)) if tuple(c) not in taken)
+    with pytest.raises(ValueError, match="share their full code"):
+        model.set_items(torch.cat([model.item2codes, model.item2codes[1:2]]), torch.cat([model.seen_item_mask,
+                                                                                          torch.tensor([False])]))
+    assert model.n_items == N_ITEMS + 1  # unchanged after the failed call
+    model.set_items(torch.cat([model.item2codes, torch.tensor([free])]),
+                    torch.cat([model.seen_item_mask, torch.tensor([False])]))
+    inter = histories(B=2, seed=8)
+    with torch.no_grad():
+        final = list(model.beam_search(model.encode(inter["item_id_list"], inter["item_length"]), N_ITEMS + 1))[-1]
+        assert model.full_sort_predict(inter).shape == (2, N_ITEMS + 2)
+    assert final.valid.all() and (final.items == N_ITEMS + 1).any(dim=1).all()
