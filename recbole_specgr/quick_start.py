@@ -6,8 +6,6 @@ Never imports ``recbole.quick_start`` (it imports ray).
 """
 
 import json
-import os
-import tempfile
 import time
 from logging import getLogger
 
@@ -15,6 +13,7 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed
 
+from recbole_specgr.atomic import atomic_write
 from recbole_specgr.config import Config
 from recbole_specgr.evaluation import format_breakdown, nest_result
 from recbole_specgr.utils import create_dataset, get_model, get_trainer
@@ -75,17 +74,8 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
 
 
 def write_json_atomic(path, obj):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def _jsonable(value):

@@ -10,6 +10,17 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny tensors: torch's thread pool costs more than it saves (and a shared CI box makes it worse)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory):
     """One ``cache_dir`` for the whole session, so item texts are embedded once."""

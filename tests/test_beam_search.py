@@ -16,13 +16,7 @@ from recbole_specgr.inference.prefix_index import PrefixIndex
 NEG_INF = float("-inf")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: threads only add overhead (and contention on a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def random_catalog(n_items, n_digits, codebook_size, seed=0):

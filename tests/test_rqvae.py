@@ -15,13 +15,7 @@ N_ITEMS = 61  # item ids 0..60, 0 = padding
 N_SEEN = 45  # every item id divisible by 4 is unseen (15 items), so seen-first order differs from id order
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: thread start-up costs more than it saves (and the test machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def clustered_items(n=N_ITEMS, d=12, seed=0):

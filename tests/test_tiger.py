@@ -17,13 +17,7 @@ NEG_INF = float("-inf")
 N_ITEMS, L, C, K = 30, 3, 4, 5  # items 1..30, 3 digits of 4 codes: 30 of 64 codes exist
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny matrices: threads only add overhead (and contention on a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class TinyDataset:

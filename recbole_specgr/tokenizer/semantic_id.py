@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from logging import getLogger
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recbole_specgr.atomic import atomic_write
 from recbole_specgr.tokenizer.codes import code_stats, collision_digits
 from recbole_specgr.tokenizer.rqvae import RQVAE, ResidualQuantizer
 
@@ -352,17 +352,8 @@ class SemanticIDTokenizer:
 
     def save(self, path: str) -> None:
         """Write :meth:`state_dict` atomically (temp file in the same folder, then ``os.replace``)."""
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pt")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.state_dict(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            torch.save(self.state_dict(), f)
         self.logger.info(f"[TOKENIZER] saved semantic IDs to {path}")
 
     def load(self, path: str) -> None:

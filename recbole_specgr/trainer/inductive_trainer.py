@@ -4,9 +4,6 @@ recbole_specgr.trainer.inductive_trainer
 RecBole's :class:`~recbole.trainer.Trainer` with split-aware full-ranking evaluation and atomic checkpoints.
 """
 
-import os
-import tempfile
-
 import torch
 from tqdm import tqdm
 
@@ -14,6 +11,7 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_specgr.atomic import atomic_write
 from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.evaluation import SplitMetrics
 
@@ -78,16 +76,7 @@ class InductiveTrainer(Trainer):
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
         }
-        folder = os.path.dirname(saved_model_file) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f, pickle_protocol=4)
-            os.replace(tmp, saved_model_file)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_write(saved_model_file) as f:
+            torch.save(state, f, pickle_protocol=4)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
