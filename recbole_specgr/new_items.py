@@ -27,8 +27,6 @@ from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, encode_texts
 from recbole_specgr.tokenizer.semantic_id import SemanticIDTokenizer
 
 HEADER = ["item_id", "text"]
-TOKENIZER_KEYS = ("rqvae_method", "rqvae_num_levels", "rqvae_codebook_size", "rqvae_latent_dim", "rqvae_hidden_sizes",
-                  "rqvae_commitment_weight", "seed")
 
 
 def read_new_items(path):
@@ -48,7 +46,9 @@ def read_new_items(path):
             if not line.strip():
                 continue
             if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-                raise ValueError(f"{path}:{number}: expected 'item_id<TAB>text' with both non-empty, got {line.rstrip()!r}")
+                raise ValueError(
+                    f"{path}:{number}: expected 'item_id<TAB>text' with both non-empty, got {line.rstrip()!r}"
+                )
             item_id = fields[0].strip()
             if item_id in seen:
                 raise ValueError(f"{path}:{number}: item id {item_id!r} appears twice")
@@ -58,6 +58,16 @@ def read_new_items(path):
     if not ids:
         raise ValueError(f"{path}: no items after the header")
     return ids, texts
+
+
+class _OnDevice:
+    """``config`` with ``device`` replaced (the tokenizer encodes new items on the CPU)."""
+
+    def __init__(self, config, device):
+        self.config, self.device = config, device
+
+    def __getitem__(self, key):
+        return self.device if key == "device" else self.config[key]
 
 
 class _Catalog:
@@ -121,7 +131,7 @@ def add_new_items(model, item_ids, texts, batch_size=64):
         raise ValueError(f"--items: item ids already in the model: {clash[:5]}")
     device = model.item2codes.device
     emb = encode_texts(texts, config["text_encoder"] or DEFAULT_ENCODER, batch_size=batch_size, device=str(device))
-    tokenizer = SemanticIDTokenizer({**{key: config[key] for key in TOKENIZER_KEYS}, "device": "cpu"})
+    tokenizer = SemanticIDTokenizer(_OnDevice(config, "cpu"))
     tokenizer.load_state_dict(model.tokenizer_state)
     if len(tokenizer.codes) != model.n_items:
         raise ValueError(f"tokenizer_state: {len(tokenizer.codes)} items, but the model has {model.n_items}")

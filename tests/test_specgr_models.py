@@ -12,20 +12,18 @@ import torch.nn.functional as F
 import yaml
 from recbole.data.interaction import Interaction
 
-import recbole_specgr.trainer as trainers
 from recbole_specgr import new_items
 from recbole_specgr.config import Config
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.quick_start import objective_function
-from recbole_specgr.trainer.specgraux_trainer import SpecGRAuxTrainer
-from recbole_specgr.trainer.specgrpp_trainer import SpecGRPPTrainer
+from recbole_specgr.trainer import SpecGRPPTrainer
 
 YAML = Path(__file__).resolve().parent.parent / "properties" / "model" / "SpecGRPP.yaml"
 N_ITEMS, L, C = 30, 3, 4  # items 1..30, 3 digits of 4 codes
 TINY_T5 = dict(n_layers_enc=1, n_layers_dec=1, hidden_size=16, n_heads=2, d_kv=8, inner_size=32)
 FAST_TOKENIZER = dict(rqvae_method="faiss_rq", rqvae_codebook_size=32)  # k-means only: no RQ-VAE training
-FAST_RUN = dict(MAX_ITEM_LIST_LENGTH=5, topk=[5, 10], num_beams=10, specgr_draft_size=10)  # short histories, K = δ = 10
+FAST_RUN = dict(MAX_ITEM_LIST_LENGTH=5, topk=[5, 10], num_beams=10, specgr_draft_size=10)  # K = δ = 10
 
 
 @pytest.fixture(autouse=True)
@@ -34,13 +32,6 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def trainer_exports(monkeypatch):
-    """The ``<Model>Trainer`` names ``get_trainer`` looks up (a no-op once recbole_specgr.trainer exports them)."""
-    monkeypatch.setattr(trainers, "SpecGRPPTrainer", SpecGRPPTrainer, raising=False)
-    monkeypatch.setattr(trainers, "SpecGRAuxTrainer", SpecGRAuxTrainer, raising=False)
 
 
 # ---------------------------------------------------------------- a tiny SpecGR++ without a dataset
@@ -180,7 +171,11 @@ def scripted_fit(tmp_path, scores):
         return 0.0
 
     trainer._train_epoch = train_epoch
-    trainer._valid_epoch = lambda valid_data, show_progress=False: (scores[len(seen) - 1], {"ndcg@10": scores[len(seen) - 1]})
+    def valid_epoch(valid_data, show_progress=False):
+        score = scores[seen[-1][0]]
+        return score, {"ndcg@10": score}
+
+    trainer._valid_epoch = valid_epoch
     trainer.eval_collector.data_collect = lambda data: None
     best = trainer.fit([1], [1])
     checkpoint = compat.load_checkpoint(trainer.saved_model_file)
@@ -216,7 +211,6 @@ def specgrpp_run(tmp_path_factory, ml100k_slice, session_cache):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setattr("sys.argv", ["pytest"])
-        mp.setattr(trainers, "SpecGRPPTrainer", SpecGRPPTrainer, raising=False)
         result = objective_function(config)
     checkpoint, = (folder / "saved").glob("SpecGRPP-*.pth")
     return result, str(checkpoint)
@@ -237,7 +231,8 @@ def test_specgrpp_end_to_end(specgrpp_run):
     assert checkpoint["epoch"] in (0, 1)  # stage 1 or stage 2, whichever validated best
     assert bool(checkpoint["state_dict"]["item_tower_active"]) == (checkpoint["epoch"] == 1)
     other = checkpoint["other_parameter"]
-    assert other["item_tokens"][0] == "[PAD]" and len(other["item_tokens"]) == len(checkpoint["state_dict"]["item2codes"])
+    assert other["item_tokens"][0] == "[PAD]"
+    assert len(other["item_tokens"]) == len(checkpoint["state_dict"]["item2codes"])
     assert torch.equal(other["tokenizer_state"]["codes"], checkpoint["state_dict"]["item2codes"])
 
 
@@ -287,7 +282,8 @@ def test_new_item_is_drafted_scored_and_recommended(specgrpp_run, monkeypatch):
     seq = torch.tensor([[model.item_tokens.index(h) for h in history]])
     recommender = model.speculative_recommender()
     with torch.no_grad():
-        assert torch.allclose(recommender.draft_index.item_vectors[new_id], model.item_vectors(torch.tensor([new_id]))[0])
+        new_vector = model.item_vectors(torch.tensor([new_id]))[0]
+        assert torch.allclose(recommender.draft_index.item_vectors[new_id], new_vector)
         out = recommender.recommend(seq, torch.tensor([3]))
         drafted = out.drafts[0, 0] == new_id  # δ covers the catalog: every item is drafted in round 0
         assert drafted.sum() == 1

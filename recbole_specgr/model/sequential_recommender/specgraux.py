@@ -17,7 +17,10 @@ from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.model.speculative import SpeculativeEvalMixin
 
 ROLES = ("verifier", "drafter")
-ROLE_METHODS = {"verifier": ("encode", "digit_log_probs", "beam_search"), "drafter": ("sequence_vectors", "item_vectors")}
+ROLE_METHODS = {
+    "verifier": ("encode", "digit_log_probs", "beam_search"),
+    "drafter": ("sequence_vectors", "item_vectors"),
+}
 # The user's keys handed to a component trained from its own YAML defaults (only when the user set them).
 CARRIED_KEYS = (
     "data_path", "cache_dir", "checkpoint_dir", "epochs", "seed", "reproducibility", "device", "use_gpu", "gpu_id",

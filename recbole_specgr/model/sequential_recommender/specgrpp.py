@@ -107,7 +107,9 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
                 f"{self.temperature} / {self.lambda_cl} / {self.lambda_ce}"
             )
         if self.num_candidates < 0:
-            raise ValueError(f"specgrpp_num_candidates: expected an int >= 0 (0 = all seen items), got {self.num_candidates}")
+            raise ValueError(
+                f"specgrpp_num_candidates: expected an int >= 0 (0 = all seen items), got {self.num_candidates}"
+            )
         item_field_tokens = getattr(dataset, "field2id_token", {}).get(self.ITEM_ID)
         self.item_tokens = None if item_field_tokens is None else [str(t) for t in item_field_tokens]
         self.tokenizer_state = None if tokenizer is None else tokenizer.state_dict()
@@ -118,7 +120,8 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         if self.finetune_epochs > 0:
             tower = T5(dataclasses.replace(self.t5.config, n_layers_dec=0))
             tower.lm_head = None  # encode() never reaches the output head
-            self.item_tower = nn.ModuleDict({"encoder": tower, "projection": nn.Linear(self.hidden_size, self.projection_size)})
+            projection = nn.Linear(self.hidden_size, self.projection_size)
+            self.item_tower = nn.ModuleDict({"encoder": tower, "projection": projection})
             self.item_tower.requires_grad_(False)
         self.register_buffer("item_tower_active", torch.zeros((), dtype=torch.bool))  # True from stage 2 on
         self.finetuning = False  # Python mirror of item_tower_active
@@ -165,7 +168,7 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
     def start_finetune(self):
         """Stage 2: copy the encoder and projection into the frozen item tower and drop the cached candidates."""
         if self.item_tower is None:
-            raise ValueError("specgrpp_finetune_epochs: fine-tuning needs a model built with specgrpp_finetune_epochs > 0")
+            raise ValueError("specgrpp_finetune_epochs: fine-tuning needs a model built with a value > 0")
         result = self.item_tower["encoder"].load_state_dict(self.t5.state_dict(), strict=False)
         if result.missing_keys:
             raise RuntimeError(f"SpecGRPP: item tower keys not found in the encoder: {result.missing_keys}")
