@@ -21,22 +21,23 @@ ROLE_METHODS = {
     "verifier": ("encode", "digit_log_probs", "beam_search"),
     "drafter": ("sequence_vectors", "item_vectors"),
 }
-# The user's keys handed to a component trained from its own YAML defaults (only when the user set them).
+# The user's keys handed to a component trained from its own YAML defaults (when the user set them), plus every
+# user key starting with "rqvae_" (the semantic IDs must be the same).
 CARRIED_KEYS = (
     "data_path", "cache_dir", "checkpoint_dir", "epochs", "seed", "reproducibility", "device", "use_gpu", "gpu_id",
     "state", "show_progress", "MAX_ITEM_LIST_LENGTH", "topk", "metrics", "valid_metric", "stopping_step", "eval_step",
     "split_timestamps", "split_time_quantiles", "cold_start_items", "text_fields", "text_encoder", "load_col",
-    "train_batch_size", "eval_batch_size", "rqvae_method", "rqvae_num_levels", "rqvae_codebook_size", "rqvae_epochs",
+    "train_batch_size", "eval_batch_size",
 )
 
 
 def component_config(config, model_name, overrides=None):
-    """The Config of a component built from its own YAML defaults, the user's keys of :data:`CARRIED_KEYS` and then
-    ``overrides`` (a dict of the component's own keys)."""
+    """The Config of a component: its own YAML defaults, the user's keys of :data:`CARRIED_KEYS` (and ``rqvae_*``),
+    then ``overrides`` (a dict of the component's own keys)."""
     from recbole_specgr.config import Config
 
     user = config.external_config_dict
-    carried = {key: user[key] for key in CARRIED_KEYS if key in user}
+    carried = {key: value for key, value in user.items() if key in CARRIED_KEYS or key.startswith("rqvae_")}
     return Config(model=model_name, dataset=config["dataset"], config_dict={**carried, **(overrides or {})})
 
 
@@ -44,13 +45,12 @@ class SpecGRAux(SpeculativeEvalMixin, SequentialRecommender):
     r"""A verifier (default TIGER) and a drafter (default UniSRec), each a full model of its own class, config and
     checkpoint; ``full_sort_predict`` is speculative inference over the two.
 
-    Each component comes from ``specgr_aux_<role>_checkpoint`` (a checkpoint of
-    :class:`~recbole_specgr.trainer.InductiveTrainer`: the class named by its config, rebuilt with that config and the
-    current dataset, then its weights) or, when that key is empty, is built untrained from
-    ``specgr_aux_<role>_model``'s own YAML defaults (:func:`component_config`; ``specgr_aux_<role>_config`` overrides
-    them); :class:`~recbole_specgr.trainer.
-    SpecGRAuxTrainer` trains those before evaluating the composition. The composition's own checkpoint holds both
-    components' weights (``verifier.*``, ``drafter.*``).
+    Each component (role: verifier / drafter) comes from ``specgr_aux_<role>_checkpoint``, a checkpoint of
+    :class:`~recbole_specgr.trainer.InductiveTrainer` (the class its config names, rebuilt with that config and the
+    current dataset, then its weights). When that key is empty, the component is built untrained from the YAML
+    defaults of ``specgr_aux_<role>_model`` (:func:`component_config`, overridden by ``specgr_aux_<role>_config``),
+    and :class:`~recbole_specgr.trainer.SpecGRAuxTrainer` trains it before evaluating the composition. The
+    composition's own checkpoint holds both components' weights (``verifier.*``, ``drafter.*``).
 
     Args:
         config: RecBole config: ``specgr_aux_<role>_checkpoint``, ``specgr_aux_<role>_model``,
