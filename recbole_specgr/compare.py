@@ -23,6 +23,8 @@ import os
 import sys
 from logging import getLogger
 
+from recbole_specgr.atomic import atomic_write
+
 MISSING = "–"
 SUBSETS = (("overall", "overall"), ("in_sample", "in-sample"), ("unseen", "unseen"))  # (result key, label)
 METRICS = (("recall@10", "R@10"), ("ndcg@10", "N@10"), ("recall@50", "R@50"), ("ndcg@50", "N@50"))
@@ -46,12 +48,21 @@ def _load(result):
         return json.load(f)
 
 
+def row_label(result):
+    """The model name of a result; TIGER with ``tiger_c_unseen_share`` > 0 is the paper's TIGER_C."""
+    model = result.get("model", MISSING)
+    share = (result.get("config") or {}).get("tiger_c_unseen_share")
+    if model == "TIGER" and share is not None and float(share) > 0:
+        return "TIGER_C"
+    return model
+
+
 def table_rows(results, split="test"):
     """One row per result: a list of raw values (``None`` where missing), aligned with :func:`table_columns`."""
     rows = []
     for result in results:
         nested = result.get(split) or {}
-        row = [result.get("model", MISSING)]
+        row = [row_label(result)]
         for subset, _ in SUBSETS:
             values = nested.get(subset) or {}
             row += [values.get(key) for key, _ in METRICS]
@@ -106,8 +117,6 @@ def write_table(result_jsons, out_prefix, split="test"):
         getLogger().warning(f"compare: the results do not share one {split} split (case counts {counts})")
     datasets = sorted({str(r.get("dataset")) for r in results if r.get("dataset")})
 
-    folder = os.path.dirname(os.path.abspath(out_prefix))
-    os.makedirs(folder, exist_ok=True)
     md_path, csv_path = f"{out_prefix}.md", f"{out_prefix}.csv"
     counts_line = " · ".join(
         f"{label} {'/'.join(f'{n:,}' for n in ns) if ns else MISSING}" for label, ns in counts.items()
@@ -122,9 +131,9 @@ def write_table(result_jsons, out_prefix, split="test"):
     ]
     for row in rows:
         lines.append("| " + " | ".join(_format(v, c, True) for v, c in zip(row, columns)) + " |")
-    with open(md_path, "w", encoding="utf-8") as f:
+    with atomic_write(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
-    with open(csv_path, "w", encoding="utf-8", newline="") as f:
+    with atomic_write(csv_path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([_format(v, c, False) for v, c in zip(row, columns)] for row in rows)

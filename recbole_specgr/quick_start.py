@@ -6,6 +6,7 @@ Never imports ``recbole.quick_start`` (it imports ray).
 """
 
 import json
+import os
 import time
 from logging import getLogger
 
@@ -24,9 +25,10 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     """Train ``model`` on ``dataset`` with early stopping on validation, evaluate on test.
 
     Returns:
-        dict: ``model, dataset, n_params, train_time_s, eval_time_s, config, valid, test`` where ``valid``/``test``
-        are ``{"overall": {...}, "in_sample": {...}, "unseen": {...}}`` (metrics plus ``n_cases``); also written to
-        ``result_json`` when given.
+        dict: ``model, dataset, n_params, train_time_s, eval_time_s, checkpoint, config, valid, test`` where
+        ``valid``/``test`` are ``{"overall": {...}, "in_sample": {...}, "unseen": {...}}`` (metrics plus
+        ``n_cases``); SpecGR runs with ``specgr_threshold_grid`` add the chosen ``specgr_threshold`` and the
+        validation ``threshold_sweep``; also written to ``result_json`` when given.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -56,10 +58,14 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
         "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_time_s": round(train_time, 3),
         "eval_time_s": round(eval_time, 3),
+        "checkpoint": os.path.abspath(trainer.saved_model_file) if saved else None,
         "config": _jsonable(config.final_config_dict),
         "valid": nest_result(best_valid_result or {}),
         "test": nest_result(test_result or {}),
     }
+    if getattr(trainer, "threshold_sweep", None):  # γ chosen on validation (SpecGR models with a threshold grid)
+        result["specgr_threshold"] = model.specgr_threshold
+        result["threshold_sweep"] = trainer.threshold_sweep
     for split in ("valid", "test"):
         if result[split]["overall"]:
             logger.info(format_breakdown(result[split], f"[{split}] {result['model']} on {result['dataset']}"))

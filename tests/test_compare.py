@@ -138,3 +138,9 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch):
     rows = list(csv.reader(open(out + ".csv", newline="", encoding="utf-8")))
     assert [r[0] for r in rows[1:]] == ["SASRec", "FDSA"]
     assert json.load(open(out + "_FDSA.json", encoding="utf-8"))["model"] == "FDSA"
+
+
+def test_tiger_with_an_unseen_share_is_labelled_tiger_c():
+    tiger = {**SASREC, "model": "TIGER", "config": {"tiger_c_unseen_share": 0.0}}
+    tiger_c = {**SASREC, "model": "TIGER", "config": {"tiger_c_unseen_share": 0.1}}
+    assert [row[0] for row in compare.table_rows([tiger, tiger_c, SASREC])] == ["TIGER", "TIGER_C", "SASRec"]

@@ -45,9 +45,23 @@ def test_shipped_yaml_files_parse_and_use_known_models():
     assert PROPERTIES_DIR.joinpath("overall.yaml") in files
     for path in files:
         content = yaml.safe_load(path.read_text())
-        assert isinstance(content, dict) and content, path
         if path.parent.name == "model":
             get_model(path.stem)  # every model YAML names a resolvable model
+            assert content is None or isinstance(content, dict), path  # RQVAE.yaml holds only comments
+            # semantic IDs belong to the dataset: a model-level rqvae_* key would give TIGER and SpecGR different IDs
+            assert not [key for key in content or {} if key.startswith("rqvae_")], path
+        else:
+            assert isinstance(content, dict) and content, path
+
+
+def test_every_semantic_id_model_of_a_dataset_reads_the_same_tokenizer_keys(run_dir):
+    settings = {}
+    for model in ("RQVAE", "TIGER", "SpecGRPP", "SpecGRAux"):
+        config = Config(model=model, dataset="ml-100k")
+        settings[model] = {key: config[key] for key in config.final_config_dict if key.startswith("rqvae_")}
+    assert settings["TIGER"]["rqvae_codebook_size"] == 16  # properties/dataset/ml-100k.yaml beats overall.yaml's 256
+    assert len(settings["TIGER"]) == 10
+    assert all(value == settings["TIGER"] for value in settings.values()), settings
 
 
 def test_registry_finds_plugin_models_first_and_falls_back_to_recbole():

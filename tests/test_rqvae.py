@@ -115,6 +115,20 @@ def test_rqvae_loss_decreases(tmp_path):
     assert tokenizer.stats["recon_loss"] > 0
 
 
+def test_rqvae_trains_on_one_cpu_thread_and_restores_the_thread_count(tmp_path, monkeypatch):
+    tokenizer = SemanticIDTokenizer(make_config(tmp_path, rqvae_epochs=2))
+    threads_seen = []
+    train = tokenizer._train_rqvae
+    monkeypatch.setattr(tokenizer, "_train_rqvae", lambda x: (threads_seen.append(torch.get_num_threads()), train(x)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tokenizer.fit(clustered_items(), seen_mask())
+        assert threads_seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- ID assignment
 def test_occurrence_rank_small_case():
     rows = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 0], [2, 1]])

@@ -195,6 +195,30 @@ def test_matches_per_user_oracle(case, seed, subset):
             assert_same_ranking(got, expect)
 
 
+@pytest.mark.parametrize("case, subset", itertools.product(range(len(ORACLE_CASES)), [False, True]))
+def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, subset):
+    verifier, drafter, seen = build(seed=case)
+    kwargs = {k: v for k, v in ORACLE_CASES[case].items() if k != "threshold"}
+    allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(case)) < 0.6) if subset else None
+    grid = [-0.6, -1.0, -1.4, -2.5, -math.inf]
+    rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
+    swept = rec.recommend_thresholds(*user_seq(range(N_USERS)), grid, allowed_items=allowed, subset_ranking=subset)
+    assert len(swept) == len(grid)
+    rounds_seen = set()
+    for gamma, got in zip(grid, swept):
+        rec.threshold = gamma
+        alone = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed, subset_ranking=subset)
+        assert torch.equal(got.scores, alone.scores), gamma
+        rounds = alone.drafts.size(1)
+        assert torch.equal(got.drafts[:, :rounds], alone.drafts) and (got.drafts[:, rounds:] == 0).all()
+        assert torch.equal(got.accepted[:, :rounds], alone.accepted)
+        for field in ("n_users", "n_drafted", "n_accepted", "n_rounds", "n_output", "n_output_unseen"):
+            assert getattr(got.stats, field) == getattr(alone.stats, field), (gamma, field)
+        rounds_seen.add(got.stats.n_rounds)
+    if case == 0:
+        assert len(rounds_seen) > 1  # the grid really changes where users exit
+
+
 def test_one_users_beams_never_restrict_another_users_drafts():
     verifier, drafter, seen = build(seed=1)
     drafter.user_vectors[1] = drafter.user_vectors[0]  # same drafter ranking for users 0 and 1

@@ -1,6 +1,7 @@
 """SpecGR++ and SpecGR_Aux (CPU, tiny models): L_CL by hand, the frozen stage-2 item tower, the two-stage trainer's
 checkpoint logic, end-to-end runs through quick_start, and items added to a trained checkpoint."""
 
+import logging
 import math
 from pathlib import Path
 
@@ -325,3 +326,77 @@ def test_new_items_cli(specgrpp_run, tmp_path, capsys):
     items.write_text("item_id\ttext\nnew-1\tfine\n")
     with pytest.raises(SystemExit, match="unknown"):
         new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1 nope"])
+
+
+# ---------------------------------------------------------------- γ chosen on validation
+class ScriptedTrainer:
+    """The trainer side ThresholdTuningMixin relies on."""
+
+    def __init__(self, config, model):
+        self.model, self.valid_metric, self.logger = model, config["valid_metric"].lower(), logging.getLogger()
+        self.topk, self.loaded, self.saved_model_file = config["topk"], 0, "best.pth"
+
+    def load_model(self, path):
+        assert path == "best.pth"
+        self.loaded += 1
+
+
+def scripted_tuner(grid, metric=None, results=None, monkeypatch=None):
+    """A tuner whose validation pass returns ``results[γ]`` (metrics) for each γ of the grid."""
+    from recbole_specgr.trainer import threshold_tuning
+
+    class Tuner(threshold_tuning.ThresholdTuningMixin, ScriptedTrainer):
+        pass
+
+    if monkeypatch is not None:
+        def sweep(trainer, valid_data, thresholds):
+            return [{"specgr_threshold": g, "acceptance_rate": 0.5, "mean_rounds": 1.0, "recall@50": 0.0,
+                     "in_sample/recall@50": 0.0, **results[g]} for g in thresholds]
+
+        monkeypatch.setattr(threshold_tuning, "sweep_thresholds", sweep)
+    config = {"specgr_threshold_grid": grid, "specgr_threshold_metric": metric, "valid_metric": "NDCG@10",
+              "topk": [10, 50]}
+    return Tuner(config, make_model(seed=1))
+
+
+def test_threshold_tuning_keeps_the_best_gamma_and_its_validation_result(monkeypatch):
+    results = {-1.0: {"ndcg@10": 0.3, "unseen/recall@50": 0.0}, -2.0: {"ndcg@10": 0.2, "unseen/recall@50": 0.1},
+               -3.0: {"ndcg@10": 0.1, "unseen/recall@50": 0.1}}
+    tuner = scripted_tuner([-1.0, -2.0, -3.0], "unseen/recall@50", results, monkeypatch)
+    best = tuner.tune_threshold(valid_data=[1], load_best_model=True)
+    assert tuner.model.specgr_threshold == -2.0  # the first of the two best by unseen/recall@50
+    assert best["ndcg@10"] == 0.2 and tuner.best_valid_score == 0.2 and tuner.loaded == 1
+    assert "specgr_threshold" not in best
+    assert [row["specgr_threshold"] for row in tuner.threshold_sweep] == [-1.0, -2.0, -3.0]
+    by_default_metric = scripted_tuner([-1.0, -2.0], None, results, monkeypatch)
+    by_default_metric.tune_threshold(valid_data=[1])
+    assert by_default_metric.model.specgr_threshold == -1.0  # valid_metric ndcg@10
+    no_grid = scripted_tuner(None)
+    assert no_grid.tune_threshold(valid_data=[1]) is None
+    assert no_grid.model.specgr_threshold == yaml.safe_load(YAML.read_text())["specgr_threshold"]
+
+
+def test_threshold_tuning_rejects_bad_settings():
+    with pytest.raises(ValueError, match="specgr_threshold_grid"):
+        scripted_tuner([])
+    with pytest.raises(ValueError, match="specgr_threshold_grid"):
+        scripted_tuner(["high"])
+    with pytest.raises(ValueError, match=r"specgr_threshold_metric: expected one of .*unseen/recall@50"):
+        scripted_tuner([-1.0], metric="unseen/recall@20")
+
+
+def test_threshold_chosen_on_validation_is_used_on_test(small_config, specgrpp_run):
+    _, checkpoint_path = specgrpp_run
+    config = {**small_config, "model": "SpecGRAux", "dataset": "ml-100k", **FAST_TOKENIZER, **FAST_RUN,
+              "specgr_aux_verifier_checkpoint": checkpoint_path, "specgr_aux_drafter_checkpoint": checkpoint_path,
+              "specgr_threshold_grid": [0.0, -100.0], "specgr_threshold_metric": "recall@10"}
+    result = objective_function(config)
+    sweep = {row["specgr_threshold"]: row for row in result["threshold_sweep"]}
+    assert list(sweep) == [0.0, -100.0]
+    # V = mean log-probability <= 0: γ = 0 accepts nothing (beam fill only, so no unseen item), γ = −100 everything
+    assert sweep[0.0]["acceptance_rate"] == 0.0 and sweep[0.0]["unseen_share"] == 0.0
+    assert sweep[-100.0]["acceptance_rate"] == 1.0
+    chosen = result["specgr_threshold"]
+    assert sweep[chosen]["recall@10"] == max(row["recall@10"] for row in sweep.values())
+    assert result["valid"]["overall"]["recall@10"] == sweep[chosen]["recall@10"]
+    assert result["test"]["extra"]["acceptance_rate"] == sweep[chosen]["acceptance_rate"]  # test ran at that γ

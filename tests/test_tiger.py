@@ -136,9 +136,8 @@ def test_yaml_and_bad_arguments():
     config = yaml.safe_load(YAML.read_text())
     for key in ("n_layers_enc", "n_layers_dec", "hidden_size", "n_heads", "d_kv", "inner_size", "dropout_prob",
                 "num_beams", "tiger_allow_unseen", "tiger_c_unseen_share", "learning_rate", "weight_decay",
-                "epochs", "rqvae_num_levels", "rqvae_codebook_size"):
+                "epochs"):
         assert key in config, key
-    assert (config["rqvae_num_levels"], config["rqvae_codebook_size"]) == (3, 256)
     with pytest.raises(ValueError, match="num_beams"):
         make_tiger(num_beams=K - 1)
     with pytest.raises(ValueError, match="requires tiger_allow_unseen"):

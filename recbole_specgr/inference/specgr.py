@@ -13,7 +13,7 @@ Reference:
 import logging
 import math
 from dataclasses import dataclass, fields
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional
 
 import torch
 
@@ -198,7 +198,7 @@ class SpeculativeRecommender:
         allowed_items: Optional[torch.Tensor] = None,
         subset_ranking: bool = False,
     ) -> SpecGROutput:
-        """Top-K recommendation for a batch of users.
+        """Top-K recommendation for a batch of users at γ = ``self.threshold``.
 
         Args:
             item_seq (torch.Tensor): ``[B, T]`` histories (0-padded).
@@ -211,10 +211,30 @@ class SpeculativeRecommender:
         Returns:
             SpecGROutput: ``scores`` [B, n] finite at exactly min(K, available) items per user, plus the drafts.
         """
+        return self.recommend_thresholds(item_seq, item_seq_len, [self.threshold], allowed_items, subset_ranking)[0]
+
+    @torch.no_grad()
+    def recommend_thresholds(
+        self,
+        item_seq: torch.Tensor,
+        item_seq_len: torch.Tensor,
+        thresholds,
+        allowed_items: Optional[torch.Tensor] = None,
+        subset_ranking: bool = False,
+    ) -> List[SpecGROutput]:
+        """:meth:`recommend` at several γ for the cost of one pass: one output per γ, each equal to
+        :meth:`recommend` with ``threshold = γ``.
+
+        Neither the drafts of a round (they depend on earlier drafts and on the beams B_j) nor their scores V depend
+        on γ; only the adaptive exit does. So a user keeps drafting until even the strictest γ has K accepted items,
+        and each γ then keeps the rounds it would have run.
+        """
         if self.draft_index is None:
             self.refresh()
         if subset_ranking and allowed_items is None:
             raise ValueError("allowed_items: subset_ranking needs the subset as an [n] or [B, n] bool mask")
+        thresholds = [float(gamma) for gamma in thresholds]
+        strictest = max(thresholds)
         n_users, device = item_seq.size(0), item_seq.device
         seen = self.seen_item_mask.to(device)  # [n]
         allowed = None if allowed_items is None else allowed_items.to(device=device, dtype=torch.bool)
@@ -227,10 +247,9 @@ class SpeculativeRecommender:
         beam_steps = self.verifier.beam_search(enc, self.num_beams)
         beams: Optional[BeamStep] = None
         drafted = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)  # [B, n]
-        n_accepted = torch.zeros(n_users, dtype=torch.long, device=device)  # [B]
+        n_strict = torch.zeros(n_users, dtype=torch.long, device=device)  # [B] accepted at the strictest γ
         active = torch.ones(n_users, dtype=torch.bool, device=device)  # [B] users still drafting
-        n_rounds = torch.zeros(n_users, dtype=torch.long, device=device)  # [B]
-        drafts, draft_scores, accepts = [], [], []
+        drafts, draft_scores, ran = [], [], []
         for j in range(self.n_digits):  # round 0: inductive drafting; round j >= 1: guided by B_j
             mask = DraftMask(draft_allowed, drafted)
             if j > 0 and not self.no_guided_redrafting:
@@ -239,40 +258,49 @@ class SpeculativeRecommender:
                                      prefix_table=beam_table(self.prefix_index, beams))
             items, _ = session.topk(self.draft_size, mask)  # [B, δ], 0 = none
             items = items.masked_fill(~active.unsqueeze(1), 0)
+            ran.append(active.clone())
             drafted.scatter_(1, items, True)  # column 0 (padding) is never draftable anyway
             scores = self._verify(enc, items, seen)  # [B, δ]
-            accepted = (items != 0) & (scores > self.threshold)  # [B, δ]
             drafts.append(items)
             draft_scores.append(scores)
-            accepts.append(accepted)
-            n_accepted += accepted.sum(dim=1)
-            n_rounds += active.long()
+            n_strict += ((items != 0) & (scores > strictest)).sum(dim=1)
             if not self.no_adaptive_exit:
-                active &= n_accepted < self.topk
+                active &= n_strict < self.topk
                 if not bool(active.any()):  # adaptive exit: the one host sync per round
                     break
 
         cand = torch.stack(drafts, dim=1)  # [B, R, δ]
         cand_scores = torch.stack(draft_scores, dim=1)
-        cand_accepted = torch.stack(accepts, dim=1)
-        fill = None
-        if not subset_ranking and bool((n_accepted < self.topk).any()):
-            beams = self._advance(beam_steps, beams, self.n_digits)  # complete beams B_l
-            fill = beams
-        items, item_scores, ok = self._rank(cand, cand_scores, cand_accepted, fill, allowed)  # [B, 2K] each
-        out = torch.full((n_users, self.n_items), -math.inf, device=device)
-        out.scatter_(1, items.masked_fill(~ok, 0), item_scores.masked_fill(~ok, -math.inf))
-        out[:, 0] = -math.inf
-        stats = SpecGRStats(
-            n_users=n_users,
-            n_drafted=int((cand != 0).sum()),
-            n_accepted=int(cand_accepted.sum()),
-            n_rounds=int(n_rounds.sum()),
-            n_beam_steps=0 if beams is None else beams.depth,
-            n_output=int(ok.sum()),
-            n_output_unseen=int((ok & ~seen[items]).sum()),
-        )
-        return SpecGROutput(out, cand, cand_scores, cand_accepted, stats)
+        ran = torch.stack(ran, dim=1)  # [B, R] rounds each user drafted in
+        outputs = []
+        for gamma in thresholds:
+            accepted = (cand != 0) & (cand_scores > gamma)  # [B, R, δ]
+            used = torch.ones(cand.shape[:2], dtype=torch.bool, device=device)  # [B, R] rounds run at this γ
+            if not self.no_adaptive_exit:
+                used[:, 1:] = accepted.sum(dim=2).cumsum(dim=1)[:, :-1] < self.topk
+            gamma_cand = cand.masked_fill(~used.unsqueeze(2), 0)
+            gamma_scores = cand_scores.masked_fill(~used.unsqueeze(2), -math.inf)
+            accepted &= used.unsqueeze(2)
+            n_accepted = accepted.sum(dim=(1, 2))  # [B]
+            fill = None
+            if not subset_ranking and bool((n_accepted < self.topk).any()):
+                beams = self._advance(beam_steps, beams, self.n_digits)  # complete beams B_l
+                fill = beams
+            items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
+            out = torch.full((n_users, self.n_items), -math.inf, device=device)
+            out.scatter_(1, items.masked_fill(~ok, 0), item_scores.masked_fill(~ok, -math.inf))
+            out[:, 0] = -math.inf
+            stats = SpecGRStats(
+                n_users=n_users,
+                n_drafted=int((gamma_cand != 0).sum()),
+                n_accepted=int(accepted.sum()),
+                n_rounds=int((used & ran).sum()),
+                n_beam_steps=0 if beams is None else beams.depth,
+                n_output=int(ok.sum()),
+                n_output_unseen=int((ok & ~seen[items]).sum()),
+            )
+            outputs.append(SpecGROutput(out, gamma_cand, gamma_scores, accepted, stats))
+        return outputs
 
     def _advance(self, beam_steps: Iterator[BeamStep], beams: Optional[BeamStep], depth: int) -> BeamStep:
         """Consume the verifier's beam search up to B_depth."""

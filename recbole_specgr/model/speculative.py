@@ -36,11 +36,22 @@ class SpeculativeEvalMixin:
         """Read the ``specgr_*`` inference keys (through :meth:`SpeculativeRecommender.from_config`) once."""
         self._make_recommender = partial(SpeculativeRecommender.from_config, config)
         self._recommender = self._make_recommender(*self.speculative_parts())  # validates the keys now
+        self._threshold = self._recommender.threshold  # γ; set_specgr_threshold changes it without a rebuild
         self._recommender_key = None  # (device, n_items) the recommender was built for
         self._weights_version = 0
         self._index_version = -1
         self._eval_stats = SpecGRStats()
         self._eval_seconds = 0.0
+
+    @property
+    def specgr_threshold(self) -> float:
+        """γ currently used by :meth:`full_sort_predict`."""
+        return self._threshold
+
+    def set_specgr_threshold(self, threshold: float) -> None:
+        """Use γ = ``threshold`` from the next prediction on (e.g. the value chosen on validation data)."""
+        self._threshold = float(threshold)
+        self._recommender.threshold = self._threshold
 
     def weights_changed(self):
         """Mark the drafting index stale (call after changing weights from outside ``train()``)."""
@@ -62,6 +73,7 @@ class SpeculativeEvalMixin:
         key = (str(verifier.item2codes.device), verifier.item2codes.size(0))
         if key != self._recommender_key:
             self._recommender = self._make_recommender(verifier, drafter, seen)
+            self._recommender.threshold = self._threshold
             self._recommender_key = key
             self._index_version = -1
         if self._index_version != self._weights_version:
@@ -80,6 +92,13 @@ class SpeculativeEvalMixin:
         self._eval_seconds += time.perf_counter() - start
         self._eval_stats = self._eval_stats + out.stats
         return out.scores
+
+    def recommend_thresholds(self, interaction, thresholds):
+        """One :class:`~recbole_specgr.inference.specgr.SpecGROutput` per γ of ``thresholds`` for one pass over the
+        batch (each equal to :meth:`full_sort_predict` at that γ; see ``SpeculativeRecommender.recommend_thresholds``).
+        Not counted in :meth:`pop_eval_stats`."""
+        recommender = self.speculative_recommender()
+        return recommender.recommend_thresholds(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], thresholds)
 
     def pop_eval_stats(self) -> dict:
         """SpecGR statistics of the predictions since the last call (acceptance_rate, mean_rounds, unseen_share,

@@ -9,13 +9,15 @@ Reference:
 """
 
 from recbole_specgr.trainer.inductive_trainer import InductiveTrainer
+from recbole_specgr.trainer.threshold_tuning import ThresholdTuningMixin
 
 
-class SpecGRAuxTrainer(InductiveTrainer):
+class SpecGRAuxTrainer(ThresholdTuningMixin, InductiveTrainer):
     """:meth:`fit` trains each untrained component of :class:`~recbole_specgr.model.sequential_recommender.specgraux.
     SpecGRAux` with the trainer its own model name selects (its own config: learning rate, epochs, early stopping on
     its own validation metric, its own checkpoint file) on this run's dataloaders, keeps each component's best
-    checkpoint, then evaluates the composition on the validation data once and saves it as this run's checkpoint.
+    checkpoint, then evaluates the composition on the validation data once (once per γ of
+    ``specgr_threshold_grid``, keeping the best) and saves it as this run's checkpoint.
     """
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -34,8 +36,9 @@ class SpecGRAuxTrainer(InductiveTrainer):
         self.model.weights_changed()
         if valid_data:
             self.logger.info("[SpecGR_Aux] evaluating the composition on the validation data")
-            self.best_valid_result = self.evaluate(valid_data, load_best_model=False, show_progress=show_progress)
-            self.best_valid_score = self.best_valid_result[self.valid_metric]
+            if self.tune_threshold(valid_data) is None:
+                self.best_valid_result = self.evaluate(valid_data, load_best_model=False, show_progress=show_progress)
+                self.best_valid_score = self.best_valid_result[self.valid_metric]
         if saved:
             self._save_checkpoint(0, verbose=verbose)
         return self.best_valid_score, self.best_valid_result

@@ -9,9 +9,10 @@ Reference:
 """
 
 from recbole_specgr.trainer.inductive_trainer import InductiveTrainer
+from recbole_specgr.trainer.threshold_tuning import ThresholdTuningMixin
 
 
-class SpecGRPPTrainer(InductiveTrainer):
+class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
     """Stage 1 (pretraining, ``learning_rate``, ``specgrpp_pretrain_epochs`` epochs, default ``epochs``) then stage 2
     (fine-tuning, a fresh optimizer at ``specgrpp_finetune_learning_rate``, ``specgrpp_finetune_epochs`` epochs), each
     through RecBole's :meth:`~recbole.trainer.Trainer.fit` with early stopping on ``valid_metric``.
@@ -19,7 +20,9 @@ class SpecGRPPTrainer(InductiveTrainer):
     Both stages write the same checkpoint file, and the best validation score carries over from stage 1, so a stage-2
     epoch is saved only when it beats every earlier one: the file ends up holding the best model of the two stages.
     Stage 2 starts from the best stage-1 checkpoint (when checkpoints are saved and there is validation data). Epochs
-    are numbered on across the stages. Resuming (``resume_checkpoint``) is not stage-aware.
+    are numbered on across the stages. Resuming (``resume_checkpoint``) is not stage-aware. With
+    ``specgr_threshold_grid``, γ is then chosen on the validation data with the best checkpoint
+    (:class:`~recbole_specgr.trainer.threshold_tuning.ThresholdTuningMixin`).
     """
 
     def __init__(self, config, model):
@@ -60,6 +63,7 @@ class SpecGRPPTrainer(InductiveTrainer):
             self._run_stage(self.pretrain_epochs, end, train_data, valid_data, verbose, saved, show_progress,
                             callback_fn)
         self.logger.info(f"[SpecGR++] training done; best {self.valid_metric} {self.best_valid_score:.6f}")
+        self.tune_threshold(valid_data, load_best_model=saved)
         return self.best_valid_score, self.best_valid_result
 
     def _run_stage(self, start, end, train_data, valid_data, verbose, saved, show_progress, callback_fn):

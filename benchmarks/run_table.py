@@ -1,0 +1,86 @@
+"""Run a benchmark *plan*: several models on one dataset and split, each with its own settings, then one
+overall / in-sample / unseen table (``recbole_specgr.compare.write_table``).
+
+A plan is a YAML file::
+
+    dataset: ml-1m
+    shared: {MAX_ITEM_LIST_LENGTH: 20}        # keys given to every run (same seed and split for all)
+    runs:
+      - {model: SASRec, config: {epochs: 50}}
+      - {model: TIGER, name: TIGER}
+      - {model: TIGER, name: TIGER_C, config: {tiger_c_unseen_share: 0.1}}
+      - {model: SpecGRAux, config: {specgr_aux_verifier_checkpoint: "{TIGER}", specgr_aux_drafter_checkpoint: "{UniSRec}"}}
+
+``"{NAME}"`` in a value is replaced by the checkpoint of the earlier run called NAME (``name`` defaults to the model),
+so SpecGR_Aux composes the TIGER and UniSRec trained in the same plan. Each run writes ``<out>_<name>.json``; a run
+whose JSON already exists is not repeated (delete it to rerun). ``--only`` runs a subset of the names.
+
+    python benchmarks/run_table.py benchmarks/plans/ml-100k_cpu.yaml --out benchmarks/reports/table_ml-100k_cpu
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from recbole_specgr.compare import write_table  # noqa: E402
+from recbole_specgr.quick_start import run_recbole_specgr  # noqa: E402
+
+logger = logging.getLogger()
+
+
+def resolve(value, checkpoints):
+    """Replace ``"{NAME}"`` by the checkpoint of run NAME."""
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        name = value[1:-1]
+        if name not in checkpoints:
+            raise ValueError(f"plan: {value} names no earlier run with a checkpoint (have {sorted(checkpoints)})")
+        return checkpoints[name]
+    return value
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("plan", help="plan YAML")
+    parser.add_argument("--out", required=True, help="output prefix: <out>.md, <out>.csv, <out>_<name>.json")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these names (others are read if present)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra shared keys, e.g. data_path=data/ epochs=5 (YAML values)")
+    args = parser.parse_args(argv)
+
+    plan = yaml.safe_load(Path(args.plan).read_text())
+    shared = dict(plan.get("shared") or {})
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set: expected KEY=VALUE, got {item!r}")
+        shared[key] = yaml.safe_load(value)
+    checkpoints, results = {}, []
+    for run in plan["runs"]:
+        name = run.get("name", run["model"])
+        path = f"{args.out}_{name}.json"
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                result = json.load(f)
+        elif args.only is not None and name not in args.only:
+            continue
+        else:
+            config = {key: resolve(value, checkpoints) for key, value in {**shared, **(run.get("config") or {})}.items()}
+            result = run_recbole_specgr(run["model"], plan["dataset"], config_dict=config, result_json=path)
+        if result.get("checkpoint"):
+            checkpoints[name] = result["checkpoint"]
+        results.append(result)
+        logger.info(f"run_table: {name} done ({path})")
+    md_path, csv_path = write_table(results, args.out)
+    print(Path(md_path).read_text())
+
+
+if __name__ == "__main__":
+    main()

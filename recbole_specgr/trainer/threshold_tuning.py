@@ -1,0 +1,103 @@
+"""
+recbole_specgr.trainer.threshold_tuning
+#######################################
+γ, SpecGR's acceptance threshold, chosen on the validation split (paper 4.1.4: "hyperparameters are tuned on the
+in-sample and unseen splits of the validation set").
+
+Reference:
+    Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
+"""
+
+import torch
+
+from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+from recbole.utils import set_color
+
+from recbole_specgr.evaluation import SplitMetrics
+from recbole_specgr.inference.specgr import SpecGRStats
+
+
+def threshold_metric_keys(topk):
+    """The result keys a γ can be chosen by: ``recall@K`` / ``ndcg@K`` overall, ``in_sample/…`` and ``unseen/…``."""
+    return [f"{prefix}{name}@{k}" for prefix in ("", "in_sample/", "unseen/") for name in ("recall", "ndcg")
+            for k in topk]
+
+
+@torch.no_grad()
+def sweep_thresholds(trainer, eval_data, thresholds):
+    """Evaluate the trainer's speculative model at every γ of ``thresholds`` in one pass over ``eval_data`` (the
+    drafts and their scores do not depend on γ, only where each user stops drafting does), weights as they are.
+
+    Returns:
+        list[dict]: per γ, in the order given, ``specgr_threshold`` plus the flat metrics of
+        :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate / mean_rounds / unseen_share.
+    """
+    model = trainer.model
+    model.eval()
+    seen = eval_data._dataset.seen_item_mask
+    metrics = [SplitMetrics(trainer.topk, seen) for _ in thresholds]
+    stats = [SpecGRStats() for _ in thresholds]
+    for interaction, _history_index, _positive_u, _positive_i in eval_data:
+        interaction = interaction.to(trainer.device)
+        targets = interaction[trainer.item_field]
+        for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):
+            metrics[k].add(out.scores, targets)  # column 0 (padding) is −inf already
+            stats[k] = stats[k] + out.stats
+    return [{"specgr_threshold": float(gamma), **m.result(), **st.summary()}
+            for gamma, m, st in zip(thresholds, metrics, stats)]
+
+
+class ThresholdTuningMixin:
+    """For trainers of :class:`~recbole_specgr.model.speculative.SpeculativeEvalMixin` models (before the trainer
+    class in the bases).
+
+    Config keys: ``specgr_threshold_grid`` (list of γ; ``~`` = keep ``specgr_threshold``) and
+    ``specgr_threshold_metric`` (a key of :func:`threshold_metric_keys`, e.g. ``unseen/recall@50``; ``~`` =
+    ``valid_metric``). :meth:`tune_threshold` keeps the first γ of the grid with the highest value.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+
+        # load parameters info
+        grid = config["specgr_threshold_grid"]
+        metric = config["specgr_threshold_metric"] or config["valid_metric"]
+        self.threshold_grid = None if grid is None else list(grid) if isinstance(grid, (list, tuple)) else [grid]
+        self.threshold_metric = str(metric).lower()
+        self.threshold_sweep = None  # rows of sweep_thresholds on the validation data, after tune_threshold()
+        if self.threshold_grid is not None and (
+            not self.threshold_grid or not all(isinstance(g, (int, float)) for g in self.threshold_grid)
+        ):
+            raise ValueError(f"specgr_threshold_grid: expected a non-empty list of numbers or ~, got {grid!r}")
+        allowed = threshold_metric_keys(config["topk"])
+        if self.threshold_grid is not None and self.threshold_metric not in allowed:
+            raise ValueError(f"specgr_threshold_metric: expected one of {allowed}, got {metric!r}")
+
+    def tune_threshold(self, valid_data, load_best_model=False):
+        """Evaluate every γ of the grid on ``valid_data`` in one pass (with the best checkpoint when
+        ``load_best_model``, else the current weights), keep the best γ and make the validation result at that γ the
+        trainer's ``best_valid_result`` / ``best_valid_score``.
+
+        Returns:
+            dict or None: that validation result (None when there is no grid or no data).
+        """
+        if self.threshold_grid is None or not valid_data:
+            return None
+        if load_best_model:
+            self.load_model(self.saved_model_file)
+        rows = sweep_thresholds(self, valid_data, self.threshold_grid)
+        best = max(rows, key=lambda row: row[self.threshold_metric])  # first of equals: grid order decides ties
+        self.model.set_specgr_threshold(best["specgr_threshold"])
+        self.threshold_sweep = rows
+        k = max(self.topk)
+        for row in rows:
+            shown = {key: row[key] for key in (f"recall@{k}", f"in_sample/recall@{k}", f"unseen/recall@{k}",
+                                               "acceptance_rate", "mean_rounds")}
+            self.logger.info(f"[SpecGR] γ = {row['specgr_threshold']:g}: {self.threshold_metric} "
+                             f"{row[self.threshold_metric]:.6f}, " + ", ".join(f"{key} {v:.4f}" for key, v in shown.items()))
+        self.logger.info(set_color(f"[SpecGR] γ = {best['specgr_threshold']:g} chosen on validation "
+                                   f"({self.threshold_metric} {best[self.threshold_metric]:.6f})", "blue"))
+        self.best_valid_result = {k: v for k, v in best.items() if k != "specgr_threshold"}
+        self.best_valid_score = self.best_valid_result[self.valid_metric]
+        return self.best_valid_result
+
