@@ -160,7 +160,8 @@ def scripted_fit(tmp_path, scores):
     """Run SpecGRPPTrainer.fit with stubbed epochs: epoch e sets projection.bias to e and validates to scores[e]."""
     config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
         "checkpoint_dir": str(tmp_path / "saved"), "epochs": 2, "specgrpp_finetune_epochs": 2, "eval_step": 1,
-        "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR"})
+        "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR",
+        "specgr_threshold_grid": None})
     model = make_model(seed=5)
     trainer = SpecGRPPTrainer(config, model)
     seen = []
@@ -208,7 +209,7 @@ def specgrpp_run(tmp_path_factory, ml100k_slice, session_cache):
     config = {"model": "SpecGRPP", "dataset": "ml-100k", "data_path": ml100k_slice, "cache_dir": session_cache,
               "checkpoint_dir": str(folder / "saved"), "epochs": 1, "specgrpp_finetune_epochs": 1, "state": "ERROR",
               "show_progress": False, "train_batch_size": 512, "eval_batch_size": 512, "seed": 2020,
-              "specgr_threshold": -100.0, **TINY_T5, **FAST_TOKENIZER, **FAST_RUN}
+              "specgr_threshold": -100.0, "specgr_threshold_grid": None, **TINY_T5, **FAST_TOKENIZER, **FAST_RUN}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setattr("sys.argv", ["pytest"])
