@@ -118,6 +118,9 @@ def test_kv_cached_decoding_equals_full_decoding():
         logits, _ = t5.decode_step(dec.gather(1, perm[:, :, None].expand(-1, -1, T))[:, :, 2].reshape(-1), cache2)
         expected = t5.decode(dec.gather(1, perm[:, :, None].expand(-1, -1, T)), hidden, enc_mask)[:, :, 2]
         assert torch.allclose(logits.view(B, G, -1), expected, atol=1e-5)
+        # the shared start position decoded once per user = decoding every row in full
+        first, rest = t5.decode_shared_start(dec, hidden, enc_mask)
+        assert torch.allclose(first, full[:, 0, 0], atol=1e-5) and torch.allclose(rest, full[:, :, 1:], atol=1e-5)
 
 
 def test_encoder_ignores_padding():

@@ -243,6 +243,22 @@ class T5(nn.Module):
         logits, _ = self._decode(tokens.reshape(B * G, T), self.start_cache(enc_hidden, enc_mask))
         return logits.view(B, G, T, -1)
 
+    def decode_shared_start(self, tokens: torch.Tensor, enc_hidden: torch.Tensor, enc_mask: torch.Tensor):
+        """:meth:`decode` for G sequences per user that all begin with the same start token: that position is
+        decoded once per user and its keys/values shared by the G rows (a 1/T saving, e.g. SpecGR's verification).
+
+        Args:
+            tokens: [B, G, T] decoder input ids, T >= 2, ``tokens[:, :, 0]`` the same start token everywhere.
+            enc_hidden: [B, S, D]; enc_mask: [B, S] bool.
+        Returns:
+            logits of the start position [B, V] and of the others [B, G, T − 1, V].
+        """
+        B, G, T = tokens.shape
+        first, cache = self._decode(tokens[:, 0, :1], self.start_cache(enc_hidden, enc_mask))  # [B, 1, V]
+        shared = [(k.repeat_interleave(G, dim=0), v.repeat_interleave(G, dim=0)) for k, v in cache.self_kv]
+        rest, _ = self._decode(tokens[:, :, 1:].reshape(B * G, T - 1), cache._replace(self_kv=shared))
+        return first[:, 0], rest.view(B, G, T - 1, -1)
+
     def decode_step(self, tokens: torch.Tensor, cache: KVCache) -> Tuple[torch.Tensor, KVCache]:
         """One incremental step: [B·G] next input ids -> logits [B·G, V] and the cache grown by one position."""
         logits, cache = self._decode(tokens[:, None], cache)

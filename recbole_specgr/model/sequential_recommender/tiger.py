@@ -194,7 +194,7 @@ class TIGER(SequentialRecommender):
 
     def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
         """Teacher-forced log P(c_i | c_<i, X) of every digit of every candidate, all candidates of all users in one
-        decoder call (the N candidates of a user share its encoder output).
+        decoder call (the N candidates of a user share its encoder output and its decoded start position).
 
         Args:
             enc: encoder output for B users.
@@ -202,9 +202,16 @@ class TIGER(SequentialRecommender):
         Returns:
             [B, N, l] log-probabilities.
         """
-        dec_in, targets = self._decoder_tokens(cand_items)
-        logits = self.t5.decode(dec_in, enc.hidden, enc.mask).float()  # [B, N, l, V]
-        log_probs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(dim=-1)  # [B, N, l]
+        if cand_items.size(1) == 0:
+            return enc.hidden.new_zeros(cand_items.size(0), 0, self.n_digits)
+        dec_in, targets = self._decoder_tokens(cand_items)  # [B, N, l] each, dec_in[..., 0] = bos
+        first, rest = self.t5.decode_shared_start(dec_in, enc.hidden, enc.mask)  # [B, V], [B, N, l − 1, V]
+        first = first.float().log_softmax(dim=-1)  # digit 1 does not depend on the candidate: once per user
+        rest = rest.float()
+        log_probs = torch.cat([
+            first.gather(1, targets[..., 0]).unsqueeze(-1),  # [B, N, 1]
+            rest.gather(-1, targets[..., 1:, None]).squeeze(-1) - rest.logsumexp(dim=-1),  # [B, N, l − 1]
+        ], dim=-1)
         return log_probs.masked_fill(cand_items[..., None] == 0, float("-inf"))
 
     def beam_search(
