@@ -58,7 +58,7 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
         "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_time_s": round(train_time, 3),
         "eval_time_s": round(eval_time, 3),
-        "checkpoint": os.path.abspath(trainer.saved_model_file) if saved else None,
+        "checkpoint": _saved_file(trainer) if saved else None,
         "config": _jsonable(config.final_config_dict),
         "valid": nest_result(best_valid_result or {}),
         "test": nest_result(test_result or {}),
@@ -82,6 +82,12 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
 def write_json_atomic(path, obj):
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
+
+
+def _saved_file(trainer):
+    """Absolute path of what the trainer saved (checkpoint; RQVAE: the semantic-ID cache), None if nothing."""
+    path = getattr(trainer, "saved_model_file", None)
+    return os.path.abspath(path) if path and os.path.exists(path) else None
 
 
 def _jsonable(value):

@@ -309,3 +309,13 @@ def test_rqvae_recbole_model_and_trainer(tmp_path):
     cached = SemanticIDTokenizer(config)
     assert torch.equal(cached.load_or_fit(dataset.item_text_emb, dataset.seen_item_mask).codes, model.tokenizer.codes)
     assert cached.loaded_from_cache
+
+
+def test_rqvae_through_the_runner_reports_its_cached_ids(small_config):
+    from recbole_specgr.quick_start import objective_function
+
+    result = objective_function({**small_config, "model": "RQVAE", "dataset": "ml-100k", "rqvae_method": "faiss_rq",
+                                 "rqvae_codebook_size": 32})
+    assert result["checkpoint"].endswith(".pt") and os.path.isabs(result["checkpoint"])
+    cached = torch.load(result["checkpoint"], weights_only=True)
+    assert cached["settings"]["codebook_size"] == 32 and cached["stats"]["n_items"] == result["test"]["extra"]["n_items"]

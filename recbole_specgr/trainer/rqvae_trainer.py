@@ -22,9 +22,11 @@ class RQVAETrainer(AbstractTrainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.logger = getLogger()
+        self.saved_model_file = None  # the cached semantic IDs, once fit() has saved them
 
     def fit(self, train_data=None, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """Fit the tokenizer on the seen items; with ``saved``, write its IDs to ``cache_dir``.
+        """Fit the tokenizer on the seen items; with ``saved``, write its IDs to ``cache_dir`` (path kept in
+        ``saved_model_file``).
 
         Returns:
             (float, dict): ``-recon_loss`` (higher is better, as RecBole's ``valid_metric_bigger`` assumes) and the
@@ -32,7 +34,7 @@ class RQVAETrainer(AbstractTrainer):
         """
         stats = self.model.fit_tokenizer()
         if saved:
-            self.model.save_tokenizer()
+            self.saved_model_file = self.model.save_tokenizer()
         return -stats["recon_loss"], stats
 
     def evaluate(self, eval_data=None, load_best_model=True, model_file=None, show_progress=False):
