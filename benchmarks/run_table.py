@@ -56,6 +56,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     plan = yaml.safe_load(Path(args.plan).read_text())
+    if not isinstance(plan, dict) or not isinstance(plan.get("dataset"), str) or not isinstance(plan.get("runs"), list) \
+            or not all(isinstance(run, dict) and "model" in run for run in plan["runs"]):
+        parser.error(f"{args.plan}: expected a mapping with 'dataset' (str) and 'runs' (a list of {{model: …}})")
     shared = dict(plan.get("shared") or {})
     for item in args.set:
         key, sep, value = item.partition("=")
