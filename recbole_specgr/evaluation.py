@@ -6,6 +6,10 @@ Full-ranking Recall@K / NDCG@K with the in-sample / unseen breakdown of SpecGR's
 Each evaluation row has one target, so Recall@K is the hit rate and NDCG@K is ``1 / log2(rank + 2)`` for a hit at
 0-based ``rank < K``. A row is *in-sample* when its target is a seen item (present in training rows), *unseen*
 otherwise. Items with a score of −inf are not recommended: a model may return fewer than K items.
+
+With ``eval_exclude_history: True`` the trainer puts the items each row's user interacted with before the target
+into the interaction under :data:`EXCLUDED_ITEMS`; models that generate a top-K (TIGER, SpecGR) skip them while
+generating, and every model's scores at those items are set to −inf before ranking.
 """
 
 from collections import OrderedDict
@@ -13,6 +17,7 @@ from collections import OrderedDict
 import torch
 
 SUBSETS = ("overall", "in_sample", "unseen")
+EXCLUDED_ITEMS = "excluded_items"  # interaction key: [B, n_items] bool, items a model must not recommend to the row
 
 
 def topk_hits(scores, targets, max_k):

@@ -59,10 +59,12 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
         "train_time_s": round(train_time, 3),
         "eval_time_s": round(eval_time, 3),
         "checkpoint": _saved_file(trainer) if saved else None,
+        "eval_exclude_history": bool(config["eval_exclude_history"]),
         "config": _jsonable(config.final_config_dict),
         "valid": nest_result(best_valid_result or {}),
         "test": nest_result(test_result or {}),
     }
+    result["learning_curve"] = _jsonable(getattr(trainer, "learning_curve", []))
     if getattr(trainer, "threshold_sweep", None):  # γ chosen on validation (SpecGR models with a threshold grid)
         result["specgr_threshold"] = model.specgr_threshold
         result["threshold_sweep"] = trainer.threshold_sweep

@@ -24,7 +24,8 @@ YAML = Path(__file__).resolve().parent.parent / "properties" / "model" / "SpecGR
 N_ITEMS, L, C = 30, 3, 4  # items 1..30, 3 digits of 4 codes
 TINY_T5 = dict(n_layers_enc=1, n_layers_dec=1, hidden_size=16, n_heads=2, d_kv=8, inner_size=32)
 FAST_TOKENIZER = dict(rqvae_method="faiss_rq", rqvae_codebook_size=32)  # k-means only: no RQ-VAE training
-FAST_RUN = dict(MAX_ITEM_LIST_LENGTH=5, topk=[5, 10], num_beams=10, specgr_draft_size=10)  # K = δ = 10
+FAST_RUN = dict(MAX_ITEM_LIST_LENGTH=5, topk=[5, 10], num_beams=10, specgr_draft_size=10,  # K = δ = 10
+                valid_metric="Recall@10", specgrpp_pretrain_valid_metric="recall@10")
 
 
 @pytest.fixture(autouse=True)
@@ -156,49 +157,70 @@ def test_drafting_index_follows_weight_changes():
 
 
 # ---------------------------------------------------------------- the two-stage trainer
-def scripted_fit(tmp_path, scores):
-    """Run SpecGRPPTrainer.fit with stubbed epochs: epoch e sets projection.bias to e and validates to scores[e]."""
+def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetune_epochs=2, eval_step=1):
+    """Run SpecGRPPTrainer.fit with stubbed epochs and evaluations: epoch e sets projection.bias to e; a validation
+    scores the current weights (bias b) by ``drafter_scores[b]`` in the drafter role and ``speculative_scores[b]``
+    otherwise. Returns the trainer, the trained epochs, the validations, the best and the checkpoint."""
     config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
-        "checkpoint_dir": str(tmp_path / "saved"), "epochs": 2, "specgrpp_finetune_epochs": 2, "eval_step": 1,
-        "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR",
+        "checkpoint_dir": str(tmp_path / "saved"), "epochs": epochs, "specgrpp_finetune_epochs": finetune_epochs,
+        "eval_step": eval_step, "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR",
         "specgr_threshold_grid": None})
     model = make_model(seed=5)
     trainer = SpecGRPPTrainer(config, model)
-    seen = []
+    trained, validations = [], []
 
     def train_epoch(train_data, epoch_idx, loss_func=None, show_progress=False):
-        seen.append((epoch_idx, model.finetuning, model.projection.bias[0].item()))
+        trained.append((epoch_idx, model.finetuning, model.projection.bias[0].item()))
         with torch.no_grad():
             model.projection.bias.fill_(epoch_idx)
+        trainer.learning_curve.append({"epoch": epoch_idx, "stage": trainer.stage})
         return 0.0
 
-    trainer._train_epoch = train_epoch
-    def valid_epoch(valid_data, show_progress=False):
-        score = scores[seen[-1][0]]
-        return score, {"ndcg@10": score}
+    def evaluate(valid_data, load_best_model=True, model_file=None, show_progress=False):
+        bias = int(model.projection.bias[0].item())
+        validations.append((model.eval_role, bias))
+        score = (drafter_scores if model.eval_role == "drafter" else speculative_scores)[bias]
+        return {"recall@50": score}
 
-    trainer._valid_epoch = valid_epoch
+    trainer._train_epoch = train_epoch
+    trainer.evaluate = evaluate
     trainer.eval_collector.data_collect = lambda data: None
     best = trainer.fit([1], [1])
     checkpoint = compat.load_checkpoint(trainer.saved_model_file)
-    return trainer, seen, best, checkpoint
+    return trainer, trained, validations, best, checkpoint
 
 
-def test_trainer_reloads_stage1_best_and_keeps_overall_best(run_dir):
-    trainer, seen, best, checkpoint = scripted_fit(run_dir, [0.3, 0.1, 0.2, 0.4])
-    assert [(e, f) for e, f, _ in seen] == [(0, False), (1, False), (2, True), (3, True)]
-    assert seen[2][2] == 0.0  # stage 2 started from the best stage-1 epoch (0), not the last one (1)
+def test_trainer_selects_stage1_by_the_drafter_then_stage2_by_speculative_inference(run_dir):
+    trainer, trained, validations, best, checkpoint = scripted_fit(
+        run_dir, drafter_scores={0: 0.3, 1: 0.1}, speculative_scores={0: 0.2, 1: 0.9, 2: 0.25, 3: 0.4})
+    assert [(e, f) for e, f, _ in trained] == [(0, False), (1, False), (2, True), (3, True)]
+    assert trained[2][2] == 0.0  # stage 2 started from the best stage-1 epoch by the drafter (0), not the last (1)
+    # stage 1 in the drafter role; the reloaded stage-1 best, then each stage-2 epoch, by speculative inference
+    assert validations == [("drafter", 0), ("drafter", 1), ("speculative", 0), ("speculative", 2),
+                           ("speculative", 3)]
     assert trainer.optimizer.param_groups[0]["lr"] == 0.123
-    assert best == (0.4, {"ndcg@10": 0.4})
+    assert best == (0.4, {"recall@50": 0.4}) and trainer.valid_metric == "recall@50"
     assert checkpoint["epoch"] == 3 and bool(checkpoint["state_dict"]["item_tower_active"])
     assert float(checkpoint["state_dict"]["projection.bias"][0]) == 3.0
+    assert [c.get("valid_score") for c in trainer.learning_curve] == [0.3, 0.1, 0.25, 0.4]
+    assert trainer.learning_curve[1]["valid_speculative_score"] == 0.2  # the stage-1 model, speculatively
 
 
 def test_trainer_keeps_stage1_when_finetuning_does_not_help(run_dir):
-    _, _, best, checkpoint = scripted_fit(run_dir, [0.1, 0.3, 0.2, 0.25])
-    assert best[0] == 0.3 and checkpoint["epoch"] == 1
-    assert not bool(checkpoint["state_dict"]["item_tower_active"])
+    _, _, _, best, checkpoint = scripted_fit(
+        run_dir, drafter_scores={0: 0.1, 1: 0.3}, speculative_scores={1: 0.5, 2: 0.25, 3: 0.4})
+    assert best[0] == 0.5 and checkpoint["epoch"] == 1
     assert float(checkpoint["state_dict"]["projection.bias"][0]) == 1.0
+
+
+def test_every_stage_is_validated_at_its_last_epoch(run_dir):
+    """eval_step 2: RecBole validates epochs whose (index + 1) is even; each stage's last epoch is validated too."""
+    _, trained, validations, _, _ = scripted_fit(
+        run_dir, drafter_scores={1: 0.1, 2: 0.2}, speculative_scores={2: 0.1, 3: 0.2, 4: 0.3},
+        epochs=3, finetune_epochs=2, eval_step=2)
+    assert [e for e, _, _ in trained] == [0, 1, 2, 3, 4]
+    assert validations == [("drafter", 1), ("drafter", 2), ("speculative", 2), ("speculative", 3),
+                           ("speculative", 4)]
 
 
 # ---------------------------------------------------------------- end to end on the ml-100k slice

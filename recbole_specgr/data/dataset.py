@@ -24,6 +24,7 @@ from recbole_specgr.compat import PandasCompatDatasetMixin
 from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, load_or_encode
 
 SPLIT_NAMES = ("train", "valid", "test")
+INTER_INDEX_FIELD = "inter_index"  # per row: position of its target in the user-chronological interaction list
 
 
 class InductiveSequentialDataset(PandasCompatDatasetMixin, SequentialDataset):
@@ -111,15 +112,20 @@ class InductiveSequentialDataset(PandasCompatDatasetMixin, SequentialDataset):
         self.item_id_list_field = self.iid_field + self.config["LIST_SUFFIX"]
         self.set_field_property(self.item_id_list_field, FeatureType.TOKEN_SEQ, FeatureSource.INTERACTION, max_len)
         self.set_field_property(self.item_list_length_field, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+        self.set_field_property(INTER_INDEX_FIELD, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
         new_inter = self.inter_feat[torch.from_numpy(order[rows])]
         new_inter.update(
             Interaction(
                 {
                     self.item_id_list_field: torch.from_numpy(item_list.astype(np.int64)),
                     self.item_list_length_field: torch.from_numpy(length.astype(np.int64)),
+                    INTER_INDEX_FIELD: torch.from_numpy(rows.astype(np.int64)),
                 }
             )
         )
+        # every user's items in time order (after the cold-start drop) and where each user's run starts
+        self._shared["user_items"] = torch.from_numpy(iid.astype(np.int64))  # [n_inter]
+        self._shared["user_start"] = torch.from_numpy(user_start.astype(np.int64))  # [n_inter]
         self.inter_feat = new_inter
         self.row_split = period[rows]
         self.split_timestamps = (t_valid, t_test)
@@ -169,6 +175,22 @@ class InductiveSequentialDataset(PandasCompatDatasetMixin, SequentialDataset):
             full[1:] = emb  # row i = item id i; row 0 (padding) stays zero
             self._shared["item_text_emb"] = torch.from_numpy(full)
         return self._shared["item_text_emb"]
+
+    def history_mask(self, interaction):
+        """``[B, item_num]`` bool: True at every item the row's user interacted with before the row's target, in
+        any period and however far back (not only the ``MAX_ITEM_LIST_LENGTH`` items of the model's input).
+
+        Used by the trainer's ``eval_exclude_history`` option (datasets without repeat interactions, e.g. MovieLens).
+        """
+        position = interaction[INTER_INDEX_FIELD].cpu()  # [B]
+        start = self._shared["user_start"][position]  # [B]
+        counts = position - start  # [B] earlier interactions of the row's user
+        rows = torch.repeat_interleave(torch.arange(len(position)), counts)
+        offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        items = self._shared["user_items"][torch.repeat_interleave(start, counts) + offsets]
+        mask = torch.zeros(len(position), self.item_num, dtype=torch.bool)
+        mask[rows, items] = True
+        return mask
 
     def _compute_seen_item_mask(self):
         train = self.inter_feat[torch.from_numpy(self.row_split == 0)]

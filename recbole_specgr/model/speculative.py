@@ -14,7 +14,13 @@ Reference:
 import time
 from functools import partial
 
+from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.inference.specgr import SpeculativeRecommender, SpecGRStats
+
+
+def allowed_items(interaction):
+    """``[B, n]`` bool of the items each row may be recommended (``~EXCLUDED_ITEMS``), or None for all."""
+    return ~interaction[EXCLUDED_ITEMS] if EXCLUDED_ITEMS in interaction else None
 
 
 class SpeculativeEvalMixin:
@@ -88,7 +94,8 @@ class SpeculativeEvalMixin:
         """``[B, n]`` scores: finite at the K = max(``topk``) items SpecGR recommends, −inf elsewhere."""
         recommender = self.speculative_recommender()
         start = time.perf_counter()
-        out = recommender.recommend(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        out = recommender.recommend(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                                    allowed_items=allowed_items(interaction))
         self._eval_seconds += time.perf_counter() - start
         self._eval_stats = self._eval_stats + out.stats
         return out.scores
@@ -98,7 +105,8 @@ class SpeculativeEvalMixin:
         batch (each equal to :meth:`full_sort_predict` at that γ; see ``SpeculativeRecommender.recommend_thresholds``).
         Not counted in :meth:`pop_eval_stats`."""
         recommender = self.speculative_recommender()
-        return recommender.recommend_thresholds(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], thresholds)
+        return recommender.recommend_thresholds(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], thresholds,
+                                                allowed_items=allowed_items(interaction))
 
     def pop_eval_stats(self) -> dict:
         """SpecGR statistics of the predictions since the last call (acceptance_rate, mean_rounds, unseen_share,

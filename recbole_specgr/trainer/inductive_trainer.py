@@ -1,19 +1,31 @@
 """
 recbole_specgr.trainer.inductive_trainer
 ########################################
-RecBole's :class:`~recbole.trainer.Trainer` with split-aware full-ranking evaluation and atomic checkpoints.
+RecBole's :class:`~recbole.trainer.Trainer` with split-aware full-ranking evaluation, a per-step learning-rate
+schedule, a learning curve, optional exclusion of history items at evaluation, and atomic checkpoints.
 """
 
 import torch
 from tqdm import tqdm
 
 from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_specgr.atomic import atomic_write
 from recbole_specgr.compat import load_checkpoint
-from recbole_specgr.evaluation import SplitMetrics
+from recbole_specgr.evaluation import EXCLUDED_ITEMS, SplitMetrics, nest_result
+from recbole_specgr.trainer.schedule import attach_lr_scheduler, read_schedule
+
+
+def check_metric(key, metric, topk):
+    """Raise a one-line error unless ``metric`` (e.g. ``Recall@50``) is one the evaluation computes for ``topk``."""
+    names = [f"{name}@{k}" for name in ("recall", "ndcg") for k in topk]
+    bare = str(metric).lower().rpartition("/")[2]
+    if bare not in names:
+        raise ValueError(f"{key}: {metric!r} is not computed with topk {list(topk)}; expected one of {names} "
+                         "(optionally prefixed in_sample/ or unseen/)")
 
 
 class InductiveTrainer(Trainer):
@@ -21,12 +33,100 @@ class InductiveTrainer(Trainer):
     overall, on in-sample targets and on unseen targets (see :mod:`recbole_specgr.evaluation`).
 
     A model may expose ``pop_eval_stats() -> dict`` (e.g. SpecGR's acceptance rate); its values are added to the result.
+
+    Training recipe (every model, RecBole's included): ``lr_scheduler`` / ``warmup_steps`` / ``lr_min_ratio`` /
+    ``scheduler_total_steps`` (see :mod:`recbole_specgr.trainer.schedule`; a fresh schedule for each optimizer that
+    :meth:`fit` starts with) and RecBole's ``clip_grad_norm`` (e.g. ``{max_norm: 1.0}``). The last epoch of a
+    :meth:`fit` is always validated, even when ``eval_step`` does not divide the number of epochs.
+
+    ``learning_curve`` lists one entry per epoch: ``epoch``, optimizer ``step`` (cumulative), ``lr`` at its end,
+    ``train_loss`` (a list when the model returns several losses) and, for validated epochs, ``valid``
+    (overall / in-sample / unseen). ``eval_exclude_history: True`` removes each row's earlier items from every model's
+    ranking (see :mod:`recbole_specgr.evaluation`).
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
+
+        # load parameters info
         self.topk = list(config["topk"])
         self.item_field = config["ITEM_ID_FIELD"]
+        self.schedule = read_schedule(config)  # (name, warmup_steps, min_ratio, total_steps or None)
+        self.exclude_history = bool(config["eval_exclude_history"])
+        self.learning_curve = []
+        self.global_step = 0  # optimizer steps over every fit() of this trainer
+        self.lr_scheduler = None
+        self._scheduled_optimizer = None  # the optimizer lr_scheduler drives
+        self._scheduler_handle = None
+        self._resumed_scheduler_state = None
+        check_metric("valid_metric", config["valid_metric"], self.topk)
+
+    # ---------------------------------------------------------------- training
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's loop with this trainer's schedule, then a validation of the last epoch if the loop skipped it."""
+        self._attach_schedule(len(train_data))
+        n_before = len(self.learning_curve)
+        super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                    callback_fn=callback_fn)
+        trained = len(self.learning_curve) > n_before
+        if valid_data and self.eval_step > 0 and trained and "valid" not in self.learning_curve[-1]:
+            self._validate_final_epoch(self.learning_curve[-1]["epoch"], valid_data, verbose, saved, show_progress)
+        return self.best_valid_score, self.best_valid_result
+
+    def _attach_schedule(self, steps_per_epoch):
+        """A fresh schedule for the current optimizer (none for ``constant`` without warmup)."""
+        if self._scheduled_optimizer is self.optimizer:
+            return
+        if self._scheduler_handle is not None:
+            self._scheduler_handle.remove()
+        name, warmup, min_ratio, total = self.schedule
+        self._scheduled_optimizer = self.optimizer
+        self.lr_scheduler = self._scheduler_handle = None
+        if name == "constant" and warmup == 0:
+            return
+        total = total or max(1, (self.epochs - self.start_epoch) * steps_per_epoch)
+        self.lr_scheduler, self._scheduler_handle = attach_lr_scheduler(self.optimizer, name, warmup, total, min_ratio)
+        if self._resumed_scheduler_state is not None:
+            self.lr_scheduler.load_state_dict(self._resumed_scheduler_state)
+            self._resumed_scheduler_state = None
+        self.logger.info(f"[TRAIN] learning rate: {name} schedule, {warmup} warmup steps, decay over {total} steps "
+                         f"to {min_ratio:g} × {self.learning_rate:g}")
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.global_step += len(train_data)
+        self.learning_curve.append({
+            "epoch": epoch_idx,
+            "step": self.global_step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": list(loss) if isinstance(loss, tuple) else loss,
+        })
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._record_validation(valid_score, valid_result)
+        return valid_score, valid_result
+
+    def _record_validation(self, valid_score, valid_result, key="valid", **extra):
+        """Attach a validation to the learning curve's last epoch, under ``key`` (plus ``extra`` entries)."""
+        if self.learning_curve:
+            self.learning_curve[-1].update({key: nest_result(valid_result), f"{key}_score": valid_score,
+                                            f"{key}_metric": self.valid_metric, **extra})
+
+    def _validate_final_epoch(self, epoch_idx, valid_data, verbose, saved, show_progress):
+        """Validate the last epoch (RecBole validates only every ``eval_step`` epochs) and keep it if it is best."""
+        valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
+        better = self.best_valid_result is None or (
+            valid_score > self.best_valid_score if self.valid_metric_bigger else valid_score < self.best_valid_score
+        )
+        if verbose:
+            self.logger.info(set_color(f"epoch {epoch_idx} (last) evaluating", "green")
+                             + f" [valid_score: {valid_score:f}]")
+        if better:
+            self.best_valid_score, self.best_valid_result = valid_score, valid_result
+            if saved:
+                self._save_checkpoint(epoch_idx, verbose=verbose)
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
@@ -35,18 +135,28 @@ class InductiveTrainer(Trainer):
         if load_best_model:
             self.load_model(model_file or self.saved_model_file)
         self.model.eval()
-        metrics = SplitMetrics(self.topk, eval_data._dataset.seen_item_mask)
+        dataset = eval_data._dataset
+        metrics = SplitMetrics(self.topk, dataset.seen_item_mask)
         batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink")) \
             if show_progress else eval_data
         for interaction, _history_index, _positive_u, _positive_i in batches:
-            interaction = interaction.to(self.device)
+            interaction = self.with_exclusions(interaction, dataset).to(self.device)
             scores = self.model.full_sort_predict(interaction).view(len(interaction), -1).float()  # [B, n_items]
             scores[:, 0] = -torch.inf
+            if EXCLUDED_ITEMS in interaction:
+                scores[interaction[EXCLUDED_ITEMS]] = -torch.inf
             metrics.add(scores, interaction[self.item_field])
         result = metrics.result()
         if hasattr(self.model, "pop_eval_stats"):
             result.update(self.model.pop_eval_stats())
         return result
+
+    def with_exclusions(self, interaction, dataset):
+        """``interaction`` plus :data:`~recbole_specgr.evaluation.EXCLUDED_ITEMS` (the rows' history items) when
+        ``eval_exclude_history`` is on."""
+        if self.exclude_history:
+            interaction.update(Interaction({EXCLUDED_ITEMS: dataset.history_mask(interaction)}))
+        return interaction
 
     def load_model(self, checkpoint_file):
         """Load a checkpoint written by :meth:`_save_checkpoint` (trusted, see :mod:`recbole_specgr.compat`)."""
@@ -63,6 +173,7 @@ class InductiveTrainer(Trainer):
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self._resumed_scheduler_state = checkpoint.get("lr_scheduler")
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's checkpoint, written through a temporary file so that no half-written file is left behind."""
@@ -75,6 +186,7 @@ class InductiveTrainer(Trainer):
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
         }
         with atomic_write(saved_model_file) as f:
             torch.save(state, f, pickle_protocol=4)

@@ -1,28 +1,35 @@
 """
 recbole_specgr.trainer.specgrpp_trainer
 #######################################
-SpecGR++'s two training stages in one :meth:`SpecGRPPTrainer.fit` call.
+SpecGR++'s two training stages in one :meth:`SpecGRPPTrainer.fit` call, each validated by the metric of what it
+trains.
 
 Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939,
     Sections 3.3.2 and 4.1.4.
 """
 
-from recbole_specgr.trainer.inductive_trainer import InductiveTrainer
+from recbole_specgr.trainer.inductive_trainer import InductiveTrainer, check_metric
 from recbole_specgr.trainer.threshold_tuning import ThresholdTuningMixin
 
 
 class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
-    """Stage 1 (pretraining, ``learning_rate``, ``specgrpp_pretrain_epochs`` epochs, default ``epochs``) then stage 2
-    (fine-tuning, a fresh optimizer at ``specgrpp_finetune_learning_rate``, ``specgrpp_finetune_epochs`` epochs), each
-    through RecBole's :meth:`~recbole.trainer.Trainer.fit` with early stopping on ``valid_metric``.
+    """Stage 1 (pretraining, λ1·L_CL + L_Gen at ``learning_rate`` for ``specgrpp_pretrain_epochs`` epochs, default
+    ``epochs``), then stage 2 (fine-tuning, λ2·L_CE + L_Gen, a fresh optimizer and schedule at
+    ``specgrpp_finetune_learning_rate`` for ``specgrpp_finetune_epochs`` epochs), each through RecBole's
+    :meth:`~recbole.trainer.Trainer.fit` with its own early stopping. Every stage is validated at its last epoch.
 
-    Both stages write the same checkpoint file, and the best validation score carries over from stage 1, so a stage-2
-    epoch is saved only when it beats every earlier one: the file ends up holding the best model of the two stages.
-    Stage 2 starts from the best stage-1 checkpoint (when checkpoints are saved and there is validation data). Epochs
-    are numbered on across the stages. Resuming (``resume_checkpoint``) is not stage-aware. With
-    ``specgr_threshold_grid``, γ is then chosen on the validation data with the best checkpoint
-    (:class:`~recbole_specgr.trainer.threshold_tuning.ThresholdTuningMixin`).
+    Selection (what each stage trains decides what it is validated by):
+
+    - stage 1 trains the drafter: validated by the drafter's own full ranking (``eval_role = "drafter"``) on
+      ``specgrpp_pretrain_valid_metric`` (default ``recall@50``, as the reference selects the contrastive stage);
+    - stage 2 (and the final model) is validated by speculative inference on ``valid_metric``. With
+      ``specgr_threshold_grid`` every such validation evaluates the whole γ grid in one pass and scores the best γ,
+      so the checkpoint and γ are chosen together on validation. The best stage-1 checkpoint is validated this way
+      first, and a stage-2 epoch is kept only if it beats it. Without stage 2, the stage-1 best gets that one pass.
+
+    Both stages write the same checkpoint file, which ends up holding the selected model. ``specgrpp_init_checkpoint``
+    (read by the model) starts stage 1 from a trained TIGER. Resuming (``resume_checkpoint``) is not stage-aware.
     """
 
     def __init__(self, config, model):
@@ -33,7 +40,12 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
         self.pretrain_epochs = int(self.epochs if pretrain_epochs is None else pretrain_epochs)
         self.finetune_epochs = int(config["specgrpp_finetune_epochs"] or 0)
         self.finetune_learning_rate = float(config["specgrpp_finetune_learning_rate"] or self.learning_rate)
+        self.pretrain_valid_metric = str(config["specgrpp_pretrain_valid_metric"] or "recall@50").lower()
+        self.final_valid_metric = self.valid_metric
+        check_metric("specgrpp_pretrain_valid_metric", self.pretrain_valid_metric, self.topk)
         self.config_eval_step = config["eval_step"]
+        self.stage = None  # "pretrain" / "finetune" while training
+        self._sweeps = {}  # validation score -> γ sweep rows, for the stage-2 validations
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
             raise ValueError(
                 f"specgrpp_pretrain_epochs / specgrpp_finetune_epochs: expected ints >= 0, got "
@@ -41,36 +53,81 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
             )
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """Run both stages.
-
-        Returns:
-            (float, dict): the best validation score and result over both stages.
-        """
-        self.logger.info(f"[SpecGR++] stage 1: pretraining (λ1·L_CL + L_Gen), {self.pretrain_epochs} epochs")
+        """Run both stages; returns the selected model's validation score and result (speculative inference)."""
+        self.logger.info(f"[SpecGR++] stage 1: pretraining (λ1·L_CL + L_Gen), {self.pretrain_epochs} epochs, "
+                         f"validated by the drafter's {self.pretrain_valid_metric}")
+        self._enter_stage("pretrain", "drafter", self.pretrain_valid_metric)
         self._run_stage(0, self.pretrain_epochs, train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        selected = saved and valid_data and self.best_valid_result is not None
+        if selected:
+            self.load_model(self.saved_model_file)
+            self.logger.info(f"[SpecGR++] stage 1 best checkpoint reloaded (drafter {self.pretrain_valid_metric} "
+                             f"{self.best_valid_score:.6f})")
+        self._enter_stage("finetune", "speculative", self.final_valid_metric)
+        if valid_data:  # the speculative baseline every stage-2 epoch must beat
+            self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress)
+            self.logger.info(f"[SpecGR++] stage-1 model, speculative {self.valid_metric} {self.best_valid_score:.6f}")
         if self.finetune_epochs > 0:
-            if saved and valid_data and self.best_valid_result is not None:
-                self.load_model(self.saved_model_file)
-                self.logger.info(f"[SpecGR++] stage 1 best checkpoint reloaded ({self.valid_metric} "
-                                 f"{self.best_valid_score:.6f})")
             self.model.start_finetune()
             self.optimizer = self._build_optimizer(learning_rate=self.finetune_learning_rate)
             self.logger.info(
                 f"[SpecGR++] stage 2: fine-tuning (λ2·L_CE + L_Gen) against frozen item vectors, "
                 f"{self.finetune_epochs} epochs at learning rate {self.finetune_learning_rate}"
             )
+            if saved:
+                self._save_checkpoint(self.pretrain_epochs - 1, verbose=verbose)  # the baseline, item tower on
             end = self.pretrain_epochs + self.finetune_epochs
             self._run_stage(self.pretrain_epochs, end, train_data, valid_data, verbose, saved, show_progress,
-                            callback_fn)
+                            callback_fn, keep_best=True)
+            if saved and valid_data:
+                self.load_model(self.saved_model_file)
+        self.stage = None
+        if self.threshold_grid is not None and valid_data:
+            rows = self._sweeps.get(self.best_valid_score)
+            if rows is None:
+                self.tune_threshold(valid_data)
+            else:
+                self.best_valid_result = self.use_threshold(rows)
         self.logger.info(f"[SpecGR++] training done; best {self.valid_metric} {self.best_valid_score:.6f}")
-        self.tune_threshold(valid_data, load_best_model=saved)
         return self.best_valid_score, self.best_valid_result
 
-    def _run_stage(self, start, end, train_data, valid_data, verbose, saved, show_progress, callback_fn):
-        """Epochs ``start … end − 1`` of RecBole's loop with a fresh early-stopping counter."""
+    def _enter_stage(self, stage, eval_role, valid_metric):
+        self.stage = stage
+        self.model.eval_role = eval_role
+        self.valid_metric = valid_metric
+        self.best_valid_score, self.best_valid_result = -float("inf"), None
+
+    def _run_stage(self, start, end, train_data, valid_data, verbose, saved, show_progress, callback_fn,
+                   keep_best=False):
+        """Epochs ``start … end − 1`` of RecBole's loop with a fresh early-stopping counter (and a fresh best score
+        unless ``keep_best``)."""
         if end <= start:
             return
         self.start_epoch, self.epochs, self.cur_step = start, end, 0
         self.eval_step = min(self.config_eval_step, end - start)
+        if not keep_best:
+            self.best_valid_score, self.best_valid_result = -float("inf"), None
         super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
                     callback_fn=callback_fn)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.learning_curve[-1]["stage"] = self.stage
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """Stage 1: the drafter's ranking; afterwards speculative inference, over the γ grid when there is one. The
+        speculative validation of the stage-1 model goes into the curve as ``valid_speculative``."""
+        if self.stage == "pretrain":
+            return super()._valid_epoch(valid_data, show_progress=show_progress)
+        key = "valid_speculative" if self.learning_curve and self.learning_curve[-1].get("stage") == "pretrain" \
+            else "valid"
+        if self.threshold_grid is None:
+            result = self.evaluate(valid_data, load_best_model=False, show_progress=show_progress)
+            self._record_validation(result[self.valid_metric], result, key=key)
+            return result[self.valid_metric], result
+        score, result, rows = self.sweep_validation(valid_data)
+        self._sweeps.setdefault(score, rows)
+        self._record_validation(score, result, key=key, **{f"{key}_sweep": rows})
+        return score, result
+

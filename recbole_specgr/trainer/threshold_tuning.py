@@ -38,7 +38,7 @@ def sweep_thresholds(trainer, eval_data, thresholds):
     metrics = [SplitMetrics(trainer.topk, seen) for _ in thresholds]
     stats = [SpecGRStats() for _ in thresholds]
     for interaction, _history_index, _positive_u, _positive_i in eval_data:
-        interaction = interaction.to(trainer.device)
+        interaction = trainer.with_exclusions(interaction, eval_data._dataset).to(trainer.device)
         targets = interaction[trainer.item_field]
         for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):
             metrics[k].add(out.scores, targets)  # column 0 (padding) is −inf already
@@ -86,7 +86,28 @@ class ThresholdTuningMixin:
         if load_best_model:
             self.load_model(self.saved_model_file)
         rows = sweep_thresholds(self, valid_data, self.threshold_grid)
-        best = max(rows, key=lambda row: row[self.threshold_metric])  # first of equals: grid order decides ties
+        self.best_valid_result = self.use_threshold(rows)
+        self.best_valid_score = self.best_valid_result[self.valid_metric]
+        return self.best_valid_result
+
+    def sweep_validation(self, valid_data):
+        """One validation pass over the whole γ grid: ``(score, result at the best γ, rows)`` (see
+        :func:`sweep_thresholds`), the score being that result's ``valid_metric``. Changes nothing."""
+        rows = sweep_thresholds(self, valid_data, self.threshold_grid)
+        result = _without_threshold(self.best_threshold_row(rows))
+        return result[self.valid_metric], result, rows
+
+    def best_threshold_row(self, rows):
+        """The row of the best γ by ``specgr_threshold_metric`` (the first of equals: grid order decides ties)."""
+        return max(rows, key=lambda row: row[self.threshold_metric])
+
+    def use_threshold(self, rows):
+        """Set the model's γ to the best of ``rows``, keep them as ``threshold_sweep``, log them.
+
+        Returns:
+            dict: the validation result at that γ.
+        """
+        best = self.best_threshold_row(rows)
         self.model.set_specgr_threshold(best["specgr_threshold"])
         self.threshold_sweep = rows
         k = max(self.topk)
@@ -97,7 +118,8 @@ class ThresholdTuningMixin:
                              f"{row[self.threshold_metric]:.6f}, " + ", ".join(f"{key} {v:.4f}" for key, v in shown.items()))
         self.logger.info(set_color(f"[SpecGR] γ = {best['specgr_threshold']:g} chosen on validation "
                                    f"({self.threshold_metric} {best[self.threshold_metric]:.6f})", "blue"))
-        self.best_valid_result = {k: v for k, v in best.items() if k != "specgr_threshold"}
-        self.best_valid_score = self.best_valid_result[self.valid_metric]
-        return self.best_valid_result
+        return _without_threshold(best)
 
+
+def _without_threshold(row):
+    return {k: v for k, v in row.items() if k != "specgr_threshold"}

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.inference.interfaces import EncoderState
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
@@ -39,22 +40,27 @@ from recbole_specgr.tokenizer.semantic_id import load_or_fit_tokenizer
 ITEM_CHUNK = 4096  # items embedded per encoder call in item_vectors()
 
 
-def in_batch_contrastive_loss(seq_vec, item_vec, targets, temperature):
-    """L_CL: row b's positive is its own target item; the other rows' targets are its negatives, except copies of
-    its own target (same item id), which are masked out.
+def in_batch_contrastive_loss(seq_vec, item_vec, targets, temperature, extra_vec=None, extra_ids=None):
+    """L_CL: row b's positive is its own target item; the other rows' targets (and the optional extra items) are its
+    negatives, except copies of its own target (same item id), which are masked out.
 
     Args:
         seq_vec (torch.Tensor): ``[B, P]`` sequence vectors.
         item_vec (torch.Tensor): ``[B, P]`` vectors of the target items, row b = target of row b.
         targets (torch.Tensor): ``[B]`` target item ids.
         temperature (float): τ.
+        extra_vec (torch.Tensor, optional): ``[E, P]`` vectors of extra negative items (e.g. sampled seen items).
+        extra_ids (torch.Tensor, optional): ``[E]`` their item ids.
 
     Returns:
         torch.Tensor: the mean cross-entropy over rows.
     """
-    logits = seq_vec @ item_vec.t() / temperature  # [B, B]
-    duplicate = targets[:, None] == targets[None, :]  # [B, B]
-    duplicate.fill_diagonal_(False)
+    columns, column_ids = item_vec, targets
+    if extra_vec is not None:
+        columns, column_ids = torch.cat([item_vec, extra_vec]), torch.cat([targets, extra_ids])
+    logits = seq_vec @ columns.t() / temperature  # [B, B + E]
+    duplicate = targets[:, None] == column_ids[None, :]  # [B, B + E]
+    duplicate.fill_diagonal_(False)  # the diagonal of the first B columns: each row's own positive
     labels = torch.arange(len(targets), device=targets.device)
     return F.cross_entropy(logits.masked_fill(duplicate, -math.inf), labels)
 
@@ -71,7 +77,8 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
 
     Config keys (besides TIGER's): ``specgrpp_lambda_cl`` (λ1), ``specgrpp_lambda_ce`` (λ2),
     ``specgrpp_temperature`` (τ), ``specgrpp_projection_size``, ``specgrpp_finetune_epochs`` (0: no item tower),
-    ``specgrpp_num_candidates``, and the ``specgr_*`` inference keys of
+    ``specgrpp_num_candidates``, ``specgrpp_cl_negatives`` (extra sampled negatives of L_CL beyond the batch),
+    ``specgrpp_init_checkpoint`` (start from a trained TIGER's weights), and the ``specgr_*`` inference keys of
     :meth:`~recbole_specgr.inference.specgr.SpeculativeRecommender.from_config`.
 
     Checkpoints carry, in ``other_parameter``, the raw item tokens (``item_tokens``, index = item id) and the fitted
@@ -101,6 +108,10 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         self.projection_size = int(config["specgrpp_projection_size"] or self.hidden_size)
         self.finetune_epochs = int(config["specgrpp_finetune_epochs"] or 0)
         self.num_candidates = int(config["specgrpp_num_candidates"] or 0)  # 0: all seen items
+        self.cl_negatives = int(config["specgrpp_cl_negatives"] or 0)  # extra L_CL negatives per batch
+        self.init_checkpoint = config["specgrpp_init_checkpoint"]
+        self.eval_role = "speculative"  # or "drafter": full_sort_predict ranks all items by the drafter alone
+        self._drafter_cache = None  # (weights version, [n, P] item vectors) for eval_role "drafter"
         if self.temperature <= 0 or self.lambda_cl < 0 or self.lambda_ce < 0:
             raise ValueError(
                 f"specgrpp_temperature must be > 0 and specgrpp_lambda_cl / specgrpp_lambda_ce >= 0, got "
@@ -110,6 +121,8 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
             raise ValueError(
                 f"specgrpp_num_candidates: expected an int >= 0 (0 = all seen items), got {self.num_candidates}"
             )
+        if self.cl_negatives < 0:
+            raise ValueError(f"specgrpp_cl_negatives: expected an int >= 0, got {self.cl_negatives}")
         item_field_tokens = getattr(dataset, "field2id_token", {}).get(self.ITEM_ID)
         self.item_tokens = None if item_field_tokens is None else [str(t) for t in item_field_tokens]
         self.tokenizer_state = None if tokenizer is None else tokenizer.state_dict()
@@ -130,7 +143,29 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         # parameters initialization: T5 initialises itself; the projection head like T5's layers
         nn.init.normal_(self.projection.weight, std=self.initializer_range)
         nn.init.zeros_(self.projection.bias)
+        if self.init_checkpoint:
+            self.load_tiger_weights(self.init_checkpoint)
         self._init_speculative(config)
+
+    def load_tiger_weights(self, path):
+        """Start from a trained TIGER (checkpoint ``path``): copy its whole T5 (same backbone sizes) after checking
+        that it was trained on the same semantic IDs and seen items. The SpecGR++ head stays as initialised."""
+        checkpoint = load_checkpoint(path, map_location="cpu")
+        state = checkpoint["state_dict"]
+        model_name = checkpoint["config"]["model"] if "config" in checkpoint else None
+        if model_name not in (None, "TIGER", "SpecGRPP"):
+            raise ValueError(f"specgrpp_init_checkpoint: {path} holds a {model_name}, expected a TIGER checkpoint")
+        for name in ("item2codes", "seen_item_mask"):
+            if name not in state or not torch.equal(state[name].cpu(), getattr(self, name).cpu()):
+                raise ValueError(f"specgrpp_init_checkpoint: {path} was trained on other semantic IDs or another "
+                                 f"split ({name} differs); train TIGER on this dataset with the same rqvae_* keys")
+        t5_state = {k[len("t5."):]: v for k, v in state.items() if k.startswith("t5.")}
+        try:
+            self.t5.load_state_dict(t5_state)
+        except RuntimeError as err:
+            raise ValueError(f"specgrpp_init_checkpoint: {path} has another T5 backbone than this model's "
+                             f"n_layers_* / hidden_size / n_heads / d_kv / inner_size ({str(err).splitlines()[0]})") from None
+        self.logger.info(f"SpecGRPP: T5 weights loaded from the TIGER checkpoint {path}")
 
     # ---------------------------------------------------------------- embeddings (Drafter protocol)
     def pool(self, enc: EncoderState, projection: Optional[nn.Module] = None) -> torch.Tensor:
@@ -225,8 +260,26 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
             emb = gen.new_zeros(())
             if weight > 0:
                 item_vec = self._embed_items(target, frozen=False)  # [B, P], with gradients
-                emb = in_batch_contrastive_loss(self.pool(enc), item_vec, target, self.temperature)
+                extra_ids = self._sample_seen(self.cl_negatives) if self.cl_negatives else None
+                extra_vec = None if extra_ids is None else self._embed_items(extra_ids, frozen=False)
+                emb = in_batch_contrastive_loss(self.pool(enc), item_vec, target, self.temperature, extra_vec,
+                                                extra_ids)
         return weight * emb, gen
+
+    def _sample_seen(self, n):
+        """``[n]`` seen item ids drawn uniformly (with replacement)."""
+        seen_ids = torch.nonzero(self.seen_item_mask).squeeze(1)
+        return seen_ids[torch.randint(len(seen_ids), (n,), device=seen_ids.device)]
+
+    def full_sort_predict(self, interaction):
+        """Speculative inference (``eval_role = "speculative"``), or with ``eval_role = "drafter"`` the drafter's own
+        full ranking, ``[B, n]`` inner products of sequence and item vectors (how stage 1 is validated)."""
+        if self.eval_role == "drafter":
+            if self._drafter_cache is None or self._drafter_cache[0] != self._weights_version:
+                self._drafter_cache = (self._weights_version, self.item_vectors())  # [n, P], once per weights
+            item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+            return self.sequence_vectors(item_seq, item_seq_len) @ self._drafter_cache[1].t()
+        return super().full_sort_predict(interaction)
 
     # ---------------------------------------------------------------- inference
     def speculative_parts(self):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.inference.beam_search import constrained_beam_search
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
 from recbole_specgr.inference.prefix_index import PrefixIndex
@@ -277,27 +278,31 @@ class TIGER(SequentialRecommender):
 
     def full_sort_predict(self, interaction):
         """[B, n] scores: the K = max(topk) best distinct items get their length-normalised log-likelihood, −inf
-        elsewhere (TIGER_C: see the class docstring)."""
+        elsewhere (TIGER_C: see the class docstring). Items under ``interaction[EXCLUDED_ITEMS]`` ([B, n] bool, when
+        present) are skipped, so a beam size β > K keeps K items after excluding a user's history."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        excluded = interaction[EXCLUDED_ITEMS] if EXCLUDED_ITEMS in interaction else None
         steps = list(self.beam_search(self.encode(item_seq, item_seq_len), self.num_beams))  # B_1 … B_l
         final = steps[-1]
         B, K, l = item_seq.shape[0], self.max_topk, self.n_digits
         scores = torch.full((B, self.n_items), float("-inf"), device=item_seq.device)
         n_seen = torch.full((B, 1), K, device=item_seq.device)  # [B, 1] slots left to seen beams
         if self.n_unseen_slots > 0 and self.unseen_item_ids.numel() > 0:
-            unseen_items, unseen_scores = self._tiger_c_unseen(steps[-2])  # [B, K_u] each
+            unseen_items, unseen_scores = self._tiger_c_unseen(steps[-2], excluded)  # [B, K_u] each
             n_seen = n_seen - (unseen_scores > float("-inf")).sum(dim=1, keepdim=True)
             scores.scatter_(1, unseen_items, unseen_scores)
-        rank = torch.arange(final.scores.shape[1], device=item_seq.device)[None, :]  # beams come sorted
-        keep = final.valid & (rank < n_seen)  # [B, β]
+        usable = final.valid if excluded is None else final.valid & ~excluded.gather(1, final.items)  # [B, β]
+        rank = usable.long().cumsum(dim=1) - 1  # beams come sorted: rank among the usable ones
+        keep = usable & (rank < n_seen)  # [B, β]
         scores.scatter_(1, final.items, torch.where(keep, final.scores / l, float("-inf")))
         scores[:, 0] = float("-inf")  # invalid beams point at the padding item
         return scores
 
-    def _tiger_c_unseen(self, prefix_step: BeamStep):
+    def _tiger_c_unseen(self, prefix_step: BeamStep, excluded: Optional[torch.Tensor] = None):
         """TIGER_C: the best unseen items whose (l−1)-digit prefix is a beam of B_{l−1}, scored by that beam's
-        length-normalised score. Returns item ids and scores [B, round(share·K)] (−inf where too few match)."""
+        length-normalised score, skipping ``excluded`` [B, n] items. Returns item ids and scores [B, round(share·K)]
+        (−inf where too few match)."""
         depth = self.n_digits - 1
         nodes = self.prefix_index.lookup(prefix_step.prefixes)  # [B, β] depth-(l−1) node ids, -1 for no beam
         n_nodes = self.prefix_index.n_nodes(depth)
@@ -307,5 +312,7 @@ class TIGER(SequentialRecommender):
         table.scatter_(1, torch.where(ok, nodes, n_nodes), torch.where(ok, prefix_step.scores / depth, float("-inf")))
         unseen_nodes = self.prefix_index.item_nodes(depth)[self.unseen_item_ids]  # [U]
         candidate = table[:, unseen_nodes]  # [B, U]
+        if excluded is not None:
+            candidate = candidate.masked_fill(excluded[:, self.unseen_item_ids], float("-inf"))
         top, idx = candidate.topk(min(self.n_unseen_slots, candidate.shape[1]), dim=1)
         return self.unseen_item_ids[idx], top
