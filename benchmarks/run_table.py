@@ -12,8 +12,12 @@ A plan is a YAML file::
       - {model: SpecGRAux, config: {specgr_aux_verifier_checkpoint: "{TIGER}", specgr_aux_drafter_checkpoint: "{UniSRec}"}}
 
 ``"{NAME}"`` in a value is replaced by the checkpoint of the earlier run called NAME (``name`` defaults to the model),
-so SpecGR_Aux composes the TIGER and UniSRec trained in the same plan. Each run writes ``<out>_<name>.json``; a run
-whose JSON already exists is not repeated (delete it to rerun). ``--only`` runs a subset of the names.
+so SpecGR_Aux composes the TIGER and UniSRec trained in the same plan (and SpecGR++ can start from that TIGER). Each
+run writes ``<out>_<name>.json``; a run whose JSON already exists is not repeated (delete it to rerun), so a long plan
+can be resumed. ``--only`` runs a subset of the names.
+
+``seeds: [2020, 2021, 2022]`` in the plan runs every model once per seed (``<out>_s<seed>_<name>.json`` and a table
+per seed, ``<out>_s<seed>.md``) and writes the mean ± std over the seeds that have every run as ``<out>.md``.
 
     python benchmarks/run_table.py benchmarks/plans/ml-100k_cpu.yaml --out benchmarks/reports/table_ml-100k_cpu
 """
@@ -30,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from recbole_specgr.compare import write_table  # noqa: E402
+from recbole_specgr.compare import write_seed_table, write_table  # noqa: E402
 from recbole_specgr.quick_start import run_recbole_specgr  # noqa: E402
 
 logger = logging.getLogger()
@@ -65,14 +69,34 @@ def main(argv=None):
         if not sep:
             parser.error(f"--set: expected KEY=VALUE, got {item!r}")
         shared[key] = yaml.safe_load(value)
+    seeds = plan.get("seeds")
+    if seeds is None:
+        run_plan(plan, shared, args.out, args.only)
+        print(Path(f"{args.out}.md").read_text())
+        return
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) for seed in seeds):
+        parser.error(f"{args.plan}: 'seeds' must be a non-empty list of ints, got {seeds!r}")
+    complete = {}
+    for seed in seeds:
+        results = run_plan(plan, {**shared, "seed": seed}, f"{args.out}_s{seed}", args.only)
+        if len(results) == len(plan["runs"]):
+            complete[seed] = results
+    if complete:
+        write_seed_table(complete, args.out)
+        print(Path(f"{args.out}.md").read_text())
+
+
+def run_plan(plan, shared, out, only=None):
+    """Run (or read back) every run of the plan with the ``shared`` keys; write ``<out>.md`` / ``.csv`` of those that
+    exist. Returns their results, in plan order."""
     checkpoints, results = {}, []
     for run in plan["runs"]:
         name = run.get("name", run["model"])
-        path = f"{args.out}_{name}.json"
+        path = f"{out}_{name}.json"
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 result = json.load(f)
-        elif args.only is not None and name not in args.only:
+        elif only is not None and name not in only:
             continue
         else:
             config = {key: resolve(value, checkpoints) for key, value in {**shared, **(run.get("config") or {})}.items()}
@@ -81,9 +105,9 @@ def main(argv=None):
             checkpoints[name] = result["checkpoint"]
         results.append(result)
         logger.info(f"run_table: {name} done ({path})")
-    md_path, csv_path = write_table(results, args.out)
-    print(Path(md_path).read_text())
-
+    if results:
+        write_table(results, out)
+    return results
 
 if __name__ == "__main__":
     main()

@@ -140,6 +140,57 @@ def write_table(result_jsons, out_prefix, split="test"):
     return md_path, csv_path
 
 
+def write_seed_table(results_by_seed, out_prefix, split="test"):
+    """Write ``<out_prefix>.md`` / ``.csv`` with the mean ± sample std over seeds of every metric column.
+
+    Args:
+        results_by_seed (dict[int, list]): per seed, the results (dicts or JSON paths) of the same models in the
+            same order.
+        out_prefix (str): path without extension.
+
+    Returns:
+        (str, str): the Markdown and CSV paths.
+    """
+    import statistics
+
+    seeds = sorted(results_by_seed)
+    tables = [table_rows([_load(r) for r in results_by_seed[seed]], split) for seed in seeds]
+    columns = table_columns()
+    if len({tuple(row[0] for row in rows) for rows in tables}) != 1:
+        raise ValueError(f"write_seed_table: the seeds {seeds} do not hold the same models in the same order")
+    md_rows, csv_rows = [], []
+    for cells in zip(*tables):  # one model: its row under every seed
+        label, md, flat = cells[0][0], [], []
+        for k, column in enumerate(columns[1:], start=1):
+            values = [row[k] for row in cells if row[k] is not None]
+            if not values:
+                md.append(MISSING)
+                flat += [MISSING, MISSING]
+                continue
+            mean = statistics.fmean(values)
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            if column == PARAMS_COLUMN:
+                md.append(f"{int(mean):,}")
+            elif column == TIME_COLUMN:
+                md.append(f"{mean:.1f}")
+            else:
+                md.append(f"{mean:.4f} ± {std:.4f}")
+            flat += [f"{mean:.6f}", f"{std:.6f}"]
+        md_rows.append(f"| {label} | " + " | ".join(md) + " |")
+        csv_rows.append([label] + flat)
+    md_path, csv_path = f"{out_prefix}.md", f"{out_prefix}.csv"
+    lines = [f"# {split}: mean ± std over seeds {', '.join(map(str, seeds))}", "",
+             "| " + " | ".join(columns) + " |", "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|",
+             *md_rows]
+    with atomic_write(md_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with atomic_write(csv_path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model"] + [f"{c} {stat}" for c in columns[1:] for stat in ("mean", "std")])
+        writer.writerows(csv_rows)
+    return md_path, csv_path
+
+
 def parse_args(argv=None):
     """``(args, config_dict)``: the named options and the ``--key=value`` overrides (values as strings; RecBole's
     ``Config`` converts them)."""

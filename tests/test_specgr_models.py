@@ -156,6 +156,42 @@ def test_drafting_index_follows_weight_changes():
     assert model.pop_eval_stats() == {}
 
 
+# ---------------------------------------------------------------- warm start from a trained TIGER
+def tiger_checkpoint(tmp_path, seed=7, codes_seed=0, **overrides):
+    """A TIGER over make_model's items (codes of ``codes_seed``), saved like a trainer checkpoint."""
+    twin = make_model(seed=codes_seed)
+    config = yaml.safe_load(YAML.read_text())
+    config.update(USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list",
+                  ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=4, device="cpu",
+                  topk=[2, 5], num_beams=5, dropout_prob=0.0, initializer_range=0.3, **{**TINY_T5, **overrides})
+    torch.manual_seed(seed)
+    tiger = TIGER(config, TinyDataset(twin.seen_item_mask), item2codes=twin.item2codes, codebook_size=C)
+    path = tmp_path / "tiger.pth"
+    torch.save({"config": {"model": "TIGER"}, "state_dict": tiger.state_dict()}, path)
+    return tiger, str(path)
+
+
+def test_warm_start_loads_exactly_the_tiger_weights(tmp_path):
+    tiger, path = tiger_checkpoint(tmp_path)
+    model = make_model(seed=0)
+    projection = model.projection.weight.clone()
+    assert not torch.equal(model.t5.embedding.weight, tiger.t5.embedding.weight)  # different initialisations
+    model.load_init_checkpoint(path)
+    tiger_state = tiger.t5.state_dict()
+    assert set(model.t5.state_dict()) == set(tiger_state)
+    assert all(torch.equal(value, tiger_state[name]) for name, value in model.t5.state_dict().items())
+    assert torch.equal(model.projection.weight, projection)  # the SpecGR++ head is not TIGER's
+
+
+def test_warm_start_refuses_other_ids_or_another_backbone(tmp_path):
+    _, other_codes = tiger_checkpoint(tmp_path, codes_seed=3)
+    with pytest.raises(ValueError, match="init_checkpoint: .* other semantic IDs"):
+        make_model(seed=0).load_init_checkpoint(other_codes)
+    _, other_size = tiger_checkpoint(tmp_path, inner_size=48)
+    with pytest.raises(ValueError, match="init_checkpoint: .* another T5 backbone"):
+        make_model(seed=0).load_init_checkpoint(other_size)
+
+
 # ---------------------------------------------------------------- the two-stage trainer
 def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetune_epochs=2, eval_step=1):
     """Run SpecGRPPTrainer.fit with stubbed epochs and evaluations: epoch e sets projection.bias to e; a validation
@@ -198,7 +234,7 @@ def test_trainer_selects_stage1_by_the_drafter_then_stage2_by_speculative_infere
     # stage 1 in the drafter role; the reloaded stage-1 best, then each stage-2 epoch, by speculative inference
     assert validations == [("drafter", 0), ("drafter", 1), ("speculative", 0), ("speculative", 2),
                            ("speculative", 3)]
-    assert trainer.optimizer.param_groups[0]["lr"] == 0.123
+    assert trainer.optimizer.defaults["lr"] == 0.123 and trainer.lr_scheduler.base_lrs == [0.123]  # stage 2 schedule
     assert best == (0.4, {"recall@50": 0.4}) and trainer.valid_metric == "recall@50"
     assert checkpoint["epoch"] == 3 and bool(checkpoint["state_dict"]["item_tower_active"])
     assert float(checkpoint["state_dict"]["projection.bias"][0]) == 3.0

@@ -28,8 +28,8 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
       so the checkpoint and γ are chosen together on validation. The best stage-1 checkpoint is validated this way
       first, and a stage-2 epoch is kept only if it beats it. Without stage 2, the stage-1 best gets that one pass.
 
-    Both stages write the same checkpoint file, which ends up holding the selected model. ``specgrpp_init_checkpoint``
-    (read by the model) starts stage 1 from a trained TIGER. Resuming (``resume_checkpoint``) is not stage-aware.
+    Both stages write the same checkpoint file, which ends up holding the selected model. ``init_checkpoint``
+    (see :class:`InductiveTrainer`) starts stage 1 from a trained TIGER. Resuming (``resume_checkpoint``) is not stage-aware.
     """
 
     def __init__(self, config, model):

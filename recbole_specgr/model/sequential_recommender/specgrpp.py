@@ -78,7 +78,7 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
     Config keys (besides TIGER's): ``specgrpp_lambda_cl`` (λ1), ``specgrpp_lambda_ce`` (λ2),
     ``specgrpp_temperature`` (τ), ``specgrpp_projection_size``, ``specgrpp_finetune_epochs`` (0: no item tower),
     ``specgrpp_num_candidates``, ``specgrpp_cl_negatives`` (extra sampled negatives of L_CL beyond the batch),
-    ``specgrpp_init_checkpoint`` (start from a trained TIGER's weights), and the ``specgr_*`` inference keys of
+    and the ``specgr_*`` inference keys of
     :meth:`~recbole_specgr.inference.specgr.SpeculativeRecommender.from_config`.
 
     Checkpoints carry, in ``other_parameter``, the raw item tokens (``item_tokens``, index = item id) and the fitted
@@ -109,7 +109,6 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         self.finetune_epochs = int(config["specgrpp_finetune_epochs"] or 0)
         self.num_candidates = int(config["specgrpp_num_candidates"] or 0)  # 0: all seen items
         self.cl_negatives = int(config["specgrpp_cl_negatives"] or 0)  # extra L_CL negatives per batch
-        self.init_checkpoint = config["specgrpp_init_checkpoint"]
         self.eval_role = "speculative"  # or "drafter": full_sort_predict ranks all items by the drafter alone
         self._drafter_cache = None  # (weights version, [n, P] item vectors) for eval_role "drafter"
         if self.temperature <= 0 or self.lambda_cl < 0 or self.lambda_ce < 0:
@@ -143,28 +142,28 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         # parameters initialization: T5 initialises itself; the projection head like T5's layers
         nn.init.normal_(self.projection.weight, std=self.initializer_range)
         nn.init.zeros_(self.projection.bias)
-        if self.init_checkpoint:
-            self.load_tiger_weights(self.init_checkpoint)
         self._init_speculative(config)
 
-    def load_tiger_weights(self, path):
-        """Start from a trained TIGER (checkpoint ``path``): copy its whole T5 (same backbone sizes) after checking
-        that it was trained on the same semantic IDs and seen items. The SpecGR++ head stays as initialised."""
+    def load_init_checkpoint(self, path):
+        """``init_checkpoint`` (see :class:`~recbole_specgr.trainer.InductiveTrainer`): start from a trained TIGER,
+        copying its whole T5 (same backbone sizes) after checking that it was trained on the same semantic IDs and
+        seen items. The SpecGR++ head stays as initialised, so stage 1 trains it from there."""
         checkpoint = load_checkpoint(path, map_location="cpu")
         state = checkpoint["state_dict"]
         model_name = checkpoint["config"]["model"] if "config" in checkpoint else None
         if model_name not in (None, "TIGER", "SpecGRPP"):
-            raise ValueError(f"specgrpp_init_checkpoint: {path} holds a {model_name}, expected a TIGER checkpoint")
+            raise ValueError(f"init_checkpoint: {path} holds a {model_name}, expected a TIGER checkpoint")
         for name in ("item2codes", "seen_item_mask"):
             if name not in state or not torch.equal(state[name].cpu(), getattr(self, name).cpu()):
-                raise ValueError(f"specgrpp_init_checkpoint: {path} was trained on other semantic IDs or another "
+                raise ValueError(f"init_checkpoint: {path} was trained on other semantic IDs or another "
                                  f"split ({name} differs); train TIGER on this dataset with the same rqvae_* keys")
         t5_state = {k[len("t5."):]: v for k, v in state.items() if k.startswith("t5.")}
         try:
             self.t5.load_state_dict(t5_state)
         except RuntimeError as err:
-            raise ValueError(f"specgrpp_init_checkpoint: {path} has another T5 backbone than this model's "
+            raise ValueError(f"init_checkpoint: {path} has another T5 backbone than this model's "
                              f"n_layers_* / hidden_size / n_heads / d_kv / inner_size ({str(err).splitlines()[0]})") from None
+        self.weights_changed()
         self.logger.info(f"SpecGRPP: T5 weights loaded from the TIGER checkpoint {path}")
 
     # ---------------------------------------------------------------- embeddings (Drafter protocol)
