@@ -11,7 +11,6 @@ Registry: plugin classes first, RecBole's as fallback (RecBole-GNN's pattern).
 
 import importlib
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
