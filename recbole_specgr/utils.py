@@ -64,6 +64,11 @@ def create_dataset(config):
     """:class:`InductiveSequentialDataset` for sequential models (after preparing the data folder), else RecBole's."""
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         return recbole_create_dataset(config)
+    if config["benchmark_filename"]:
+        raise ValueError(
+            "benchmark_filename: sequential models read one <dataset>.inter and split it by time (split_timestamps / "
+            "split_time_quantiles); pre-split files are read for RecBole's non-sequential models only"
+        )
     from recbole_specgr.data.dataset import InductiveSequentialDataset
     from recbole_specgr.data.prepare import prepare_data_path
 
