@@ -13,8 +13,9 @@ What breaks and what is done about it:
 - pandas 3 (copy-on-write) silently ignores ``df[col].fillna(..., inplace=True)``, which RecBole uses when loading
   atomic files and filling missing values, and ``Series.agg(len)`` returns the Series' length instead of each
   element's, which breaks the id remapping of ``token_seq`` fields. :class:`PandasCompatDatasetMixin` re-implements
-  those three steps (``_load_feat``, ``_fill_nan``, ``_remap``) with pandas-2/3-safe calls; the dataset classes of
-  this package inherit it. (``float_seq`` normalisation/discretisation keeps RecBole's code: no dataset here uses it.)
+  those three steps (``_load_feat``, ``_fill_nan``, ``_remap``) with pandas-2/3-safe calls, and
+  :func:`patch_recbole_datasets` puts them on RecBole's own ``Dataset`` (and fixes ``SequentialDataset``'s
+  ``benchmark_filename`` presets), so every dataset class, RecBole's and ours, loads the same way (see that block).
 - torch ≥ 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled ``Config``. Checkpoints written by
   this package are trusted, so :func:`load_checkpoint` loads them with ``weights_only=False``; our trainers use it.
 - ``recbole/model/sequential_recommender/sine.py`` switches on ``torch.autograd.set_detect_anomaly(True)`` for the
@@ -152,3 +153,49 @@ class PandasCompatDatasetMixin:
             elif ftype == FeatureType.TOKEN_SEQ:
                 lengths = feat[field].map(len).to_numpy()
                 feat[field] = np.split(ids, np.cumsum(lengths)[:-1])
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# RecBole's own dataset classes
+# -------------------------------------------------------------------------------------------------------------------
+# The mixin's steps are put on ``recbole.data.dataset.Dataset`` itself, so that every dataset class that derives from
+# it (RecBole's ``Dataset`` for general / context models, ``SequentialDataset``, ``KnowledgeBasedDataset``, ours)
+# loads atomic files the same, copy-on-write-safe way. What each patched method fixes on pandas 3:
+#
+# - ``Dataset._load_feat``: an empty ``token_seq`` / ``float_seq`` cell is NaN, and the chained
+#   ``df[field].fillna("", inplace=True)`` is a no-op, so ``NaN.split`` fails. (Also: a token such as "NA" or "None"
+#   stays a token; only an empty cell is missing.)
+# - ``Dataset._fill_nan``: the chained ``feat[field].fillna(..., inplace=True)`` is a no-op, so missing token / float
+#   user and item features stay NaN.
+# - ``Dataset._remap``: ``Series.agg(len)`` is the Series' length, not each row's, so the ids of a ``token_seq`` field
+#   (with or without ``alias_of_item_id``) cannot be split back into rows.
+# - ``SequentialDataset._benchmark_presets``: the same ``agg(len)`` gives every row of ``benchmark_filename``
+#   pre-split files the item-list length of the whole file.
+#
+# Not patched (no dataset here uses them): ``float_seq`` normalisation / discretisation and the KG entity remapping
+# of ``token_seq`` fields keep RecBole's ``agg(len)``.
+
+from recbole.data.dataset import Dataset as _RecBoleDataset  # noqa: E402
+from recbole.data.dataset import SequentialDataset as _RecBoleSequentialDataset  # noqa: E402
+
+_PATCHED_DATASET_METHODS = ("_load_feat", "_fill_nan", "_remap")
+
+
+def _benchmark_presets(self):
+    """``SequentialDataset._benchmark_presets`` with per-row item-list lengths."""
+    list_suffix = self.config["LIST_SUFFIX"]
+    for field in self.inter_feat:
+        if field + list_suffix in self.inter_feat:
+            setattr(self, f"{field}_list_field", field + list_suffix)
+    self.set_field_property(self.item_list_length_field, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+    self.inter_feat[self.item_list_length_field] = self.inter_feat[self.item_id_list_field].map(len)
+
+
+def patch_recbole_datasets():
+    """Put the pandas-2/3-safe loading steps on RecBole's ``Dataset`` and ``SequentialDataset`` (idempotent)."""
+    for name in _PATCHED_DATASET_METHODS:
+        setattr(_RecBoleDataset, name, PandasCompatDatasetMixin.__dict__[name])
+    _RecBoleSequentialDataset._benchmark_presets = _benchmark_presets
+
+
+patch_recbole_datasets()

@@ -18,7 +18,6 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.config import Config as RecBoleConfig
 
 

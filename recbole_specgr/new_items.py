@@ -17,8 +17,6 @@ for items added here.
 import argparse
 import sys
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
-
 import torch
 from recbole.data.interaction import Interaction
 

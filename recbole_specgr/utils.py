@@ -11,7 +11,6 @@ Registry: plugin classes first, RecBole's as fallback (RecBole-GNN's pattern).
 
 import importlib
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
@@ -65,6 +64,11 @@ def create_dataset(config):
     """:class:`InductiveSequentialDataset` for sequential models (after preparing the data folder), else RecBole's."""
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         return recbole_create_dataset(config)
+    if config["benchmark_filename"]:
+        raise ValueError(
+            "benchmark_filename: sequential models read one <dataset>.inter and split it by time (split_timestamps / "
+            "split_time_quantiles); pre-split files are read for RecBole's non-sequential models only"
+        )
     from recbole_specgr.data.dataset import InductiveSequentialDataset
     from recbole_specgr.data.prepare import prepare_data_path
 

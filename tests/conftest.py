@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
+import recbole_specgr  # noqa: F401  (its __init__ applies compat before any test module imports recbole)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 

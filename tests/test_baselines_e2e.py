@@ -7,6 +7,12 @@ from recbole_specgr import compare
 from recbole_specgr.utils import get_trainer
 
 MODELS = ["SASRec", "FDSA", "S3Rec", "UniSRec"]
+# (overall, in_sample, unseen) cases of the ml-100k slice (users 1-150: 14,949 interactions), worked out from the raw
+# file apart from the package: time quantiles 0.8 / 0.9 of all interactions; items with release_year >= 1997 lose
+# their training-period interactions; a row per interaction after a user's first; an item is seen when it occurs in
+# the training period of a user with at least two training-period interactions (1,032 items).
+SPLIT_CASES = {"valid": (1481, 1063, 418), "test": (1484, 1161, 323)}
+RANDOM_RECALL_50 = 50 / 1682  # 1,682 items in ml-100k.item
 
 
 def test_s3rec_uses_its_two_stage_trainer():
@@ -29,14 +35,14 @@ def test_compare_cli_runs_every_baseline(small_config, run_dir):
     assert rows[0] == compare.table_columns()
     assert [r[0] for r in rows[1:]] == MODELS
     results = {m: json.load(open(f"{out}_{m}.json", encoding="utf-8")) for m in MODELS}
-    counts = {m: tuple(results[m]["test"][s]["n_cases"] for s in ("overall", "in_sample", "unseen")) for m in MODELS}
-    assert len(set(counts.values())) == 1  # same seed and split for every model
-    overall, in_sample, unseen = counts["SASRec"]
-    assert overall == in_sample + unseen and unseen > 0
-    for model, result in results.items():
+    for model, result in results.items():  # every model on the same split (see SPLIT_CASES)
+        for split, cases in SPLIT_CASES.items():
+            assert tuple(result[split][s]["n_cases"] for s in ("overall", "in_sample", "unseen")) == cases, model
         assert result["n_params"] > 0 and result["train_time_s"] > 0, model
-        for subset in ("overall", "in_sample", "unseen"):
-            for metric in ("recall@10", "ndcg@10", "recall@50", "ndcg@50"):
-                assert 0.0 <= result["test"][subset][metric] <= 1.0, (model, subset, metric)
-    # UniSRec scores unseen items from their text, so it reaches some unseen targets
-    assert results["UniSRec"]["test"]["unseen"]["recall@50"] > 0.0
+        # one epoch already ranks well above chance: a random scorer's expected Recall@50 is 50 / 1682
+        assert result["test"]["overall"]["recall@50"] > 2 * RANDOM_RECALL_50, model
+        assert result["test"]["overall"]["ndcg@50"] <= result["test"]["overall"]["recall@50"], model
+    for model in ("SASRec", "FDSA", "S3Rec"):  # item-ID models learn the seen items
+        assert results[model]["test"]["in_sample"]["recall@50"] > 2 * RANDOM_RECALL_50, model
+    # UniSRec scores unseen items from their text, so it beats chance on unseen targets too
+    assert results["UniSRec"]["test"]["unseen"]["recall@50"] > 2 * RANDOM_RECALL_50

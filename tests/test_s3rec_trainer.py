@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from recbole_specgr import compat  # noqa: F401
 from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.s3rec import S3Rec
 

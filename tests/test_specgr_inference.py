@@ -442,3 +442,5 @@ def test_faiss_session_over_fetch_falls_back_to_dense_when_too_few_survive(one_f
         drafted.scatter_(1, d_items, True)
     with pytest.raises(ValueError, match="specgr_faiss_index"):
         DraftIndex(vectors, "faiss", faiss_index="lsh")
+    with pytest.raises(ValueError, match=r"^overfetch: expected an int >= 1, got 0$"):  # an argument, not a config key
+        DraftIndex(vectors, "faiss", overfetch=0)

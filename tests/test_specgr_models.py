@@ -5,8 +5,6 @@ import logging
 import math
 from pathlib import Path
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
-
 import pytest
 import torch
 import torch.nn.functional as F

@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
-
 import pytest
 import torch
 import yaml

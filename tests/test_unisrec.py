@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_specgr import compat  # noqa: F401
 from recbole.data.interaction import Interaction
 
 from recbole_specgr.model.sequential_recommender.unisrec import UniSRec

@@ -15,19 +15,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
-from recbole_specgr.compat import PandasCompatDatasetMixin
 from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, load_or_encode
 
 SPLIT_NAMES = ("train", "valid", "test")
 INTER_INDEX_FIELD = "inter_index"  # per row: position of its target in the user-chronological interaction list
 
 
-class InductiveSequentialDataset(PandasCompatDatasetMixin, SequentialDataset):
+class InductiveSequentialDataset(SequentialDataset):
     r"""Sequential dataset split by time, with a cold-start item protocol and item text embeddings.
 
     Every interaction after a user's first one becomes a row ``(previous items, target)``; the row belongs to the

@@ -131,7 +131,7 @@ class DraftIndex:
         if item_vectors.dim() != 2 or item_vectors.size(0) < 2:
             raise ValueError(f"item_vectors: expected [n >= 2, D], got {tuple(item_vectors.shape)}")
         if overfetch < 1:
-            raise ValueError(f"specgr_faiss_overfetch: expected an int >= 1, got {overfetch}")
+            raise ValueError(f"overfetch: expected an int >= 1, got {overfetch}")
         self.item_vectors = item_vectors  # [n, D]
         self.n_items = item_vectors.size(0)
         self.backend = backend

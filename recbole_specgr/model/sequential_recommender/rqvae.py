@@ -11,7 +11,6 @@ There is no per-interaction loss: :class:`~recbole_specgr.trainer.rqvae_trainer.
 training and caches the semantic IDs in ``cache_dir``, where TIGER / SpecGR pick them up.
 """
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 

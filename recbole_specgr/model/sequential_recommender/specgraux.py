@@ -9,7 +9,6 @@ Reference:
     Section 3.3.1.
 """
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 

@@ -7,8 +7,8 @@ Reference:
     Yupeng Hou et al. "Towards Universal Sequence Representation Learning for Recommender Systems." KDD 2022.
     arXiv:2206.05941.
 
-    Xinyu Lin, Chaoqun Yang et al. "Efficient Inference for Large Language Model-based Generative Recommendation"
-    (SpecGR). arXiv:2410.02939, Section 3.3.1 (auxiliary model as drafter).
+    Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation" (SpecGR).
+    arXiv:2410.02939, Section 3.3.1 (an auxiliary model as drafter).
 
 Items carry no ID embedding: an item is its frozen text embedding ``dataset.item_text_emb[i]`` passed through a
 parametric-whitening mixture-of-experts adaptor. Items that never occur in training therefore get vectors from their
@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
 

@@ -1,0 +1,112 @@
+"""Recall@K / NDCG@K and the in-sample / unseen split, against values computed by hand.
+
+Five evaluation rows over 8 items (id 0 = padding); items 1, 2, 3 are seen, 4…7 unseen; K = 3 and 5::
+
+    row  target  scores (ids 0…7)                   ranking (best first)       0-based rank
+    A    1 seen  0 9 8 7 6 5 4 3                     1 2 3 4 5 …                0
+    B    2 seen  0 1 6 2 9 8 7 3                     4 5 6 2 7 3 …              3
+    C    3 seen  same as B                           4 5 6 2 7 | 3 …            5 (not in the top 5)
+    D    5 new   0 10 10 1 1 9 1 1                   {1 2} 5 …  (a tie above)   2
+    E    6 new   −inf 5 4 −inf −inf −inf −inf −inf   1 2, nothing else          5 (scored −inf)
+
+NDCG of a hit at rank r is 1 / log2(r + 2): 1 at rank 0, 1 / log2(4) = 0.5 at rank 2, 1 / log2(5) at rank 3.
+"""
+
+import math
+
+import pytest
+import torch
+
+from recbole_specgr.evaluation import SplitMetrics, nest_result, topk_hits
+
+INF = float("inf")
+ROWS = {  # name: (target, scores)
+    "A": (1, [0, 9, 8, 7, 6, 5, 4, 3]),
+    "B": (2, [0, 1, 6, 2, 9, 8, 7, 3]),
+    "C": (3, [0, 1, 6, 2, 9, 8, 7, 3]),
+    "D": (5, [0, 10, 10, 1, 1, 9, 1, 1]),
+    "E": (6, [-INF, 5, 4, -INF, -INF, -INF, -INF, -INF]),
+}
+SEEN = torch.tensor([False, True, True, True, False, False, False, False])
+
+
+def batch(*names):
+    """``(scores [B, 8], targets [B])`` of the named rows."""
+    targets = torch.tensor([ROWS[n][0] for n in names])
+    scores = torch.tensor([ROWS[n][1] for n in names], dtype=torch.float)
+    return scores, targets
+
+
+def test_ranks_of_hits_misses_ties_and_minus_inf():
+    scores, targets = batch("A", "B", "C", "D", "E")
+    assert topk_hits(scores, targets, max_k=5).tolist() == [0, 3, 5, 2, 5]
+
+
+def test_a_target_past_k_is_absent_even_when_it_would_rank_next():
+    scores, targets = batch("C")  # C's target is 6th
+    assert topk_hits(scores, targets, max_k=6).tolist() == [5]
+    assert topk_hits(scores, targets, max_k=5).tolist() == [5]  # absent reads as max_k
+    assert topk_hits(scores, targets, max_k=3).tolist() == [3]
+
+
+def test_fewer_than_k_finite_scores():
+    """A model may recommend fewer than K items: its −inf slots are never hits, its finite ones still are."""
+    scores = torch.tensor([[-INF, 5.0, 4.0, -INF]] * 3)
+    targets = torch.tensor([1, 2, 3])  # rank 0, rank 1, scored −inf (returned by topk among all 4 items)
+    assert topk_hits(scores, targets, max_k=4).tolist() == [0, 1, 4]
+
+
+def test_a_target_tied_with_another_item_takes_one_of_the_tied_ranks():
+    scores = torch.tensor([[0.0, 3.0, 2.0, 2.0, 1.0]])
+    assert topk_hits(scores, torch.tensor([2]), max_k=4).item() in (1, 2)
+    assert topk_hits(scores, torch.tensor([4]), max_k=4).item() == 3  # ties above it do not move it
+
+
+def test_split_metrics_by_hand():
+    metrics = SplitMetrics([5, 3], SEEN)  # unsorted K on purpose
+    metrics.add(*batch("A", "B", "C"))  # two batches are accumulated
+    metrics.add(*batch("D", "E"))
+    ndcg_rank3 = 1 / math.log2(5)
+    expected = {
+        # overall: hits A@0, D@2 within 3; plus B@3 within 5
+        "recall@3": 2 / 5, "ndcg@3": (1 + 0.5) / 5,
+        "recall@5": 3 / 5, "ndcg@5": (1 + ndcg_rank3 + 0.5) / 5,
+        "n_cases": 5,
+        # in-sample rows A, B, C
+        "in_sample/recall@3": 1 / 3, "in_sample/ndcg@3": 1 / 3,
+        "in_sample/recall@5": 2 / 3, "in_sample/ndcg@5": (1 + ndcg_rank3) / 3,
+        "in_sample/n_cases": 3,
+        # unseen rows D, E
+        "unseen/recall@3": 1 / 2, "unseen/ndcg@3": 0.5 / 2,
+        "unseen/recall@5": 1 / 2, "unseen/ndcg@5": 0.5 / 2,
+        "unseen/n_cases": 2,
+    }
+    result = metrics.result()
+    assert list(result) == list(expected)
+    assert result == pytest.approx(expected, abs=1e-6)
+    assert result["ndcg@5"] == pytest.approx(0.386135, abs=1e-6)  # the formula above, worked out
+
+
+def test_empty_subset_is_nan_with_zero_cases():
+    metrics = SplitMetrics([1], SEEN)
+    metrics.add(*batch("A"))
+    result = metrics.result()
+    assert result["recall@1"] == 1.0 and result["ndcg@1"] == 1.0 and result["n_cases"] == 1
+    assert math.isnan(result["unseen/recall@1"]) and math.isnan(result["unseen/ndcg@1"])
+    assert result["unseen/n_cases"] == 0
+
+
+def test_nest_result():
+    flat = {
+        "recall@10": 0.5, "n_cases": 4,
+        "in_sample/recall@10": 0.75, "in_sample/n_cases": 3,
+        "unseen/recall@10": 0.0, "unseen/n_cases": 1,
+        "acceptance_rate": 0.9, "specgr/mean_rounds": 1.5,
+    }
+    assert nest_result(flat) == {
+        "overall": {"recall@10": 0.5, "n_cases": 4},
+        "in_sample": {"recall@10": 0.75, "n_cases": 3},
+        "unseen": {"recall@10": 0.0, "n_cases": 1},
+        "extra": {"acceptance_rate": 0.9, "specgr/mean_rounds": 1.5},
+    }
+    assert nest_result({}) == {"overall": {}, "in_sample": {}, "unseen": {}}
