@@ -97,19 +97,15 @@ def test_item_rows(data_path):
 
 
 def test_recbole_loads_the_atomic_files(data_path):
-    from recbole_specgr import compat  # noqa: F401  (before recbole)
     from recbole.config import Config
-    from recbole.data.dataset import Dataset
+    from recbole.data.dataset import Dataset  # RecBole's own class (compat patches its loading steps)
     from recbole.utils import FeatureType
-
-    class CompatDataset(compat.PandasCompatDatasetMixin, Dataset):
-        pass
 
     amazon.ensure_atomic_files(NAME, data_path)
     with open(os.path.join(PROPERTIES, f"{NAME}.yaml")) as f:
         config_dict = yaml.safe_load(f)
     config_dict.update(data_path=data_path, train_neg_sample_args=None, state="ERROR", show_progress=False)
-    dataset = CompatDataset(Config(model="SASRec", dataset=NAME, config_dict=config_dict))
+    dataset = Dataset(Config(model="SASRec", dataset=NAME, config_dict=config_dict))
 
     assert (dataset.user_num, dataset.item_num, dataset.inter_num) == (11, 16, 43)  # + padding
     assert dataset.field2type["title"] == FeatureType.TOKEN

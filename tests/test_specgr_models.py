@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import yaml
 from recbole.data.interaction import Interaction
 
+from recbole_specgr import compat
 from recbole_specgr import new_items
 from recbole_specgr.config import Config
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss

@@ -7,6 +7,7 @@ import torch
 import yaml
 from recbole.data.interaction import Interaction
 
+from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.model.t5 import T5, T5Config
 
@@ -222,6 +223,35 @@ def test_item_mask_restricts_beam_search():
     brute = brute_force_log_likelihood(model, inter).masked_fill(~mask, NEG_INF)
     top, idx = brute.topk(5, dim=1)
     assert torch.equal(final.items[:, :5], idx) and torch.allclose(final.scores[:, :5], top, atol=1e-4)
+
+
+def test_excluded_items_take_no_beams():
+    """A user's excluded items (history) are pruned inside the search: a wide beam gives exactly the brute-force
+    ranking of the non-excluded seen items, and β = K still ends in K real, non-excluded items for every user."""
+    model = make_tiger(seed=6, num_beams=K)
+    inter = histories(B=4, seed=6)
+    g = torch.Generator().manual_seed(6)
+    excluded = torch.rand(4, N_ITEMS + 1, generator=g) < 0.4  # [B, n], a different set per user
+    brute = brute_force_log_likelihood(model, inter)
+    allowed = model.seen_item_mask & ~excluded
+    n_allowed = allowed.sum(dim=1)
+    inter.update(Interaction({EXCLUDED_ITEMS: excluded}))
+    with torch.no_grad():
+        enc = model.encode(inter["item_id_list"], inter["item_length"])
+        wide = list(model.beam_search(enc, N_ITEMS, exclude=excluded))[-1]
+        narrow = list(model.beam_search(enc, K, exclude=excluded))[-1]
+        scores = model.full_sort_predict(inter)
+    assert wide.valid.sum(dim=1).tolist() == n_allowed.tolist()
+    for user in range(4):
+        top, idx = brute[user].masked_fill(~allowed[user], NEG_INF).topk(int(n_allowed[user]))
+        assert torch.equal(wide.items[user, : len(idx)], idx)
+        assert torch.allclose(wide.scores[user, : len(idx)], top, atol=1e-4)
+    assert narrow.valid.all() and allowed.gather(1, narrow.items).all()
+    assert torch.allclose(narrow.scores, brute.gather(1, narrow.items), atol=1e-4)
+    assert (torch.isfinite(scores).sum(dim=1) == K).all() and not torch.isfinite(scores[excluded]).any()
+    assert torch.allclose(scores.gather(1, narrow.items), narrow.scores / L, atol=1e-4)
+    with pytest.raises(ValueError, match=r"item_mask: expected a bool tensor of shape \[B, 31\]"):
+        model.prefix_index.alive_nodes(excluded[0])
 
 
 def test_tiger_c_gives_exact_unseen_share():

@@ -75,7 +75,11 @@ class ConstrainedBeamSearch:
 
 
 def constrained_beam_search(
-    decoder: StepDecoder, enc: EncoderState, beam_size: int, tables: Sequence[torch.Tensor]
+    decoder: StepDecoder,
+    enc: EncoderState,
+    beam_size: int,
+    tables: Sequence[torch.Tensor],
+    alive: Optional[Sequence[torch.Tensor]] = None,
 ) -> Iterator[BeamStep]:
     """Beam search for all users of ``enc`` at once, yielding the beam sets B_1 … B_l.
 
@@ -85,6 +89,9 @@ def constrained_beam_search(
         beam_size: β.
         tables: l prefix tables ``[P_j, C]`` (:meth:`PrefixIndex.restrict`): the next node of every allowed
             continuation, −1 elsewhere; the last table holds item ids.
+        alive: optional per-user restriction on top of ``tables`` (:meth:`PrefixIndex.alive_nodes`): l tensors
+            ``[B, P_j]``, True where the user may still reach an item through that node. With it, a user's excluded
+            items (e.g. the history) take no beams, so β beams end in β items that user may be recommended.
     Yields:
         :class:`BeamStep` for j = 1 … l. Decoding of digit j+1 starts only when the next step is asked for, so a
         caller that stops early (speculative inference's adaptive exit) pays for no more digits than it used.
@@ -103,7 +110,10 @@ def constrained_beam_search(
         lprobs, state = decoder.decode_step(state, codes)  # [B·G, C]
         G, C = scores.shape[1], lprobs.shape[-1]
         child = tables[j][nodes]  # [B, G, C] next node per continuation, -1 = disallowed
-        scores, codes, beam_idx = search.step(j, lprobs.float().view(B, G, C), scores, child >= 0)  # [B, β] each
+        allowed = child >= 0
+        if alive is not None:
+            allowed &= alive[j].gather(1, child.view(B, G * C).long().clamp(min=0)).view(B, G, C)
+        scores, codes, beam_idx = search.step(j, lprobs.float().view(B, G, C), scores, allowed)  # [B, β] each
         valid = scores > neg_inf
         nodes = child.view(B, G * C).gather(1, beam_idx * C + codes).long().clamp(min=0)  # [B, β]
         prev = prefixes.gather(1, beam_idx[:, :, None].expand(-1, -1, j))  # [B, β, j]

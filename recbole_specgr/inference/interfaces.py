@@ -51,10 +51,15 @@ class Verifier(Protocol):
         """Teacher-forced log P(c_i | c_<i, X) for every digit of every candidate: [B, N] -> [B, N, l]."""
 
     def beam_search(
-        self, enc: EncoderState, beam_size: int, item_mask: Optional[torch.Tensor] = None
+        self,
+        enc: EncoderState,
+        beam_size: int,
+        item_mask: Optional[torch.Tensor] = None,
+        exclude: Optional[torch.Tensor] = None,
     ) -> Iterator[BeamStep]:
         """Constrained beam search yielding B_1 … B_l; only prefixes of items allowed by ``item_mask`` [n]
-        (default: all real items the model was built to generate) are ever produced."""
+        (default: all real items the model was built to generate) and not in ``exclude`` [B, n] (per user) are
+        ever produced."""
 
 
 class Drafter(Protocol):

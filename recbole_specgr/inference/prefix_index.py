@@ -89,6 +89,21 @@ class PrefixIndex(nn.Module):
             allowed = ok.any(dim=1)  # [P_j]
         return tables
 
+    def alive_nodes(self, item_mask: torch.Tensor) -> List[torch.Tensor]:
+        """Per-user liveness of every node: l tensors [B, P_j] (j = 1 … l; item ids at depth l), True where some item
+        with ``item_mask`` [B, n] True has that prefix. Used with shared tables to exclude items per user (history)."""
+        if item_mask.dim() != 2 or item_mask.shape[1] != self.n_items or item_mask.dtype != torch.bool:
+            raise ValueError(f"item_mask: expected a bool tensor of shape [B, {self.n_items}], got {item_mask.dtype} "
+                             f"{tuple(item_mask.shape)}")
+        items = item_mask[:, 1:].float()  # [B, n-1] real items
+        alive = []
+        for j in range(1, self.n_digits):
+            counts = items.new_zeros(item_mask.shape[0], self.n_nodes(j))
+            alive.append(counts.index_add_(1, self.item_nodes(j)[1:], items) > 0)  # [B, P_j]
+        leaves = item_mask.clone()
+        leaves[:, 0] = False
+        return alive + [leaves]
+
     def lookup(self, prefixes: torch.Tensor) -> torch.Tensor:
         """Node ids of j-digit prefixes: [..., j] codes -> [...] (item ids when j == l), −1 if no item has the prefix.
 

@@ -108,6 +108,7 @@ class InductiveTrainer(Trainer):
         name, warmup, min_ratio, total = self.schedule
         self._scheduled_optimizer = self.optimizer
         self.lr_scheduler = self._scheduler_handle = None
+        peak = self.optimizer.param_groups[0]["lr"]  # this optimizer's own rate (SpecGR++ stage 2 has another)
         if name == "constant" and warmup == 0:
             return
         total = total or max(1, (self.epochs - self.start_epoch) * steps_per_epoch)
@@ -116,7 +117,7 @@ class InductiveTrainer(Trainer):
             self.lr_scheduler.load_state_dict(self._resumed_scheduler_state)
             self._resumed_scheduler_state = None
         self.logger.info(f"[TRAIN] learning rate: {name} schedule, {warmup} warmup steps, decay over {total} steps "
-                         f"to {min_ratio:g} × {self.learning_rate:g}")
+                         f"to {min_ratio:g} × {peak:g}")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

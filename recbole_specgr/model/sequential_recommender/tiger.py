@@ -154,6 +154,7 @@ class TIGER(SequentialRecommender):
         self.register_buffer("unseen_item_ids", unseen_ids, persistent=False)  # [U]
         self.prefix_index = index
         default_mask = torch.ones_like(seen) if self.allow_unseen else seen
+        self.register_buffer("generable_item_mask", default_mask, persistent=False)  # [n] items beams may spell
         for j, table in enumerate(index.restrict(default_mask)):
             self.register_buffer(f"default_table_{j}", table, persistent=False)  # [P_j, C]
 
@@ -216,7 +217,11 @@ class TIGER(SequentialRecommender):
         return log_probs.masked_fill(cand_items[..., None] == 0, float("-inf"))
 
     def beam_search(
-        self, enc: EncoderState, beam_size: int, item_mask: Optional[torch.Tensor] = None
+        self,
+        enc: EncoderState,
+        beam_size: int,
+        item_mask: Optional[torch.Tensor] = None,
+        exclude: Optional[torch.Tensor] = None,
     ) -> Iterator[BeamStep]:
         """Constrained beam search of width β = ``beam_size`` yielding B_1 … B_l (see
         :func:`~recbole_specgr.inference.beam_search.constrained_beam_search`).
@@ -226,12 +231,18 @@ class TIGER(SequentialRecommender):
             beam_size: β.
             item_mask: [n] bool, the items the beams may spell; default: seen items (all items when
                 ``tiger_allow_unseen``). A non-default mask costs one pass over the prefix tables.
+            exclude: [B, n] bool, items each user's beams must not spell (e.g. the history), so that no beam is spent
+                on them; costs one pass over the items per digit.
         """
         if item_mask is None:
             tables = [getattr(self, f"default_table_{j}") for j in range(self.n_digits)]
+            item_mask = self.generable_item_mask
         else:
             tables = self.prefix_index.restrict(item_mask)
-        return constrained_beam_search(self, enc, beam_size, tables)
+        alive = None
+        if exclude is not None:
+            alive = self.prefix_index.alive_nodes(item_mask.to(exclude.device) & ~exclude)
+        return constrained_beam_search(self, enc, beam_size, tables, alive)
 
     # ---------------------------------------------------------------- StepDecoder protocol (beam search driver)
     def start_decoding(self, enc: EncoderState) -> KVCache:
@@ -279,11 +290,11 @@ class TIGER(SequentialRecommender):
     def full_sort_predict(self, interaction):
         """[B, n] scores: the K = max(topk) best distinct items get their length-normalised log-likelihood, −inf
         elsewhere (TIGER_C: see the class docstring). Items under ``interaction[EXCLUDED_ITEMS]`` ([B, n] bool, when
-        present) are skipped, so a beam size β > K keeps K items after excluding a user's history."""
+        present) take no beams, so K beams keep K items after excluding a user's history."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         excluded = interaction[EXCLUDED_ITEMS] if EXCLUDED_ITEMS in interaction else None
-        steps = list(self.beam_search(self.encode(item_seq, item_seq_len), self.num_beams))  # B_1 … B_l
+        steps = list(self.beam_search(self.encode(item_seq, item_seq_len), self.num_beams, exclude=excluded))
         final = steps[-1]
         B, K, l = item_seq.shape[0], self.max_topk, self.n_digits
         scores = torch.full((B, self.n_items), float("-inf"), device=item_seq.device)
@@ -292,9 +303,8 @@ class TIGER(SequentialRecommender):
             unseen_items, unseen_scores = self._tiger_c_unseen(steps[-2], excluded)  # [B, K_u] each
             n_seen = n_seen - (unseen_scores > float("-inf")).sum(dim=1, keepdim=True)
             scores.scatter_(1, unseen_items, unseen_scores)
-        usable = final.valid if excluded is None else final.valid & ~excluded.gather(1, final.items)  # [B, β]
-        rank = usable.long().cumsum(dim=1) - 1  # beams come sorted: rank among the usable ones
-        keep = usable & (rank < n_seen)  # [B, β]
+        rank = final.valid.long().cumsum(dim=1) - 1  # beams come sorted
+        keep = final.valid & (rank < n_seen)  # [B, β]
         scores.scatter_(1, final.items, torch.where(keep, final.scores / l, float("-inf")))
         scores[:, 0] = float("-inf")  # invalid beams point at the padding item
         return scores

@@ -22,6 +22,8 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
 
+from recbole_specgr import compat
+
 
 class PWLayer(nn.Module):
     """One parametric-whitening expert: ``(dropout(x) - b) W`` (UniSRec eq. 3).

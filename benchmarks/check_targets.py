@@ -1,0 +1,111 @@
+"""Check issue 10's quality targets on the result JSONs of a benchmark plan (``run_table.py``) and write them, each
+met or missed by how much, with the learning-curve evidence of convergence, to ``<out>_targets.md``.
+
+    python benchmarks/check_targets.py --out benchmarks/reports/table_ml-100k_cpu --seeds 2020 2021 2022
+
+Targets (test split; means over the seeds given, or the single run without ``--seeds``):
+
+1. SpecGR++ overall R@50 and overall NDCG@10 above every baseline's;
+2. SpecGR++ unseen R@50 >= UniSRec's, shown next to the TextSim floor's;
+3. TIGER in-sample R@50 next to SASRec's (the paper's premise), with both learning curves' convergence.
+"""
+
+import argparse
+import glob
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from recbole_specgr.atomic import atomic_write  # noqa: E402
+
+CANDIDATE = "SpecGRPP"
+
+
+def load_runs(out, seeds):
+    """``{name: [result per seed]}`` for every run JSON under the prefix (names from the file names)."""
+    prefixes = [f"{out}_s{seed}_" for seed in seeds] if seeds else [f"{out}_"]
+    runs = {}
+    for prefix in prefixes:
+        for path in sorted(glob.glob(prefix + "*.json")):
+            name = path[len(prefix):-len(".json")]
+            if "_s" in name and not seeds:  # a per-seed file seen from the plain prefix
+                continue
+            runs.setdefault(name, []).append(json.loads(Path(path).read_text()))
+    return {name: results for name, results in runs.items() if len(results) == len(prefixes)}
+
+
+def mean_std(results, subset, metric):
+    values = [r["test"][subset][metric] for r in results]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(ms):
+    return f"{ms[0]:.4f} ± {ms[1]:.4f}"
+
+
+def convergence(result):
+    """One line on a run's learning curve: validations, the best one, and why training ended."""
+    curve = result.get("learning_curve") or []
+    validated = [c for c in curve if "valid_score" in c]
+    if not validated:
+        return "no validation recorded"
+    best = max(validated, key=lambda c: c["valid_score"])
+    last = curve[-1]
+    max_epochs = (result.get("config") or {}).get("epochs")
+    ended = "early stopping" if max_epochs and last["epoch"] + 1 < int(max_epochs) else f"the last of {max_epochs} epochs"
+    scores = ", ".join(f"{c['valid_score']:.4f}" for c in validated)
+    return (f"valid {validated[0].get('valid_metric', '')} by epoch: {scores}; best at epoch {best['epoch']} of "
+            f"{last['epoch'] + 1} trained (ended by {ended})")
+
+
+def check(runs):
+    lines = []
+    if CANDIDATE not in runs:
+        return [f"- {CANDIDATE} has no complete result yet: no target can be checked."]
+    cand = runs[CANDIDATE]
+    baselines = [name for name in runs if name not in (CANDIDATE,)]
+    for subset, metric, label in (("overall", "recall@50", "overall R@50"), ("overall", "ndcg@10", "overall NDCG@10")):
+        ours = mean_std(cand, subset, metric)
+        best_name = max(baselines, key=lambda n: mean_std(runs[n], subset, metric)[0])
+        best = mean_std(runs[best_name], subset, metric)
+        gap = ours[0] - best[0]
+        verdict = "**met**" if gap > 0 else "**missed**"
+        lines.append(f"- {label}: SpecGR++ {fmt(ours)} vs the best baseline {best_name} {fmt(best)} — {verdict} "
+                     f"({gap:+.4f})")
+    ours = mean_std(cand, "unseen", "recall@50")
+    for name in ("UniSRec", "TextSim"):
+        if name in runs:
+            other = mean_std(runs[name], "unseen", "recall@50")
+            target = name == "UniSRec"
+            verdict = ("**met**" if ours[0] >= other[0] else "**missed**") if target else "(floor, for reference)"
+            lines.append(f"- unseen R@50: SpecGR++ {fmt(ours)} vs {name} {fmt(other)} — {verdict} "
+                         f"({ours[0] - other[0]:+.4f})")
+    if "TIGER" in runs and "SASRec" in runs:
+        tiger, sasrec = mean_std(runs["TIGER"], "in_sample", "recall@50"), mean_std(runs["SASRec"], "in_sample", "recall@50")
+        lines.append(f"- in-sample R@50: TIGER {fmt(tiger)} vs SASRec {fmt(sasrec)} ({tiger[0] - sasrec[0]:+.4f})")
+    lines.append("")
+    lines.append("Convergence (first seed's learning curve):")
+    for name in ("TIGER", "SASRec", CANDIDATE, "UniSRec"):
+        if name in runs:
+            lines.append(f"- {name}: {convergence(runs[name][0])}")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="the plan's output prefix (run_table.py --out)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None)
+    args = parser.parse_args(argv)
+    runs = load_runs(args.out, args.seeds)
+    seeds = f"seeds {', '.join(map(str, args.seeds))}" if args.seeds else "one run"
+    text = "\n".join([f"# Targets of issue 10 — test split, {seeds}", "",
+                      f"Runs with a complete result: {', '.join(sorted(runs))}", "", *check(runs)]) + "\n"
+    with atomic_write(f"{args.out}_targets.md", "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
