@@ -14,7 +14,9 @@ A plan is a YAML file::
 ``"{NAME}"`` in a value is replaced by the checkpoint of the earlier run called NAME (``name`` defaults to the model),
 so SpecGR_Aux composes the TIGER and UniSRec trained in the same plan (and SpecGR++ can start from that TIGER). Each
 run writes ``<out>_<name>.json``; a run whose JSON already exists is not repeated (delete it to rerun), so a long plan
-can be resumed. ``--only`` runs a subset of the names.
+can be resumed. ``--only`` runs a subset of the names; a run that needs the checkpoint of a run outside ``--only``
+with no result yet is skipped, so two processes with disjoint ``--only`` lists can share the 2-core CPU and either can
+be rerun later to fill in what it skipped.
 
 ``seeds: [2020, 2021, 2022]`` in the plan runs every model once per seed (``<out>_s<seed>_<name>.json`` and a table
 per seed, ``<out>_s<seed>.md``) and writes the mean ± std over the seeds that have every run as ``<out>.md``.
@@ -40,9 +42,14 @@ from recbole_specgr.quick_start import run_recbole_specgr  # noqa: E402
 logger = logging.getLogger()
 
 
+def is_reference(value):
+    """``"{NAME}"``: the checkpoint of the plan's run NAME."""
+    return isinstance(value, str) and value.startswith("{") and value.endswith("}")
+
+
 def resolve(value, checkpoints):
     """Replace ``"{NAME}"`` by the checkpoint of run NAME."""
-    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+    if is_reference(value):
         name = value[1:-1]
         if name not in checkpoints:
             raise ValueError(f"plan: {value} names no earlier run with a checkpoint (have {sorted(checkpoints)})")
@@ -89,7 +96,7 @@ def main(argv=None):
 def run_plan(plan, shared, out, only=None):
     """Run (or read back) every run of the plan with the ``shared`` keys; write ``<out>.md`` / ``.csv`` of those that
     exist. Returns their results, in plan order."""
-    checkpoints, results = {}, []
+    checkpoints, results, skipped = {}, [], set()  # skipped: runs outside --only that have no result yet
     for run in plan["runs"]:
         name = run.get("name", run["model"])
         path = f"{out}_{name}.json"
@@ -97,8 +104,15 @@ def run_plan(plan, shared, out, only=None):
             with open(path, encoding="utf-8") as f:
                 result = json.load(f)
         elif only is not None and name not in only:
+            skipped.add(name)
             continue
         else:
+            waiting = [value[1:-1] for value in (run.get("config") or {}).values() if is_reference(value)
+                       and value[1:-1] not in checkpoints and value[1:-1] in skipped]
+            if waiting:  # another lane (a different --only) has not written them yet: come back later
+                logger.info(f"run_table: {name} skipped, it needs {', '.join(waiting)} first")
+                skipped.add(name)
+                continue
             config = {key: resolve(value, checkpoints) for key, value in {**shared, **(run.get("config") or {})}.items()}
             result = run_recbole_specgr(run["model"], plan["dataset"], config_dict=config, result_json=path)
         if result.get("checkpoint"):

@@ -25,9 +25,15 @@ What breaks and what is done about it:
   and ships its own quick start.
 """
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import torch
+
+if importlib.util.find_spec("recbole") is None:
+    raise ImportError("recbole is not installed: run `pip install --no-deps recbole==1.2.1` (without --no-deps its "
+                      "ray<=2.6.3 pin fails on Python >= 3.12; nothing here needs ray)")
 
 _NUMPY_REMOVED_ALIASES = {
     "float_": np.float64,
