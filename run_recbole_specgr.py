@@ -1,18 +1,54 @@
-"""Run a recbole-specgr or RecBole model: python run_recbole_specgr.py --model=SpecGRPP --dataset=ml-100k"""
+"""Run a recbole-specgr or RecBole model: python run_recbole_specgr.py --model=SpecGRPP --dataset=ml-100k
+
+Any other ``--key=value`` reaches RecBole's Config. A user mistake (unknown name, missing or malformed file, bad
+value) ends with one line ``error: …`` and exit status 2; ``--debug`` shows the traceback instead.
+"""
 import argparse
+import sys
+from importlib import resources
 
-from recbole_specgr.quick_start import run_recbole_specgr
+import yaml
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+
+def known_names():
+    """This package's models and bundled dataset settings, for ``--help``."""
+    from recbole_specgr.utils import plugin_model_names
+
+    datasets = sorted(entry.name[:-len(".yaml")] for entry in resources.files("recbole_specgr.properties.dataset")
+                      .iterdir() if entry.name.endswith(".yaml"))
+    return plugin_model_names(), datasets
+
+
+def main(argv=None):
+    models, datasets = known_names()
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate a model on the inductive split (overall / in-sample / unseen results).",
+        epilog=f"models: {', '.join(models)} and any RecBole sequential model (SASRec, FDSA, S3Rec, ...). "
+               f"datasets with bundled settings: {', '.join(datasets)}. Any other --key=value sets a config key.")
     parser.add_argument("--model", "-m", default="SpecGRPP", help="model name(s), comma-separated to compare")
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
     parser.add_argument("--result_json", default=None, help="write the result (metrics, timings, config) here")
-    args, _ = parser.parse_known_args()  # any other --key=value reaches RecBole's Config
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args, _ = parser.parse_known_args(argv)
+    if args.debug:  # RecBole's Config parses sys.argv itself and does not know this flag
+        sys.argv = [arg for arg in sys.argv if arg != "--debug"]
     files = args.config_files.strip().split(" ") if args.config_files else None
-    if "," in args.model:
-        from recbole_specgr.compare import run_comparison
-        run_comparison(args.model.split(","), args.dataset, files, out_prefix=args.result_json)
-    else:
-        run_recbole_specgr(args.model, args.dataset, config_file_list=files, result_json=args.result_json)
+    try:
+        from recbole_specgr.quick_start import run_recbole_specgr
+
+        if "," in args.model:
+            from recbole_specgr.compare import run_comparison
+            run_comparison(args.model.split(","), args.dataset, files, out_prefix=args.result_json)
+        else:
+            run_recbole_specgr(args.model, args.dataset, config_file_list=files, result_json=args.result_json)
+    except (ValueError, KeyError, OSError, yaml.YAMLError) as err:
+        if args.debug:
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

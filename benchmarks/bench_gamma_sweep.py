@@ -23,6 +23,7 @@ from recbole.utils import init_logger, init_seed  # noqa: E402
 
 from recbole_specgr.atomic import atomic_write  # noqa: E402
 from recbole_specgr.compat import load_checkpoint  # noqa: E402
+from recbole_specgr.config import config_from_saved  # noqa: E402
 from recbole_specgr.utils import create_dataset, get_model, get_trainer  # noqa: E402
 
 logger = logging.getLogger()
@@ -31,9 +32,7 @@ logger = logging.getLogger()
 def load_trained(checkpoint_path, overrides):
     """The checkpoint's config (with ``overrides``), its dataloaders and a trainer holding the trained model."""
     checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
-    config = checkpoint["config"]
-    for key, value in overrides.items():
-        config[key] = value
+    config = config_from_saved(checkpoint["config"], **overrides)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)

@@ -19,7 +19,8 @@ with no result yet is skipped, so two processes with disjoint ``--only`` lists c
 be rerun later to fill in what it skipped.
 
 ``seeds: [2020, 2021, 2022]`` in the plan runs every model once per seed (``<out>_s<seed>_<name>.json`` and a table
-per seed, ``<out>_s<seed>.md``) and writes the mean ± std over the seeds that have every run as ``<out>.md``.
+per seed, ``<out>_s<seed>.md``) and writes, per model, the mean ± std over the seeds that have its run as ``<out>.md``
+(its ``seeds`` column says how many).
 
     python benchmarks/run_table.py benchmarks/plans/ml-100k_cpu.yaml --out benchmarks/reports/table_ml-100k_cpu
 """
@@ -83,13 +84,13 @@ def main(argv=None):
         return
     if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) for seed in seeds):
         parser.error(f"{args.plan}: 'seeds' must be a non-empty list of ints, got {seeds!r}")
-    complete = {}
+    finished = {}
     for seed in seeds:
         results = run_plan(plan, {**shared, "seed": seed}, f"{args.out}_s{seed}", args.only)
-        if len(results) == len(plan["runs"]):
-            complete[seed] = results
-    if complete:
-        write_seed_table(complete, args.out)
+        if results:
+            finished[seed] = results
+    if finished:
+        write_seed_table(finished, args.out)
         print(Path(f"{args.out}.md").read_text())
 
 

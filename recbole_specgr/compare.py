@@ -141,11 +141,11 @@ def write_table(result_jsons, out_prefix, split="test"):
 
 
 def write_seed_table(results_by_seed, out_prefix, split="test"):
-    """Write ``<out_prefix>.md`` / ``.csv`` with the mean ± sample std over seeds of every metric column.
+    """Write ``<out_prefix>.md`` / ``.csv`` with the mean ± sample std over seeds of every metric column, one row per
+    model over the seeds that have it (the ``seeds`` column counts them; models in first-seen order).
 
     Args:
-        results_by_seed (dict[int, list]): per seed, the results (dicts or JSON paths) of the same models in the
-            same order.
+        results_by_seed (dict[int, list]): per seed, the results (dicts or JSON paths) available for that seed.
         out_prefix (str): path without extension.
 
     Returns:
@@ -154,13 +154,14 @@ def write_seed_table(results_by_seed, out_prefix, split="test"):
     import statistics
 
     seeds = sorted(results_by_seed)
-    tables = [table_rows([_load(r) for r in results_by_seed[seed]], split) for seed in seeds]
+    rows_by_model = {}  # label -> its table row under each seed that has it
+    for seed in seeds:
+        for row in table_rows([_load(r) for r in results_by_seed[seed]], split):
+            rows_by_model.setdefault(row[0], []).append(row)
     columns = table_columns()
-    if len({tuple(row[0] for row in rows) for rows in tables}) != 1:
-        raise ValueError(f"write_seed_table: the seeds {seeds} do not hold the same models in the same order")
     md_rows, csv_rows = [], []
-    for cells in zip(*tables):  # one model: its row under every seed
-        label, md, flat = cells[0][0], [], []
+    for label, cells in rows_by_model.items():
+        md, flat = [], []
         for k, column in enumerate(columns[1:], start=1):
             values = [row[k] for row in cells if row[k] is not None]
             if not values:
@@ -176,8 +177,9 @@ def write_seed_table(results_by_seed, out_prefix, split="test"):
             else:
                 md.append(f"{mean:.4f} ± {std:.4f}")
             flat += [f"{mean:.6f}", f"{std:.6f}"]
-        md_rows.append(f"| {label} | " + " | ".join(md) + " |")
-        csv_rows.append([label] + flat)
+        md_rows.append(f"| {label} | {len(cells)} | " + " | ".join(md) + " |")
+        csv_rows.append([label, len(cells)] + flat)
+    columns = [columns[0], "seeds"] + columns[1:]
     md_path, csv_path = f"{out_prefix}.md", f"{out_prefix}.csv"
     lines = [f"# {split}: mean ± std over seeds {', '.join(map(str, seeds))}", "",
              "| " + " | ".join(columns) + " |", "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|",
@@ -186,7 +188,7 @@ def write_seed_table(results_by_seed, out_prefix, split="test"):
         f.write("\n".join(lines) + "\n")
     with atomic_write(csv_path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["model"] + [f"{c} {stat}" for c in columns[1:] for stat in ("mean", "std")])
+        writer.writerow(["model", "seeds"] + [f"{c} {stat}" for c in columns[2:] for stat in ("mean", "std")])
         writer.writerows(csv_rows)
     return md_path, csv_path
 

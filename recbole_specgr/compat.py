@@ -16,16 +16,21 @@ What breaks and what is done about it:
   those three steps (``_load_feat``, ``_fill_nan``, ``_remap``) with pandas-2/3-safe calls, and
   :func:`patch_recbole_datasets` puts them on RecBole's own ``Dataset`` (and fixes ``SequentialDataset``'s
   ``benchmark_filename`` presets), so every dataset class, RecBole's and ours, loads the same way (see that block).
-- torch ≥ 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled ``Config``. Checkpoints written by
-  this package are trusted, so :func:`load_checkpoint` loads them with ``weights_only=False``; our trainers use it.
+- torch ≥ 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled ``Config``. This package's
+  trainers save the configuration as plain data instead (:func:`recbole_specgr.config.plain_config`), and
+  :func:`load_checkpoint` loads with ``weights_only=True``, refusing any file that holds pickled objects.
 - ``recbole/model/sequential_recommender/sine.py`` switches on ``torch.autograd.set_detect_anomaly(True)`` for the
   whole process when it is imported (any core sequential model imports it), which makes every backward pass several
   times slower. We import the package once here and switch anomaly detection back off.
+- Two warnings that RecBole's own code raises on every run (``torch.cuda.amp.GradScaler`` deprecation, non-writable
+  numpy arrays) are filtered by message and module, so a normal log has no Python warning lines.
 - ``recbole.quick_start`` imports ray (broken on numpy 2, no wheel for Python ≥ 3.12): this package never imports it
   and ships its own quick start.
 """
 
 import importlib.util
+import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -55,10 +60,25 @@ import recbole.model.sequential_recommender  # noqa: E402,F401  (imports sine.py
 
 torch.autograd.set_detect_anomaly(False)
 
+# Third-party noise on every normal run, filtered by message and origin (never a blanket ignore): RecBole's Trainer
+# builds ``torch.cuda.amp.GradScaler`` (deprecated by torch, harmless on CPU and GPU alike), and RecBole's dataloader
+# wraps read-only numpy arrays of pandas 3 frames in tensors that it never writes to.
+warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated",
+                        category=FutureWarning)
+warnings.filterwarnings("ignore", message=r"The given NumPy array is not writable", category=UserWarning,
+                        module=r"recbole\.")
+
 
 def load_checkpoint(path, map_location=None):
-    """Load a checkpoint written by this package (trusted: it holds RecBole's pickled Config)."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """Load a checkpoint written by this package: tensors and plain data only (``weights_only=True``), so loading a
+    file runs no code from it. A pickled object (an old or foreign checkpoint, or a crafted file) is refused with a
+    ValueError naming the file, without unpickling it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: refused to load, it holds pickled objects, not only tensors and plain data (an "
+                         f"old, foreign or crafted checkpoint; unpickling it could run code): {first}") from None
 
 
 class PandasCompatDatasetMixin:

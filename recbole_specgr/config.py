@@ -77,3 +77,44 @@ class Config(RecBoleConfig):
             os.path.join(data_path, self.dataset, f"{self.dataset}.inter")
         ):
             self.final_config_dict["data_path"] = os.path.join(data_path, self.dataset)
+
+
+# Keys RecBole derives from the others (enums, the torch device): never saved, set again where a config is rebuilt.
+DERIVED_KEYS = ("MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device")
+
+
+def _plain(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def plain_config(config) -> dict:
+    """The resolved settings of ``config`` as plain data (str, numbers, bools, lists, dicts), for checkpoints that
+    load with ``torch.load(weights_only=True)``; :data:`DERIVED_KEYS` are left out."""
+    return {key: _plain(value) for key, value in config.final_config_dict.items() if key not in DERIVED_KEYS}
+
+
+class SavedConfig(dict):
+    """A checkpoint's :func:`plain_config`, readable like RecBole's ``Config`` (a missing key reads as None), for
+    rebuilding its model without the dataset or the command line."""
+
+    def __getitem__(self, key):
+        return self.get(key)
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key)
+
+
+def config_from_saved(saved: dict, **overrides) -> Config:
+    """A full :class:`Config` rebuilt from a checkpoint's :func:`plain_config` (plus ``overrides``), e.g. to reload its
+    dataset. RecBole stores ``data_path`` with the dataset folder appended and appends it again: it is taken off."""
+    settings = {**saved, **overrides}
+    data_path = settings.get("data_path")
+    if data_path and os.path.basename(os.path.normpath(data_path)) == settings.get("dataset"):
+        settings["data_path"] = os.path.dirname(os.path.normpath(data_path))
+    return Config(model=settings["model"], dataset=settings["dataset"], config_dict=settings)

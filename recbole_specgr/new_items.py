@@ -21,6 +21,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_specgr.compat import load_checkpoint
+from recbole_specgr.config import SavedConfig
 from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, encode_texts
 from recbole_specgr.tokenizer.semantic_id import SemanticIDTokenizer
 
@@ -71,8 +72,9 @@ class _OnDevice:
 class _Catalog:
     """What a model constructor reads from a dataset, taken from a checkpoint instead."""
 
-    def __init__(self, seen_item_mask):
+    def __init__(self, seen_item_mask, item_text_emb=None):
         self.seen_item_mask = seen_item_mask
+        self.item_text_emb = item_text_emb
 
     def num(self, field):
         return len(self.seen_item_mask)
@@ -92,7 +94,7 @@ def load_model(checkpoint_path, device="cpu", **overrides):
     from recbole_specgr.utils import get_model
 
     checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
-    config = checkpoint["config"]
+    config = SavedConfig(checkpoint["config"])
     model_class = get_model(config["model"])
     other = checkpoint.get("other_parameter") or {}
     if not hasattr(model_class, "add_items"):
@@ -103,7 +105,7 @@ def load_model(checkpoint_path, device="cpu", **overrides):
         config[key] = value
     config["device"] = torch.device(device)
     state = checkpoint["state_dict"]
-    model = model_class(config, _Catalog(state["seen_item_mask"]), item2codes=state["item2codes"],
+    model = model_class(config, _Catalog(state["seen_item_mask"], state.get("item_text_emb")), item2codes=state["item2codes"],
                         codebook_size=other["tokenizer_state"]["settings"]["codebook_size"])
     model.load_state_dict(state)
     model.load_other_parameter(other)
@@ -133,7 +135,7 @@ def add_new_items(model, item_ids, texts, batch_size=64):
     tokenizer.load_state_dict(model.tokenizer_state)
     if len(tokenizer.codes) != model.n_items:
         raise ValueError(f"tokenizer_state: {len(tokenizer.codes)} items, but the model has {model.n_items}")
-    new_ids = model.add_items(tokenizer.add_items(emb))
+    new_ids = model.add_items(tokenizer.add_items(emb), text_emb=emb if model.text_input else None)
     model.item_tokens = list(model.item_tokens) + list(item_ids)
     model.tokenizer_state = tokenizer.state_dict()
     return new_ids

@@ -34,7 +34,7 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
-    logger.info(config)
+    logger.debug(config)
 
     dataset = create_dataset(config)
     logger.info(dataset)
@@ -42,7 +42,9 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    logger.info(model)
+    logger.debug(model)
+    logger.info(f"{config['model']}: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable "
+                f"parameters (the full module dump is logged at debug level)")
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     start = time.perf_counter()

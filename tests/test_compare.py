@@ -144,3 +144,22 @@ def test_tiger_with_an_unseen_share_is_labelled_tiger_c():
     tiger = {**SASREC, "model": "TIGER", "config": {"tiger_c_unseen_share": 0.0}}
     tiger_c = {**SASREC, "model": "TIGER", "config": {"tiger_c_unseen_share": 0.1}}
     assert [row[0] for row in compare.table_rows([tiger, tiger_c, SASREC])] == ["TIGER", "TIGER_C", "SASRec"]
+
+
+def test_seed_table_averages_each_model_over_the_seeds_that_have_it(tmp_path):
+    def with_recall(result, r50):
+        return {**result, "test": {**result["test"], "overall": {**result["test"]["overall"], "recall@50": r50}}}
+
+    by_seed = {2020: [with_recall(SASREC, 0.3), with_recall(UNISREC, 0.4)], 2021: [with_recall(SASREC, 0.5)]}
+    md_path, csv_path = compare.write_seed_table(by_seed, str(tmp_path / "seeds"))
+    lines = open(md_path, encoding="utf-8").read().splitlines()
+    assert lines[0] == "# test: mean ± std over seeds 2020, 2021"
+    sasrec = next(line for line in lines if line.startswith("| SASRec |"))
+    unisrec = next(line for line in lines if line.startswith("| UniSRec |"))
+    # SASRec: seeds 2020 and 2021, R@50 mean 0.4, sample std 0.1414; UniSRec: seed 2020 only
+    assert sasrec.split(" | ")[1] == "2" and "| 0.4000 ± 0.1414 |" in sasrec
+    assert unisrec.split(" | ")[1] == "1" and "| 0.4000 ± 0.0000 |" in unisrec
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:4] == ["model", "seeds", "overall R@10 mean", "overall R@10 std"]
+    assert rows[1][:2] == ["SASRec", "2"] and rows[2][:2] == ["UniSRec", "1"]

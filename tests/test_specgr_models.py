@@ -37,8 +37,10 @@ def single_thread():
 
 # ---------------------------------------------------------------- a tiny SpecGR++ without a dataset
 class TinyDataset:
-    def __init__(self, seen):
+    def __init__(self, seen, text_size=6):
         self.seen_item_mask = seen
+        self.item_text_emb = F.normalize(torch.randn(len(seen), text_size, generator=torch.Generator().manual_seed(7)),
+                                         dim=-1).index_fill(0, torch.tensor([0]), 0.0)  # row 0: padding
 
     def num(self, field):
         return len(self.seen_item_mask)
@@ -97,6 +99,22 @@ def test_stage1_loss_is_weighted_contrastive_plus_tiger_loss():
         assert gen.item() == pytest.approx(TIGER.calculate_loss(model, inter).item(), rel=1e-5)
     assert torch.allclose(item_vec.norm(dim=1), torch.ones(4), atol=1e-5)
     assert model.item_vectors()[0].abs().sum() == 0  # padding row
+
+
+def test_cl_negatives_covering_the_seen_items_give_the_full_softmax_over_them():
+    """specgrpp_cl_negatives >= #seen items: every seen item is an extra negative exactly once (no sampling), so L_CL
+    is the cross-entropy over all seen items (copies of a row's own target masked)."""
+    model = make_model(specgrpp_cl_negatives=1000)
+    seen_ids = torch.nonzero(model.seen_item_mask).squeeze(1)
+    assert torch.equal(model._sample_seen(1000), seen_ids)
+    assert len(model._sample_seen(5)) == 5 and model.seen_item_mask[model._sample_seen(5)].all()
+    inter = batch()
+    with torch.no_grad():
+        cl, _ = model.calculate_loss(inter)
+        seq_vec = model.sequence_vectors(inter["item_id_list"], inter["item_length"])  # [4, P]
+        logits = seq_vec @ model.item_vectors(seen_ids).t() / 0.5  # [4, S]: the batch's targets are seen items
+        expected = F.cross_entropy(logits, torch.searchsorted(seen_ids, inter["item_id"]))
+    assert cl.item() == pytest.approx(model.lambda_cl * expected.item(), rel=1e-5)
 
 
 def test_stage2_item_vectors_frozen():
@@ -214,7 +232,10 @@ def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetun
     def evaluate(valid_data, load_best_model=True, model_file=None, show_progress=False):
         bias = int(model.projection.bias[0].item())
         validations.append((model.eval_role, bias))
-        score = (drafter_scores if model.eval_role == "drafter" else speculative_scores)[bias]
+        if model.eval_role == "drafter":  # stage 2's drafter passes only feed the curve: any score
+            score = drafter_scores.get(bias, 0.0) if trainer.stage == "finetune" else drafter_scores[bias]
+        else:
+            score = speculative_scores[bias]
         return {"recall@50": score}
 
     trainer._train_epoch = train_epoch
@@ -225,14 +246,21 @@ def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetun
     return trainer, trained, validations, best, checkpoint
 
 
+def model_role(trainer):
+    return trainer.model.eval_role
+
+
 def test_trainer_selects_stage1_by_the_drafter_then_stage2_by_speculative_inference(run_dir):
     trainer, trained, validations, best, checkpoint = scripted_fit(
         run_dir, drafter_scores={0: 0.3, 1: 0.1}, speculative_scores={0: 0.2, 1: 0.9, 2: 0.25, 3: 0.4})
     assert [(e, f) for e, f, _ in trained] == [(0, False), (1, False), (2, True), (3, True)]
     assert trained[2][2] == 0.0  # stage 2 started from the best stage-1 epoch by the drafter (0), not the last (1)
     # stage 1 in the drafter role; the reloaded stage-1 best, then each stage-2 epoch, by speculative inference
-    assert validations == [("drafter", 0), ("drafter", 1), ("speculative", 0), ("speculative", 2),
-                           ("speculative", 3)]
+    # (stage-2 validations also rank with the drafter alone, for the learning curve only)
+    assert validations == [("drafter", 0), ("drafter", 1), ("speculative", 0), ("speculative", 2), ("drafter", 2),
+                           ("speculative", 3), ("drafter", 3)]
+    assert [c.get("valid_drafter") is not None for c in trainer.learning_curve] == [False, False, True, True]
+    assert model_role(trainer) == "speculative"  # the drafter pass leaves the model in its inference role
     assert trainer.optimizer.defaults["lr"] == 0.123 and trainer.lr_scheduler.base_lrs == [0.123]  # stage 2 schedule
     assert best == (0.4, {"recall@50": 0.4}) and trainer.valid_metric == "recall@50"
     assert checkpoint["epoch"] == 3 and bool(checkpoint["state_dict"]["item_tower_active"])
@@ -254,8 +282,8 @@ def test_every_stage_is_validated_at_its_last_epoch(run_dir):
         run_dir, drafter_scores={1: 0.1, 2: 0.2}, speculative_scores={2: 0.1, 3: 0.2, 4: 0.3},
         epochs=3, finetune_epochs=2, eval_step=2)
     assert [e for e, _, _ in trained] == [0, 1, 2, 3, 4]
-    assert validations == [("drafter", 1), ("drafter", 2), ("speculative", 2), ("speculative", 3),
-                           ("speculative", 4)]
+    assert validations == [("drafter", 1), ("drafter", 2), ("speculative", 2), ("speculative", 3), ("drafter", 3),
+                           ("speculative", 4), ("drafter", 4)]
 
 
 # ---------------------------------------------------------------- end to end on the ml-100k slice
@@ -458,3 +486,42 @@ def test_threshold_chosen_on_validation_is_used_on_test(small_config, specgrpp_r
     assert sweep[chosen]["recall@10"] == max(row["recall@10"] for row in sweep.values())
     assert result["valid"]["overall"]["recall@10"] == sweep[chosen]["recall@10"]
     assert result["test"]["extra"]["acceptance_rate"] == sweep[chosen]["acceptance_rate"]  # test ran at that γ
+
+
+def test_added_items_need_their_text_and_are_drafted_from_it():
+    model = make_model(seed=0)
+    with torch.no_grad():
+        model.text_adapter.weight.normal_()  # trained W ≠ 0
+    used = {tuple(row) for row in model.item2codes[1:].tolist()}
+    free = next(code for code in ((a, b, c) for a in range(C) for b in range(C) for c in range(C)) if code not in used)
+    codes = torch.tensor([free])
+    with pytest.raises(ValueError, match=r"text_emb: item_text_input needs \[1, 6\] text embeddings .* got None"):
+        model.add_items(codes)
+    assert model.n_items == N_ITEMS + 1  # nothing changed
+    new = model.add_items(codes, text_emb=torch.ones(1, 6))
+    assert new.tolist() == [N_ITEMS + 1] and not model.seen_item_mask[new].any()
+    with torch.no_grad():
+        vector = model.item_vectors(new)
+        model.item_text_emb[new] = -1.0  # same semantic ID, other text: another drafter vector
+        assert not torch.allclose(model.item_vectors(new), vector)
+
+
+class _RunsOnUnpickle:
+    """A crafted checkpoint payload: unpickling it would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_crafted_pickle_is_refused_without_running_it(tmp_path, capsys):
+    marker, crafted = tmp_path / "ran", tmp_path / "crafted.pth"
+    torch.save({"config": {"model": "SpecGRPP"}, "state_dict": {}, "payload": _RunsOnUnpickle(marker)}, crafted)
+    items = tmp_path / "new.tsv"
+    items.write_text("item_id\ttext\nx1\tA new film. 1999. Drama\n")
+    with pytest.raises(SystemExit) as exit_info:
+        new_items.main(["--checkpoint", str(crafted), "--items", str(items), "--history", "1"])
+    assert f"error: {crafted}: refused to load, it holds pickled objects" in str(exit_info.value)
+    assert not marker.exists()

@@ -325,3 +325,50 @@ def test_set_items_adds_items_and_rejects_duplicates():
         final = list(model.beam_search(model.encode(inter["item_id_list"], inter["item_length"]), N_ITEMS + 1))[-1]
         assert model.full_sort_predict(inter).shape == (2, N_ITEMS + 2)
     assert final.valid.all() and (final.items == N_ITEMS + 1).any(dim=1).all()
+
+
+# ---------------------------------------------------------------- item_text_input
+class TextDataset(TinyDataset):
+    def __init__(self, seen, text_size=5):
+        super().__init__(seen)
+        self.item_text_emb = torch.randn(len(seen), text_size, generator=torch.Generator().manual_seed(3))
+        self.item_text_emb[0] = 0.0
+
+
+def test_text_input_starts_as_plain_tiger_and_places_text_on_each_item_token():
+    item2codes, seen = catalog()
+    torch.manual_seed(0)
+    plain = TIGER(make_config(), TinyDataset(seen), item2codes=item2codes, codebook_size=C).eval()
+    torch.manual_seed(0)
+    texty = TIGER(make_config(item_text_input=True), TextDataset(seen), item2codes=item2codes, codebook_size=C).eval()
+    inter = histories(B=4)
+    with torch.no_grad():  # W = 0 at initialisation: the same encoder output as TIGER with the same T5 weights
+        texty.t5.load_state_dict(plain.t5.state_dict())
+        same = texty.encode(inter["item_id_list"], inter["item_length"]).hidden
+        assert torch.equal(same, plain.encode(inter["item_id_list"], inter["item_length"]).hidden)
+        texty.text_adapter.weight.copy_(torch.eye(16, 5))  # W·e = e padded with zeros to d_model
+    item_seq, lengths = torch.tensor([[5, 7, 0], [2, 0, 0]]), torch.tensor([2, 1])
+    tokens, mask, extra = texty._encoder_inputs(item_seq, lengths)
+    text = TextDataset(seen).item_text_emb
+    expected = torch.zeros(2, tokens.shape[1], 16)
+    expected[0, 1 : 1 + L, :5] = text[5]  # [bos, ID_5, ID_7, eos]
+    expected[0, 1 + L : 1 + 2 * L, :5] = text[7]
+    expected[1, 1 : 1 + L, :5] = text[2]  # [bos, ID_2, eos, pad …]
+    assert torch.equal(extra, expected)
+
+
+def test_text_input_needs_text_embeddings():
+    item2codes, seen = catalog()
+    with pytest.raises(ValueError, match="item_text_input: the dataset has no item text embeddings"):
+        TIGER(make_config(item_text_input=True), TinyDataset(seen), item2codes=item2codes, codebook_size=C)
+    model = TIGER(make_config(item_text_input=True), TextDataset(seen), item2codes=item2codes, codebook_size=C)
+    free = next(c for c in range(C**L) if c not in {int((row * C ** torch.arange(L - 1, -1, -1)).sum())
+                                                    for row in item2codes[1:]})
+    new_codes = torch.cat([item2codes, torch.tensor([[(free // C**(L - 1 - j)) % C for j in range(L)]])])
+    new_seen = torch.cat([seen, torch.tensor([False])])
+    with pytest.raises(ValueError, match=r"item_text_emb: item_text_input needs \[32, 5\] text embeddings, got None"):
+        model.set_items(new_codes, new_seen)
+    with pytest.raises(ValueError, match=r"item_text_emb: .* got \(32, 4\)"):
+        model.set_items(new_codes, new_seen, torch.zeros(32, 4))
+    model.set_items(new_codes, new_seen, torch.cat([model.item_text_emb, torch.ones(1, 5)]))
+    assert model.item_text_emb.shape == (32, 5) and torch.equal(model.item_text_emb[31], torch.ones(5))

@@ -63,6 +63,21 @@ class DraftMask(NamedTuple):
         return ok
 
 
+def padded_topk(key: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k largest entries of each row of ``key`` [R, M] (-inf = not eligible), padded with "none" when M < k.
+
+    Returns:
+        values [R, k], columns [R, k] (0 in padding) and valid [R, k] (False for -inf and padding).
+    """
+    n_rows, n_cols = key.shape
+    values, cols = key.topk(min(k, n_cols), dim=1)  # [R, k'], sorted
+    if cols.size(1) < k:
+        pad = k - cols.size(1)
+        values = torch.cat([values, values.new_full((n_rows, pad), -math.inf)], dim=1)
+        cols = torch.cat([cols, cols.new_zeros(n_rows, pad)], dim=1)
+    return values, cols, values > -math.inf
+
+
 def masked_topk(
     scores: torch.Tensor, ok: torch.Tensor, k: int, ids: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -72,14 +87,9 @@ def masked_topk(
         items [R, k] (the column, or ``ids[r, column]`` when ``ids`` [R, M] is given; 0 = none) and scores [R, k]
         (-inf = none).
     """
-    n_rows, n_cols = scores.shape
-    top_scores, cols = scores.masked_fill(~ok, -math.inf).topk(min(k, n_cols), dim=1)  # [R, k']
-    top_items = (cols if ids is None else ids.gather(1, cols)).masked_fill(top_scores == -math.inf, 0)
-    if top_items.size(1) < k:  # fewer columns than k: pad with "no candidate"
-        pad = k - top_items.size(1)
-        top_items = torch.cat([top_items, top_items.new_zeros(n_rows, pad)], dim=1)
-        top_scores = torch.cat([top_scores, top_scores.new_full((n_rows, pad), -math.inf)], dim=1)
-    return top_items, top_scores
+    top_scores, cols, valid = padded_topk(scores.masked_fill(~ok, -math.inf), k)
+    top_items = cols if ids is None else ids.gather(1, cols)
+    return top_items.masked_fill(~valid, 0), top_scores
 
 
 def _build_faiss_index(vectors: np.ndarray, kind: str, hnsw_m: int, ivf_nlist: Optional[int]):

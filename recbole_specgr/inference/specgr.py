@@ -17,7 +17,7 @@ from typing import Iterator, List, NamedTuple, Optional
 
 import torch
 
-from recbole_specgr.inference.drafting import DraftIndex, DraftMask
+from recbole_specgr.inference.drafting import DraftIndex, DraftMask, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
 
@@ -355,11 +355,8 @@ class SpeculativeRecommender:
 
 def _top(items: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, k: int):
     """The k entries of largest ``key`` per row (-inf = not eligible): items, scores, valid, each [B, k]."""
-    n_users, n_cols = items.shape
-    if n_cols < k:  # pad so every row has k columns
-        pad = k - n_cols
-        items = torch.cat([items, items.new_zeros(n_users, pad)], dim=1)
-        scores = torch.cat([scores, scores.new_full((n_users, pad), -math.inf)], dim=1)
-        key = torch.cat([key, key.new_full((n_users, pad), -math.inf)], dim=1)
-    top_key, cols = key.topk(k, dim=1)
-    return items.gather(1, cols), scores.gather(1, cols), top_key > -math.inf
+    if items.size(1) == 0:  # nothing to pick from: one "none" column for the padding to point at
+        items, scores = items.new_zeros(items.size(0), 1), scores.new_full((scores.size(0), 1), -math.inf)
+        key = scores
+    _, cols, valid = padded_topk(key, k)
+    return items.gather(1, cols), scores.gather(1, cols), valid

@@ -198,12 +198,14 @@ class T5(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[B, S] token ids, [B, S] bool (True = real) -> [B, S, D] final encoder states."""
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor, extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[B, S] token ids, [B, S] bool (True = real) -> [B, S, D] final encoder states. ``extra`` [B, S, D], when
+        given, is added to the token embeddings (e.g. side features of the item each token belongs to)."""
         S = tokens.shape[1]
         pos = torch.arange(S, device=tokens.device)
         attn_mask = self.enc_pos(pos, pos).masked_fill(~mask[:, None, None, :], float("-inf"))  # [B, H, S, S]
-        x = self.dropout(self.embedding(tokens))  # [B, S, D]
+        x = self.embedding(tokens)  # [B, S, D]
+        x = self.dropout(x if extra is None else x + extra)
         for block in self.enc_blocks:
             x = block(x, attn_mask)
         return self.dropout(self.enc_norm(x))

@@ -15,6 +15,7 @@ from recbole.utils import set_color
 
 from recbole_specgr.atomic import atomic_write
 from recbole_specgr.compat import load_checkpoint
+from recbole_specgr.config import plain_config
 from recbole_specgr.evaluation import EXCLUDED_ITEMS, SplitMetrics, nest_result
 from recbole_specgr.trainer.schedule import attach_lr_scheduler, read_schedule
 
@@ -26,6 +27,13 @@ def check_metric(key, metric, topk):
     if bare not in names:
         raise ValueError(f"{key}: {metric!r} is not computed with topk {list(topk)}; expected one of {names} "
                          "(optionally prefixed in_sample/ or unseen/)")
+
+
+def saved_other_parameters(model):
+    """``model.other_parameter()`` without submodules (RecBole's FDSA lists its feature-embedding layer there): their
+    weights are in the state dict already, and a pickled module would not load with ``weights_only=True``."""
+    return {name: value for name, value in (model.other_parameter() or {}).items()
+            if not isinstance(value, torch.nn.Module)}
 
 
 class InductiveTrainer(Trainer):
@@ -186,7 +194,7 @@ class InductiveTrainer(Trainer):
         return interaction
 
     def load_model(self, checkpoint_file):
-        """Load a checkpoint written by :meth:`_save_checkpoint` (trusted, see :mod:`recbole_specgr.compat`)."""
+        """Load a checkpoint written by :meth:`_save_checkpoint` (tensors and plain data only)."""
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
@@ -203,19 +211,20 @@ class InductiveTrainer(Trainer):
         self._resumed_scheduler_state = checkpoint.get("lr_scheduler")
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        """RecBole's checkpoint, written through a temporary file so that no half-written file is left behind."""
+        """RecBole's checkpoint with the configuration as plain data (loads with ``weights_only=True``), written
+        through a temporary file so that no half-written file is left behind."""
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         state = {
-            "config": self.config,
+            "config": plain_config(self.config),
             "epoch": epoch,
             "cur_step": self.cur_step,
             "best_valid_score": self.best_valid_score,
             "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
+            "other_parameter": saved_other_parameters(self.model),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
         }
         with atomic_write(saved_model_file) as f:
-            torch.save(state, f, pickle_protocol=4)
+            torch.save(state, f)  # default protocol: what weights_only loading reads
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")

@@ -9,6 +9,7 @@ Reference:
     Sections 3.3.2 and 4.1.4.
 """
 
+from recbole_specgr.evaluation import nest_result
 from recbole_specgr.trainer.inductive_trainer import InductiveTrainer, check_metric
 from recbole_specgr.trainer.threshold_tuning import ThresholdTuningMixin
 
@@ -117,17 +118,32 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
 
     def _valid_epoch(self, valid_data, show_progress=False):
         """Stage 1: the drafter's ranking; afterwards speculative inference, over the γ grid when there is one. The
-        speculative validation of the stage-1 model goes into the curve as ``valid_speculative``."""
+        speculative validation of the stage-1 model goes into the curve as ``valid_speculative``; stage 2 also trains
+        the drafter, so its validations add the drafter's own ranking as ``valid_drafter`` (one cheap pass)."""
         if self.stage == "pretrain":
             return super()._valid_epoch(valid_data, show_progress=show_progress)
         key = "valid_speculative" if self.learning_curve and self.learning_curve[-1].get("stage") == "pretrain" \
             else "valid"
         if self.threshold_grid is None:
-            result = self.evaluate(valid_data, load_best_model=False, show_progress=show_progress)
-            self._record_validation(result[self.valid_metric], result, key=key)
-            return result[self.valid_metric], result
-        score, result, rows = self.sweep_validation(valid_data)
-        self._sweeps.setdefault(score, rows)
-        self._record_validation(score, result, key=key, **{f"{key}_sweep": rows})
+            score, result = self._speculative_validation(valid_data, key, show_progress)
+        else:
+            score, result, rows = self.sweep_validation(valid_data)
+            self._sweeps.setdefault(score, rows)
+            self._record_validation(score, result, key=key, **{f"{key}_sweep": rows})
+        if key == "valid" and self.learning_curve:
+            self.learning_curve[-1]["valid_drafter"] = nest_result(self._drafter_result(valid_data))
         return score, result
+
+    def _speculative_validation(self, valid_data, key, show_progress):
+        result = self.evaluate(valid_data, load_best_model=False, show_progress=show_progress)
+        self._record_validation(result[self.valid_metric], result, key=key)
+        return result[self.valid_metric], result
+
+    def _drafter_result(self, valid_data):
+        """The drafter's own full ranking on ``valid_data`` (``eval_role = "drafter"``), metrics as keys."""
+        self.model.eval_role = "drafter"
+        try:
+            return self.evaluate(valid_data, load_best_model=False)
+        finally:
+            self.model.eval_role = "speculative"
 

@@ -13,6 +13,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_specgr.compat import load_checkpoint
+from recbole_specgr.config import SavedConfig
 from recbole_specgr.model.speculative import SpeculativeEvalMixin
 
 ROLES = ("verifier", "drafter")
@@ -88,7 +89,7 @@ class SpecGRAux(SpeculativeEvalMixin, SequentialRecommender):
         path = self.component_checkpoints[role]
         if path:
             checkpoint = load_checkpoint(path, map_location="cpu")
-            component_conf = checkpoint["config"]
+            component_conf = SavedConfig(checkpoint["config"], device=config["device"])
             if component_conf["dataset"] != config["dataset"]:
                 raise ValueError(f"specgr_aux_{role}_checkpoint: {path} was trained on '{component_conf['dataset']}', "
                                  f"not on '{config['dataset']}'")

@@ -31,7 +31,6 @@ from torch import nn
 
 from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.inference.interfaces import EncoderState
-from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.model.speculative import SpeculativeEvalMixin
 from recbole_specgr.model.t5 import T5
@@ -42,7 +41,9 @@ ITEM_CHUNK = 4096  # items embedded per encoder call in item_vectors()
 
 def in_batch_contrastive_loss(seq_vec, item_vec, targets, temperature, extra_vec=None, extra_ids=None):
     """L_CL: row b's positive is its own target item; the other rows' targets (and the optional extra items) are its
-    negatives, except copies of its own target (same item id), which are masked out.
+    negatives, except copies of its own target (same item id), which are masked out, and each negative item counts
+    once (an in-batch target that is also an extra item is kept as the extra column only). With every seen item among
+    the extras this is the full softmax over the seen items.
 
     Args:
         seq_vec (torch.Tensor): ``[B, P]`` sequence vectors.
@@ -60,6 +61,8 @@ def in_batch_contrastive_loss(seq_vec, item_vec, targets, temperature, extra_vec
         columns, column_ids = torch.cat([item_vec, extra_vec]), torch.cat([targets, extra_ids])
     logits = seq_vec @ columns.t() / temperature  # [B, B + E]
     duplicate = targets[:, None] == column_ids[None, :]  # [B, B + E]
+    if extra_ids is not None:  # in-batch targets that are extra items too are negatives there already
+        duplicate[:, : len(targets)] |= torch.isin(targets, extra_ids)[None, :]
     duplicate.fill_diagonal_(False)  # the diagonal of the first B columns: each row's own positive
     labels = torch.arange(len(targets), device=targets.device)
     return F.cross_entropy(logits.masked_fill(duplicate, -math.inf), labels)
@@ -134,6 +137,8 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
             tower.lm_head = None  # encode() never reaches the output head
             projection = nn.Linear(self.hidden_size, self.projection_size)
             self.item_tower = nn.ModuleDict({"encoder": tower, "projection": projection})
+            if self.text_adapter is not None:
+                self.item_tower["text_adapter"] = nn.Linear(self.text_adapter.in_features, self.hidden_size, bias=False)
             self.item_tower.requires_grad_(False)
         self.register_buffer("item_tower_active", torch.zeros((), dtype=torch.bool))  # True from stage 2 on
         self.finetuning = False  # Python mirror of item_tower_active
@@ -176,18 +181,18 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         """``[B, T], [B] -> [B, P]``: the pooled encoding of ``[bos, ID_1 … ID_w, eos]``."""
         return self.pool(self.encode(item_seq, item_seq_len))
 
-    def _item_tokens(self, item_ids: torch.Tensor):
-        """``[bos, ID_i, eos]`` for ``[N]`` item ids: tokens, mask ``[N, l + 2]``."""
-        return self._encoder_tokens(item_ids[:, None], torch.ones_like(item_ids))
-
     def _embed_items(self, item_ids: torch.Tensor, frozen: bool) -> torch.Tensor:
-        """``[N]`` ids -> ``[N, P]`` vectors from the live encoder or the item tower; padding rows are zero."""
-        tokens, mask = self._item_tokens(item_ids)
+        """``[N]`` ids -> ``[N, P]`` vectors of ``[bos, ID_i, eos]`` from the live encoder or the item tower; padding
+        rows are zero."""
+        single = (item_ids[:, None], torch.ones_like(item_ids))
         if frozen:
-            hidden = self.item_tower["encoder"].encode(tokens, mask)
+            tokens, mask, extra = self._encoder_inputs(*single, text_adapter=self.item_tower["text_adapter"]
+                                                       if self.text_adapter is not None else None)
+            hidden = self.item_tower["encoder"].encode(tokens, mask, extra)
             vectors = self.pool(EncoderState(hidden, mask), self.item_tower["projection"])
         else:
-            vectors = self.pool(EncoderState(self.t5.encode(tokens, mask), mask))
+            tokens, mask, extra = self._encoder_inputs(*single)
+            vectors = self.pool(EncoderState(self.t5.encode(tokens, mask, extra), mask))
         return vectors.masked_fill((item_ids == 0)[:, None], 0.0)
 
     def item_vectors(self, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -207,6 +212,8 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         if result.missing_keys:
             raise RuntimeError(f"SpecGRPP: item tower keys not found in the encoder: {result.missing_keys}")
         self.item_tower["projection"].load_state_dict(self.projection.state_dict())
+        if self.text_adapter is not None:
+            self.item_tower["text_adapter"].load_state_dict(self.text_adapter.state_dict())
         self.item_tower_active.fill_(True)
         self.finetuning = True
         self._candidate_vectors = None
@@ -266,8 +273,11 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         return weight * emb, gen
 
     def _sample_seen(self, n):
-        """``[n]`` seen item ids drawn uniformly (with replacement)."""
+        """``[n]`` seen item ids drawn uniformly (with replacement); all seen items, once each, when n covers them
+        (a small catalog then gets the full softmax over seen items)."""
         seen_ids = torch.nonzero(self.seen_item_mask).squeeze(1)
+        if n >= len(seen_ids):
+            return seen_ids
         return seen_ids[torch.randint(len(seen_ids), (n,), device=seen_ids.device)]
 
     def full_sort_predict(self, interaction):
@@ -284,9 +294,10 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
     def speculative_parts(self):
         return self, self, self.seen_item_mask
 
-    def add_items(self, codes: torch.Tensor) -> torch.Tensor:
+    def add_items(self, codes: torch.Tensor, text_emb: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Append m items after training as unseen items with semantic IDs ``codes`` [m, l] (e.g. from
-        :meth:`~recbole_specgr.tokenizer.semantic_id.SemanticIDTokenizer.add_items`).
+        :meth:`~recbole_specgr.tokenizer.semantic_id.SemanticIDTokenizer.add_items`) and, with
+        ``item_text_input``, their text embeddings ``text_emb`` [m, d_text].
 
         Returns:
             torch.Tensor: their item ids ``[m]`` (n … n + m − 1).
@@ -299,19 +310,15 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         first = self.n_items
         item2codes = torch.cat([self.item2codes, codes])
         seen = torch.cat([self.seen_item_mask, self.seen_item_mask.new_zeros(len(codes))])
-        self._set_item_tables(item2codes, seen)
+        text = None
+        if self.text_input:
+            text_emb = None if text_emb is None else torch.as_tensor(text_emb)
+            if text_emb is None or tuple(text_emb.shape) != (len(codes), self.item_text_emb.shape[1]):
+                got = None if text_emb is None else tuple(text_emb.shape)
+                raise ValueError(f"text_emb: item_text_input needs [{len(codes)}, {self.item_text_emb.shape[1]}] "
+                                 f"text embeddings of the new items, got {got}")
+            text = torch.cat([self.item_text_emb, torch.as_tensor(text_emb).to(self.item_text_emb)])
+        self.set_items(item2codes, seen, text)
+        self._candidate_vectors = None
         self.weights_changed()
         return torch.arange(first, first + len(codes), device=codes.device)
-
-    def _set_item_tables(self, item2codes: torch.Tensor, seen: torch.Tensor):
-        """Replace the item tables and everything TIGER derives from them (same steps as ``TIGER.__init__``)."""
-        index = PrefixIndex(item2codes, self.codebook_size)  # raises on duplicate IDs before anything changes
-        self.n_items = item2codes.shape[0]
-        self.item2codes = item2codes
-        self.seen_item_mask = seen
-        self.unseen_item_ids = torch.nonzero(~seen[1:]).squeeze(1) + 1
-        self.prefix_index = index
-        self._candidate_vectors = None
-        default_mask = torch.ones_like(seen) if self.allow_unseen else seen
-        for j, table in enumerate(self.prefix_index.restrict(default_mask)):
-            setattr(self, f"default_table_{j}", table)

@@ -14,6 +14,7 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
@@ -21,6 +22,7 @@ from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.inference.beam_search import constrained_beam_search
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
 from recbole_specgr.inference.prefix_index import PrefixIndex
+from recbole_specgr.inference.specgr import verification_scores
 from recbole_specgr.model.t5 import T5, KVCache, T5Config
 from recbole_specgr.tokenizer.semantic_id import get_semantic_ids
 
@@ -38,6 +40,13 @@ class TIGER(SequentialRecommender):
     - Decoder input ``[bos, c_1 … c_{l−1}]``, targets ``[c_1 … c_l]``: IDs have a fixed length, so no eos is
       decoded.
     - Loss: token cross-entropy over the full vocabulary; log-probabilities at inference use the same normalisation.
+
+    With ``item_text_input: True`` every token of item i's ID also receives ``W·e_i``, e_i the item's frozen text
+    embedding (``dataset.item_text_emb``) and W a learned ``[d_text → d_model]`` map that starts at zero, so the model
+    starts as plain TIGER (e.g. from a TIGER checkpoint) and learns how much of the text the quantised ID lost is
+    worth using: the semantic IDs plus the continuous feature they were quantised from, as in LIGER (Yang et al.,
+    "Unifying Generative and Dense Retrieval for Sequential Recommendation", 2024). Off by default (the paper's
+    TIGER); items added later need their text embedding.
 
     Inference: :meth:`full_sort_predict` runs constrained beam search of width β = ``num_beams`` that can only spell
     items allowed by the default item mask (``tiger_allow_unseen: False``: items seen in training, the usual TIGER;
@@ -76,6 +85,7 @@ class TIGER(SequentialRecommender):
         self.num_beams = config["num_beams"]
         self.allow_unseen = config["tiger_allow_unseen"]
         self.c_unseen_share = config["tiger_c_unseen_share"]
+        self.text_input = bool(config["item_text_input"])
         topk = config["topk"]
         self.max_topk = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
         if item2codes is None:
@@ -92,11 +102,16 @@ class TIGER(SequentialRecommender):
         self.n_digits = item2codes.shape[1]  # l
         self.codebook_size = codebook_size  # C
         self.n_unseen_slots = round(self.c_unseen_share * self.max_topk)
+        text_emb = None
+        if self.text_input:
+            text_emb = getattr(dataset, "item_text_emb", None)
+            if text_emb is None:
+                raise ValueError("item_text_input: the dataset has no item text embeddings (set text_fields)")
 
         # define layers and loss
         offsets = self.N_SPECIAL + torch.arange(self.n_digits) * codebook_size
         self.register_buffer("digit_offsets", offsets, persistent=False)  # [l] first token of each digit
-        self.set_items(item2codes, seen)
+        self.set_items(item2codes, seen, text_emb)
         self.t5 = T5(
             T5Config(
                 vocab_size=self.N_SPECIAL + self.n_digits * codebook_size,
@@ -114,7 +129,13 @@ class TIGER(SequentialRecommender):
             )
         )
 
-        # parameters initialization: done by T5 (normal(0, initializer_range) for every Linear and Embedding)
+        self.text_adapter = None
+        if self.text_input:
+            self.text_adapter = nn.Linear(self.item_text_emb.shape[1], self.hidden_size, bias=False)  # W
+
+        # parameters initialization: T5 initialises itself (normal(0, initializer_range)); W starts at zero
+        if self.text_adapter is not None:
+            nn.init.zeros_(self.text_adapter.weight)
 
     def _check_args(self, item2codes: torch.Tensor, seen: torch.Tensor):
         if item2codes.dim() != 2 or item2codes.shape[0] != self.n_items:
@@ -130,23 +151,35 @@ class TIGER(SequentialRecommender):
         if self.c_unseen_share > 0 and self.allow_unseen:
             raise ValueError("tiger_c_unseen_share > 0 (TIGER_C) requires tiger_allow_unseen: False")
 
-    def set_items(self, item2codes: torch.Tensor, seen_item_mask: torch.Tensor):
-        """(Re)build everything derived from the item table, on the model's device: the ``item2codes`` and
-        ``seen_item_mask`` buffers, the unseen item ids, the prefix index and the default beam-search tables.
-        Called by ``__init__``; call it again to add items without retraining (their IDs must keep l digits in
-        [0, C)).
+    def set_items(self, item2codes: torch.Tensor, seen_item_mask: torch.Tensor,
+                  item_text_emb: Optional[torch.Tensor] = None):
+        """(Re)build everything derived from the item table, on the model's device: the ``item2codes``,
+        ``seen_item_mask`` (and with ``item_text_input`` the ``item_text_emb``) buffers, the unseen item ids, the
+        prefix index and the default beam-search tables. Called by ``__init__``; call it again to add items without
+        retraining (their IDs must keep l digits in [0, C)).
 
         Args:
             item2codes: [n, l] codes, row 0 = −1.
             seen_item_mask: [n] bool.
+            item_text_emb: [n, d_text] text embeddings (row 0 zeros); required with ``item_text_input``.
         """
         device = self.digit_offsets.device
+        n = item2codes.shape[0]
         if item2codes.dim() != 2 or item2codes.shape[1] != self.n_digits:
             raise ValueError(f"item2codes: expected [n, {self.n_digits}], got {tuple(item2codes.shape)}")
-        if seen_item_mask.shape != (item2codes.shape[0],):
-            raise ValueError(f"seen_item_mask: expected [{item2codes.shape[0]}], got {tuple(seen_item_mask.shape)}")
+        if seen_item_mask.shape != (n,):
+            raise ValueError(f"seen_item_mask: expected [{n}], got {tuple(seen_item_mask.shape)}")
+        if self.text_input:
+            width = self.item_text_emb.shape[1] if hasattr(self, "item_text_emb") else None
+            if item_text_emb is None or item_text_emb.dim() != 2 or item_text_emb.shape[0] != n \
+                    or (width is not None and item_text_emb.shape[1] != width):
+                got = None if item_text_emb is None else tuple(item_text_emb.shape)
+                raise ValueError(f"item_text_emb: item_text_input needs [{n}, {width or 'd'}] text embeddings, "
+                                 f"got {got}")
         item2codes, seen = item2codes.long().to(device), seen_item_mask.bool().to(device)
         index = PrefixIndex(item2codes, self.codebook_size)  # validates the codes before anything changes
+        if self.text_input:
+            self.register_buffer("item_text_emb", item_text_emb.float().to(device).clone())  # [n, d_text]
         self.n_items = item2codes.shape[0]
         self.register_buffer("item2codes", item2codes.clone())  # [n, l]
         self.register_buffer("seen_item_mask", seen.clone())  # [n]
@@ -173,6 +206,19 @@ class TIGER(SequentialRecommender):
         mask = torch.arange(S, device=item_seq.device)[None, :] <= eos_pos[:, None]  # [B, S]
         return tokens[:, :S], mask
 
+    def _encoder_inputs(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+                        text_adapter: Optional[nn.Module] = None):
+        """:meth:`_encoder_tokens` plus, with ``item_text_input``, the text features added to the token embeddings:
+        ``W·e_i`` on each of item i's l tokens, zero on bos/eos/padding ([B, S, D], else None). ``text_adapter``:
+        another W (SpecGR++'s frozen item tower); default this model's."""
+        tokens, mask = self._encoder_tokens(item_seq, item_seq_len)
+        if not self.text_input:
+            return tokens, mask, None
+        adapter = self.text_adapter if text_adapter is None else text_adapter
+        features = adapter(self.item_text_emb[item_seq]).repeat_interleave(self.n_digits, dim=1)  # [B, T·l, D]
+        features = F.pad(features, (0, 0, 1, 1))[:, : tokens.shape[1]]  # bos first, eos/padding after: [B, S, D]
+        return tokens, mask, features.masked_fill(tokens[..., None] <= self.EOS, 0.0)
+
     def _decoder_tokens(self, items: torch.Tensor):
         """[B, N] items -> decoder inputs ``[bos, c_1 … c_{l−1}]`` and targets ``[c_1 … c_l]``, tokens [B, N, l].
 
@@ -185,8 +231,8 @@ class TIGER(SequentialRecommender):
     # ---------------------------------------------------------------- Verifier protocol
     def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> EncoderState:
         """Run the encoder once on ``[bos, ID_1 … ID_w, eos]``: [B, T], [B] -> hidden [B, S, D], mask [B, S]."""
-        tokens, mask = self._encoder_tokens(item_seq, item_seq_len)
-        return EncoderState(self.t5.encode(tokens, mask), mask)
+        tokens, mask, extra = self._encoder_inputs(item_seq, item_seq_len)
+        return EncoderState(self.t5.encode(tokens, mask, extra), mask)
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits of the semantic IDs of ``items`` [B, N] after each history: [B, N, l, V]."""
@@ -274,11 +320,9 @@ class TIGER(SequentialRecommender):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
     def verification_scores(self, log_probs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Eq. 2 of SpecGR: mean log-probability over all l digits for seen items, over the first l−1 (the
-        identification digit excluded) for unseen ones. [B, N, l], [B, N] -> [B, N]."""
-        full = log_probs.mean(dim=-1)
-        semantic = log_probs[..., :-1].mean(dim=-1)
-        return torch.where(self.seen_item_mask[items], full, semantic)
+        """Eq. 2 of SpecGR (:func:`~recbole_specgr.inference.specgr.verification_scores`) for ``items`` [B, N] with
+        digit log-probabilities [B, N, l] -> [B, N]."""
+        return verification_scores(log_probs, ~self.seen_item_mask[items])
 
     def predict(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
