@@ -42,7 +42,7 @@ def main(argv=None):
             run_comparison(args.model.split(","), args.dataset, files, out_prefix=args.result_json)
         else:
             run_recbole_specgr(args.model, args.dataset, config_file_list=files, result_json=args.result_json)
-    except (ValueError, KeyError, OSError, yaml.YAMLError) as err:
+    except (ValueError, KeyError, OSError, yaml.YAMLError, SyntaxError) as err:  # SyntaxError: RecBole's repeated --key
         if args.debug:
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__

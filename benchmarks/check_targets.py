@@ -21,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole_specgr.atomic import atomic_write  # noqa: E402
 
 CANDIDATE = "SpecGRPP"
+OURS = (CANDIDATE, "SpecGRAux")  # the package's SpecGR models; every other row is a baseline
 
 
 def load_runs(out, seeds):
-    """``{name: [result per seed]}`` for every run JSON under the prefix (names from the file names)."""
+    """``{name: [result per seed that has it]}`` for every run JSON under the prefix (names from the file names)."""
     prefixes = [f"{out}_s{seed}_" for seed in seeds] if seeds else [f"{out}_"]
     runs = {}
     for prefix in prefixes:
@@ -33,7 +34,7 @@ def load_runs(out, seeds):
             if "_s" in name and not seeds:  # a per-seed file seen from the plain prefix
                 continue
             runs.setdefault(name, []).append(json.loads(Path(path).read_text()))
-    return {name: results for name, results in runs.items() if len(results) == len(prefixes)}
+    return runs
 
 
 def mean_std(results, subset, metric):
@@ -41,8 +42,8 @@ def mean_std(results, subset, metric):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def fmt(ms):
-    return f"{ms[0]:.4f} ± {ms[1]:.4f}"
+def fmt(ms, n=None):
+    return f"{ms[0]:.4f} ± {ms[1]:.4f}" + ("" if n is None else f" ({n} seed{'s' if n != 1 else ''})")
 
 
 def convergence(result):
@@ -65,14 +66,15 @@ def check(runs):
     if CANDIDATE not in runs:
         return [f"- {CANDIDATE} has no complete result yet: no target can be checked."]
     cand = runs[CANDIDATE]
-    baselines = [name for name in runs if name not in (CANDIDATE,)]
+    baselines = [name for name in runs if name not in OURS]
     for subset, metric, label in (("overall", "recall@50", "overall R@50"), ("overall", "ndcg@10", "overall NDCG@10")):
         ours = mean_std(cand, subset, metric)
         best_name = max(baselines, key=lambda n: mean_std(runs[n], subset, metric)[0])
         best = mean_std(runs[best_name], subset, metric)
         gap = ours[0] - best[0]
         verdict = "**met**" if gap > 0 else "**missed**"
-        lines.append(f"- {label}: SpecGR++ {fmt(ours)} vs the best baseline {best_name} {fmt(best)} — {verdict} "
+        lines.append(f"- {label}: SpecGR++ {fmt(ours, len(cand))} vs the best baseline {best_name} "
+                     f"{fmt(best, len(runs[best_name]))} — {verdict} "
                      f"({gap:+.4f})")
     ours = mean_std(cand, "unseen", "recall@50")
     for name in ("UniSRec", "TextSim"):
@@ -80,11 +82,13 @@ def check(runs):
             other = mean_std(runs[name], "unseen", "recall@50")
             target = name == "UniSRec"
             verdict = ("**met**" if ours[0] >= other[0] else "**missed**") if target else "(floor, for reference)"
-            lines.append(f"- unseen R@50: SpecGR++ {fmt(ours)} vs {name} {fmt(other)} — {verdict} "
+            lines.append(f"- unseen R@50: SpecGR++ {fmt(ours, len(cand))} vs {name} {fmt(other, len(runs[name]))} — "
+                         f"{verdict} "
                          f"({ours[0] - other[0]:+.4f})")
     if "TIGER" in runs and "SASRec" in runs:
         tiger, sasrec = mean_std(runs["TIGER"], "in_sample", "recall@50"), mean_std(runs["SASRec"], "in_sample", "recall@50")
-        lines.append(f"- in-sample R@50: TIGER {fmt(tiger)} vs SASRec {fmt(sasrec)} ({tiger[0] - sasrec[0]:+.4f})")
+        lines.append(f"- in-sample R@50: TIGER {fmt(tiger, len(runs['TIGER']))} vs SASRec "
+                     f"{fmt(sasrec, len(runs['SASRec']))} ({tiger[0] - sasrec[0]:+.4f})")
     lines.append("")
     lines.append("Convergence (first seed's learning curve):")
     for name in ("TIGER", "SASRec", CANDIDATE, "UniSRec"):
@@ -101,7 +105,8 @@ def main(argv=None):
     runs = load_runs(args.out, args.seeds)
     seeds = f"seeds {', '.join(map(str, args.seeds))}" if args.seeds else "one run"
     text = "\n".join([f"# Targets of issue 10 — test split, {seeds}", "",
-                      f"Runs with a complete result: {', '.join(sorted(runs))}", "", *check(runs)]) + "\n"
+                      "Runs with results (seeds): " + ", ".join(f"{name} ({len(results)})" for name, results
+                                                               in sorted(runs.items())), "", *check(runs)]) + "\n"
     with atomic_write(f"{args.out}_targets.md", "w") as f:
         f.write(text)
     print(text)

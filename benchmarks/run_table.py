@@ -63,6 +63,8 @@ def main(argv=None):
     parser.add_argument("plan", help="plan YAML")
     parser.add_argument("--out", required=True, help="output prefix: <out>.md, <out>.csv, <out>_<name>.json")
     parser.add_argument("--only", nargs="*", default=None, help="run only these names (others are read if present)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="run only these of the plan's seeds (the others' results are still read for the table)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra shared keys, e.g. data_path=data/ epochs=5 (YAML values)")
     args = parser.parse_args(argv)
@@ -84,9 +86,13 @@ def main(argv=None):
         return
     if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) for seed in seeds):
         parser.error(f"{args.plan}: 'seeds' must be a non-empty list of ints, got {seeds!r}")
+    unknown = sorted(set(args.seeds or []) - set(seeds))
+    if unknown:
+        parser.error(f"--seeds: {unknown} are not among the plan's seeds {seeds}")
     finished = {}
     for seed in seeds:
-        results = run_plan(plan, {**shared, "seed": seed}, f"{args.out}_s{seed}", args.only)
+        only = args.only if args.seeds is None or seed in args.seeds else []  # other seeds: read back only
+        results = run_plan(plan, {**shared, "seed": seed}, f"{args.out}_s{seed}", only)
         if results:
             finished[seed] = results
     if finished:

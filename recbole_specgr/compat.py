@@ -81,6 +81,38 @@ def load_checkpoint(path, map_location=None):
                          f"old, foreign or crafted checkpoint; unpickling it could run code): {first}") from None
 
 
+def _check_atomic_rows(filepath, separator, encoding):
+    """The header of an atomic file, after checking that the file has one and that every non-blank row has as many
+    fields as it; a violation is a ValueError naming the file and line."""
+    with open(filepath, "r", encoding=encoding) as f:
+        head = f.readline().rstrip("\r\n")
+        if not head.strip():
+            raise ValueError(f"{filepath}: empty file, expected a header line of 'name:type' columns")
+        n_fields, n_rows = len(head.split(separator)), 0
+        for number, line in enumerate(f, start=2):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            n_rows += 1
+            if len(line.split(separator)) != n_fields:
+                raise ValueError(f"{filepath}:{number}: expected {n_fields} fields like the header, got "
+                                 f"{len(line.split(separator))}: {line[:80]!r}")
+    if n_rows == 0:
+        raise ValueError(f"{filepath}: no rows after the header")
+    return head
+
+
+def _to_float(column, filepath, field_type):
+    """``column`` (strings, NaN for empty cells) as float64, or a ValueError naming the first non-numeric value."""
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna() & column.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"{filepath}: column {field_type!r} expects numbers, got {column.iloc[row]!r} "
+                         f"(data row {row + 1})")
+    return values.astype(np.float64)
+
+
 class PandasCompatDatasetMixin:
     """Copy-on-write-safe versions of the two RecBole ``Dataset`` steps that rely on chained in-place ``fillna``."""
 
@@ -90,8 +122,7 @@ class PandasCompatDatasetMixin:
             return None
         field_separator = self.config["field_separator"]
         encoding = self.config["encoding"]
-        with open(filepath, "r", encoding=encoding) as f:
-            head = f.readline().rstrip("\r\n")
+        head = _check_atomic_rows(filepath, field_separator, encoding)
         columns, usecols, dtype = [], [], {}
         for field_type in head.split(field_separator):
             if ":" not in field_type:
@@ -114,7 +145,7 @@ class PandasCompatDatasetMixin:
                     self.field2bucketnum[field] = 2
             columns.append(field)
             usecols.append(field_type)
-            dtype[field_type] = np.float64 if ftype == FeatureType.FLOAT else str
+            dtype[field_type] = str  # float columns are converted below, with an error naming a bad value
         if not columns:
             self.logger.warning(f"No columns has been loaded from [{source}]")
             return None
@@ -124,6 +155,9 @@ class PandasCompatDatasetMixin:
             keep_default_na=False, na_values=[""],  # a title such as "NA" or "None" is text, not a missing value
         )
         df.columns = columns
+        for field, field_type in zip(columns, usecols):
+            if self.field2type.get(field) == FeatureType.FLOAT:
+                df[field] = _to_float(df[field], filepath, field_type)
         seq_separator = self.config["seq_separator"]
         for field in columns:
             ftype = self.field2type[field]

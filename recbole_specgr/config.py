@@ -68,6 +68,25 @@ class Config(RecBoleConfig):
                 if path.parent.name == "dataset" and loaded:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        self._check_types()
+        return final
+
+    def _check_types(self):
+        """A user value whose default (a YAML layer's) is a bool or a number must be one too; a ValueError
+        names the key, where it came from and what was expected (e.g. ``--epochs=abc``)."""
+        sources = (("the command line", self.cmd_config_dict), ("config_dict", self.variable_config_dict),
+                   ("--config_files", self.file_config_dict))
+        for source, values in sources:
+            for key, value in (values or {}).items():
+                default = self.internal_config_dict.get(key)
+                expected = _expected_type(default)
+                if expected is None or value is None or _fits(value, expected):
+                    continue
+                raise ValueError(f"{key}: expected {expected.__name__} (like its default {default!r}), got "
+                                 f"{value!r} from {source}")
+
     def _set_default_parameters(self):
         data_path = self.final_config_dict.get("data_path")
         super()._set_default_parameters()
@@ -77,6 +96,23 @@ class Config(RecBoleConfig):
             os.path.join(data_path, self.dataset, f"{self.dataset}.inter")
         ):
             self.final_config_dict["data_path"] = os.path.join(data_path, self.dataset)
+
+
+def _expected_type(default):
+    """The type a user value of a key must have, judged from its default: bool, int, float, or None (any; lists too,
+    since RecBole takes e.g. ``topk: 10`` for ``[10]``)."""
+    for kind in (bool, int, float):
+        if isinstance(default, kind):
+            return kind
+    return None
+
+
+def _fits(value, expected):
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # Keys RecBole derives from the others (enums, the torch device): never saved, set again where a config is rebuilt.

@@ -7,6 +7,7 @@ Never imports ``recbole.quick_start`` (it imports ray).
 
 import json
 import os
+import sys
 import time
 from logging import getLogger
 
@@ -31,6 +32,8 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
         validation ``threshold_sweep``; also written to ``result_json`` when given.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    if config["show_progress"] is None:  # auto: bars on a terminal, the per-epoch summary lines alone elsewhere
+        config["show_progress"] = sys.stderr.isatty()
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()

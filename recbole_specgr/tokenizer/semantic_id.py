@@ -26,6 +26,7 @@ from logging import getLogger
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from recbole_specgr.atomic import atomic_write
 from recbole_specgr.tokenizer.codes import code_stats, collision_digits
@@ -89,6 +90,7 @@ class SemanticIDTokenizer:
         self.latent_dim = int(_read(config, "rqvae_latent_dim", 32))
         self.hidden_sizes = [int(h) for h in _read(config, "rqvae_hidden_sizes", [512, 256, 128])]
         self.epochs = int(_read(config, "rqvae_epochs", 500))
+        self.show_progress = bool(_read(config, "show_progress", False))
         self.batch_size = int(_read(config, "rqvae_batch_size", 1024))
         self.learning_rate = float(_read(config, "rqvae_learning_rate", 1e-3))
         self.commitment_weight = float(_read(config, "rqvae_commitment_weight", 0.25))
@@ -195,7 +197,10 @@ class SemanticIDTokenizer:
         levels = torch.arange(self.num_levels, device=self.device)  # [L]
         log_every = max(1, self.epochs // 10)
         model.train()
-        for epoch in range(self.epochs):
+        epochs = range(self.epochs)
+        if self.show_progress:
+            epochs = tqdm(epochs, ncols=100, desc="RQ-VAE fit")
+        for epoch in epochs:
             perm = torch.randperm(n, generator=generator).to(self.device)
             total = train_x.new_zeros(())
             used = torch.zeros(shape, dtype=torch.bool, device=self.device)  # [L, C]

@@ -9,6 +9,7 @@ Reference:
 """
 
 import torch
+from tqdm import tqdm
 
 from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.utils import set_color
@@ -37,7 +38,10 @@ def sweep_thresholds(trainer, eval_data, thresholds):
     seen = eval_data._dataset.seen_item_mask
     metrics = [SplitMetrics(trainer.topk, seen) for _ in thresholds]
     stats = [SpecGRStats() for _ in thresholds]
-    for interaction, _history_index, _positive_u, _positive_i in eval_data:
+    batches = eval_data
+    if trainer.config["show_progress"]:
+        batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=f"γ grid ×{len(thresholds)}")
+    for interaction, _history_index, _positive_u, _positive_i in batches:
         interaction = trainer.with_exclusions(interaction, eval_data._dataset).to(trainer.device)
         targets = interaction[trainer.item_field]
         for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):

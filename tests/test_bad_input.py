@@ -1,0 +1,121 @@
+"""Bad input, one table per family: each case ends with one clear error naming the file / key and what was expected,
+and leaves nothing half-written in the cache or checkpoint folders.
+
+Families: malformed atomic files (read through RecBole's loading path as patched by compat), and user mistakes on
+the command line of ``run_recbole_specgr.py`` (exit status 2, one ``error:`` line, no traceback).
+"""
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_specgr.config import Config
+from recbole_specgr.data.dataset import InductiveSequentialDataset
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import run_recbole_specgr  # noqa: E402
+
+TINY = Path(__file__).resolve().parent / "fixtures" / "tiny"
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file()) \
+        if os.path.isdir(folder) else []
+
+
+def edit(text, old, new):
+    assert old in text
+    return text.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    "which, mutate, message",
+    [
+        ("inter", lambda t: "", r"tiny\.inter: empty file, expected a header line of 'name:type' columns"),
+        ("inter", lambda t: t.replace("user_id:token", "user_id"), r"tiny\.inter: header column 'user_id' is not"),
+        ("inter", lambda t: t.replace("rating:float", "rating:decimal"), r"tiny\.inter: type 'decimal' of field"),
+        ("inter", lambda t: t.splitlines()[0] + "\n", r"tiny\.inter: no rows after the header"),
+        ("inter", lambda t: edit(t, "u1\ti2\t4\t2", "u1\ti2"), r"tiny\.inter:3: expected 4 fields like the header, got 2"),
+        ("inter", lambda t: edit(t, "u1\ti2\t4\t2", "u1\ti2\t4\t2\tx"), r"tiny\.inter:3: expected 4 fields .* got 5"),
+        ("inter", lambda t: edit(t, "u1\ti2\t4\t2", "u1\ti2\t4\tyesterday"),
+         r"tiny\.inter: column 'timestamp:float' expects numbers, got 'yesterday' \(data row 2\)"),
+        ("item", lambda t: edit(t, "1995", "mid-90s"), r"tiny\.item: column 'year:float' expects numbers, got 'mid-90s'"),
+        ("item", None, r"cold_start_items: needs the item file 'tiny\.item'"),
+        ("item", lambda t: "\n".join([t.splitlines()[0]] + [line.split("\t")[0] + "\t\t1990\t"
+                                                             for line in t.splitlines()[1:]]) + "\n",
+         r"text_fields \['title', 'genre'\]: every item of 'tiny' has empty text"),
+    ],
+    ids=["empty", "bad-header", "bad-type", "header-only", "short-row", "long-row", "non-numeric-time",
+         "non-numeric-item-field", "missing-item-file", "all-empty-texts"],
+)
+def test_malformed_atomic_files(tiny_config, tmp_path, which, mutate, message):
+    data = tmp_path / "data"
+    shutil.copytree(TINY, data / "tiny")
+    path = data / "tiny" / f"tiny.{which}"
+    if mutate is None:
+        path.unlink()
+    else:
+        path.write_text(mutate(path.read_text()))
+    cache = tmp_path / "cache"
+    tiny_config.update(data_path=str(data), cache_dir=str(cache))
+    with pytest.raises(ValueError, match=message):
+        dataset = InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
+        dataset.item_text_emb  # texts are embedded on first use
+    assert files_under(cache) == []
+
+
+TINY_SETTINGS = {
+    "dataset": "tiny", "data_path": str(TINY.parent), "split_timestamps": "[5,8]", "cold_start_items": "year > 1999",
+    "load_col": "{'inter': ['user_id','item_id','rating','timestamp'], 'item': ['item_id','title','year','genre']}",
+    "text_fields": "['title','genre']", "MAX_ITEM_LIST_LENGTH": "2", "rqvae_method": "faiss_rq",
+    "rqvae_codebook_size": "2", "state": "ERROR", "epochs": "1", "n_layers_enc": "1", "n_layers_dec": "1",
+    "hidden_size": "8", "inner_size": "8", "topk": "[2]",
+}
+
+
+def tiny_run(**overrides):
+    """Command-line arguments of a run on the hand-written tiny dataset, with ``overrides``."""
+    return [f"--{key}={value}" for key, value in {**TINY_SETTINGS, **overrides}.items()]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model=NoSuchRec"], r"error: model 'NoSuchRec' is neither a recbole-specgr model"),
+        (["--model=SASRec", "--dataset=nowhere"], r"error: dataset 'nowhere': no 'nowhere\.inter'"),
+        (["--model=SASRec", "--epochs=abc"], r"error: epochs: expected int \(like its default 50\), got 'abc' from "
+                                             r"the command line"),
+        (["--model=SASRec", "--learning_rate=fast"], r"error: learning_rate: expected float"),
+        (["--model=SASRec", "--config_files=missing.yaml"], r"error: .*No such file or directory: 'missing\.yaml'"),
+        (["--model=SASRec", "--config_files=bad.yaml"], r"error: while parsing a flow sequence"),
+        (["--model=TIGER", *tiny_run(num_beams=1)], r"error: num_beams: β = 1 must be >= max\(topk\) = 2"),
+        (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_draft_size=-1)],
+         r"error: specgr_draft_size: expected an int >= 0, got -1"),
+        (["--model=TIGER", *tiny_run(rqvae_codebook_size=1)],
+         r"error: rqvae_num_levels must be >= 1 and rqvae_codebook_size >= 2, got 3 and 1"),
+        (["--model=SASRec", *tiny_run(split_timestamps="[8,5]")], r"error: split_timestamps: expected \[t_valid"),
+        (["--model=SASRec", *tiny_run(cold_start_items="year >>> 3")], r"error: cold_start_items: cannot evaluate"),
+        (["--model=SASRec", *tiny_run(), "--epochs=2"], r"error: There are duplicate commend arg"),
+    ],
+    ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "missing-yaml", "malformed-yaml",
+         "beam-below-k", "negative-draft-size", "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
+         "repeated-key"],
+)
+def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
+                                                          message):
+    (run_dir / "bad.yaml").write_text("epochs: [1\n")
+    argv = ["run_recbole_specgr.py", *args, f"--cache_dir={run_dir / 'cache'}", f"--checkpoint_dir={run_dir / 'saved'}"]
+    monkeypatch.setattr("sys.argv", argv)  # RecBole's Config reads sys.argv itself
+    with pytest.raises(SystemExit) as exit_info:
+        run_recbole_specgr.main(argv[1:])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and "Traceback" not in err, err
+    assert re.search(message, error_lines[0]), error_lines[0]
+    assert files_under(run_dir / "saved") == []
