@@ -31,18 +31,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_tiger_beam import random_codes, timed  # noqa: E402
 from recbole_specgr.atomic import atomic_write  # noqa: E402
+from recbole_specgr.data.catalog import ItemCatalog  # noqa: E402
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP  # noqa: E402
 from recbole_specgr.model.sequential_recommender.tiger import TIGER  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-
-class _Dataset:
-    def __init__(self, seen):
-        self.seen_item_mask = seen
-
-    def num(self, field):
-        return len(self.seen_item_mask)
 
 
 def build(args):
@@ -59,7 +52,8 @@ def build(args):
     seen = torch.arange(args.n_items + 1) > 0
     seen[int(args.n_items * (1 - args.unseen_share)) + 1:] = False
     torch.manual_seed(args.seed)
-    model = SpecGRPP(config, _Dataset(seen), item2codes=codes, codebook_size=args.codebook_size)
+    config["item_text_input"] = False  # synthetic items have no texts
+    model = SpecGRPP(config, ItemCatalog(seen), item2codes=codes, codebook_size=args.codebook_size)
     return model.to(args.device).eval(), config, codes
 
 

@@ -24,17 +24,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recbole_specgr.data.catalog import ItemCatalog  # noqa: E402
 from recbole_specgr.model.sequential_recommender.tiger import TIGER  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-
-class _Dataset:
-    def __init__(self, n):
-        self.seen_item_mask = torch.arange(n) > 0
-
-    def num(self, field):
-        return len(self.seen_item_mask)
 
 
 def random_codes(n_items, n_digits, codebook_size, seed):
@@ -70,7 +63,7 @@ def build_models(args, device, dtype):
             config[key] = getattr(args, key)
     codes = random_codes(args.n_items, args.n_digits, args.codebook_size, args.seed)
     torch.manual_seed(args.seed)
-    ours = TIGER(config, _Dataset(args.n_items + 1), item2codes=codes, codebook_size=args.codebook_size)
+    ours = TIGER(config, ItemCatalog(torch.arange(args.n_items + 1) > 0), item2codes=codes, codebook_size=args.codebook_size)
     hf_config = T5Config(
         vocab_size=TIGER.N_SPECIAL + args.n_digits * args.codebook_size, d_model=config["hidden_size"],
         d_kv=config["d_kv"], d_ff=config["inner_size"], num_layers=config["n_layers_enc"],

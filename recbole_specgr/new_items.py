@@ -20,7 +20,6 @@ import sys
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.config import SavedConfig
 from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, encode_texts
 from recbole_specgr.tokenizer.semantic_id import SemanticIDTokenizer
@@ -59,58 +58,25 @@ def read_new_items(path):
     return ids, texts
 
 
-class _OnDevice:
-    """``config`` with ``device`` replaced (the tokenizer encodes new items on the CPU)."""
-
-    def __init__(self, config, device):
-        self.config, self.device = config, device
-
-    def __getitem__(self, key):
-        return self.device if key == "device" else self.config[key]
-
-
-class _Catalog:
-    """What a model constructor reads from a dataset, taken from a checkpoint instead."""
-
-    def __init__(self, seen_item_mask, item_text_emb=None):
-        self.seen_item_mask = seen_item_mask
-        self.item_text_emb = item_text_emb
-
-    def num(self, field):
-        return len(self.seen_item_mask)
-
-
 def load_model(checkpoint_path, device="cpu", **overrides):
-    """The model of a SpecGR++ checkpoint, in eval mode, rebuilt without its dataset.
+    """The SpecGR++ model of a checkpoint, in eval mode, rebuilt without its dataset
+    (:meth:`~recbole_specgr.model.sequential_recommender.tiger.TIGER.from_checkpoint`); its settings are
+    ``model.config``.
 
-    Args:
-        checkpoint_path (str): a checkpoint written by :class:`~recbole_specgr.trainer.SpecGRPPTrainer`.
-        device (str): where to run.
-        **overrides: config keys to change for inference, e.g. ``specgr_threshold``.
-
-    Returns:
-        SpecGRPP: the model; its config is ``model.new_items_config``.
+    Raises:
+        ValueError: not a SpecGR++ checkpoint, or one without the saved tokenizer and item ids.
     """
-    from recbole_specgr.utils import get_model
+    from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP
 
-    checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
-    config = SavedConfig(checkpoint["config"])
-    model_class = get_model(config["model"])
-    other = checkpoint.get("other_parameter") or {}
-    if not hasattr(model_class, "add_items"):
-        raise ValueError(f"--checkpoint: {config['model']} models cannot take new items; use a SpecGRPP checkpoint")
-    if other.get("tokenizer_state") is None or other.get("item_tokens") is None:
+    try:
+        model = SpecGRPP.from_checkpoint(checkpoint_path, device=device, **overrides)
+    except ValueError as err:
+        if "holds a" in str(err):
+            raise ValueError(f"--checkpoint: {err}; new items need a SpecGRPP checkpoint") from None
+        raise
+    if model.tokenizer_state is None or model.item_tokens is None:
         raise ValueError(f"--checkpoint: {checkpoint_path} lacks the tokenizer state / item ids (saved by SpecGRPP)")
-    for key, value in overrides.items():
-        config[key] = value
-    config["device"] = torch.device(device)
-    state = checkpoint["state_dict"]
-    model = model_class(config, _Catalog(state["seen_item_mask"], state.get("item_text_emb")), item2codes=state["item2codes"],
-                        codebook_size=other["tokenizer_state"]["settings"]["codebook_size"])
-    model.load_state_dict(state)
-    model.load_other_parameter(other)
-    model.new_items_config = config
-    return model.to(device).eval()
+    return model
 
 
 def add_new_items(model, item_ids, texts, batch_size=64):
@@ -124,14 +90,14 @@ def add_new_items(model, item_ids, texts, batch_size=64):
     Returns:
         torch.Tensor: the new items' internal ids ``[m]``.
     """
-    config = model.new_items_config
+    config = model.config
     known = set(model.item_tokens)
     clash = [i for i in item_ids if i in known]
     if clash:
         raise ValueError(f"--items: item ids already in the model: {clash[:5]}")
     device = model.item2codes.device
     emb = encode_texts(texts, config["text_encoder"] or DEFAULT_ENCODER, batch_size=batch_size, device=str(device))
-    tokenizer = SemanticIDTokenizer(_OnDevice(config, "cpu"))
+    tokenizer = SemanticIDTokenizer(SavedConfig({**config, "device": "cpu"}))  # the quantiser runs on the CPU
     tokenizer.load_state_dict(model.tokenizer_state)
     if len(tokenizer.codes) != model.n_items:
         raise ValueError(f"tokenizer_state: {len(tokenizer.codes)} items, but the model has {model.n_items}")

@@ -372,3 +372,23 @@ def test_text_input_needs_text_embeddings():
         model.set_items(new_codes, new_seen, torch.zeros(32, 4))
     model.set_items(new_codes, new_seen, torch.cat([model.item_text_emb, torch.ones(1, 5)]))
     assert model.item_text_emb.shape == (32, 5) and torch.equal(model.item_text_emb[31], torch.ones(5))
+
+
+def test_from_checkpoint_rebuilds_the_trained_model_without_its_dataset(tmp_path):
+    model = make_tiger(seed=4)
+    config = {**make_config(), "model": "TIGER", "rqvae_codebook_size": C}
+    config.pop("device")
+    path = tmp_path / "tiger.pth"
+    torch.save({"config": config, "state_dict": model.state_dict(), "other_parameter": {}}, path)
+    rebuilt = TIGER.from_checkpoint(str(path), num_beams=K + 1)
+    inter = histories(B=4, seed=4)
+    with torch.no_grad():
+        expected = model.digit_log_probs(model.encode(inter["item_id_list"], inter["item_length"]), inter["item_id"][:, None])
+        got = rebuilt.digit_log_probs(rebuilt.encode(inter["item_id_list"], inter["item_length"]), inter["item_id"][:, None])
+    assert torch.equal(got, expected) and not rebuilt.training
+    assert rebuilt.num_beams == K + 1 and rebuilt.config["num_beams"] == K + 1  # overrides reach the model
+    assert torch.equal(rebuilt.seen_item_mask, model.seen_item_mask)
+    config["model"] = "SASRec"
+    torch.save({"config": config, "state_dict": model.state_dict()}, path)
+    with pytest.raises(ValueError, match=r"holds a SASRec model, expected a TIGER"):
+        TIGER.from_checkpoint(str(path))

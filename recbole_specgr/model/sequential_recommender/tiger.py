@@ -18,6 +18,9 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_specgr.compat import load_checkpoint
+from recbole_specgr.config import SavedConfig
+from recbole_specgr.data.catalog import ItemCatalog
 from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.inference.beam_search import constrained_beam_search
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
@@ -136,6 +139,32 @@ class TIGER(SequentialRecommender):
         # parameters initialization: T5 initialises itself (normal(0, initializer_range)); W starts at zero
         if self.text_adapter is not None:
             nn.init.zeros_(self.text_adapter.weight)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str = "cpu", **overrides):
+        """The trained model of a checkpoint written by this package's trainers, rebuilt from the file alone (no
+        dataset), in eval mode on ``device``. ``overrides`` change config keys for inference (e.g.
+        ``specgr_threshold``); the resulting settings are ``model.config``.
+
+        Raises:
+            ValueError: the file holds another model, or cannot be loaded safely (see :func:`compat.load_checkpoint`).
+        """
+        from recbole_specgr.utils import get_model
+
+        checkpoint = load_checkpoint(path, map_location="cpu")
+        config = SavedConfig({**checkpoint["config"], **overrides, "device": torch.device(device)})
+        model_class = get_model(config["model"])
+        if not (isinstance(model_class, type) and issubclass(model_class, cls)):
+            raise ValueError(f"{path}: holds a {config['model']} model, expected a {cls.__name__}")
+        state, other = checkpoint["state_dict"], checkpoint.get("other_parameter") or {}
+        item_tokens = other.get("item_tokens")
+        catalog = ItemCatalog(state["seen_item_mask"], state.get("item_text_emb"), item_tokens)
+        model = model_class(config, catalog, item2codes=state["item2codes"],
+                            codebook_size=int(config["rqvae_codebook_size"]))
+        model.load_state_dict(state)
+        model.load_other_parameter(other)
+        model.config = config
+        return model.to(device).eval()
 
     def _check_args(self, item2codes: torch.Tensor, seen: torch.Tensor):
         if item2codes.dim() != 2 or item2codes.shape[0] != self.n_items:
