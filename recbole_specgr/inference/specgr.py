@@ -260,7 +260,7 @@ class SpeculativeRecommender:
             items = items.masked_fill(~active.unsqueeze(1), 0)
             ran.append(active.clone())
             drafted.scatter_(1, items, True)  # column 0 (padding) is never draftable anyway
-            scores = self._verify(enc, items, seen)  # [B, δ]
+            scores = self._verify(enc, items, seen, active)  # [B, δ]
             drafts.append(items)
             draft_scores.append(scores)
             n_strict += ((items != 0) & (scores > strictest)).sum(dim=1)
@@ -310,8 +310,16 @@ class SpeculativeRecommender:
                 raise ValueError(f"verifier.beam_search: stopped before depth {depth} (n_digits = {self.n_digits})")
         return beams
 
-    def _verify(self, enc: EncoderState, items: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        """Eq. 2 scores of drafts ``items`` [B, δ] (0 = none -> -inf)."""
+    def _verify(self, enc: EncoderState, items: torch.Tensor, seen: torch.Tensor,
+                active: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Eq. 2 scores of drafts ``items`` [B, δ] (0 = none -> -inf); with ``active`` [B] only the users still
+        drafting are decoded (the others' rows are all -inf)."""
+        if active is not None and not bool(active.all()):
+            rows = torch.nonzero(active).squeeze(1)
+            scores = torch.full(items.shape, -math.inf, device=items.device)
+            if rows.numel() > 0:
+                scores[rows] = self._verify(EncoderState(enc.hidden[rows], enc.mask[rows]), items[rows], seen)
+            return scores
         empty = items == 0
         if items.size(1) == 0:
             return items.new_zeros(items.shape, dtype=torch.float)
