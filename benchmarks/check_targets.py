@@ -47,8 +47,20 @@ def fmt(ms, n=None):
 
 
 def convergence(result):
-    """One line on a run's learning curve: validations, the best one, and why training ended."""
+    """One line on a run's learning curve: validations, the best one, and why training ended (per stage for
+    SpecGR++: its stages are validated by different metrics)."""
     curve = result.get("learning_curve") or []
+    stages = [c.get("stage") for c in curve if c.get("stage")]
+    if stages:
+        parts = []
+        for stage in dict.fromkeys(stages):
+            part = {**result, "learning_curve": [{k: v for k, v in c.items() if k != "stage"} for c in curve
+                                                 if c.get("stage") == stage]}
+            if stage == "finetune":
+                part["config"] = {"epochs": (result.get("config") or {}).get("specgrpp_finetune_epochs")}
+                part["learning_curve"] = [{**c, "epoch": i} for i, c in enumerate(part["learning_curve"])]
+            parts.append(f"{stage}: {convergence(part)}")
+        return "; ".join(parts)
     validated = [c for c in curve if "valid_score" in c]
     if not validated:
         return "no validation recorded"

@@ -3,12 +3,36 @@ recbole_specgr.atomic
 #####################
 Every artifact this package writes (caches, checkpoints, converted datasets, result files) goes through
 :func:`atomic_write`: a temporary file in the target's folder, moved into place only once fully written, so a crash or
-an error never leaves a half-written file behind.
+an error never leaves a half-written file behind. A process killed outright (SIGKILL, out of memory) cannot clean up
+its temporary file; the next write into that folder removes it (temporary names carry the writer's PID, and only
+files of processes that no longer run are removed, so concurrent writers are safe).
 """
 
 import contextlib
+import glob
 import os
 import tempfile
+
+TMP_PREFIX = ".tmp_"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files in ``folder`` left by writers that were killed (their PID no longer runs)."""
+    for path in glob.glob(os.path.join(folder, f"{TMP_PREFIX}*_*.part")):
+        pid = os.path.basename(path)[len(TMP_PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 @contextlib.contextmanager
@@ -17,7 +41,8 @@ def atomic_write(path, mode="wb", **open_kwargs):
     temporary file is removed and ``path`` is left as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".part")
+    remove_stale_temporaries(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TMP_PREFIX}{os.getpid()}_", suffix=".part")
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f

@@ -119,3 +119,24 @@ def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache
     assert len(error_lines) == 1 and "Traceback" not in err, err
     assert re.search(message, error_lines[0]), error_lines[0]
     assert files_under(run_dir / "saved") == []
+
+
+def test_a_killed_writer_leaves_no_artifact_and_the_next_write_cleans_up(tmp_path):
+    """SIGKILL in the middle of a cache / checkpoint write (every artifact goes through atomic_write): the target is
+    not created, and the next write into the folder removes the dead writer's temporary file."""
+    import signal
+    import subprocess
+
+    target = tmp_path / "cache" / "semantic_ids.pt"
+    script = (f"import os, signal\nfrom recbole_specgr.atomic import atomic_write\n"
+              f"with atomic_write({str(target)!r}) as f:\n"
+              f"    f.write(b'half of a file')\n    f.flush()\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=str(ROOT), capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    leftovers = files_under(tmp_path / "cache")
+    assert not target.exists() and len(leftovers) == 1 and leftovers[0].startswith(".tmp_")
+    from recbole_specgr.atomic import atomic_write
+
+    with atomic_write(str(tmp_path / "cache" / "other.pt")) as f:  # the rerun writes into the same folder
+        f.write(b"complete")
+    assert files_under(tmp_path / "cache") == ["other.pt"]
