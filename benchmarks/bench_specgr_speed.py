@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_tiger_beam import random_codes, timed  # noqa: E402
 from recbole_specgr.atomic import atomic_write  # noqa: E402
+from recbole_specgr.config import model_defaults  # noqa: E402
 from recbole_specgr.data.catalog import ItemCatalog  # noqa: E402
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP  # noqa: E402
 from recbole_specgr.model.sequential_recommender.tiger import TIGER  # noqa: E402
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 def build(args):
     """SpecGR++ (random weights) over random codes; the last ``unseen_share`` of the items are unseen."""
-    config = yaml.safe_load((ROOT / "properties" / "model" / "SpecGRPP.yaml").read_text())
+    config = model_defaults("SpecGRPP")
     config.update(
         USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list", ITEM_LIST_LENGTH_FIELD="item_length",
         NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=args.history, device=args.device, topk=[args.k],

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recbole_specgr.config import model_defaults  # noqa: E402
 from recbole_specgr.data.catalog import ItemCatalog  # noqa: E402
 from recbole_specgr.model.sequential_recommender.tiger import TIGER  # noqa: E402
 
@@ -52,7 +52,7 @@ def random_codes(n_items, n_digits, codebook_size, seed):
 def build_models(args, device, dtype):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = yaml.safe_load((ROOT / "properties" / "model" / "TIGER.yaml").read_text())
+    config = model_defaults("TIGER")
     config.update(
         USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list", ITEM_LIST_LENGTH_FIELD="item_length",
         NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=args.history, device=device, topk=[args.beams],

@@ -8,7 +8,8 @@ Precedence, lowest first (a later source overrides an earlier one):
 1. RecBole's own defaults (``recbole/properties``: overall, the core model's YAML, its quick-start presets);
 2. ``properties/overall.yaml`` of this package;
 3. ``properties/dataset/<dataset>.yaml``;
-4. ``properties/model/<Model>.yaml``;
+4. the shared layers the model YAML names in ``base_configs`` (``properties/model/base/``), then
+   ``properties/model/<Model>.yaml``;
 5. the user's ``--config_files`` (in the order given);
 6. the ``config_dict`` passed from Python;
 7. ``--key=value`` on the command line.
@@ -18,6 +19,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 
 
@@ -34,6 +36,20 @@ def _find_properties_dir() -> Path:
 
 
 PROPERTIES_DIR = _find_properties_dir()
+
+
+def base_config_paths(model_path: Path):
+    """The shared layers a model YAML names in ``base_configs`` (``properties/model/base/<name>.yaml``, in order),
+    loaded before it the RecBole-GNN way: one file for the T5 backbone, one for speculative inference."""
+    if not model_path.is_file():
+        return []
+    with open(model_path, encoding="utf-8") as f:
+        names = (yaml.safe_load(f) or {}).get("base_configs") or []
+    paths = [model_path.parent / "base" / f"{name}.yaml" for name in names]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ValueError(f"{model_path}: base_configs names no such file {missing}")
+    return paths
 
 
 class Config(RecBoleConfig):
@@ -58,10 +74,12 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        model_path = PROPERTIES_DIR / "model" / f"{model}.yaml"
         for path in (
             PROPERTIES_DIR / "overall.yaml",
             PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
-            PROPERTIES_DIR / "model" / f"{model}.yaml",
+            *base_config_paths(model_path),
+            model_path,
         ):
             if path.is_file():
                 loaded = self._update_internal_config_dict(str(path))
@@ -154,3 +172,14 @@ def config_from_saved(saved: dict, **overrides) -> Config:
     if data_path and os.path.basename(os.path.normpath(data_path)) == settings.get("dataset"):
         settings["data_path"] = os.path.dirname(os.path.normpath(data_path))
     return Config(model=settings["model"], dataset=settings["dataset"], config_dict=settings)
+
+
+def model_defaults(model: str) -> dict:
+    """The keys of ``properties/model/<model>.yaml`` with its ``base_configs`` layers under them, as a plain dict
+    (for building a model without a dataset: tests, benchmarks)."""
+    model_path = PROPERTIES_DIR / "model" / f"{model}.yaml"
+    merged = {}
+    for path in (*base_config_paths(model_path), model_path):
+        with open(path, encoding="utf-8") as f:
+            merged.update(yaml.safe_load(f) or {})
+    return merged

@@ -8,18 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from recbole.data.interaction import Interaction
 
 from recbole_specgr import compat
 from recbole_specgr import new_items
-from recbole_specgr.config import Config
+from recbole_specgr.config import Config, model_defaults
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.quick_start import objective_function
 from recbole_specgr.trainer import SpecGRPPTrainer
 
-YAML = Path(__file__).resolve().parent.parent / "properties" / "model" / "SpecGRPP.yaml"
 N_ITEMS, L, C = 30, 3, 4  # items 1..30, 3 digits of 4 codes
 TINY_T5 = dict(n_layers_enc=1, n_layers_dec=1, hidden_size=16, n_heads=2, d_kv=8, inner_size=32)
 FAST_TOKENIZER = dict(rqvae_method="faiss_rq", rqvae_codebook_size=32)  # k-means only: no RQ-VAE training
@@ -54,7 +52,7 @@ def make_model(seed=0, **overrides):
     seen = torch.ones(N_ITEMS + 1, dtype=torch.bool)
     seen[0] = False
     seen[N_ITEMS - 7:] = False
-    config = yaml.safe_load(YAML.read_text())
+    config = model_defaults("SpecGRPP")
     config.update(USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list",
                   ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=4, device="cpu",
                   topk=[2, 5], num_beams=5, dropout_prob=0.0, initializer_range=0.3, specgrpp_temperature=0.5,
@@ -177,7 +175,7 @@ def test_drafting_index_follows_weight_changes():
 def tiger_checkpoint(tmp_path, seed=7, codes_seed=0, **overrides):
     """A TIGER over make_model's items (codes of ``codes_seed``), saved like a trainer checkpoint."""
     twin = make_model(seed=codes_seed)
-    config = yaml.safe_load(YAML.read_text())
+    config = model_defaults("SpecGRPP")
     config.update(USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list",
                   ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=4, device="cpu",
                   topk=[2, 5], num_beams=5, dropout_prob=0.0, initializer_range=0.3, **{**TINY_T5, **overrides})
@@ -459,7 +457,7 @@ def test_threshold_tuning_keeps_the_best_gamma_and_its_validation_result(monkeyp
     assert by_default_metric.model.specgr_threshold == -1.0  # valid_metric ndcg@10
     no_grid = scripted_tuner(None)
     assert no_grid.tune_threshold(valid_data=[1]) is None
-    assert no_grid.model.specgr_threshold == yaml.safe_load(YAML.read_text())["specgr_threshold"]
+    assert no_grid.model.specgr_threshold == model_defaults("SpecGRPP")["specgr_threshold"]
 
 
 def test_threshold_tuning_rejects_bad_settings():

@@ -1,17 +1,15 @@
 """TIGER and its T5 on tiny random models (CPU): caching, batched scoring, beam search vs brute force, TIGER_C."""
 
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from recbole.data.interaction import Interaction
 
+from recbole_specgr.config import model_defaults
 from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.model.t5 import T5, T5Config
 
-YAML = Path(__file__).resolve().parent.parent / "properties" / "model" / "TIGER.yaml"
 NEG_INF = float("-inf")
 N_ITEMS, L, C, K = 30, 3, 4, 5  # items 1..30, 3 digits of 4 codes: 30 of 64 codes exist
 
@@ -39,7 +37,7 @@ def catalog(seed=0, n_unseen=8):
 
 
 def make_config(**overrides):
-    config = yaml.safe_load(YAML.read_text())
+    config = model_defaults("TIGER")
     config.update(
         USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list", ITEM_LIST_LENGTH_FIELD="item_length",
         NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=6, device="cpu", topk=[2, K],
@@ -135,7 +133,7 @@ def test_encoder_ignores_padding():
 
 # ---------------------------------------------------------------- TIGER
 def test_yaml_and_bad_arguments():
-    config = yaml.safe_load(YAML.read_text())
+    config = model_defaults("TIGER")
     for key in ("n_layers_enc", "n_layers_dec", "hidden_size", "n_heads", "d_kv", "inner_size", "dropout_prob",
                 "num_beams", "tiger_allow_unseen", "tiger_c_unseen_share", "learning_rate", "weight_decay",
                 "epochs"):
