@@ -133,8 +133,9 @@ def _fits(value, expected):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-# Keys RecBole derives from the others (enums, the torch device): never saved, set again where a config is rebuilt.
-DERIVED_KEYS = ("MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device")
+# Keys RecBole derives from the others (enums, the device and its process group): never saved, set again where a
+# config is rebuilt.
+DERIVED_KEYS = ("MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "local_rank", "single_spec")
 
 
 def _plain(value):
@@ -166,12 +167,16 @@ class SavedConfig(dict):
 
 def config_from_saved(saved: dict, **overrides) -> Config:
     """A full :class:`Config` rebuilt from a checkpoint's :func:`plain_config` (plus ``overrides``), e.g. to reload its
-    dataset. RecBole stores ``data_path`` with the dataset folder appended and appends it again: it is taken off."""
-    settings = {**saved, **overrides}
+    dataset: the saved values that differ from the model's and dataset's defaults are given as ``config_dict`` (keys
+    RecBole normalises, such as ``train_neg_sample_args``, are equal to the defaults and so not given again)."""
+    defaults = plain_config(Config(model=saved["model"], dataset=saved["dataset"]))
+    settings = {key: value for key, value in saved.items()
+                if key not in DERIVED_KEYS and defaults.get(key, object()) != value}
+    settings.update(overrides)
     data_path = settings.get("data_path")
-    if data_path and os.path.basename(os.path.normpath(data_path)) == settings.get("dataset"):
-        settings["data_path"] = os.path.dirname(os.path.normpath(data_path))
-    return Config(model=settings["model"], dataset=settings["dataset"], config_dict=settings)
+    if data_path and os.path.basename(os.path.normpath(data_path)) == saved.get("dataset"):
+        settings["data_path"] = os.path.dirname(os.path.normpath(data_path))  # RecBole appends the dataset again
+    return Config(model=saved["model"], dataset=saved["dataset"], config_dict=settings)
 
 
 def model_defaults(model: str) -> dict:
