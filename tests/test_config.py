@@ -99,3 +99,25 @@ def test_compat_keeps_autograd_anomaly_detection_off():
     from recbole.model.sequential_recommender.sine import SINE  # noqa: F401  (the module that switches it on)
 
     assert not torch.is_anomaly_enabled()
+
+
+def test_saved_plain_config_rebuilds_the_same_settings(run_dir, tmp_path):
+    from recbole_specgr.config import config_from_saved, plain_config
+
+    original = Config(model="SpecGRPP", dataset="ml-100k",
+                      config_dict={"epochs": 3, "specgr_threshold": -4.5, "data_path": str(tmp_path)})
+    saved = plain_config(original)
+    assert "device" not in saved and "local_rank" not in saved  # derived and process keys are not saved
+    rebuilt = config_from_saved(saved, eval_batch_size=7)
+    assert rebuilt["epochs"] == 3 and rebuilt["specgr_threshold"] == -4.5 and rebuilt["eval_batch_size"] == 7
+    assert rebuilt["data_path"] == original["data_path"]  # not ml-100k/ml-100k
+    same = {k: v for k, v in plain_config(rebuilt).items() if k != "eval_batch_size"}
+    assert same == {k: v for k, v in saved.items() if k != "eval_batch_size"}
+
+
+def test_model_yaml_layers_its_base_configs():
+    defaults = config_module.model_defaults("SpecGRPP")
+    base = yaml.safe_load((PROPERTIES_DIR / "model" / "base" / "t5.yaml").read_text())
+    assert defaults["hidden_size"] == base["hidden_size"] and base["item_text_input"] is False
+    assert defaults["item_text_input"] is True  # the model file overrides its base
+    assert config_module.model_defaults("SpecGRAux")["specgr_no_reranking"] is False  # from base/speculative.yaml
