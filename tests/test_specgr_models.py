@@ -523,3 +523,21 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path, capsys):
         new_items.main(["--checkpoint", str(crafted), "--items", str(items), "--history", "1"])
     assert f"error: {crafted}: refused to load, it holds pickled objects" in str(exit_info.value)
     assert not marker.exists()
+
+
+def test_validations_go_to_tensorboard_by_subset(run_dir):
+    config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
+        "checkpoint_dir": str(run_dir / "saved"), "state": "ERROR", "specgr_threshold_grid": None})
+    trainer = SpecGRPPTrainer(config, make_model())
+    written = []
+
+    class Writer:
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+    trainer.tensorboard = Writer()
+    trainer.learning_curve = [{"epoch": 0, "step": 7}]
+    trainer._record_validation(0.5, {"recall@50": 0.5, "n_cases": 10, "in_sample/recall@50": 0.625,
+                                     "unseen/recall@50": float("nan"), "acceptance_rate": 0.9})
+    assert written == [("valid/overall/recall@50", 0.5, 7), ("valid/in_sample/recall@50", 0.625, 7)]
+    assert trainer.learning_curve[0]["valid"]["extra"] == {"acceptance_rate": 0.9}

@@ -144,10 +144,17 @@ class InductiveTrainer(Trainer):
         return valid_score, valid_result
 
     def _record_validation(self, valid_score, valid_result, key="valid", **extra):
-        """Attach a validation to the learning curve's last epoch, under ``key`` (plus ``extra`` entries)."""
+        """Attach a validation to the learning curve's last epoch, under ``key`` (plus ``extra`` entries), and write
+        its metrics by subset to RecBole's TensorBoard writer (``<key>/<subset>/<metric>``, x = optimizer step)."""
         if self.learning_curve:
-            self.learning_curve[-1].update({key: nest_result(valid_result), f"{key}_score": valid_score,
+            nested = nest_result(valid_result)
+            self.learning_curve[-1].update({key: nested, f"{key}_score": valid_score,
                                             f"{key}_metric": self.valid_metric, **extra})
+            step = self.learning_curve[-1].get("step", self.learning_curve[-1].get("epoch", 0))
+            for subset in ("overall", "in_sample", "unseen"):
+                for metric, value in (nested.get(subset) or {}).items():
+                    if metric != "n_cases" and isinstance(value, float) and value == value:  # NaN: empty subset
+                        self.tensorboard.add_scalar(f"{key}/{subset}/{metric}", value, step)
 
     def _validate_final_epoch(self, epoch_idx, valid_data, verbose, saved, show_progress):
         """Validate the last epoch (RecBole validates only every ``eval_step`` epochs) and keep it if it is best."""
