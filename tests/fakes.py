@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
+from recbole_specgr.inference.prefix_index import PrefixIndex
 
 
 def make_catalog(n_items: int, n_digits: int = 3, codebook_size: int = 3, n_unseen: int = 0, seed: int = 0):
@@ -56,6 +57,7 @@ class TableVerifier:
                                  self.codebook_size, generator=g)
         self.log_probs = logits.log_softmax(dim=-1)  # [U, l, C^(l-1), C]
         self.generable = generable if generable is not None else torch.arange(item2codes.size(0)) > 0
+        self.prefix_index = PrefixIndex(item2codes, self.codebook_size)
         self.n_encode_calls = 0
 
     def radix(self, prefixes: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ from typing import Iterator, NamedTuple, Optional, Protocol
 
 import torch
 
+from recbole_specgr.inference.prefix_index import PrefixIndex
+
 
 class EncoderState(NamedTuple):
     """Encoder output, computed once per user batch and reused by every decoding / scoring call."""
@@ -43,6 +45,8 @@ class Verifier(Protocol):
 
     item2codes: torch.Tensor  # [n, l] raw codes per digit, row 0 (padding item) = -1
     n_digits: int  # l, the last digit being the collision (identification) digit
+    codebook_size: int  # C, codes per digit
+    prefix_index: PrefixIndex  # the prefix tree of item2codes
 
     def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> EncoderState:
         """Run the encoder once on ``[bos, ID_1 … ID_w, eos]``."""

@@ -150,8 +150,7 @@ class SpeculativeRecommender:
             raise ValueError(f"seen_item_mask: expected a bool tensor [{self.n_items}] (= item2codes rows), got {got}")
         self.seen_item_mask = seen_item_mask.bool()  # [n]
         # define derived structures
-        codes = verifier.item2codes
-        self.prefix_index = PrefixIndex(codes, codebook_size=int(codes.max()) + 1)
+        self.prefix_index = verifier.prefix_index  # the verifier's own prefix tree (C from its codebook)
         self.item_prefix = [self.prefix_index.item_nodes(j).clamp(min=0) for j in range(1, self.n_digits)]  # [n] each
         real = torch.nonzero((verifier.item2codes[1:] >= 0).all(dim=1)).squeeze(1)
         self.stand_in_item = int(real[0]) + 1 if real.numel() > 0 else 1  # verified in place of empty draft slots
