@@ -161,9 +161,6 @@ class SavedConfig(dict):
     def __getitem__(self, key):
         return self.get(key)
 
-    def __contains__(self, key):
-        return dict.__contains__(self, key)
-
 
 def config_from_saved(saved: dict, **overrides) -> Config:
     """A full :class:`Config` rebuilt from a checkpoint's :func:`plain_config` (plus ``overrides``), e.g. to reload its

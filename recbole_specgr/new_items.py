@@ -68,12 +68,7 @@ def load_model(checkpoint_path, device="cpu", **overrides):
     """
     from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP
 
-    try:
-        model = SpecGRPP.from_checkpoint(checkpoint_path, device=device, **overrides)
-    except ValueError as err:
-        if "holds a" in str(err):
-            raise ValueError(f"--checkpoint: {err}; new items need a SpecGRPP checkpoint") from None
-        raise
+    model = SpecGRPP.from_checkpoint(checkpoint_path, device=device, **overrides)
     if model.tokenizer_state is None or model.item_tokens is None:
         raise ValueError(f"--checkpoint: {checkpoint_path} lacks the tokenizer state / item ids (saved by SpecGRPP)")
     return model

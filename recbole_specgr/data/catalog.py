@@ -4,7 +4,7 @@ recbole_specgr.data.catalog
 :class:`ItemCatalog`: the item side of a dataset, which is all that a model over semantic IDs reads from it.
 """
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -18,14 +18,11 @@ class ItemCatalog:
     Args:
         seen_item_mask: ``[n]`` bool, row 0 (padding) False.
         item_text_emb: ``[n, d]`` text embeddings (row 0 zeros), or None.
-        item_tokens: the raw id of each internal id (index 0 = padding), or None.
     """
 
-    def __init__(self, seen_item_mask: torch.Tensor, item_text_emb: Optional[torch.Tensor] = None,
-                 item_tokens: Optional[Sequence[str]] = None):
+    def __init__(self, seen_item_mask: torch.Tensor, item_text_emb: Optional[torch.Tensor] = None):
         self.seen_item_mask = seen_item_mask.bool()
         self.item_text_emb = item_text_emb
-        self.field2id_token = {} if item_tokens is None else {"item_id": list(item_tokens)}
 
     def num(self, field):
         """The number of item ids, padding included (the only field a sequential recommender asks about)."""

@@ -157,8 +157,7 @@ class TIGER(SequentialRecommender):
         if not (isinstance(model_class, type) and issubclass(model_class, cls)):
             raise ValueError(f"{path}: holds a {config['model']} model, expected a {cls.__name__}")
         state, other = checkpoint["state_dict"], checkpoint.get("other_parameter") or {}
-        item_tokens = other.get("item_tokens")
-        catalog = ItemCatalog(state["seen_item_mask"], state.get("item_text_emb"), item_tokens)
+        catalog = ItemCatalog(state["seen_item_mask"], state.get("item_text_emb"))
         model = model_class(config, catalog, item2codes=state["item2codes"],
                             codebook_size=int(config["rqvae_codebook_size"]))
         model.load_state_dict(state)
