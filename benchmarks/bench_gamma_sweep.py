@@ -1,13 +1,17 @@
 """γ sweep of a trained SpecGR model (paper Fig. 4): Recall@K overall / in-sample / unseen, acceptance rate and
 users/s against the threshold γ, on the validation and test splits, from one checkpoint.
 
-Writes ``<out>.csv`` (one row per split and γ) and ``<out>.png`` (test split: R@K per subset, and users/s).
+Writes ``<out>.csv`` (one row per split and γ) and ``<out>.png`` (test split: R@K per subset, and users/s). With
+``--unseen_grid`` every γ is tried with every γ_u (the threshold for drafts of unseen items) in one pass per split
+(no users/s, no plot).
 
 Usage::
 
     python run_recbole_specgr.py --model=SpecGRPP --dataset=ml-100k          # leaves saved/SpecGRPP-*.pth
     python benchmarks/bench_gamma_sweep.py --checkpoint saved/SpecGRPP-<date>.pth \\
         --grid -1 -1.5 -2 -2.5 -3 -3.5 -4 -5 --out benchmarks/reports/gamma_sweep_ml-100k_cpu
+    python benchmarks/bench_gamma_sweep.py --checkpoint saved/SpecGRPP-<date>.pth \
+        --grid -2 -3 -4 --unseen_grid -4 -5 -6 -8 --out benchmarks/reports/unseen_threshold_ml-100k_cpu
 """
 
 import argparse
@@ -24,6 +28,8 @@ from recbole.utils import init_logger, init_seed  # noqa: E402
 from recbole_specgr.atomic import atomic_write  # noqa: E402
 from recbole_specgr.compat import load_checkpoint  # noqa: E402
 from recbole_specgr.config import config_from_saved  # noqa: E402
+from recbole_specgr.inference.specgr import Thresholds  # noqa: E402
+from recbole_specgr.trainer.threshold_tuning import sweep_thresholds  # noqa: E402
 from recbole_specgr.utils import create_dataset, get_model, get_trainer  # noqa: E402
 
 logger = logging.getLogger()
@@ -86,6 +92,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a SpecGRPP / SpecGRAux checkpoint (InductiveTrainer .pth)")
     parser.add_argument("--grid", type=float, nargs="+", required=True, help="γ values")
+    parser.add_argument("--unseen_grid", type=float, nargs="+", default=None,
+                        help="γ_u values, each tried with every γ (one pass per split, no users/s, no plot)")
     parser.add_argument("--out", required=True, help="output path without extension (.csv and .png are written)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the checkpoint's)")
     parser.add_argument("--eval_batch_size", type=int, default=None)
@@ -96,9 +104,13 @@ def main(argv=None):
     config, trainer, valid_data, test_data = load_trained(args.checkpoint, overrides)
     rows = []
     for split, data in (("valid", valid_data), ("test", test_data)):
-        for row in timed_sweep(trainer, data, args.grid):
+        if args.unseen_grid is None:
+            split_rows = timed_sweep(trainer, data, args.grid)
+        else:
+            split_rows = sweep_thresholds(trainer, data, [Thresholds(g, u) for g in args.grid for u in args.unseen_grid])
+        for row in split_rows:
             rows.append({"split": split, **row})
-            logger.info(f"{split} γ={row['specgr_threshold']:g}: " + ", ".join(
+            logger.info(f"{split} γ={row['specgr_threshold']:g} γ_u={row.get('specgr_unseen_threshold', 'γ')}: " + ", ".join(
                 f"{key} {row[key]:.4f}" for key in ("recall@50", "in_sample/recall@50", "unseen/recall@50",
                                                     "acceptance_rate", "users_per_s") if key in row))
     columns = list(rows[0])
@@ -106,9 +118,10 @@ def main(argv=None):
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    write_plot(rows, max(config["topk"]), args.out + ".png")
-    logger.info(f"wrote {args.out}.csv and {args.out}.png ({config['model']} on {config['dataset']}, "
-                f"device {config['device']})")
+    if args.unseen_grid is None:
+        write_plot(rows, max(config["topk"]), args.out + ".png")
+    logger.info(f"wrote {args.out}.csv" + ("" if args.unseen_grid else f" and {args.out}.png")
+                + f" ({config['model']} on {config['dataset']}, device {config['device']})")
 
 
 if __name__ == "__main__":

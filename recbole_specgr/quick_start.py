@@ -72,6 +72,7 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     result["learning_curve"] = _jsonable(getattr(trainer, "learning_curve", []))
     if getattr(trainer, "threshold_sweep", None):  # γ chosen on validation (SpecGR models with a threshold grid)
         result["specgr_threshold"] = model.specgr_threshold
+        result["specgr_unseen_threshold"] = model.specgr_unseen_threshold
         result["threshold_sweep"] = trainer.threshold_sweep
     for split in ("valid", "test"):
         if result[split]["overall"]:

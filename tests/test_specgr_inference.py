@@ -9,7 +9,7 @@ import torch
 from recbole_specgr.inference.drafting import DraftIndex, DraftMask
 from recbole_specgr.inference.interfaces import BeamStep
 from recbole_specgr.inference.prefix_index import PrefixIndex
-from recbole_specgr.inference.specgr import SpeculativeRecommender, beam_table, verification_scores
+from recbole_specgr.inference.specgr import SpeculativeRecommender, Thresholds, beam_table, verification_scores
 from fakes import FixedDrafter, TableVerifier, make_catalog, user_seq
 
 N_ITEMS, N_UNSEEN, N_USERS, DIM = 20, 6, 5, 8
@@ -30,14 +30,17 @@ def ranked(scores_row):
     return [(int(finite[o]), float(scores_row[finite[o]])) for o in order]
 
 
-def assert_same_ranking(got, expect):
-    """Same scores in the same order, and the same items per score except in a tie at the cut-off (unseen items
-    sharing their l−1 semantic digits have equal eq. 2 scores, and either may be kept)."""
+def assert_same_ranking(got, expect, seen):
+    """Same scores in the same order, and the same items per score except where tied unseen items are cut (unseen
+    items sharing their l−1 semantic digits have equal eq. 2 scores, and either may be kept: at the end of the list,
+    or where the fill from rejected drafts stops)."""
     assert [s for _, s in got] == pytest.approx([s for _, s in expect], abs=1e-5), (got, expect)
     groups = lambda pairs: {round(s, 4): {i for i, t in pairs if round(t, 4) == round(s, 4)} for _, s in pairs}
     g, e = groups(got), groups(expect)
     lowest = min(e) if e else None
-    assert all(g[s] == e[s] for s in e if s != lowest), (got, expect)
+    for s in e:
+        if s != lowest and g[s] != e[s]:
+            assert len(g[s]) == len(e[s]) and not any(seen[i] for i in g[s] ^ e[s]), (got, expect)
 
 
 def eq2(verifier, user, item, seen, adjust=True):
@@ -59,8 +62,9 @@ def beams_of(verifier, user, beam_size):
 
 
 def oracle(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, subset=False, no_inductive=False,
-           no_adjust=False, no_guided=False, no_rerank=False, no_exit=False):
-    """Plain per-user Python version of paper section 3.2, written independently of the batched code."""
+           no_adjust=False, no_guided=False, no_rerank=False, no_exit=False, gamma_unseen=None):
+    """Plain per-user Python version of paper section 3.2, written independently of the batched code (drafts of
+    unseen items are accepted above ``gamma_unseen`` when given)."""
     n, l = verifier.item2codes.size(0), verifier.n_digits
     dscore = (drafter.items @ drafter.user_vectors[user]).tolist()
     pool = [i for i in range(1, n) if (allowed is None or allowed[i]) and (seen[i] or not no_inductive)]
@@ -75,7 +79,7 @@ def oracle(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, s
         for i in cands[:delta]:
             v = eq2(verifier, user, i, seen, adjust=not no_adjust)
             drafted.add(i)
-            records.append((i, v, v > gamma))
+            records.append((i, v, v > (gamma if seen[i] or gamma_unseen is None else gamma_unseen)))
         if not no_exit and sum(a for _, _, a in records) >= K:
             break
     acc = [(i, v) for i, v, a in records if a]
@@ -170,9 +174,12 @@ ORACLE_CASES = [
     dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6, no_reranking=True),
     dict(draft_size=3, num_beams=4, threshold=-1.4, topk=3, no_adaptive_exit=True),
     dict(draft_size=5, num_beams=5, threshold=-1.3, topk=4, no_reranking=True, no_adaptive_exit=True),
+    dict(draft_size=3, num_beams=4, threshold=-1.0, topk=6, unseen_threshold=-2.0),
+    dict(draft_size=3, num_beams=4, threshold=-1.6, topk=5, unseen_threshold=-0.8),
 ]
 ORACLE_FLAGS = dict(no_inductive_drafting="no_inductive", no_likelihood_adjustment="no_adjust",
-                    no_guided_redrafting="no_guided", no_reranking="no_rerank", no_adaptive_exit="no_exit")
+                    no_guided_redrafting="no_guided", no_reranking="no_rerank", no_adaptive_exit="no_exit",
+                    unseen_threshold="gamma_unseen")
 
 
 @pytest.mark.parametrize("case, seed, subset", itertools.product(range(len(ORACLE_CASES)), range(2), [False, True]))
@@ -192,7 +199,7 @@ def test_matches_per_user_oracle(case, seed, subset):
         if kwargs.get("no_reranking"):
             assert [i for i, _ in got] == [i for i, _ in expect], (user, got, expect)
         else:
-            assert_same_ranking(got, expect)
+            assert_same_ranking(got, expect, seen)
 
 
 @pytest.mark.parametrize("case, subset", itertools.product(range(len(ORACLE_CASES)), [False, True]))
@@ -200,13 +207,13 @@ def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, sub
     verifier, drafter, seen = build(seed=case)
     kwargs = {k: v for k, v in ORACLE_CASES[case].items() if k != "threshold"}
     allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(case)) < 0.6) if subset else None
-    grid = [-0.6, -1.0, -1.4, -2.5, -math.inf]
+    grid = [-0.6, -1.0, -1.4, -2.5, -math.inf, Thresholds(-1.0, -2.5), Thresholds(-2.5, -0.6)]
     rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
     swept = rec.recommend_thresholds(*user_seq(range(N_USERS)), grid, allowed_items=allowed, subset_ranking=subset)
     assert len(swept) == len(grid)
     rounds_seen = set()
     for gamma, got in zip(grid, swept):
-        rec.threshold = gamma
+        rec.threshold, rec.unseen_threshold = gamma if isinstance(gamma, Thresholds) else (gamma, None)
         alone = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed, subset_ranking=subset)
         assert torch.equal(got.scores, alone.scores), gamma
         rounds = alone.drafts.size(1)

@@ -425,8 +425,9 @@ class ScriptedTrainer:
         self.loaded += 1
 
 
-def scripted_tuner(grid, metric=None, results=None, monkeypatch=None):
-    """A tuner whose validation pass returns ``results[γ]`` (metrics) for each γ of the grid."""
+def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_grid=None):
+    """A tuner whose validation pass returns ``results[γ]`` (or ``results[(γ, γ_u)]`` with an ``unseen_grid``)
+    for each entry of the grid."""
     from recbole_specgr.trainer import threshold_tuning
 
     class Tuner(threshold_tuning.ThresholdTuningMixin, ScriptedTrainer):
@@ -434,12 +435,13 @@ def scripted_tuner(grid, metric=None, results=None, monkeypatch=None):
 
     if monkeypatch is not None:
         def sweep(trainer, valid_data, thresholds):
-            return [{"specgr_threshold": g, "acceptance_rate": 0.5, "mean_rounds": 1.0, "recall@50": 0.0,
-                     "in_sample/recall@50": 0.0, **results[g]} for g in thresholds]
+            return [{"specgr_threshold": t.seen, "specgr_unseen_threshold": t.unseen, "acceptance_rate": 0.5,
+                     "mean_rounds": 1.0, "recall@50": 0.0, "in_sample/recall@50": 0.0,
+                     **results[t.seen if unseen_grid is None else tuple(t)]} for t in thresholds]
 
         monkeypatch.setattr(threshold_tuning, "sweep_thresholds", sweep)
-    config = {"specgr_threshold_grid": grid, "specgr_threshold_metric": metric, "valid_metric": "NDCG@10",
-              "topk": [10, 50]}
+    config = {"specgr_threshold_grid": grid, "specgr_unseen_threshold_grid": unseen_grid, "specgr_threshold": -1.5,
+              "specgr_threshold_metric": metric, "valid_metric": "NDCG@10", "topk": [10, 50]}
     return Tuner(config, make_model(seed=1))
 
 
@@ -455,9 +457,25 @@ def test_threshold_tuning_keeps_the_best_gamma_and_its_validation_result(monkeyp
     by_default_metric = scripted_tuner([-1.0, -2.0], None, results, monkeypatch)
     by_default_metric.tune_threshold(valid_data=[1])
     assert by_default_metric.model.specgr_threshold == -1.0  # valid_metric ndcg@10
+    assert by_default_metric.model.specgr_unseen_threshold == -1.0  # no γ_u grid: γ_u = γ (the paper)
     no_grid = scripted_tuner(None)
     assert no_grid.tune_threshold(valid_data=[1]) is None
     assert no_grid.model.specgr_threshold == model_defaults("SpecGRPP")["specgr_threshold"]
+
+
+def test_threshold_tuning_tries_every_gamma_with_every_unseen_gamma(monkeypatch):
+    results = {(g, u): {"ndcg@10": 0.0, "unseen/recall@50": 0.0} for g in (-1.0, -2.0) for u in (-1.0, -6.0)}
+    results[(-2.0, -6.0)]["unseen/recall@50"] = 0.2
+    tuner = scripted_tuner([-1.0, -2.0], "unseen/recall@50", results, monkeypatch, unseen_grid=[-1.0, -6.0])
+    best = tuner.tune_threshold(valid_data=[1])
+    assert [(row["specgr_threshold"], row["specgr_unseen_threshold"]) for row in tuner.threshold_sweep] == [
+        (-1.0, -1.0), (-1.0, -6.0), (-2.0, -1.0), (-2.0, -6.0)]
+    assert (tuner.model.specgr_threshold, tuner.model.specgr_unseen_threshold) == (-2.0, -6.0)
+    assert "specgr_unseen_threshold" not in best and best["unseen/recall@50"] == 0.2
+    only_unseen = scripted_tuner(None, "unseen/recall@50", {(-1.5, -6.0): {"ndcg@10": 0.0, "unseen/recall@50": 0.1}},
+                                 monkeypatch, unseen_grid=[-6.0])
+    only_unseen.tune_threshold(valid_data=[1])  # no γ grid: γ stays specgr_threshold
+    assert (only_unseen.model.specgr_threshold, only_unseen.model.specgr_unseen_threshold) == (-1.5, -6.0)
 
 
 def test_threshold_tuning_rejects_bad_settings():
@@ -467,6 +485,8 @@ def test_threshold_tuning_rejects_bad_settings():
         scripted_tuner(["high"])
     with pytest.raises(ValueError, match=r"specgr_threshold_metric: expected one of .*unseen/recall@50"):
         scripted_tuner([-1.0], metric="unseen/recall@20")
+    with pytest.raises(ValueError, match="specgr_unseen_threshold_grid: expected a non-empty list of numbers"):
+        scripted_tuner([-1.0], unseen_grid=[True])
 
 
 def test_threshold_chosen_on_validation_is_used_on_test(small_config, specgrpp_run):

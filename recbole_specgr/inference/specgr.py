@@ -76,6 +76,27 @@ class SpecGRStats:
         return out
 
 
+class Thresholds(NamedTuple):
+    """Acceptance thresholds: a draft of a seen item is accepted if V > ``seen`` (γ), one of an item not seen in
+    training if V > ``unseen`` (γ_u). The paper uses one γ for both; a lower γ_u admits new items, whose semantic
+    prefixes the verifier never generated in training and so scores low (measured on ml-100k: V ≈ −4 … −6)."""
+
+    seen: float
+    unseen: float
+
+
+@dataclass
+class _Rounds:
+    """What the draft-verify rounds of one batch produced, shared by every threshold setting."""
+
+    cand: torch.Tensor  # [B, R, δ] drafted items (0 = none)
+    cand_scores: torch.Tensor  # [B, R, δ] their verification scores V
+    ran: torch.Tensor  # [B, R] bool, rounds each user drafted in
+    beam_steps: Iterator[BeamStep]  # the verifier's beam search, advanced on demand
+    beams: Optional[BeamStep]  # the deepest beams B_j consumed so far
+    seen: torch.Tensor  # [n] bool, items seen in training
+
+
 class SpecGROutput(NamedTuple):
     """Result of :meth:`SpeculativeRecommender.recommend` for B users over R rounds."""
 
@@ -96,6 +117,8 @@ class SpeculativeRecommender:
         draft_size (int): δ, items drafted per user and round.
         num_beams (int): β, beam size of the verifier's beam search (guides re-drafting, fills short lists).
         threshold (float): γ, accept a draft if V > γ.
+        unseen_threshold (float, optional): γ_u, accept a draft of an item not seen in training if V > γ_u; None =
+            γ (the paper).
         topk (int): K, items recommended per user.
         drafting_backend (str): ``dense`` or ``faiss`` (see :mod:`recbole_specgr.inference.drafting`).
         faiss_index (str): ``flat`` (exact), ``hnsw`` or ``ivf`` (approximate) for the faiss backend.
@@ -114,6 +137,7 @@ class SpeculativeRecommender:
         draft_size: int = 50,
         num_beams: int = 50,
         threshold: float = -1.6,
+        unseen_threshold: Optional[float] = None,
         topk: int = 10,
         drafting_backend: str = "dense",
         faiss_index: str = "flat",
@@ -129,6 +153,7 @@ class SpeculativeRecommender:
         self.draft_size = int(draft_size)
         self.num_beams = int(num_beams)
         self.threshold = float(threshold)
+        self.unseen_threshold = None if unseen_threshold is None else float(unseen_threshold)
         self.topk = int(topk)
         self.drafting_backend = drafting_backend
         self.faiss_index = faiss_index
@@ -158,14 +183,15 @@ class SpeculativeRecommender:
 
     @classmethod
     def from_config(cls, config, verifier: Verifier, drafter: Drafter, seen_item_mask: torch.Tensor):
-        """Build from a RecBole config: ``specgr_draft_size``, ``num_beams``, ``specgr_threshold``, ``topk`` (K =
-        its largest value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
+        """Build from a RecBole config: ``specgr_draft_size``, ``num_beams``, ``specgr_threshold``, ``specgr_unseen_threshold``,
+        ``topk`` (K = its largest value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
         ``specgr_no_inductive_drafting``, ``specgr_no_likelihood_adjustment``, ``specgr_no_guided_redrafting``,
         ``specgr_no_reranking``, ``specgr_no_adaptive_exit``. Missing keys take the constructor defaults."""
         keys = {
             "draft_size": "specgr_draft_size",
             "num_beams": "num_beams",
             "threshold": "specgr_threshold",
+            "unseen_threshold": "specgr_unseen_threshold",
             "drafting_backend": "specgr_drafting_backend",
             "faiss_index": "specgr_faiss_index",
             "no_inductive_drafting": "specgr_no_inductive_drafting",
@@ -197,7 +223,7 @@ class SpeculativeRecommender:
         allowed_items: Optional[torch.Tensor] = None,
         subset_ranking: bool = False,
     ) -> SpecGROutput:
-        """Top-K recommendation for a batch of users at γ = ``self.threshold``.
+        """Top-K recommendation for a batch of users at :attr:`thresholds`.
 
         Args:
             item_seq (torch.Tensor): ``[B, T]`` histories (0-padded).
@@ -210,7 +236,12 @@ class SpeculativeRecommender:
         Returns:
             SpecGROutput: ``scores`` [B, n] finite at exactly min(K, available) items per user, plus the drafts.
         """
-        return self.recommend_thresholds(item_seq, item_seq_len, [self.threshold], allowed_items, subset_ranking)[0]
+        return self.recommend_thresholds(item_seq, item_seq_len, [self.thresholds], allowed_items, subset_ranking)[0]
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """(γ, γ_u) in use: ``threshold`` and ``unseen_threshold`` (γ when that is None)."""
+        return Thresholds(self.threshold, self.threshold if self.unseen_threshold is None else self.unseen_threshold)
 
     @torch.no_grad()
     def recommend_thresholds(
@@ -221,22 +252,30 @@ class SpeculativeRecommender:
         allowed_items: Optional[torch.Tensor] = None,
         subset_ranking: bool = False,
     ) -> List[SpecGROutput]:
-        """:meth:`recommend` at several γ for the cost of one pass: one output per γ, each equal to
-        :meth:`recommend` with ``threshold = γ``.
+        """:meth:`recommend` at several thresholds for the cost of one pass: one output per entry of ``thresholds``
+        (a γ, meaning the same γ for every item, or a :class:`Thresholds` pair), each equal to :meth:`recommend` with
+        those thresholds.
 
         Neither the drafts of a round (they depend on earlier drafts and on the beams B_j) nor their scores V depend
-        on γ; only the adaptive exit does. So a user keeps drafting until even the strictest γ has K accepted items,
-        and each γ then keeps the rounds it would have run.
+        on γ; only the adaptive exit does. So a user keeps drafting until even the strictest thresholds have K
+        accepted items, and each entry then keeps the rounds it would have run.
         """
-        if self.draft_index is None:
-            self.refresh()
         if subset_ranking and allowed_items is None:
             raise ValueError("allowed_items: subset_ranking needs the subset as an [n] or [B, n] bool mask")
-        thresholds = [float(gamma) for gamma in thresholds]
-        strictest = max(thresholds)
+        settings = [t if isinstance(t, Thresholds) else Thresholds(float(t), float(t)) for t in thresholds]
+        strictest = Thresholds(max(t.seen for t in settings), max(t.unseen for t in settings))
+        allowed = None if allowed_items is None else allowed_items.to(device=item_seq.device, dtype=torch.bool)
+        rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed)
+        return [self._output(rounds, setting, allowed, subset_ranking) for setting in settings]
+
+    def _draft_rounds(self, item_seq, item_seq_len, strictest: "Thresholds", allowed) -> "_Rounds":
+        """Draft-verify rounds j = 0 … l−1 (round 0: inductive drafting; round j ≥ 1: guided by B_j); a user stops
+        once K of its drafts pass ``strictest``."""
+        if self.draft_index is None:
+            self.refresh()
         n_users, device = item_seq.size(0), item_seq.device
         seen = self.seen_item_mask.to(device)  # [n]
-        allowed = None if allowed_items is None else allowed_items.to(device=device, dtype=torch.bool)
+        strict = torch.where(seen, strictest.seen, strictest.unseen)  # [n] the strictest γ of each item
         draft_allowed = allowed
         if self.no_inductive_drafting:
             draft_allowed = seen if allowed is None else allowed & seen
@@ -249,7 +288,7 @@ class SpeculativeRecommender:
         n_strict = torch.zeros(n_users, dtype=torch.long, device=device)  # [B] accepted at the strictest γ
         active = torch.ones(n_users, dtype=torch.bool, device=device)  # [B] users still drafting
         drafts, draft_scores, ran = [], [], []
-        for j in range(self.n_digits):  # round 0: inductive drafting; round j >= 1: guided by B_j
+        for j in range(self.n_digits):
             mask = DraftMask(draft_allowed, drafted)
             if j > 0 and not self.no_guided_redrafting:
                 beams = self._advance(beam_steps, beams, j)
@@ -262,44 +301,44 @@ class SpeculativeRecommender:
             scores = self._verify(enc, items, seen, active)  # [B, δ]
             drafts.append(items)
             draft_scores.append(scores)
-            n_strict += ((items != 0) & (scores > strictest)).sum(dim=1)
+            n_strict += ((items != 0) & (scores > strict[items])).sum(dim=1)
             if not self.no_adaptive_exit:
                 active &= n_strict < self.topk
                 if not bool(active.any()):  # adaptive exit: the one host sync per round
                     break
+        return _Rounds(torch.stack(drafts, dim=1), torch.stack(draft_scores, dim=1), torch.stack(ran, dim=1),
+                       beam_steps, beams, seen)
 
-        cand = torch.stack(drafts, dim=1)  # [B, R, δ]
-        cand_scores = torch.stack(draft_scores, dim=1)
-        ran = torch.stack(ran, dim=1)  # [B, R] rounds each user drafted in
-        outputs = []
-        for gamma in thresholds:
-            accepted = (cand != 0) & (cand_scores > gamma)  # [B, R, δ]
-            used = torch.ones(cand.shape[:2], dtype=torch.bool, device=device)  # [B, R] rounds run at this γ
-            if not self.no_adaptive_exit:
-                used[:, 1:] = accepted.sum(dim=2).cumsum(dim=1)[:, :-1] < self.topk
-            gamma_cand = cand.masked_fill(~used.unsqueeze(2), 0)
-            gamma_scores = cand_scores.masked_fill(~used.unsqueeze(2), -math.inf)
-            accepted &= used.unsqueeze(2)
-            n_accepted = accepted.sum(dim=(1, 2))  # [B]
-            fill = None
-            if not subset_ranking and bool((n_accepted < self.topk).any()):
-                beams = self._advance(beam_steps, beams, self.n_digits)  # complete beams B_l
-                fill = beams
-            items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
-            out = torch.full((n_users, self.n_items), -math.inf, device=device)
-            out.scatter_(1, items.masked_fill(~ok, 0), item_scores.masked_fill(~ok, -math.inf))
-            out[:, 0] = -math.inf
-            stats = SpecGRStats(
-                n_users=n_users,
-                n_drafted=int((gamma_cand != 0).sum()),
-                n_accepted=int(accepted.sum()),
-                n_rounds=int((used & ran).sum()),
-                n_beam_steps=0 if beams is None else beams.depth,
-                n_output=int(ok.sum()),
-                n_output_unseen=int((ok & ~seen[items]).sum()),
-            )
-            outputs.append(SpecGROutput(out, gamma_cand, gamma_scores, accepted, stats))
-        return outputs
+    def _output(self, rounds: "_Rounds", setting: "Thresholds", allowed, subset_ranking: bool) -> SpecGROutput:
+        """The top-K of ``rounds`` at thresholds ``setting``: the rounds it would have run, its accepted drafts,
+        the fill."""
+        cand, seen = rounds.cand, rounds.seen  # [B, R, δ], [n]
+        n_users, device = cand.size(0), cand.device
+        gamma = torch.where(seen, setting.seen, setting.unseen)[cand]  # [B, R, δ] γ of each draft's item
+        accepted = (cand != 0) & (rounds.cand_scores > gamma)  # [B, R, δ]
+        used = torch.ones(cand.shape[:2], dtype=torch.bool, device=device)  # [B, R] rounds run at this γ
+        if not self.no_adaptive_exit:
+            used[:, 1:] = accepted.sum(dim=2).cumsum(dim=1)[:, :-1] < self.topk
+        gamma_cand = cand.masked_fill(~used.unsqueeze(2), 0)
+        gamma_scores = rounds.cand_scores.masked_fill(~used.unsqueeze(2), -math.inf)
+        accepted &= used.unsqueeze(2)
+        fill = None
+        if not subset_ranking and bool((accepted.sum(dim=(1, 2)) < self.topk).any()):
+            rounds.beams = fill = self._advance(rounds.beam_steps, rounds.beams, self.n_digits)  # complete beams B_l
+        items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
+        out = torch.full((n_users, self.n_items), -math.inf, device=device)
+        out.scatter_(1, items.masked_fill(~ok, 0), item_scores.masked_fill(~ok, -math.inf))
+        out[:, 0] = -math.inf
+        stats = SpecGRStats(
+            n_users=n_users,
+            n_drafted=int((gamma_cand != 0).sum()),
+            n_accepted=int(accepted.sum()),
+            n_rounds=int((used & rounds.ran).sum()),
+            n_beam_steps=0 if rounds.beams is None else rounds.beams.depth,
+            n_output=int(ok.sum()),
+            n_output_unseen=int((ok & ~seen[items]).sum()),
+        )
+        return SpecGROutput(out, gamma_cand, gamma_scores, accepted, stats)
 
     def _advance(self, beam_steps: Iterator[BeamStep], beams: Optional[BeamStep], depth: int) -> BeamStep:
         """Consume the verifier's beam search up to B_depth."""

@@ -13,9 +13,10 @@ Reference:
 
 import time
 from functools import partial
+from typing import Optional
 
 from recbole_specgr.evaluation import EXCLUDED_ITEMS
-from recbole_specgr.inference.specgr import SpeculativeRecommender, SpecGRStats
+from recbole_specgr.inference.specgr import SpeculativeRecommender, SpecGRStats, Thresholds
 
 
 def allowed_items(interaction):
@@ -42,7 +43,7 @@ class SpeculativeEvalMixin:
         """Read the ``specgr_*`` inference keys (through :meth:`SpeculativeRecommender.from_config`) once."""
         self._make_recommender = partial(SpeculativeRecommender.from_config, config)
         self._recommender = self._make_recommender(*self.speculative_parts())  # validates the keys now
-        self._threshold = self._recommender.threshold  # γ; set_specgr_threshold changes it without a rebuild
+        self._thresholds = self._recommender.thresholds  # (γ, γ_u); set_specgr_threshold changes them, no rebuild
         self._recommender_key = None  # (device, n_items) the recommender was built for
         self._weights_version = 0
         self._index_version = -1
@@ -52,12 +53,22 @@ class SpeculativeEvalMixin:
     @property
     def specgr_threshold(self) -> float:
         """γ currently used by :meth:`full_sort_predict`."""
-        return self._threshold
+        return self._thresholds.seen
 
-    def set_specgr_threshold(self, threshold: float) -> None:
-        """Use γ = ``threshold`` from the next prediction on (e.g. the value chosen on validation data)."""
-        self._threshold = float(threshold)
-        self._recommender.threshold = self._threshold
+    @property
+    def specgr_unseen_threshold(self) -> float:
+        """γ_u, the threshold for drafts of items not seen in training, currently used by :meth:`full_sort_predict`."""
+        return self._thresholds.unseen
+
+    def set_specgr_threshold(self, threshold: float, unseen_threshold: Optional[float] = None) -> None:
+        """Use γ = ``threshold`` and γ_u = ``unseen_threshold`` (None = γ) from the next prediction on (e.g. the
+        values chosen on validation data)."""
+        unseen = threshold if unseen_threshold is None else unseen_threshold
+        self._thresholds = Thresholds(float(threshold), float(unseen))
+        self._use_thresholds()
+
+    def _use_thresholds(self):
+        self._recommender.threshold, self._recommender.unseen_threshold = self._thresholds
 
     def weights_changed(self):
         """Mark the drafting index stale (call after changing weights from outside ``train()``)."""
@@ -79,7 +90,7 @@ class SpeculativeEvalMixin:
         key = (str(verifier.item2codes.device), verifier.item2codes.size(0))
         if key != self._recommender_key:
             self._recommender = self._make_recommender(verifier, drafter, seen)
-            self._recommender.threshold = self._threshold
+            self._use_thresholds()
             self._recommender_key = key
             self._index_version = -1
         if self._index_version != self._weights_version:
@@ -101,8 +112,9 @@ class SpeculativeEvalMixin:
         return out.scores
 
     def recommend_thresholds(self, interaction, thresholds):
-        """One :class:`~recbole_specgr.inference.specgr.SpecGROutput` per γ of ``thresholds`` for one pass over the
-        batch (each equal to :meth:`full_sort_predict` at that γ; see ``SpeculativeRecommender.recommend_thresholds``).
+        """One :class:`~recbole_specgr.inference.specgr.SpecGROutput` per entry of ``thresholds`` (γ, or a
+        :class:`~recbole_specgr.inference.specgr.Thresholds` pair) for one pass over the batch (each equal to
+        :meth:`full_sort_predict` at those thresholds; see ``SpeculativeRecommender.recommend_thresholds``).
         Not counted in :meth:`pop_eval_stats`."""
         recommender = self.speculative_recommender()
         return recommender.recommend_thresholds(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], thresholds,

@@ -2,7 +2,8 @@
 recbole_specgr.trainer.threshold_tuning
 #######################################
 γ, SpecGR's acceptance threshold, chosen on the validation split (paper 4.1.4: "hyperparameters are tuned on the
-in-sample and unseen splits of the validation set").
+in-sample and unseen splits of the validation set"), optionally jointly with γ_u, the threshold for drafts of items
+not seen in training (not in the paper, which uses γ for both).
 
 Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
@@ -15,7 +16,7 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.utils import set_color
 
 from recbole_specgr.evaluation import SplitMetrics
-from recbole_specgr.inference.specgr import SpecGRStats
+from recbole_specgr.inference.specgr import SpecGRStats, Thresholds
 
 
 def threshold_metric_keys(topk):
@@ -26,13 +27,16 @@ def threshold_metric_keys(topk):
 
 @torch.no_grad()
 def sweep_thresholds(trainer, eval_data, thresholds):
-    """Evaluate the trainer's speculative model at every γ of ``thresholds`` in one pass over ``eval_data`` (the
-    drafts and their scores do not depend on γ, only where each user stops drafting does), weights as they are.
+    """Evaluate the trainer's speculative model at every entry of ``thresholds`` (γ, or a :class:`Thresholds`
+    pair) in one pass over ``eval_data`` (the drafts and their scores do not depend on γ, only where each user stops
+    drafting does), weights as they are.
 
     Returns:
-        list[dict]: per γ, in the order given, ``specgr_threshold`` plus the flat metrics of
-        :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate / mean_rounds / unseen_share.
+        list[dict]: per entry, in the order given, ``specgr_threshold`` (γ) and ``specgr_unseen_threshold`` (γ_u)
+        plus the flat metrics of :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate /
+        mean_rounds / unseen_share.
     """
+    thresholds = [t if isinstance(t, Thresholds) else Thresholds(float(t), float(t)) for t in thresholds]
     model = trainer.model
     model.eval()
     seen = eval_data._dataset.seen_item_mask
@@ -47,32 +51,34 @@ def sweep_thresholds(trainer, eval_data, thresholds):
         for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):
             metrics[k].add(out.scores, targets)  # column 0 (padding) is −inf already
             stats[k] = stats[k] + out.stats
-    return [{"specgr_threshold": float(gamma), **m.result(), **st.summary()}
-            for gamma, m, st in zip(thresholds, metrics, stats)]
+    return [{"specgr_threshold": t.seen, "specgr_unseen_threshold": t.unseen, **m.result(), **st.summary()}
+            for t, m, st in zip(thresholds, metrics, stats)]
 
 
 class ThresholdTuningMixin:
     """For trainers of :class:`~recbole_specgr.model.speculative.SpeculativeEvalMixin` models (before the trainer
     class in the bases).
 
-    Config keys: ``specgr_threshold_grid`` (list of γ; ``~`` = keep ``specgr_threshold``) and
+    Config keys: ``specgr_threshold_grid`` (list of γ; ``~`` = keep ``specgr_threshold``),
+    ``specgr_unseen_threshold_grid`` (list of γ_u tried with every γ; ``~`` = γ_u = γ, the paper) and
     ``specgr_threshold_metric`` (a key of :func:`threshold_metric_keys`, e.g. ``unseen/recall@50``; ``~`` =
-    ``valid_metric``). :meth:`tune_threshold` keeps the first γ of the grid with the highest value.
+    ``valid_metric``). :meth:`tune_threshold` keeps the first (γ, γ_u) of the grid with the highest value.
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
 
         # load parameters info
-        grid = config["specgr_threshold_grid"]
         metric = config["specgr_threshold_metric"] or config["valid_metric"]
-        self.threshold_grid = None if grid is None else list(grid) if isinstance(grid, (list, tuple)) else [grid]
+        grid = _number_list(config, "specgr_threshold_grid")
+        unseen_grid = _number_list(config, "specgr_unseen_threshold_grid")
+        self.threshold_grid = None  # [(γ, γ_u)] tried on validation, grid order
+        if grid is not None or unseen_grid is not None:
+            grid = grid or [config["specgr_threshold"]]
+            self.threshold_grid = [Thresholds(float(g), float(g if u is None else u))
+                                   for g in grid for u in (unseen_grid or [None])]
         self.threshold_metric = str(metric).lower()
         self.threshold_sweep = None  # rows of sweep_thresholds on the validation data, after tune_threshold()
-        if self.threshold_grid is not None and (
-            not self.threshold_grid or not all(isinstance(g, (int, float)) for g in self.threshold_grid)
-        ):
-            raise ValueError(f"specgr_threshold_grid: expected a non-empty list of numbers or ~, got {grid!r}")
         allowed = threshold_metric_keys(config["topk"])
         if self.threshold_grid is not None and self.threshold_metric not in allowed:
             raise ValueError(f"specgr_threshold_metric: expected one of {allowed}, got {metric!r}")
@@ -102,28 +108,45 @@ class ThresholdTuningMixin:
         return result[self.valid_metric], result, rows
 
     def best_threshold_row(self, rows):
-        """The row of the best γ by ``specgr_threshold_metric`` (the first of equals: grid order decides ties)."""
+        """The row of the best (γ, γ_u) by ``specgr_threshold_metric`` (the first of equals: grid order decides
+        ties)."""
         return max(rows, key=lambda row: row[self.threshold_metric])
 
     def use_threshold(self, rows):
-        """Set the model's γ to the best of ``rows``, keep them as ``threshold_sweep``, log them.
+        """Set the model's γ and γ_u to the best of ``rows``, keep them as ``threshold_sweep``, log them.
 
         Returns:
             dict: the validation result at that γ.
         """
         best = self.best_threshold_row(rows)
-        self.model.set_specgr_threshold(best["specgr_threshold"])
+        self.model.set_specgr_threshold(best["specgr_threshold"], best.get("specgr_unseen_threshold"))
         self.threshold_sweep = rows
         k = max(self.topk)
         for row in rows:
             shown = {key: row[key] for key in (f"recall@{k}", f"in_sample/recall@{k}", f"unseen/recall@{k}",
                                                "acceptance_rate", "mean_rounds")}
-            self.logger.info(f"[SpecGR] γ = {row['specgr_threshold']:g}: {self.threshold_metric} "
-                             f"{row[self.threshold_metric]:.6f}, " + ", ".join(f"{key} {v:.4f}" for key, v in shown.items()))
-        self.logger.info(set_color(f"[SpecGR] γ = {best['specgr_threshold']:g} chosen on validation "
+            self.logger.info(f"[SpecGR] {_setting(row)}: {self.threshold_metric} {row[self.threshold_metric]:.6f}, "
+                             + ", ".join(f"{key} {v:.4f}" for key, v in shown.items()))
+        self.logger.info(set_color(f"[SpecGR] {_setting(best)} chosen on validation "
                                    f"({self.threshold_metric} {best[self.threshold_metric]:.6f})", "blue"))
         return _without_threshold(best)
 
 
+def _setting(row):
+    gamma, unseen = row["specgr_threshold"], row.get("specgr_unseen_threshold", row["specgr_threshold"])
+    return f"γ = {gamma:g}" + ("" if unseen == gamma else f", γ_u = {unseen:g}")
+
+
+def _number_list(config, key):
+    """``config[key]`` as a non-empty list of numbers, or None for ``~``; anything else is one clear error."""
+    value = config[key]
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{key}: expected a non-empty list of numbers or ~, got {value!r}")
+    return values
+
+
 def _without_threshold(row):
-    return {k: v for k, v in row.items() if k != "specgr_threshold"}
+    return {k: v for k, v in row.items() if k not in ("specgr_threshold", "specgr_unseen_threshold")}
