@@ -176,6 +176,22 @@ def config_from_saved(saved: dict, **overrides) -> Config:
     return Config(model=saved["model"], dataset=saved["dataset"], config_dict=settings)
 
 
+def shared_keys(dataset: str) -> set:
+    """The keys of the layers every model shares: RecBole's ``overall.yaml`` and dataset defaults, this package's
+    ``overall.yaml`` and ``properties/dataset/<dataset>.yaml`` (run, data, split, tokenizer, training-loop and
+    evaluation settings), as opposed to the keys of one model's YAML."""
+    import recbole
+
+    recbole_properties = Path(recbole.__file__).resolve().parent / "properties"
+    keys = set()
+    for path in (recbole_properties / "overall.yaml", recbole_properties / "dataset" / "sample.yaml",
+                 PROPERTIES_DIR / "overall.yaml", PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"):
+        if path.is_file():
+            with open(path, encoding="utf-8") as f:
+                keys.update(yaml.safe_load(f) or {})
+    return keys
+
+
 def model_defaults(model: str) -> dict:
     """The keys of ``properties/model/<model>.yaml`` with its ``base_configs`` layers under them, as a plain dict
     (for building a model without a dataset: tests, benchmarks)."""

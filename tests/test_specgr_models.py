@@ -337,6 +337,22 @@ def test_specgraux_end_to_end_trains_its_components(small_config):
     assert any(k.startswith("verifier.t5.") for k in keys) and any(k.startswith("drafter.moe_adaptor.") for k in keys)
 
 
+def test_specgraux_component_gets_the_users_shared_keys_and_nothing_of_the_composition(tmp_path):
+    from recbole_specgr.model.sequential_recommender.specgraux import component_config
+
+    user = {"data_path": str(tmp_path), "epochs": 3, "learning_rate": 0.01, "rqvae_codebook_size": 8,
+            "cold_start_items": "release_year > 1990", "init_checkpoint": "saved/TIGER-x.pth",
+            "specgr_threshold": -3.0, "hidden_size": 48}
+    composition = Config(model="SpecGRAux", dataset="ml-100k", config_dict=user)
+    drafter = component_config(composition, "UniSRec", {"n_layers": 1})
+    defaults = model_defaults("UniSRec")
+    assert (drafter["epochs"], drafter["learning_rate"], drafter["rqvae_codebook_size"]) == (3, 0.01, 8)
+    assert drafter["cold_start_items"] == "release_year > 1990" and drafter["n_layers"] == 1
+    assert drafter["init_checkpoint"] is None  # names the composition's weights, not the drafter's
+    assert drafter["hidden_size"] == defaults["hidden_size"]  # a model key: the component keeps its own
+    assert drafter["specgr_threshold"] is None
+
+
 def test_specgraux_loads_component_checkpoints(small_config, specgrpp_run):
     # a SpecGR++ checkpoint can serve as the verifier (and as the drafter) of SpecGR_Aux
     _, checkpoint_path = specgrpp_run

@@ -21,23 +21,18 @@ ROLE_METHODS = {
     "verifier": ("encode", "digit_log_probs", "beam_search"),
     "drafter": ("sequence_vectors", "item_vectors"),
 }
-# The user's keys handed to a component trained from its own YAML defaults (when the user set them), plus every
-# user key starting with "rqvae_" (the semantic IDs must be the same).
-CARRIED_KEYS = (
-    "data_path", "cache_dir", "checkpoint_dir", "epochs", "seed", "reproducibility", "device", "use_gpu", "gpu_id",
-    "state", "show_progress", "MAX_ITEM_LIST_LENGTH", "topk", "metrics", "valid_metric", "stopping_step", "eval_step",
-    "split_timestamps", "split_time_quantiles", "cold_start_items", "text_fields", "text_encoder", "load_col",
-    "train_batch_size", "eval_batch_size",
-)
+# Shared-layer keys that name one model's weights, so are never handed to a component.
+NOT_CARRIED = ("init_checkpoint",)
 
 
 def component_config(config, model_name, overrides=None):
-    """The Config of a component: its own YAML defaults, the user's keys of :data:`CARRIED_KEYS` (and ``rqvae_*``),
-    then ``overrides`` (a dict of the component's own keys)."""
-    from recbole_specgr.config import Config
+    """The Config of a component: its own YAML defaults, then the keys the user set that belong to the layers every
+    model shares (:func:`~recbole_specgr.config.shared_keys`: run, data, split, tokenizer — so the semantic IDs are
+    the same —, training loop, evaluation; ``device`` too), then ``overrides`` (a dict of the component's own keys)."""
+    from recbole_specgr.config import Config, shared_keys
 
-    user = config.external_config_dict
-    carried = {key: value for key, value in user.items() if key in CARRIED_KEYS or key.startswith("rqvae_")}
+    carried_keys = (shared_keys(config["dataset"]) | {"device"}) - set(NOT_CARRIED)
+    carried = {key: value for key, value in config.external_config_dict.items() if key in carried_keys}
     return Config(model=model_name, dataset=config["dataset"], config_dict={**carried, **(overrides or {})})
 
 
