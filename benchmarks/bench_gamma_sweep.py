@@ -49,13 +49,19 @@ def load_trained(checkpoint_path, overrides):
     return config, trainer, valid_data, test_data
 
 
-def timed_sweep(trainer, eval_data, thresholds):
-    """One full speculative evaluation per γ (so users/s is measured at each γ); flat results with the γ."""
+def timed_sweep(trainer, eval_data, thresholds, beam_baseline=False):
+    """One full speculative evaluation per γ (so users/s is measured at each γ); flat results with the γ and δ. With
+    ``beam_baseline``, one more evaluation with δ = 0 first: no drafts, so the output is the verifier's own
+    constrained beam search (what SpecGR's speed is compared with), timed the same way."""
     rows = []
-    for gamma in thresholds:
+    recommender = trainer.model.speculative_recommender()
+    draft_size = recommender.draft_size
+    for gamma, delta in ([(thresholds[0], 0)] if beam_baseline else []) + [(g, draft_size) for g in thresholds]:
         trainer.model.set_specgr_threshold(gamma)
-        rows.append({"specgr_threshold": float(gamma),
+        recommender.draft_size = delta
+        rows.append({"specgr_threshold": float(gamma) if delta else float("nan"), "draft_size": delta,
                      **trainer.evaluate(eval_data, load_best_model=False)})
+    recommender.draft_size = draft_size
     return rows
 
 
@@ -65,7 +71,9 @@ def write_plot(rows, k, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    test = sorted((r for r in rows if r["split"] == "test"), key=lambda r: r["specgr_threshold"])
+    test = sorted((r for r in rows if r["split"] == "test" and r.get("draft_size", 1)),
+                  key=lambda r: r["specgr_threshold"])
+    beam = [r for r in rows if r["split"] == "test" and r.get("draft_size", 1) == 0]
     gammas = [r["specgr_threshold"] for r in test]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, label in ((f"recall@{k}", "overall"), (f"in_sample/recall@{k}", "in-sample"),
@@ -76,6 +84,8 @@ def write_plot(rows, k, path):
     left.legend()
     left.grid(alpha=0.3)
     right.plot(gammas, [r["users_per_s"] for r in test], marker="o", color="tab:red", label="users/s")
+    for r in beam:  # the verifier's own beam search (δ = 0), for comparison
+        right.axhline(r["users_per_s"], color="tab:red", linestyle="--", label="beam search (δ = 0)")
     right.set_xlabel("γ (acceptance threshold)")
     right.set_ylabel("users/s (test, red)")
     twin = right.twinx()
@@ -95,6 +105,8 @@ def main(argv=None):
     parser.add_argument("--unseen_grid", type=float, nargs="+", default=None,
                         help="γ_u values, each tried with every γ (one pass per split, no users/s, no plot)")
     parser.add_argument("--out", required=True, help="output path without extension (.csv and .png are written)")
+    parser.add_argument("--beam_baseline", action="store_true",
+                        help="also time δ = 0 (the verifier's plain constrained beam search) on each split")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the checkpoint's)")
     parser.add_argument("--eval_batch_size", type=int, default=None)
     args = parser.parse_args(argv)
@@ -105,7 +117,7 @@ def main(argv=None):
     rows = []
     for split, data in (("valid", valid_data), ("test", test_data)):
         if args.unseen_grid is None:
-            split_rows = timed_sweep(trainer, data, args.grid)
+            split_rows = timed_sweep(trainer, data, args.grid, args.beam_baseline)
         else:
             split_rows = sweep_thresholds(trainer, data, [Thresholds(g, u) for g in args.grid for u in args.unseen_grid])
         for row in split_rows:

@@ -248,6 +248,35 @@ def model_role(trainer):
     return trainer.model.eval_role
 
 
+def test_specgrpp_speculative_inference_encodes_each_batch_once_with_the_same_result(monkeypatch):
+    model = make_model(seed=3, specgr_threshold=-2.0, specgr_draft_size=4)
+    inter = batch(seed=3)
+    calls = []
+    encode = model.t5.encode
+    monkeypatch.setattr(model.t5, "encode", lambda *a, **k: calls.append(a[0].shape) or encode(*a, **k))
+    model.speculative_recommender()  # builds the drafting index (item vectors: their own encoder calls)
+    calls.clear()
+    shared = model.full_sort_predict(inter)
+    assert calls == [torch.Size([4, 4 * L + 2])]  # one encoder pass over the 4 histories, for both roles
+    recommender = model.speculative_recommender()
+    monkeypatch.setattr(recommender, "drafter", _SeparateDrafter(model))  # the drafter encodes on its own
+    separate = model.full_sort_predict(inter)
+    assert len(calls) == 3 and torch.equal(shared, separate)
+
+
+class _SeparateDrafter:
+    """A wrapper that makes SpecGR++'s drafter a different object from its verifier."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def sequence_vectors(self, item_seq, item_seq_len):
+        return self.model.sequence_vectors(item_seq, item_seq_len)
+
+    def item_vectors(self, item_ids=None):
+        return self.model.item_vectors(item_ids)
+
+
 def test_trainer_selects_stage1_by_the_drafter_then_stage2_by_speculative_inference(run_dir):
     trainer, trained, validations, best, checkpoint = scripted_fit(
         run_dir, drafter_scores={0: 0.3, 1: 0.1}, speculative_scores={0: 0.2, 1: 0.9, 2: 0.25, 3: 0.4})

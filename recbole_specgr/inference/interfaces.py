@@ -70,7 +70,9 @@ class Drafter(Protocol):
     """An inductive retrieval model: sequences and items in one vector space, scored by inner product."""
 
     def sequence_vectors(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """[B, T], [B] -> [B, D] query vectors."""
+        """[B, T], [B] -> [B, D] query vectors. A drafter that is also the verifier (SpecGR++) is called with a third
+        argument ``enc``, the :class:`EncoderState` the verifier just computed for the batch, so it can skip encoding
+        again."""
 
     def item_vectors(self, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[N] item ids (default: all n items, unseen included) -> [N, D] item vectors."""

@@ -281,7 +281,11 @@ class SpeculativeRecommender:
             draft_allowed = seen if allowed is None else allowed & seen
 
         enc = self.verifier.encode(item_seq, item_seq_len)  # run once, shared by verifying and beam search
-        session = self.draft_index.session(self.drafter.sequence_vectors(item_seq, item_seq_len))  # [B, D] queries
+        if self.drafter is self.verifier:  # SpecGR++: one encoder pass serves both roles
+            queries = self.drafter.sequence_vectors(item_seq, item_seq_len, enc)  # [B, D]
+        else:
+            queries = self.drafter.sequence_vectors(item_seq, item_seq_len)
+        session = self.draft_index.session(queries)
         beam_steps = self.verifier.beam_search(enc, self.num_beams)
         beams: Optional[BeamStep] = None
         drafted = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)  # [B, n]

@@ -177,9 +177,11 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         projection = self.projection if projection is None else projection
         return F.normalize(projection(mean_pool(enc.hidden, enc.mask)), dim=-1)
 
-    def sequence_vectors(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """``[B, T], [B] -> [B, P]``: the pooled encoding of ``[bos, ID_1 … ID_w, eos]``."""
-        return self.pool(self.encode(item_seq, item_seq_len))
+    def sequence_vectors(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+                         enc: Optional[EncoderState] = None) -> torch.Tensor:
+        """``[B, T], [B] -> [B, P]``: the pooled encoding of ``[bos, ID_1 … ID_w, eos]``; ``enc``, this model's own
+        :meth:`encode` of the same batch when the caller has it (speculative inference), is pooled as it is."""
+        return self.pool(self.encode(item_seq, item_seq_len) if enc is None else enc)
 
     def _embed_items(self, item_ids: torch.Tensor, frozen: bool) -> torch.Tensor:
         """``[N]`` ids -> ``[N, P]`` vectors of ``[bos, ID_i, eos]`` from the live encoder or the item tower; padding
