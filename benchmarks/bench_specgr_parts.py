@@ -27,7 +27,7 @@ PARTS = ("encoder", "drafter query", "drafting top-δ", "verification of δ draf
 def time_parts(model, batches, draft_size, beams, repeats):
     """Seconds per part summed over ``batches``, best of ``repeats`` passes."""
     recommender = model.speculative_recommender()
-    verifier, drafter, seen = model.speculative_parts()
+    verifier, _, seen = model.speculative_parts()
     best = {}
     for _ in range(repeats):
         seconds = dict.fromkeys(PARTS, 0.0)
@@ -36,8 +36,7 @@ def time_parts(model, batches, draft_size, beams, repeats):
             enc = verifier.encode(item_seq, item_seq_len)
             seconds["encoder"] += time.perf_counter() - start
             start = time.perf_counter()
-            queries = drafter.sequence_vectors(item_seq, item_seq_len, enc) if drafter is verifier \
-                else drafter.sequence_vectors(item_seq, item_seq_len)
+            queries = recommender.draft_queries(item_seq, item_seq_len, enc)
             seconds["drafter query"] += time.perf_counter() - start
             start = time.perf_counter()
             drafted = torch.zeros(item_seq.size(0), recommender.n_items, dtype=torch.bool)

@@ -84,6 +84,15 @@ class Thresholds(NamedTuple):
     seen: float
     unseen: float
 
+    @classmethod
+    def of(cls, value) -> "Thresholds":
+        """``value`` as a pair: a :class:`Thresholds` as it is, a number γ as (γ, γ)."""
+        return value if isinstance(value, cls) else cls(float(value), float(value))
+
+    def per_item(self, seen: torch.Tensor) -> torch.Tensor:
+        """``[n]`` threshold of each item from the ``[n]`` bool seen mask."""
+        return torch.where(seen, self.seen, self.unseen)
+
 
 @dataclass
 class _Rounds:
@@ -262,11 +271,18 @@ class SpeculativeRecommender:
         """
         if subset_ranking and allowed_items is None:
             raise ValueError("allowed_items: subset_ranking needs the subset as an [n] or [B, n] bool mask")
-        settings = [t if isinstance(t, Thresholds) else Thresholds(float(t), float(t)) for t in thresholds]
+        settings = [Thresholds.of(t) for t in thresholds]
         strictest = Thresholds(max(t.seen for t in settings), max(t.unseen for t in settings))
         allowed = None if allowed_items is None else allowed_items.to(device=item_seq.device, dtype=torch.bool)
         rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed)
         return [self._output(rounds, setting, allowed, subset_ranking) for setting in settings]
+
+    def draft_queries(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, enc: EncoderState) -> torch.Tensor:
+        """``[B, D]`` drafter query vectors; a drafter that is the verifier (SpecGR++) pools ``enc``, the verifier's
+        encoder output for the batch, instead of encoding again."""
+        if self.drafter is self.verifier:
+            return self.drafter.sequence_vectors(item_seq, item_seq_len, enc)
+        return self.drafter.sequence_vectors(item_seq, item_seq_len)
 
     def _draft_rounds(self, item_seq, item_seq_len, strictest: "Thresholds", allowed) -> "_Rounds":
         """Draft-verify rounds j = 0 … l−1 (round 0: inductive drafting; round j ≥ 1: guided by B_j); a user stops
@@ -275,17 +291,13 @@ class SpeculativeRecommender:
             self.refresh()
         n_users, device = item_seq.size(0), item_seq.device
         seen = self.seen_item_mask.to(device)  # [n]
-        strict = torch.where(seen, strictest.seen, strictest.unseen)  # [n] the strictest γ of each item
+        strict = strictest.per_item(seen)  # [n] the strictest γ of each item
         draft_allowed = allowed
         if self.no_inductive_drafting:
             draft_allowed = seen if allowed is None else allowed & seen
 
         enc = self.verifier.encode(item_seq, item_seq_len)  # run once, shared by verifying and beam search
-        if self.drafter is self.verifier:  # SpecGR++: one encoder pass serves both roles
-            queries = self.drafter.sequence_vectors(item_seq, item_seq_len, enc)  # [B, D]
-        else:
-            queries = self.drafter.sequence_vectors(item_seq, item_seq_len)
-        session = self.draft_index.session(queries)
+        session = self.draft_index.session(self.draft_queries(item_seq, item_seq_len, enc))
         beam_steps = self.verifier.beam_search(enc, self.num_beams)
         beams: Optional[BeamStep] = None
         drafted = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)  # [B, n]
@@ -318,7 +330,7 @@ class SpeculativeRecommender:
         the fill."""
         cand, seen = rounds.cand, rounds.seen  # [B, R, δ], [n]
         n_users, device = cand.size(0), cand.device
-        gamma = torch.where(seen, setting.seen, setting.unseen)[cand]  # [B, R, δ] γ of each draft's item
+        gamma = setting.per_item(seen)[cand]  # [B, R, δ] γ of each draft's item
         accepted = (cand != 0) & (rounds.cand_scores > gamma)  # [B, R, δ]
         used = torch.ones(cand.shape[:2], dtype=torch.bool, device=device)  # [B, R] rounds run at this γ
         if not self.no_adaptive_exit:

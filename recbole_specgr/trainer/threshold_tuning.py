@@ -36,7 +36,7 @@ def sweep_thresholds(trainer, eval_data, thresholds):
         plus the flat metrics of :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate /
         mean_rounds / unseen_share.
     """
-    thresholds = [t if isinstance(t, Thresholds) else Thresholds(float(t), float(t)) for t in thresholds]
+    thresholds = [Thresholds.of(t) for t in thresholds]
     model = trainer.model
     model.eval()
     seen = eval_data._dataset.seen_item_mask
