@@ -96,6 +96,8 @@ def tiny_run(**overrides):
         (["--model=TIGER", *tiny_run(num_beams=1)], r"error: num_beams: β = 1 must be >= max\(topk\) = 2"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_draft_size=-1)],
          r"error: specgr_draft_size: expected an int >= 0, got -1"),
+        (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_unseen_threshold="low")],
+         r"error: specgr_unseen_threshold: expected a number or ~, got 'low'"),
         (["--model=TIGER", *tiny_run(rqvae_codebook_size=1)],
          r"error: rqvae_num_levels must be >= 1 and rqvae_codebook_size >= 2, got 3 and 1"),
         (["--model=SASRec", *tiny_run(split_timestamps="[8,5]")], r"error: split_timestamps: expected \[t_valid"),
@@ -103,7 +105,7 @@ def tiny_run(**overrides):
         (["--model=SASRec", *tiny_run(), "--epochs=2"], r"error: There are duplicate commend arg"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "missing-yaml", "malformed-yaml",
-         "beam-below-k", "negative-draft-size", "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
+         "beam-below-k", "negative-draft-size", "unseen-threshold-as-text", "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
          "repeated-key"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,

@@ -162,6 +162,9 @@ class SpeculativeRecommender:
         self.draft_size = int(draft_size)
         self.num_beams = int(num_beams)
         self.threshold = float(threshold)
+        if unseen_threshold is not None and (isinstance(unseen_threshold, bool)
+                                             or not isinstance(unseen_threshold, (int, float))):
+            raise ValueError(f"specgr_unseen_threshold: expected a number or ~, got {unseen_threshold!r}")
         self.unseen_threshold = None if unseen_threshold is None else float(unseen_threshold)
         self.topk = int(topk)
         self.drafting_backend = drafting_backend
