@@ -1,7 +1,8 @@
 """Tiny hand-made models that satisfy :mod:`recbole_specgr.inference.interfaces`, for tests.
 
 * :class:`TableVerifier`: per-user, per-prefix digit log-probabilities from a fixed random table; its beam search
-  enumerates the prefixes of the allowed items (exact beam search for tiny catalogs).
+  enumerates the prefixes of the allowed items (exact beam search for tiny catalogs); like the real driver, users
+  left out of a ``send(users)`` get no beams from then on.
 * :class:`FixedDrafter`: fixed user and item vectors.
 
 The user of a sequence is its first item id (``item_seq[:, 0]``), so tests pick users by building sequences.
@@ -59,6 +60,7 @@ class TableVerifier:
         self.generable = generable if generable is not None else torch.arange(item2codes.size(0)) > 0
         self.prefix_index = PrefixIndex(item2codes, self.codebook_size)
         self.n_encode_calls = 0
+        self.sent = []  # the [B] masks that callers sent to beam_search, in order
 
     def radix(self, prefixes: torch.Tensor) -> torch.Tensor:
         """Mixed-radix number of code prefixes [..., d] (0 for d = 0)."""
@@ -99,6 +101,7 @@ class TableVerifier:
         items = torch.nonzero(allowed).squeeze(1)  # [m]
         codes = self.item2codes[items]  # [m, l]
         parent_inverse, beam_table = None, None
+        dropped = torch.zeros(users.numel(), dtype=torch.bool)  # [B] users whose beams are no longer needed
         for j in range(1, self.n_digits + 1):
             prefixes, inverse = torch.unique(codes[:, :j], dim=0, return_inverse=True)  # [P, j], [m]
             key = self.prefix_scores(users, prefixes)  # [B, P]
@@ -117,7 +120,15 @@ class TableVerifier:
             beam_table = torch.zeros(users.numel(), prefixes.size(0) + 1, dtype=torch.bool)
             beam_table = beam_table.scatter_(1, idx.masked_fill(~valid, prefixes.size(0)), True)[:, :-1]
             parent_inverse = inverse
-            yield BeamStep(j, prefixes[idx], top, valid, beam_items)
+            step = BeamStep(j, prefixes[idx], top, valid, beam_items)
+            if dropped.any():  # users dropped by an earlier send() get no beams, as the real driver does
+                step = BeamStep(j, step.prefixes.masked_fill(dropped[:, None, None], -1),
+                                top.masked_fill(dropped[:, None], -math.inf), valid & ~dropped[:, None],
+                                None if beam_items is None else beam_items.masked_fill(dropped[:, None], 0))
+            need = yield step
+            if need is not None:
+                self.sent.append(need.clone())
+                dropped |= ~need
 
 
 class FixedDrafter:

@@ -37,6 +37,7 @@ class TableDecoder:
         self.log_probs = logits.log_softmax(dim=-1)  # [U, l, C^(l-1), C]
         self.C = codebook_size
         self.n_steps = 0
+        self.n_rows = 0  # decoder rows over all steps
 
     def start_decoding(self, enc):
         users = enc.hidden[:, 0, 0].long()  # [B]
@@ -47,9 +48,10 @@ class TableDecoder:
         if codes is not None:
             radix = radix * self.C + codes
         self.n_steps += 1
+        self.n_rows += users.numel()
         return self.log_probs[users, depth, radix], (users, radix, depth + 1)
 
-    def reorder_decoding(self, state, rows):
+    def reorder_decoding(self, state, rows, users=None):  # every row carries its user: nothing per user to keep
         users, radix, depth = state
         return users[rows], radix[rows], depth
 
@@ -198,3 +200,25 @@ def test_generator_is_lazy():
     steps = constrained_beam_search(decoder, encoder_state([0]), 5, tables)
     first = next(steps)
     assert first.depth == 1 and first.items is None and decoder.n_steps == 1
+
+
+def test_send_narrows_later_digits_to_the_users_asked_for():
+    """After ``send(mask)`` the kept users' beams are exactly the full search's, the others have none, and the
+    dropped users' rows are no longer decoded (users 1 and 3 dropped after digit 1, user 0 after digit 2)."""
+    item2codes = random_catalog(40, 3, 4, seed=3)
+    tables = PrefixIndex(item2codes, 4).restrict(torch.ones(41, dtype=torch.bool))
+    users = [0, 1, 2, 3]
+    full = run(TableDecoder(4, 3, 4, seed=5), users, 6, tables)
+    decoder = TableDecoder(4, 3, 4, seed=5)
+    steps = constrained_beam_search(decoder, encoder_state(users), 6, tables)
+    narrowed = [next(steps), steps.send(torch.tensor([True, False, True, False])),
+                steps.send(torch.tensor([False, True, True, False]))]  # user 1 stays dropped once dropped
+    kept_by_step = [[0, 1, 2, 3], [0, 2], [2]]
+    for got, expect, kept in zip(narrowed, full, kept_by_step):
+        assert got.depth == expect.depth
+        for field in ("prefixes", "scores", "valid") + (("items",) if expect.items is not None else ()):
+            assert torch.equal(getattr(got, field)[kept], getattr(expect, field)[kept]), (got.depth, field)
+        gone = [u for u in users if u not in kept]
+        assert not got.valid[gone].any() and (got.scores[gone] == NEG_INF).all() and (got.prefixes[gone] == -1).all()
+    assert (narrowed[-1].items[[0, 1, 3]] == 0).all()
+    assert decoder.n_rows == 4 + 2 * 6 + 1 * 6  # digit 1: one row per user; then β rows per kept user

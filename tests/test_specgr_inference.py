@@ -343,6 +343,32 @@ def test_no_adaptive_exit_runs_every_round_and_keeps_topk_accepted():
         assert [s for _, s in ranked(ablated.scores[user])][: len(best)] == pytest.approx(best)
 
 
+def test_beams_are_decoded_only_for_users_that_still_need_them():
+    """Guided round j asks the beam search for the users still drafting, the fill for the users still short of K;
+    the output equals a run whose beam search ignores those requests (every user decoded to the end)."""
+    n_users = 8
+    verifier, drafter, seen = build(seed=1, n_users=n_users)
+    kwargs = dict(draft_size=3, num_beams=4, threshold=-1.0, topk=2)
+    rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
+    out = rec.recommend(*user_seq(range(n_users)))
+    ran = out.drafts.ne(0).any(dim=2)  # [B, R] rounds each user drafted in
+    assert ran.sum(dim=1).tolist() == [1, 2, 2, 1, 3, 2, 3, 3]  # users exit after rounds 0, 1 and 2 (l = 3)
+    short = out.accepted.sum(dim=(1, 2)) < kwargs["topk"]  # users 6 and 7: the fill is for them
+    assert short.tolist() == [False] * 6 + [True] * 2
+    # round 1 reads B_1 (decoded for all: one row per user); round 2 asks for B_2 of its users; the fill for B_3
+    assert len(verifier.sent) == 2 and torch.equal(verifier.sent[0], ran[:, 2]) and torch.equal(verifier.sent[1], short)
+
+    class IgnoresSend:  # the same verifier with a plain iterator: every user's beams to the end
+        def __getattr__(self, name):
+            return getattr(verifier, name)
+
+        def beam_search(self, enc, beam_size, item_mask=None):
+            return iter(list(verifier.beam_search(enc, beam_size, item_mask)))
+
+    full = SpeculativeRecommender(IgnoresSend(), drafter, seen, **kwargs).recommend(*user_seq(range(n_users)))
+    assert torch.equal(out.scores, full.scores) and torch.equal(out.drafts, full.drafts)
+
+
 def test_encoder_runs_once_and_stats_are_consistent():
     verifier, drafter, seen = build(seed=11)
     rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=3, num_beams=4, threshold=-1.2, topk=6)

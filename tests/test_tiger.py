@@ -208,6 +208,25 @@ def test_narrow_beam_only_real_items():
     assert torch.allclose(final.scores, brute.gather(1, final.items), atol=1e-4)
 
 
+def test_beam_search_sent_a_user_mask_keeps_those_users_exact():
+    """T5's KV cache (cross-attention per user, self-attention per beam) narrowed to users 0 and 2 after digit 2,
+    with history exclusion on: their complete beams equal the full search's; users 1 and 3 get none."""
+    model = make_tiger(seed=7, num_beams=K)
+    inter = histories(B=4, seed=7)
+    excluded = torch.rand(4, N_ITEMS + 1, generator=torch.Generator().manual_seed(7)) < 0.3
+    with torch.no_grad():
+        enc = model.encode(inter["item_id_list"], inter["item_length"])
+        full = list(model.beam_search(enc, K, exclude=excluded))[-1]
+        steps = model.beam_search(enc, K, exclude=excluded)
+        next(steps), next(steps)
+        narrowed = steps.send(torch.tensor([True, False, True, False]))
+        narrowed = next(steps) if narrowed.depth < L else narrowed
+    assert narrowed.depth == L
+    assert torch.equal(narrowed.items[[0, 2]], full.items[[0, 2]])
+    assert torch.allclose(narrowed.scores[[0, 2]], full.scores[[0, 2]], atol=1e-5)
+    assert not narrowed.valid[[1, 3]].any() and (narrowed.items[[1, 3]] == 0).all()
+
+
 def test_item_mask_restricts_beam_search():
     model = make_tiger(seed=4, num_beams=N_ITEMS)
     inter = histories(B=3, seed=4)

@@ -12,6 +12,9 @@ the decoder state and the prefix bookkeeping.
 - The constraint is the dense prefix tables of :class:`~recbole_specgr.inference.prefix_index.PrefixIndex`:
   disallowed continuations get −inf. No per-hypothesis Python, no trie callbacks.
 - The decoder's KV cache is reordered by the surviving beams' row indices.
+- A caller that needs only some users' later digits ``send``\ s their ``[B]`` mask instead of calling ``next``: the
+  others' rows leave the decoder (and its per-user encoder state) for good, so e.g. users that speculative inference
+  has finished with cost nothing from then on.
 
 The driver is generic over the decoder: anything with the three methods of :class:`StepDecoder` (TIGER, SpecGR++).
 Scores are the model's own log-probabilities (not renormalised over the allowed codes), so with β at least the number
@@ -34,8 +37,10 @@ class StepDecoder(Protocol):
     def decode_step(self, state: Any, codes: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Any]:
         """Feed the previous digit's codes [B·G] (None at the first step) -> log P(next digit) [B·G, C], new state."""
 
-    def reorder_decoding(self, state: Any, rows: torch.Tensor) -> Any:
-        """Keep decoder rows ``rows`` [B·G'] (indices into the current B·G rows), in that order."""
+    def reorder_decoding(self, state: Any, rows: torch.Tensor, users: Optional[torch.Tensor] = None) -> Any:
+        """Keep decoder rows ``rows`` [B'·G'] (indices into the current B·G rows), in that order; with ``users`` [B']
+        (indices into the current B users, ascending) the state's per-user parts keep only those users, whose rows
+        ``rows`` then are (called only when users leave the search)."""
 
 
 class ConstrainedBeamSearch:
@@ -95,31 +100,57 @@ def constrained_beam_search(
     Yields:
         :class:`BeamStep` for j = 1 … l. Decoding of digit j+1 starts only when the next step is asked for, so a
         caller that stops early (speculative inference's adaptive exit) pays for no more digits than it used.
+        ``send(users)`` ([B] bool) instead of ``next`` asks for the next step of those users only: the others are
+        decoded no more and their beams are invalid (``valid`` False, score −inf, prefix −1, item 0) in every
+        later step; the beams of the users kept are exactly those of the full search.
     """
     search = ConstrainedBeamSearch(beam_size)
     B, device = enc.hidden.shape[0], enc.hidden.device
     n_digits = len(tables)
     neg_inf = float("-inf")
-    scores = torch.zeros(B, 1, device=device)  # [B, G], G = 1 before the first digit
-    nodes = torch.zeros(B, 1, dtype=torch.long, device=device)  # [B, G] node of each beam's prefix (root)
-    prefixes = torch.zeros(B, 1, 0, dtype=torch.long, device=device)  # [B, G, j]
-    user_offsets = torch.arange(B, device=device)[:, None]  # [B, 1]
+    kept = torch.arange(B, device=device)  # [B'] the users still decoded (all at first)
+    scores = torch.zeros(B, 1, device=device)  # [B', G], G = 1 before the first digit
+    nodes = torch.zeros(B, 1, dtype=torch.long, device=device)  # [B', G] node of each beam's prefix (root)
+    prefixes = torch.zeros(B, 1, 0, dtype=torch.long, device=device)  # [B', G, j]
     state = decoder.start_decoding(enc)
     codes = None
     for j in range(n_digits):
-        lprobs, state = decoder.decode_step(state, codes)  # [B·G, C]
-        G, C = scores.shape[1], lprobs.shape[-1]
-        child = tables[j][nodes]  # [B, G, C] next node per continuation, -1 = disallowed
+        lprobs, state = decoder.decode_step(state, codes)  # [B'·G, C]
+        (n_kept, G), C = scores.shape, lprobs.shape[-1]
+        child = tables[j][nodes]  # [B', G, C] next node per continuation, -1 = disallowed
         allowed = child >= 0
         if alive is not None:
-            allowed &= alive[j].gather(1, child.view(B, G * C).long().clamp(min=0)).view(B, G, C)
-        scores, codes, beam_idx = search.step(j, lprobs.float().view(B, G, C), scores, allowed)  # [B, β] each
+            user_alive = alive[j] if n_kept == B else alive[j][kept]  # [B', P_j]
+            allowed &= user_alive.gather(1, child.view(n_kept, G * C).long().clamp(min=0)).view(n_kept, G, C)
+        scores, codes, beam_idx = search.step(j, lprobs.float().view(n_kept, G, C), scores, allowed)  # [B', β] each
         valid = scores > neg_inf
-        nodes = child.view(B, G * C).gather(1, beam_idx * C + codes).long().clamp(min=0)  # [B, β]
-        prev = prefixes.gather(1, beam_idx[:, :, None].expand(-1, -1, j))  # [B, β, j]
-        prefixes = torch.cat([prev, codes[:, :, None]], dim=2).masked_fill(~valid[:, :, None], -1)  # [B, β, j+1]
+        nodes = child.view(n_kept, G * C).gather(1, beam_idx * C + codes).long().clamp(min=0)  # [B', β]
+        prev = prefixes.gather(1, beam_idx[:, :, None].expand(-1, -1, j))  # [B', β, j]
+        prefixes = torch.cat([prev, codes[:, :, None]], dim=2).masked_fill(~valid[:, :, None], -1)  # [B', β, j+1]
         items = nodes.masked_fill(~valid, 0) if j == n_digits - 1 else None
-        yield BeamStep(j + 1, prefixes, scores, valid, items)
-        if j < n_digits - 1:
-            state = decoder.reorder_decoding(state, (beam_idx + user_offsets * G).view(-1))
-            codes = codes.reshape(-1)  # [B·β]
+        step = BeamStep(j + 1, prefixes, scores, valid, items)
+        need = yield step if n_kept == B else _all_users(step, kept, B)
+        if j == n_digits - 1:
+            break
+        rows = beam_idx + torch.arange(n_kept, device=device)[:, None] * G  # [B', β] rows each beam extends
+        users = None
+        if need is not None and not bool(need.to(device)[kept].all()):
+            users = torch.nonzero(need.to(device)[kept]).squeeze(1)  # [B''] positions among the kept users
+            kept, scores, nodes, prefixes, codes, rows = (t[users] for t in (kept, scores, nodes, prefixes, codes, rows))
+        if users is None:
+            state = decoder.reorder_decoding(state, rows.reshape(-1))
+        else:  # only now: decoders that are never sent a mask need not take ``users``
+            state = decoder.reorder_decoding(state, rows.reshape(-1), users)
+        codes = codes.reshape(-1)  # [B'·β]
+
+
+def _all_users(step: BeamStep, kept: torch.Tensor, n_users: int) -> BeamStep:
+    """``step`` of the users ``kept`` [B'] spread to all ``n_users``; the others get no beams."""
+
+    def spread(t, fill):
+        out = t.new_full((n_users, *t.shape[1:]), fill)
+        out[kept] = t
+        return out
+
+    return BeamStep(step.depth, spread(step.prefixes, -1), spread(step.scores, float("-inf")),
+                    spread(step.valid, False), None if step.items is None else spread(step.items, 0))

@@ -63,7 +63,9 @@ class Verifier(Protocol):
     ) -> Iterator[BeamStep]:
         """Constrained beam search yielding B_1 … B_l; only prefixes of items allowed by ``item_mask`` [n]
         (default: all real items the model was built to generate) and not in ``exclude`` [B, n] (per user) are
-        ever produced."""
+        ever produced. A generator may also take ``send(users)`` ([B] bool) for its next step: only those users'
+        beams are needed from then on (the others' may come back invalid); a plain iterator is advanced with
+        ``next`` and decodes every user."""
 
 
 class Drafter(Protocol):

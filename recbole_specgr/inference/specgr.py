@@ -104,6 +104,7 @@ class _Rounds:
     beam_steps: Iterator[BeamStep]  # the verifier's beam search, advanced on demand
     beams: Optional[BeamStep]  # the deepest beams B_j consumed so far
     seen: torch.Tensor  # [n] bool, items seen in training
+    short: torch.Tensor  # [B] bool, users short of K at the strictest thresholds: the only ones any setting fills
 
 
 class SpecGROutput(NamedTuple):
@@ -310,7 +311,7 @@ class SpeculativeRecommender:
         for j in range(self.n_digits):
             mask = DraftMask(draft_allowed, drafted)
             if j > 0 and not self.no_guided_redrafting:
-                beams = self._advance(beam_steps, beams, j)
+                beams = self._advance(beam_steps, beams, j, active)
                 mask = mask._replace(item_prefix=self.item_prefix[j - 1],
                                      prefix_table=beam_table(self.prefix_index, beams))
             items, _ = session.topk(self.draft_size, mask)  # [B, δ], 0 = none
@@ -326,7 +327,7 @@ class SpeculativeRecommender:
                 if not bool(active.any()):  # adaptive exit: the one host sync per round
                     break
         return _Rounds(torch.stack(drafts, dim=1), torch.stack(draft_scores, dim=1), torch.stack(ran, dim=1),
-                       beam_steps, beams, seen)
+                       beam_steps, beams, seen, active)
 
     def _output(self, rounds: "_Rounds", setting: "Thresholds", allowed, subset_ranking: bool) -> SpecGROutput:
         """The top-K of ``rounds`` at thresholds ``setting``: the rounds it would have run, its accepted drafts,
@@ -343,7 +344,9 @@ class SpeculativeRecommender:
         accepted &= used.unsqueeze(2)
         fill = None
         if not subset_ranking and bool((accepted.sum(dim=(1, 2)) < self.topk).any()):
-            rounds.beams = fill = self._advance(rounds.beam_steps, rounds.beams, self.n_digits)  # complete beams B_l
+            # complete beams B_l, decoded only for the users that may be short (a user with K accepted drafts at the
+            # strictest thresholds has K at every looser setting too)
+            rounds.beams = fill = self._advance(rounds.beam_steps, rounds.beams, self.n_digits, rounds.short)
         items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
         out = torch.full((n_users, self.n_items), -math.inf, device=device)
         out.scatter_(1, items.masked_fill(~ok, 0), item_scores.masked_fill(~ok, -math.inf))
@@ -359,11 +362,16 @@ class SpeculativeRecommender:
         )
         return SpecGROutput(out, gamma_cand, gamma_scores, accepted, stats)
 
-    def _advance(self, beam_steps: Iterator[BeamStep], beams: Optional[BeamStep], depth: int) -> BeamStep:
-        """Consume the verifier's beam search up to B_depth."""
+    def _advance(self, beam_steps: Iterator[BeamStep], beams: Optional[BeamStep], depth: int,
+                 users: Optional[torch.Tensor] = None) -> BeamStep:
+        """Consume the verifier's beam search up to B_depth; ``users`` [B] bool: only these users' beams are needed
+        from now on, the others' stop being decoded (sent to the search when it takes it, see
+        :func:`~recbole_specgr.inference.beam_search.constrained_beam_search`)."""
+        send = getattr(beam_steps, "send", None)
         while beams is None or beams.depth < depth:
-            beams = next(beam_steps, None)
-            if beams is None:
+            try:  # a generator starts with next(); after that, send() narrows it
+                beams = next(beam_steps) if beams is None or users is None or send is None else send(users)
+            except StopIteration:
                 raise ValueError(f"verifier.beam_search: stopped before depth {depth} (n_digits = {self.n_digits})")
         return beams
 

@@ -267,8 +267,12 @@ class T5(nn.Module):
         return logits[:, 0], cache
 
     @staticmethod
-    def reorder_cache(cache: KVCache, rows: torch.Tensor) -> KVCache:
-        """Keep decoder rows ``rows`` [B·G'] (indices into the current B·G rows, e.g. surviving beams), in order."""
+    def reorder_cache(cache: KVCache, rows: torch.Tensor, users: Optional[torch.Tensor] = None) -> KVCache:
+        """Keep decoder rows ``rows`` [B'·G'] (indices into the current B·G rows, e.g. surviving beams), in order;
+        with ``users`` [B'] (ascending indices into the B users) the cross-attention side keeps only those users."""
+        if users is not None:
+            cross_kv = [(k.index_select(0, users), v.index_select(0, users)) for k, v in cache.cross_kv]
+            cache = cache._replace(cross_kv=cross_kv, cross_mask=cache.cross_mask.index_select(0, users))
         if cache.self_kv is None:
             return cache
         self_kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in cache.self_kv]

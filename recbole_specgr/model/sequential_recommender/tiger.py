@@ -335,8 +335,8 @@ class TIGER(SequentialRecommender):
         log_probs = logits.float().log_softmax(dim=-1)[:, start : start + self.codebook_size]  # [B·G, C]
         return log_probs, state
 
-    def reorder_decoding(self, state: KVCache, rows: torch.Tensor) -> KVCache:
-        return T5.reorder_cache(state, rows)
+    def reorder_decoding(self, state: KVCache, rows: torch.Tensor, users: Optional[torch.Tensor] = None) -> KVCache:
+        return T5.reorder_cache(state, rows, users)
 
     # ---------------------------------------------------------------- RecBole contract
     def calculate_loss(self, interaction):
