@@ -78,7 +78,8 @@ def load_checkpoint(path, map_location=None):
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: refused to load, it holds pickled objects, not only tensors and plain data (an "
-                         f"old, foreign or crafted checkpoint; unpickling it could run code): {first}") from None
+                         f"old, foreign or crafted checkpoint; unpickling it could run code): {first}. One you made "
+                         f"yourself: python -m recbole_specgr.upgrade_checkpoint {path} NEW.pth --trusted") from None
 
 
 def _check_atomic_rows(filepath, separator, encoding):
