@@ -10,6 +10,12 @@ import recbole_specgr  # noqa: F401  (its __init__ applies compat before any tes
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
+def pytest_configure(config):
+    """pytest resets warning filters per test: repeat compat's filter for RecBole's read-only-array warning (its
+    dataloader wraps pandas 3's read-only arrays in tensors it never writes to), by message and origin only."""
+    config.addinivalue_line("filterwarnings", "ignore:The given NumPy array is not writable:UserWarning:recbole")
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """Tiny tensors: torch's thread pool costs more than it saves (and a shared CI box makes it worse)."""
