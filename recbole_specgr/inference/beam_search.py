@@ -12,7 +12,7 @@ the decoder state and the prefix bookkeeping.
 - The constraint is the dense prefix tables of :class:`~recbole_specgr.inference.prefix_index.PrefixIndex`:
   disallowed continuations get −inf. No per-hypothesis Python, no trie callbacks.
 - The decoder's KV cache is reordered by the surviving beams' row indices.
-- A caller that needs only some users' later digits ``send``\ s their ``[B]`` mask instead of calling ``next``: the
+- A caller that needs only some users' later digits sends their ``[B]`` mask instead of calling ``next``: the
   others' rows leave the decoder (and its per-user encoder state) for good, so e.g. users that speculative inference
   has finished with cost nothing from then on.
 
