@@ -222,3 +222,16 @@ def test_send_narrows_later_digits_to_the_users_asked_for():
         assert not got.valid[gone].any() and (got.scores[gone] == NEG_INF).all() and (got.prefixes[gone] == -1).all()
     assert (narrowed[-1].items[[0, 1, 3]] == 0).all()
     assert decoder.n_rows == 4 + 2 * 6 + 1 * 6  # digit 1: one row per user; then β rows per kept user
+
+
+def test_send_without_users_decodes_nothing_more():
+    item2codes = random_catalog(30, 3, 4, seed=4)
+    tables = PrefixIndex(item2codes, 4).restrict(torch.ones(31, dtype=torch.bool))
+    decoder = TableDecoder(2, 3, 4, seed=4)
+    steps = constrained_beam_search(decoder, encoder_state([0, 1]), 5, tables)
+    next(steps)
+    rows = decoder.n_rows
+    rest = [steps.send(torch.tensor([False, False])), next(steps)]
+    assert [s.depth for s in rest] == [2, 3] and decoder.n_rows == rows
+    assert all(not s.valid.any() and (s.prefixes == -1).all() for s in rest) and (rest[-1].items == 0).all()
+    assert rest[-1].prefixes.shape == (2, 5, 3)

@@ -115,6 +115,11 @@ def constrained_beam_search(
     state = decoder.start_decoding(enc)
     codes = None
     for j in range(n_digits):
+        if kept.numel() == 0:  # every user was dropped: nothing to decode, no beams for anyone
+            none = torch.zeros(0, beam_size, dtype=torch.long, device=device)
+            yield _all_users(BeamStep(j + 1, none[:, :, None].expand(-1, -1, j + 1), none.float(), none.bool(),
+                                      none if j == n_digits - 1 else None), kept, B)
+            continue
         lprobs, state = decoder.decode_step(state, codes)  # [B'·G, C]
         (n_kept, G), C = scores.shape, lprobs.shape[-1]
         child = tables[j][nodes]  # [B', G, C] next node per continuation, -1 = disallowed
