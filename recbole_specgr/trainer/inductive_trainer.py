@@ -16,6 +16,7 @@ from recbole.utils import set_color
 from recbole_specgr.atomic import atomic_write
 from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.config import plain_config
+from recbole_specgr.trainer.compiled_loss import CompiledLoss
 from recbole_specgr.evaluation import EXCLUDED_ITEMS, SplitMetrics, nest_result
 from recbole_specgr.trainer.schedule import attach_lr_scheduler, read_schedule
 
@@ -66,6 +67,8 @@ class InductiveTrainer(Trainer):
         self.schedule = read_schedule(config)  # (name, warmup_steps, min_ratio, total_steps or None)
         self.exclude_history = bool(config["eval_exclude_history"])
         self.learning_curve = []
+        self.compiled_loss = (CompiledLoss(model.calculate_loss, f"{config['model']}.calculate_loss")
+                              if config["torch_compile"] else None)
         self.global_step = 0  # optimizer steps over every fit() of this trainer
         self.lr_scheduler = None
         self._scheduled_optimizer = None  # the optimizer lr_scheduler drives
@@ -128,6 +131,7 @@ class InductiveTrainer(Trainer):
                          f"to {min_ratio:g} × {peak:g}")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss_func = loss_func or self.compiled_loss
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.global_step += len(train_data)
         self.learning_curve.append({
