@@ -124,7 +124,7 @@ def run_plan(plan, shared, out, only=None):
             result = run_recbole_specgr(run["model"], plan["dataset"], config_dict=config, result_json=path)
         if result.get("checkpoint"):
             checkpoints[name] = result["checkpoint"]
-        results.append(result)
+        results.append({**result, "name": name})  # the table's row label
         logger.info(f"run_table: {name} done ({path})")
     if results:
         write_table(results, out)

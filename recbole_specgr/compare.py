@@ -49,7 +49,10 @@ def _load(result):
 
 
 def row_label(result):
-    """The model name of a result; TIGER with ``tiger_c_unseen_share`` > 0 is the paper's TIGER_C."""
+    """The run's ``name`` when it has one (a benchmark plan's run name), else the model name; TIGER with
+    ``tiger_c_unseen_share`` > 0 is the paper's TIGER_C."""
+    if result.get("name"):
+        return result["name"]
     model = result.get("model", MISSING)
     share = (result.get("config") or {}).get("tiger_c_unseen_share")
     if model == "TIGER" and share is not None and float(share) > 0:

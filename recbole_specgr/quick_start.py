@@ -73,6 +73,8 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     if getattr(trainer, "threshold_sweep", None):  # γ chosen on validation (SpecGR models with a threshold grid)
         result["specgr_threshold"] = model.specgr_threshold
         result["specgr_unseen_threshold"] = model.specgr_unseen_threshold
+        result["specgr_draft_weight"] = model.specgr_setting.draft_weight
+        result["specgr_unseen_score"] = model.specgr_setting.unseen_score
         result["threshold_sweep"] = trainer.threshold_sweep
     for split in ("valid", "test"):
         if result[split]["overall"]:

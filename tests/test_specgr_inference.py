@@ -61,10 +61,11 @@ def beams_of(verifier, user, beam_size):
     return out
 
 
-def oracle(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, subset=False, no_inductive=False,
-           no_adjust=False, no_guided=False, no_rerank=False, no_exit=False, gamma_unseen=None):
-    """Plain per-user Python version of paper section 3.2, written independently of the batched code (drafts of
-    unseen items are accepted above ``gamma_unseen`` when given)."""
+def oracle_rounds(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, no_inductive=False,
+                  no_adjust=False, no_guided=False, no_exit=False, gamma_unseen=None, joint=False):
+    """The draft-verify rounds of paper section 3.2 for one user, in plain Python: ``(records, beams, dscore)``,
+    records = (item, V, accepted) in draft order (drafts of unseen items are accepted above ``gamma_unseen`` when
+    given; with ``joint`` every unseen draft is a candidate and the exit counts accepted seen drafts only)."""
     n, l = verifier.item2codes.size(0), verifier.n_digits
     dscore = (drafter.items @ drafter.user_vectors[user]).tolist()
     pool = [i for i in range(1, n) if (allowed is None or allowed[i]) and (seen[i] or not no_inductive)]
@@ -79,9 +80,19 @@ def oracle(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, s
         for i in cands[:delta]:
             v = eq2(verifier, user, i, seen, adjust=not no_adjust)
             drafted.add(i)
-            records.append((i, v, v > (gamma if seen[i] or gamma_unseen is None else gamma_unseen)))
-        if not no_exit and sum(a for _, _, a in records) >= K:
+            records.append((i, v, v > (gamma if seen[i] or gamma_unseen is None else gamma_unseen)
+                            or (joint and not seen[i])))
+        if not no_exit and sum(a and (seen[i] or not joint) for i, _, a in records) >= K:
             break
+    return records, beams, dscore
+
+
+def oracle(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, subset=False, no_inductive=False,
+           no_adjust=False, no_guided=False, no_rerank=False, no_exit=False, gamma_unseen=None):
+    """Plain per-user Python version of paper section 3.2, written independently of the batched code."""
+    l = verifier.n_digits
+    records, beams, _ = oracle_rounds(verifier, drafter, seen, user, delta, beta, gamma, K, allowed, no_inductive,
+                                      no_adjust, no_guided, no_exit, gamma_unseen)
     acc = [(i, v) for i, v, a in records if a]
     if not no_rerank:
         acc.sort(key=lambda t: -t[1])
@@ -207,13 +218,15 @@ def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, sub
     verifier, drafter, seen = build(seed=case)
     kwargs = {k: v for k, v in ORACLE_CASES[case].items() if k != "threshold"}
     allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(case)) < 0.6) if subset else None
-    grid = [-0.6, -1.0, -1.4, -2.5, -math.inf, Thresholds(-1.0, -2.5), Thresholds(-2.5, -0.6)]
+    grid = [-0.6, -1.0, -1.4, -2.5, -math.inf, Thresholds(-1.0, -2.5), Thresholds(-2.5, -0.6),
+            Thresholds(-1.0, -2.5, 0.5, -1.0), Thresholds(-math.inf, -math.inf, 2.0, -0.3)]
     rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
     swept = rec.recommend_thresholds(*user_seq(range(N_USERS)), grid, allowed_items=allowed, subset_ranking=subset)
     assert len(swept) == len(grid)
     rounds_seen = set()
     for gamma, got in zip(grid, swept):
-        rec.threshold, rec.unseen_threshold = gamma if isinstance(gamma, Thresholds) else (gamma, None)
+        setting = gamma if isinstance(gamma, Thresholds) else Thresholds(gamma, gamma)
+        rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score = setting
         alone = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed, subset_ranking=subset)
         assert torch.equal(got.scores, alone.scores), gamma
         rounds = alone.drafts.size(1)
@@ -224,6 +237,79 @@ def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, sub
         rounds_seen.add(got.stats.n_rounds)
     if case == 0:
         assert len(rounds_seen) > 1  # the grid really changes where users exit
+
+
+JOINT_CASES = [
+    dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6, draft_weight=0.5, unseen_score=-1.0),
+    dict(draft_size=2, num_beams=3, threshold=-math.inf, topk=5, draft_weight=2.0, unseen_score=-0.2),
+    dict(draft_size=4, num_beams=2, threshold=-0.9, topk=4, draft_weight=1.0, unseen_score=-3.0,
+         unseen_threshold=-2.0),
+    dict(draft_size=3, num_beams=4, threshold=-1.4, topk=3, draft_weight=0.3, unseen_score=-1.2,
+         no_adaptive_exit=True),
+]
+
+
+def joint_oracle(verifier, drafter, seen, user, kwargs, allowed=None):
+    """Joint ranking for one user in plain Python: accepted drafts of the rounds run and complete beams B_l
+    (allowed ones), each item once, by l·V + α·s_d with V = v_u for unseen items."""
+    l, alpha = verifier.n_digits, kwargs["draft_weight"]
+    records, beams, dscore = oracle_rounds(
+        verifier, drafter, seen, user, kwargs["draft_size"], kwargs["num_beams"], kwargs["threshold"],
+        kwargs["topk"], allowed, no_exit=kwargs.get("no_adaptive_exit", False),
+        gamma_unseen=kwargs.get("unseen_threshold"), joint=True)
+    keys = {}
+    for i, v, accepted in records:
+        if accepted:
+            keys[i] = l * (v if seen[i] else kwargs["unseen_score"]) + alpha * dscore[i]
+    for _, s, i in beams[l]:
+        if allowed is None or allowed[i]:
+            keys[i] = max(keys.get(i, -math.inf), s + alpha * dscore[i])
+    return sorted(keys.items(), key=lambda t: -t[1])[: kwargs["topk"]]
+
+
+@pytest.mark.parametrize("case, seed, subset", itertools.product(range(len(JOINT_CASES)), range(2), [False, True]))
+def test_joint_ranking_matches_per_user_oracle(case, seed, subset):
+    verifier, drafter, seen = build(seed=seed)
+    kwargs = JOINT_CASES[case]
+    allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(seed)) < 0.6) if subset else None
+    out = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*user_seq(range(N_USERS)),
+                                                                            allowed_items=allowed)
+    n_unseen_out = 0
+    for user in range(N_USERS):
+        expect = joint_oracle(verifier, drafter, seen, user, kwargs, allowed)
+        got = ranked(out.scores[user])
+        assert [s for _, s in got] == pytest.approx([s for _, s in expect], abs=1e-4), (user, got, expect)
+        assert {i for i, _ in got} == {i for i, _ in expect} or len({round(s, 4) for _, s in expect}) < len(expect)
+        n_unseen_out += sum(not seen[i] for i, _ in got)
+    if case == 1:
+        assert n_unseen_out > 0  # a high v_u brings unseen items in
+
+
+def test_joint_ranking_uses_the_drafter_temperature_and_v_u_moves_unseen_items():
+    verifier, drafter, seen = build(seed=2)
+    kwargs = dict(draft_size=N_ITEMS, num_beams=4, threshold=-math.inf, topk=N_ITEMS, draft_weight=1.0)
+    low = SpeculativeRecommender(verifier, drafter, seen, unseen_score=-50.0, **kwargs).recommend(*user_seq([0]))
+    high = SpeculativeRecommender(verifier, drafter, seen, unseen_score=50.0, **kwargs).recommend(*user_seq([0]))
+    order = lambda out: [i for i, _ in ranked(out.scores[0])]
+    assert all(seen[i] for i in order(low)[: int(seen[1:].sum())])  # every seen item before any unseen one
+    assert not any(seen[i] for i in order(high)[:N_UNSEEN])  # every unseen item first
+    drafter.temperature = 0.5  # s_d = inner product / τ: the keys of unseen items double
+    hot = SpeculativeRecommender(verifier, drafter, seen, unseen_score=50.0, **kwargs).recommend(*user_seq([0]))
+    dscore = drafter.items @ drafter.user_vectors[0]
+    for i in range(1, N_ITEMS + 1):
+        if not seen[i]:
+            assert hot.scores[0, i].item() == pytest.approx(3 * 50.0 + dscore[i].item() / 0.5, abs=1e-4)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("draft_weight", -0.5, "specgr_draft_weight: expected a number >= 0"),
+    ("draft_weight", float("nan"), "specgr_draft_weight: expected a finite number"),
+    ("unseen_score", "high", "specgr_unseen_score: expected a finite number"),
+])
+def test_bad_joint_ranking_settings_are_named(key, value, message):
+    verifier, drafter, seen = build()
+    with pytest.raises(ValueError, match=message):
+        SpeculativeRecommender(verifier, drafter, seen, **{key: value})
 
 
 def test_one_users_beams_never_restrict_another_users_drafts():

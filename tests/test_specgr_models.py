@@ -470,9 +470,9 @@ class ScriptedTrainer:
         self.loaded += 1
 
 
-def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_grid=None):
-    """A tuner whose validation pass returns ``results[γ]`` (or ``results[(γ, γ_u)]`` with an ``unseen_grid``)
-    for each entry of the grid."""
+def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_grid=None, **extra):
+    """A tuner whose validation pass returns ``results[γ]`` (or ``results[(γ, γ_u)]`` with an ``unseen_grid``, or
+    ``results[(γ, γ_u, α, v_u)]`` with ``specgr_draft_weight_grid`` in ``extra``) for each entry of the grid."""
     from recbole_specgr.trainer import threshold_tuning
 
     class Tuner(threshold_tuning.ThresholdTuningMixin, ScriptedTrainer):
@@ -480,13 +480,16 @@ def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_gri
 
     if monkeypatch is not None:
         def sweep(trainer, valid_data, thresholds):
-            return [{"specgr_threshold": t.seen, "specgr_unseen_threshold": t.unseen, "acceptance_rate": 0.5,
+            joint = "specgr_draft_weight_grid" in extra
+            return [{"specgr_threshold": t.seen, "specgr_unseen_threshold": t.unseen, "specgr_draft_weight":
+                     t.draft_weight, "specgr_unseen_score": t.unseen_score, "acceptance_rate": 0.5,
                      "mean_rounds": 1.0, "recall@50": 0.0, "in_sample/recall@50": 0.0,
-                     **results[t.seen if unseen_grid is None else tuple(t)]} for t in thresholds]
+                     **results[tuple(t) if joint else t.seen if unseen_grid is None else tuple(t[:2])]}
+                    for t in thresholds]
 
         monkeypatch.setattr(threshold_tuning, "sweep_thresholds", sweep)
     config = {"specgr_threshold_grid": grid, "specgr_unseen_threshold_grid": unseen_grid, "specgr_threshold": -1.5,
-              "specgr_threshold_metric": metric, "valid_metric": "NDCG@10", "topk": [10, 50]}
+              "specgr_threshold_metric": metric, "valid_metric": "NDCG@10", "topk": [10, 50], **extra}
     return Tuner(config, make_model(seed=1))
 
 
@@ -521,6 +524,22 @@ def test_threshold_tuning_tries_every_gamma_with_every_unseen_gamma(monkeypatch)
                                  monkeypatch, unseen_grid=[-6.0])
     only_unseen.tune_threshold(valid_data=[1])  # no γ grid: γ stays specgr_threshold
     assert (only_unseen.model.specgr_threshold, only_unseen.model.specgr_unseen_threshold) == (-1.5, -6.0)
+
+
+def test_threshold_tuning_tries_every_draft_weight_with_every_unseen_score(monkeypatch):
+    grid = [(g, g, a, v) for g in (-1.0, -2.0) for a, v in ((0.0, -1.75), (2.0, -2.0), (2.0, -1.5))]
+    results = {setting: {"ndcg@10": 0.0, "unseen/recall@50": 0.0} for setting in grid}
+    results[(-2.0, -2.0, 2.0, -1.5)]["ndcg@10"] = 0.4
+    tuner = scripted_tuner([-1.0, -2.0], None, results, monkeypatch, specgr_draft_weight_grid=[0, 2],
+                           specgr_unseen_score_grid=[-2.0, -1.5])
+    best = tuner.tune_threshold(valid_data=[1])
+    # α = 0 (the paper's ranking) once per γ, v_u only with α > 0
+    assert [tuple(row[k] for k in ("specgr_threshold", "specgr_unseen_threshold", "specgr_draft_weight",
+                                   "specgr_unseen_score")) for row in tuner.threshold_sweep] == grid
+    assert tuner.model.specgr_setting == (-2.0, -2.0, 2.0, -1.5)
+    assert "specgr_draft_weight" not in best and best["ndcg@10"] == 0.4
+    with pytest.raises(ValueError, match=r"specgr_draft_weight_grid: expected numbers >= 0"):
+        scripted_tuner([-1.0], specgr_draft_weight_grid=[-1.0])
 
 
 def test_threshold_tuning_rejects_bad_settings():

@@ -207,6 +207,11 @@ class DraftSession:
             self._dense_scores = self.queries.to(vectors.dtype) @ vectors.T  # [B, n]
         return self._dense_scores
 
+    def item_scores(self, items: torch.Tensor) -> torch.Tensor:
+        """Inner products of each user's query with its own ``items`` [B, M] (any ids, 0 included): [B, M]."""
+        vectors = self.index.item_vectors[items]  # [B, M, D]
+        return torch.einsum("bd,bmd->bm", self.queries.to(vectors.dtype), vectors)
+
     def topk(self, k: int, mask: Optional[DraftMask] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` allowed items per user: items [B, k] (0 = none), scores [B, k] (-inf = none)."""
         mask = mask or DraftMask()

@@ -17,7 +17,7 @@ from typing import Iterator, List, NamedTuple, Optional
 
 import torch
 
-from recbole_specgr.inference.drafting import DraftIndex, DraftMask, padded_topk
+from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
 
@@ -77,17 +77,33 @@ class SpecGRStats:
 
 
 class Thresholds(NamedTuple):
-    """Acceptance thresholds: a draft of a seen item is accepted if V > ``seen`` (γ), one of an item not seen in
-    training if V > ``unseen`` (γ_u). The paper uses one γ for both; a lower γ_u admits new items, whose semantic
-    prefixes the verifier never generated in training and so scores low (measured on ml-100k: V ≈ −4 … −6)."""
+    """One inference setting. Acceptance: a draft of a seen item is accepted if V > ``seen`` (γ), one of an item not
+    seen in training if V > ``unseen`` (γ_u). The paper uses one γ for both; a lower γ_u admits new items, whose
+    semantic prefixes the verifier never generated in training and so scores low (measured on ml-100k: V ≈ −4 … −6).
+
+    Ranking: with ``draft_weight`` α = 0 (the paper) accepted drafts are ranked by V, then the beam fill by its
+    length-normalised score. With α > 0 (joint ranking, not in the paper) accepted drafts and the complete beams
+    B_l are ranked together by ``l·V + α·s_d``: the verifier's log-likelihood of the item plus α times the drafter's
+    logit s_d (inner product / τ), a product of the two models' distributions. An unseen item's V is replaced by
+    ``unseen_score`` v_u (per digit, like V and γ): Eq. 2 cannot rank codes the verifier never generated, so the
+    drafter ranks unseen items and v_u sets how they interleave with seen ones. For the same reason the verifier
+    neither accepts nor rejects unseen drafts there (γ_u plays no part): each is a candidate, and the adaptive exit
+    counts accepted seen drafts."""
 
     seen: float
     unseen: float
+    draft_weight: float = 0.0
+    unseen_score: float = -1.75
 
     @classmethod
     def of(cls, value) -> "Thresholds":
-        """``value`` as a pair: a :class:`Thresholds` as it is, a number γ as (γ, γ)."""
+        """``value`` as a setting: a :class:`Thresholds` as it is, a number γ as (γ, γ) with the paper's ranking."""
         return value if isinstance(value, cls) else cls(float(value), float(value))
+
+    @property
+    def joint(self) -> bool:
+        """True for the joint ranking (α > 0)."""
+        return self.draft_weight > 0
 
     def per_item(self, seen: torch.Tensor) -> torch.Tensor:
         """``[n]`` threshold of each item from the ``[n]`` bool seen mask."""
@@ -100,11 +116,14 @@ class _Rounds:
 
     cand: torch.Tensor  # [B, R, δ] drafted items (0 = none)
     cand_scores: torch.Tensor  # [B, R, δ] their verification scores V
+    cand_logits: torch.Tensor  # [B, R, δ] their drafter logits s_d (-inf = none)
+    session: DraftSession  # the drafter's queries for the batch (logits of beam items)
     ran: torch.Tensor  # [B, R] bool, rounds each user drafted in
     beam_steps: Iterator[BeamStep]  # the verifier's beam search, advanced on demand
     beams: Optional[BeamStep]  # the deepest beams B_j consumed so far
     seen: torch.Tensor  # [n] bool, items seen in training
-    short: torch.Tensor  # [B] bool, users short of K at the strictest thresholds: the only ones any setting fills
+    short: torch.Tensor  # [B] bool, users whose complete beams some setting needs (short of K at the strictest
+    # thresholds; every user when a setting ranks jointly)
 
 
 class SpecGROutput(NamedTuple):
@@ -129,6 +148,9 @@ class SpeculativeRecommender:
         threshold (float): γ, accept a draft if V > γ.
         unseen_threshold (float, optional): γ_u, accept a draft of an item not seen in training if V > γ_u; None =
             γ (the paper).
+        draft_weight (float): α ≥ 0; 0 = the paper's ranking, > 0 = joint ranking by l·V + α·s_d (see
+            :class:`Thresholds`).
+        unseen_score (float): v_u, the per-digit score an unseen item takes in place of V in the joint ranking.
         topk (int): K, items recommended per user.
         drafting_backend (str): ``dense`` or ``faiss`` (see :mod:`recbole_specgr.inference.drafting`).
         faiss_index (str): ``flat`` (exact), ``hnsw`` or ``ivf`` (approximate) for the faiss backend.
@@ -148,6 +170,8 @@ class SpeculativeRecommender:
         num_beams: int = 50,
         threshold: float = -1.6,
         unseen_threshold: Optional[float] = None,
+        draft_weight: float = 0.0,
+        unseen_score: float = -1.75,
         topk: int = 10,
         drafting_backend: str = "dense",
         faiss_index: str = "flat",
@@ -167,6 +191,13 @@ class SpeculativeRecommender:
                                              or not isinstance(unseen_threshold, (int, float))):
             raise ValueError(f"specgr_unseen_threshold: expected a number or ~, got {unseen_threshold!r}")
         self.unseen_threshold = None if unseen_threshold is None else float(unseen_threshold)
+        for key, value in (("specgr_draft_weight", draft_weight), ("specgr_unseen_score", unseen_score)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{key}: expected a finite number, got {value!r}")
+        if draft_weight < 0:
+            raise ValueError(f"specgr_draft_weight: expected a number >= 0 (0 = the paper's ranking), got {draft_weight}")
+        self.draft_weight = float(draft_weight)
+        self.unseen_score = float(unseen_score)
         self.topk = int(topk)
         self.drafting_backend = drafting_backend
         self.faiss_index = faiss_index
@@ -192,11 +223,15 @@ class SpeculativeRecommender:
         self.item_prefix = [self.prefix_index.item_nodes(j).clamp(min=0) for j in range(1, self.n_digits)]  # [n] each
         real = torch.nonzero((verifier.item2codes[1:] >= 0).all(dim=1)).squeeze(1)
         self.stand_in_item = int(real[0]) + 1 if real.numel() > 0 else 1  # verified in place of empty draft slots
+        self.drafter_temperature = float(getattr(drafter, "temperature", None) or 1.0)  # τ: s_d = inner product / τ
+        if self.drafter_temperature <= 0:
+            raise ValueError(f"drafter.temperature: expected a number > 0, got {self.drafter_temperature}")
         self.draft_index: Optional[DraftIndex] = None  # built from the drafter's item vectors on first use
 
     @classmethod
     def from_config(cls, config, verifier: Verifier, drafter: Drafter, seen_item_mask: torch.Tensor):
         """Build from a RecBole config: ``specgr_draft_size``, ``num_beams``, ``specgr_threshold``, ``specgr_unseen_threshold``,
+        ``specgr_draft_weight``, ``specgr_unseen_score``,
         ``topk`` (K = its largest value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
         ``specgr_no_inductive_drafting``, ``specgr_no_likelihood_adjustment``, ``specgr_no_guided_redrafting``,
         ``specgr_no_reranking``, ``specgr_no_adaptive_exit``. Missing keys take the constructor defaults."""
@@ -205,6 +240,8 @@ class SpeculativeRecommender:
             "num_beams": "num_beams",
             "threshold": "specgr_threshold",
             "unseen_threshold": "specgr_unseen_threshold",
+            "draft_weight": "specgr_draft_weight",
+            "unseen_score": "specgr_unseen_score",
             "drafting_backend": "specgr_drafting_backend",
             "faiss_index": "specgr_faiss_index",
             "no_inductive_drafting": "specgr_no_inductive_drafting",
@@ -253,8 +290,10 @@ class SpeculativeRecommender:
 
     @property
     def thresholds(self) -> Thresholds:
-        """(γ, γ_u) in use: ``threshold`` and ``unseen_threshold`` (γ when that is None)."""
-        return Thresholds(self.threshold, self.threshold if self.unseen_threshold is None else self.unseen_threshold)
+        """The setting in use: (γ, γ_u, α, v_u) from ``threshold``, ``unseen_threshold`` (γ when that is None),
+        ``draft_weight`` and ``unseen_score``."""
+        unseen = self.threshold if self.unseen_threshold is None else self.unseen_threshold
+        return Thresholds(self.threshold, unseen, self.draft_weight, self.unseen_score)
 
     @torch.no_grad()
     def recommend_thresholds(
@@ -276,9 +315,11 @@ class SpeculativeRecommender:
         if subset_ranking and allowed_items is None:
             raise ValueError("allowed_items: subset_ranking needs the subset as an [n] or [B, n] bool mask")
         settings = [Thresholds.of(t) for t in thresholds]
-        strictest = Thresholds(max(t.seen for t in settings), max(t.unseen for t in settings))
+        unseen_counted = max(math.inf if t.joint else t.unseen for t in settings)  # joint: unseen drafts never count
+        strictest = Thresholds(max(t.seen for t in settings), unseen_counted)
         allowed = None if allowed_items is None else allowed_items.to(device=item_seq.device, dtype=torch.bool)
-        rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed)
+        all_beams = any(t.joint for t in settings) and not subset_ranking
+        rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed, all_beams)
         return [self._output(rounds, setting, allowed, subset_ranking) for setting in settings]
 
     def draft_queries(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, enc: EncoderState) -> torch.Tensor:
@@ -288,9 +329,11 @@ class SpeculativeRecommender:
             return self.drafter.sequence_vectors(item_seq, item_seq_len, enc)
         return self.drafter.sequence_vectors(item_seq, item_seq_len)
 
-    def _draft_rounds(self, item_seq, item_seq_len, strictest: "Thresholds", allowed) -> "_Rounds":
+    def _draft_rounds(self, item_seq, item_seq_len, strictest: "Thresholds", allowed,
+                      all_beams: bool = False) -> "_Rounds":
         """Draft-verify rounds j = 0 … l−1 (round 0: inductive drafting; round j ≥ 1: guided by B_j); a user stops
-        once K of its drafts pass ``strictest``."""
+        once K of its drafts pass ``strictest``. ``all_beams``: every user's beams stay decoded (joint ranking ranks
+        them all), not only those of users still drafting."""
         if self.draft_index is None:
             self.refresh()
         n_users, device = item_seq.size(0), item_seq.device
@@ -307,15 +350,17 @@ class SpeculativeRecommender:
         drafted = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)  # [B, n]
         n_strict = torch.zeros(n_users, dtype=torch.long, device=device)  # [B] accepted at the strictest γ
         active = torch.ones(n_users, dtype=torch.bool, device=device)  # [B] users still drafting
-        drafts, draft_scores, ran = [], [], []
+        drafts, draft_scores, draft_logits, ran = [], [], [], []
+        beam_users = None if all_beams else active
         for j in range(self.n_digits):
             mask = DraftMask(draft_allowed, drafted)
             if j > 0 and not self.no_guided_redrafting:
-                beams = self._advance(beam_steps, beams, j, active)
+                beams = self._advance(beam_steps, beams, j, beam_users)
                 mask = mask._replace(item_prefix=self.item_prefix[j - 1],
                                      prefix_table=beam_table(self.prefix_index, beams))
-            items, _ = session.topk(self.draft_size, mask)  # [B, δ], 0 = none
+            items, logits = session.topk(self.draft_size, mask)  # [B, δ], 0 = none
             items = items.masked_fill(~active.unsqueeze(1), 0)
+            draft_logits.append(logits.float().masked_fill(items == 0, -math.inf) / self.drafter_temperature)
             ran.append(active.clone())
             drafted.scatter_(1, items, True)  # column 0 (padding) is never draftable anyway
             scores = self._verify(enc, items, seen, active)  # [B, δ]
@@ -326,8 +371,9 @@ class SpeculativeRecommender:
                 active &= n_strict < self.topk
                 if not bool(active.any()):  # adaptive exit: the one host sync per round
                     break
-        return _Rounds(torch.stack(drafts, dim=1), torch.stack(draft_scores, dim=1), torch.stack(ran, dim=1),
-                       beam_steps, beams, seen, active)
+        short = torch.ones_like(active) if all_beams else active
+        return _Rounds(torch.stack(drafts, dim=1), torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1),
+                       session, torch.stack(ran, dim=1), beam_steps, beams, seen, short)
 
     def _output(self, rounds: "_Rounds", setting: "Thresholds", allowed, subset_ranking: bool) -> SpecGROutput:
         """The top-K of ``rounds`` at thresholds ``setting``: the rounds it would have run, its accepted drafts,
@@ -336,18 +382,28 @@ class SpeculativeRecommender:
         n_users, device = cand.size(0), cand.device
         gamma = setting.per_item(seen)[cand]  # [B, R, δ] γ of each draft's item
         accepted = (cand != 0) & (rounds.cand_scores > gamma)  # [B, R, δ]
+        counted = accepted  # [B, R, δ] what the adaptive exit counts
+        if setting.joint:  # unseen drafts are all candidates and never counted (see Thresholds)
+            unseen_draft = (cand != 0) & ~seen[cand]
+            counted = accepted & ~unseen_draft
+            accepted = counted | unseen_draft
         used = torch.ones(cand.shape[:2], dtype=torch.bool, device=device)  # [B, R] rounds run at this γ
         if not self.no_adaptive_exit:
-            used[:, 1:] = accepted.sum(dim=2).cumsum(dim=1)[:, :-1] < self.topk
+            used[:, 1:] = counted.sum(dim=2).cumsum(dim=1)[:, :-1] < self.topk
         gamma_cand = cand.masked_fill(~used.unsqueeze(2), 0)
         gamma_scores = rounds.cand_scores.masked_fill(~used.unsqueeze(2), -math.inf)
         accepted &= used.unsqueeze(2)
         fill = None
-        if not subset_ranking and bool((accepted.sum(dim=(1, 2)) < self.topk).any()):
+        if not subset_ranking and (setting.joint or bool((accepted.sum(dim=(1, 2)) < self.topk).any())):
             # complete beams B_l, decoded only for the users that may be short (a user with K accepted drafts at the
-            # strictest thresholds has K at every looser setting too)
+            # strictest thresholds has K at every looser setting too) or, for a joint ranking, for every user
             rounds.beams = fill = self._advance(rounds.beam_steps, rounds.beams, self.n_digits, rounds.short)
-        items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
+        if setting.joint and not subset_ranking:
+            logits = rounds.cand_logits.masked_fill(~used.unsqueeze(2), -math.inf)
+            items, item_scores, ok = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill, rounds.session,
+                                                      setting, allowed)  # [B, K] each
+        else:
+            items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
         out = torch.full((n_users, self.n_items), -math.inf, device=device)
         out.scatter_(1, items.masked_fill(~ok, 0), item_scores.masked_fill(~ok, -math.inf))
         out[:, 0] = -math.inf
@@ -424,6 +480,35 @@ class SpeculativeRecommender:
         if self.no_reranking:  # accepted drafts first, in draft order, then the fill
             scores = -(ok.long().cumsum(dim=1) - 1).float()
         return items, scores, ok
+
+
+    def _rank_joint(self, cand, cand_scores, cand_logits, cand_accepted, beams: BeamStep, session: DraftSession,
+                    setting: Thresholds, allowed: Optional[torch.Tensor]):
+        """The joint top-K (α > 0, see :class:`Thresholds`): accepted drafts and complete beams B_l together, by
+        ``l·V + α·s_d`` with V = v_u for items not seen in training. A seen item that is both drafted and a beam has
+        the same l·V either way (its teacher-forced log-likelihood), so it is counted once.
+
+        Returns:
+            items [B, K], their keys [B, K] and validity [B, K].
+        """
+        n_users, device = cand.size(0), cand.device
+        seen = self.seen_item_mask.to(device)
+        verified = torch.where(seen[cand], cand_scores, torch.full_like(cand_scores, setting.unseen_score))
+        keys = (self.n_digits * verified + setting.draft_weight * cand_logits).masked_fill(~cand_accepted, -math.inf)
+        items, keys = cand.flatten(1), keys.flatten(1)  # [B, M]
+        beam_items = beams.items.masked_fill(~beams.valid, 0)  # [B, β]
+        beam_ok = beam_items != 0
+        if allowed is not None:
+            beam_ok &= allowed[beam_items] if allowed.dim() == 1 else allowed.gather(1, beam_items)
+        beam_logits = session.item_scores(beam_items).float() / self.drafter_temperature
+        beam_keys = beams.scores.float() * (self.n_digits / beams.depth) + setting.draft_weight * beam_logits
+        items = torch.cat([items, beam_items], dim=1)
+        keys = torch.cat([keys, beam_keys.masked_fill(~beam_ok, -math.inf)], dim=1)
+        best = torch.full((n_users, self.n_items), -math.inf, device=device)  # [B, n] one key per item
+        best.scatter_reduce_(1, items, keys, reduce="amax")
+        best[:, 0] = -math.inf
+        top_keys, top_items, ok = padded_topk(best, self.topk)
+        return top_items, top_keys, ok
 
 
 def _top(items: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, k: int):

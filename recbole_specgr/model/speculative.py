@@ -43,7 +43,7 @@ class SpeculativeEvalMixin:
         """Read the ``specgr_*`` inference keys (through :meth:`SpeculativeRecommender.from_config`) once."""
         self._make_recommender = partial(SpeculativeRecommender.from_config, config)
         self._recommender = self._make_recommender(*self.speculative_parts())  # validates the keys now
-        self._thresholds = self._recommender.thresholds  # (γ, γ_u); set_specgr_threshold changes them, no rebuild
+        self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u); set_specgr_threshold changes them
         self._recommender_key = None  # (device, n_items) the recommender was built for
         self._weights_version = 0
         self._index_version = -1
@@ -60,15 +60,27 @@ class SpeculativeEvalMixin:
         """γ_u, the threshold for drafts of items not seen in training, currently used by :meth:`full_sort_predict`."""
         return self._thresholds.unseen
 
-    def set_specgr_threshold(self, threshold: float, unseen_threshold: Optional[float] = None) -> None:
+    @property
+    def specgr_setting(self) -> Thresholds:
+        """(γ, γ_u, α, v_u) currently used by :meth:`full_sort_predict`."""
+        return self._thresholds
+
+    def set_specgr_threshold(self, threshold: float, unseen_threshold: Optional[float] = None,
+                             draft_weight: Optional[float] = None, unseen_score: Optional[float] = None) -> None:
         """Use γ = ``threshold`` and γ_u = ``unseen_threshold`` (None = γ) from the next prediction on (e.g. the
-        values chosen on validation data)."""
+        values chosen on validation data), and the joint ranking's α = ``draft_weight`` and v_u = ``unseen_score``
+        (None = keep the current ones)."""
         unseen = threshold if unseen_threshold is None else unseen_threshold
-        self._thresholds = Thresholds(float(threshold), float(unseen))
+        current = self._thresholds
+        self._thresholds = Thresholds(float(threshold), float(unseen),
+                                      current.draft_weight if draft_weight is None else float(draft_weight),
+                                      current.unseen_score if unseen_score is None else float(unseen_score))
         self._use_thresholds()
 
     def _use_thresholds(self):
-        self._recommender.threshold, self._recommender.unseen_threshold = self._thresholds
+        recommender, setting = self._recommender, self._thresholds
+        recommender.threshold, recommender.unseen_threshold = setting.seen, setting.unseen
+        recommender.draft_weight, recommender.unseen_score = setting.draft_weight, setting.unseen_score
 
     def weights_changed(self):
         """Mark the drafting index stale (call after changing weights from outside ``train()``)."""

@@ -3,7 +3,8 @@ recbole_specgr.trainer.threshold_tuning
 #######################################
 γ, SpecGR's acceptance threshold, chosen on the validation split (paper 4.1.4: "hyperparameters are tuned on the
 in-sample and unseen splits of the validation set"), optionally jointly with γ_u, the threshold for drafts of items
-not seen in training (not in the paper, which uses γ for both).
+not seen in training, and with the joint ranking's α and v_u (neither in the paper, see
+:class:`~recbole_specgr.inference.specgr.Thresholds`).
 
 Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
@@ -32,8 +33,8 @@ def sweep_thresholds(trainer, eval_data, thresholds):
     drafting does), weights as they are.
 
     Returns:
-        list[dict]: per entry, in the order given, ``specgr_threshold`` (γ) and ``specgr_unseen_threshold`` (γ_u)
-        plus the flat metrics of :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate /
+        list[dict]: per entry, in the order given, ``specgr_threshold`` (γ), ``specgr_unseen_threshold`` (γ_u),
+        ``specgr_draft_weight`` (α) and ``specgr_unseen_score`` (v_u) plus the flat metrics of :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate /
         mean_rounds / unseen_share.
     """
     thresholds = [Thresholds.of(t) for t in thresholds]
@@ -51,8 +52,7 @@ def sweep_thresholds(trainer, eval_data, thresholds):
         for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):
             metrics[k].add(out.scores, targets)  # column 0 (padding) is −inf already
             stats[k] = stats[k] + out.stats
-    return [{"specgr_threshold": t.seen, "specgr_unseen_threshold": t.unseen, **m.result(), **st.summary()}
-            for t, m, st in zip(thresholds, metrics, stats)]
+    return [{**_setting_keys(t), **m.result(), **st.summary()} for t, m, st in zip(thresholds, metrics, stats)]
 
 
 class ThresholdTuningMixin:
@@ -60,9 +60,11 @@ class ThresholdTuningMixin:
     class in the bases).
 
     Config keys: ``specgr_threshold_grid`` (list of γ; ``~`` = keep ``specgr_threshold``),
-    ``specgr_unseen_threshold_grid`` (list of γ_u tried with every γ; ``~`` = γ_u = γ, the paper) and
+    ``specgr_unseen_threshold_grid`` (list of γ_u tried with every γ; ``~`` = γ_u = γ, the paper),
+    ``specgr_draft_weight_grid`` (list of α tried with every (γ, γ_u); ``~`` = keep ``specgr_draft_weight``),
+    ``specgr_unseen_score_grid`` (list of v_u tried with every α > 0; ``~`` = keep ``specgr_unseen_score``) and
     ``specgr_threshold_metric`` (a key of :func:`threshold_metric_keys`, e.g. ``unseen/recall@50``; ``~`` =
-    ``valid_metric``). :meth:`tune_threshold` keeps the first (γ, γ_u) of the grid with the highest value.
+    ``valid_metric``). :meth:`tune_threshold` keeps the first setting of the grid with the highest value.
     """
 
     def __init__(self, config, model):
@@ -72,11 +74,20 @@ class ThresholdTuningMixin:
         metric = config["specgr_threshold_metric"] or config["valid_metric"]
         grid = _number_list(config, "specgr_threshold_grid")
         unseen_grid = _number_list(config, "specgr_unseen_threshold_grid")
-        self.threshold_grid = None  # [(γ, γ_u)] tried on validation, grid order
-        if grid is not None or unseen_grid is not None:
+        weight_grid = _number_list(config, "specgr_draft_weight_grid")
+        score_grid = _number_list(config, "specgr_unseen_score_grid")
+        self.threshold_grid = None  # [(γ, γ_u, α, v_u)] tried on validation, grid order
+        if any(g is not None for g in (grid, unseen_grid, weight_grid, score_grid)):
+            if weight_grid is not None and min(weight_grid) < 0:
+                raise ValueError(f"specgr_draft_weight_grid: expected numbers >= 0, got {weight_grid}")
             grid = grid or [config["specgr_threshold"]]
-            self.threshold_grid = [Thresholds(float(g), float(g if u is None else u))
-                                   for g in grid for u in (unseen_grid or [None])]
+            default = Thresholds(0.0, 0.0)
+            weights = weight_grid or [_or(_get(config, "specgr_draft_weight"), default.draft_weight)]
+            unseen_score = _or(_get(config, "specgr_unseen_score"), default.unseen_score)
+            scores = score_grid or [unseen_score]
+            self.threshold_grid = [  # v_u matters only for a joint ranking (α > 0): α = 0 is tried once
+                Thresholds(float(g), float(g if u is None else u), float(a), float(v) if a > 0 else unseen_score)
+                for g in grid for u in (unseen_grid or [None]) for a in weights for v in (scores if a > 0 else [None])]
         self.threshold_metric = str(metric).lower()
         self.threshold_sweep = None  # rows of sweep_thresholds on the validation data, after tune_threshold()
         allowed = threshold_metric_keys(config["topk"])
@@ -119,7 +130,8 @@ class ThresholdTuningMixin:
             dict: the validation result at that γ.
         """
         best = self.best_threshold_row(rows)
-        self.model.set_specgr_threshold(best["specgr_threshold"], best.get("specgr_unseen_threshold"))
+        self.model.set_specgr_threshold(best["specgr_threshold"], best.get("specgr_unseen_threshold"),
+                                        best.get("specgr_draft_weight"), best.get("specgr_unseen_score"))
         self.threshold_sweep = rows
         k = max(self.topk)
         for row in rows:
@@ -132,14 +144,32 @@ class ThresholdTuningMixin:
         return _without_threshold(best)
 
 
+def _setting_keys(setting: Thresholds) -> dict:
+    """The result keys of one setting (γ, γ_u, α, v_u)."""
+    return {"specgr_threshold": setting.seen, "specgr_unseen_threshold": setting.unseen,
+            "specgr_draft_weight": setting.draft_weight, "specgr_unseen_score": setting.unseen_score}
+
+
 def _setting(row):
     gamma, unseen = row["specgr_threshold"], row.get("specgr_unseen_threshold", row["specgr_threshold"])
-    return f"γ = {gamma:g}" + ("" if unseen == gamma else f", γ_u = {unseen:g}")
+    text = f"γ = {gamma:g}" + ("" if unseen == gamma else f", γ_u = {unseen:g}")
+    if row.get("specgr_draft_weight", 0) > 0:
+        text += f", α = {row['specgr_draft_weight']:g}, v_u = {row['specgr_unseen_score']:g}"
+    return text
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _get(config, key):
+    """``config[key]``, None when the key is absent (a RecBole Config answers None itself; a plain dict would raise)."""
+    return config[key] if key in config else None
 
 
 def _number_list(config, key):
     """``config[key]`` as a non-empty list of numbers, or None for ``~``; anything else is one clear error."""
-    value = config[key]
+    value = _get(config, key)
     if value is None:
         return None
     values = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -149,4 +179,4 @@ def _number_list(config, key):
 
 
 def _without_threshold(row):
-    return {k: v for k, v in row.items() if k not in ("specgr_threshold", "specgr_unseen_threshold")}
+    return {k: v for k, v in row.items() if k not in _setting_keys(Thresholds(0.0, 0.0))}
