@@ -218,8 +218,9 @@ def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, sub
     verifier, drafter, seen = build(seed=case)
     kwargs = {k: v for k, v in ORACLE_CASES[case].items() if k != "threshold"}
     allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(case)) < 0.6) if subset else None
-    grid = [-0.6, -1.0, -1.4, -2.5, -math.inf, Thresholds(-1.0, -2.5), Thresholds(-2.5, -0.6),
-            Thresholds(-1.0, -2.5, 0.5, -1.0), Thresholds(-math.inf, -math.inf, 2.0, -0.3)]
+    grid = [-0.6, -1.0, -1.4, -2.5, -math.inf, Thresholds(-1.0, -2.5), Thresholds(-2.5, -0.6)]
+    if not subset:  # joint settings (subset ranking refuses them)
+        grid += [Thresholds(-1.0, -2.5, 0.5, -1.0), Thresholds(-math.inf, -math.inf, 2.0, -0.3)]
     rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
     swept = rec.recommend_thresholds(*user_seq(range(N_USERS)), grid, allowed_items=allowed, subset_ranking=subset)
     assert len(swept) == len(grid)
@@ -310,6 +311,14 @@ def test_bad_joint_ranking_settings_are_named(key, value, message):
     verifier, drafter, seen = build()
     with pytest.raises(ValueError, match=message):
         SpeculativeRecommender(verifier, drafter, seen, **{key: value})
+
+
+def test_joint_ranking_refuses_subset_ranking():
+    verifier, drafter, seen = build()
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_weight=1.0)
+    allowed = torch.ones(N_ITEMS + 1, dtype=torch.bool)
+    with pytest.raises(ValueError, match="specgr_draft_weight: the joint ranking .* subset ranking"):
+        rec.recommend(*user_seq([0]), allowed_items=allowed, subset_ranking=True)
 
 
 def test_one_users_beams_never_restrict_another_users_drafts():

@@ -69,7 +69,8 @@ class Verifier(Protocol):
 
 
 class Drafter(Protocol):
-    """An inductive retrieval model: sequences and items in one vector space, scored by inner product."""
+    """An inductive retrieval model: sequences and items in one vector space, scored by inner product. An optional
+    ``temperature`` attribute τ makes inner product / τ its logit (the joint ranking's s_d; default τ = 1)."""
 
     def sequence_vectors(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """[B, T], [B] -> [B, D] query vectors. A drafter that is also the verifier (SpecGR++) is called with a third

@@ -315,10 +315,13 @@ class SpeculativeRecommender:
         if subset_ranking and allowed_items is None:
             raise ValueError("allowed_items: subset_ranking needs the subset as an [n] or [B, n] bool mask")
         settings = [Thresholds.of(t) for t in thresholds]
+        if subset_ranking and any(t.joint for t in settings):
+            raise ValueError("specgr_draft_weight: the joint ranking (α > 0) ranks drafts together with the complete "
+                             "beams, which subset ranking does not use; rank a subset with α = 0")
         unseen_counted = max(math.inf if t.joint else t.unseen for t in settings)  # joint: unseen drafts never count
         strictest = Thresholds(max(t.seen for t in settings), unseen_counted)
         allowed = None if allowed_items is None else allowed_items.to(device=item_seq.device, dtype=torch.bool)
-        all_beams = any(t.joint for t in settings) and not subset_ranking
+        all_beams = any(t.joint for t in settings)
         rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed, all_beams)
         return [self._output(rounds, setting, allowed, subset_ranking) for setting in settings]
 
@@ -398,7 +401,7 @@ class SpeculativeRecommender:
             # complete beams B_l, decoded only for the users that may be short (a user with K accepted drafts at the
             # strictest thresholds has K at every looser setting too) or, for a joint ranking, for every user
             rounds.beams = fill = self._advance(rounds.beam_steps, rounds.beams, self.n_digits, rounds.short)
-        if setting.joint and not subset_ranking:
+        if setting.joint:
             logits = rounds.cand_logits.masked_fill(~used.unsqueeze(2), -math.inf)
             items, item_scores, ok = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill, rounds.session,
                                                       setting, allowed)  # [B, K] each
