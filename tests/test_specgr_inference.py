@@ -572,3 +572,16 @@ def test_faiss_session_over_fetch_falls_back_to_dense_when_too_few_survive(one_f
         DraftIndex(vectors, "faiss", faiss_index="lsh")
     with pytest.raises(ValueError, match=r"^overfetch: expected an int >= 1, got 0$"):  # an argument, not a config key
         DraftIndex(vectors, "faiss", overfetch=0)
+
+
+def test_joint_ranking_is_the_same_with_the_faiss_backend(one_faiss_thread):
+    verifier, drafter, seen = build(seed=1)
+    kwargs = dict(JOINT_CASES[0])
+    dense = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*user_seq(range(N_USERS)))
+    fai = SpeculativeRecommender(verifier, drafter, seen, drafting_backend="faiss", **kwargs).recommend(
+        *user_seq(range(N_USERS)))
+    assert torch.equal(dense.drafts, fai.drafts)
+    assert torch.allclose(dense.scores, fai.scores, atol=1e-4)  # the same items, keys equal up to float sums
+    items = torch.tensor([[0, 3, 7], [5, 5, 1]])
+    session = DraftIndex(drafter.items, "faiss").session(drafter.user_vectors[:2])
+    assert torch.allclose(session.item_scores(items), (drafter.user_vectors[:2] @ drafter.items.T).gather(1, items))
