@@ -55,7 +55,7 @@ class SpecGRStats:
 
     n_users: int = 0
     n_drafted: int = 0
-    n_accepted: int = 0
+    n_accepted: int = 0  # accepted drafts (joint ranking: accepted seen drafts plus every unseen draft, all candidates)
     n_rounds: int = 0  # draft-verify rounds summed over users
     n_beam_steps: int = 0  # beam-search decoding steps summed over batches
     n_output: int = 0
