@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole_specgr.atomic import atomic_write  # noqa: E402
 
 CANDIDATE = "SpecGRPP"
-OURS = (CANDIDATE, "SpecGRPP_paper", "SpecGRAux", "SpecGRAux_paper")  # the package's SpecGR models; every other row is a baseline
+# the package's SpecGR models (and their paper-ranking rows); every other row is a baseline
+OURS = (CANDIDATE, "SpecGRPP_paper", "SpecGRAux", "SpecGRAux_paper")
 
 
 def load_runs(out, seeds):

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_gamma_sweep import load_trained  # noqa: E402
 from recbole_specgr.evaluation import nest_result  # noqa: E402
 from recbole_specgr.quick_start import write_json_atomic  # noqa: E402
+from recbole_specgr.trainer.threshold_tuning import setting_keys  # noqa: E402
 
 
 def main(argv=None):
@@ -34,7 +35,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with open(args.source, encoding="utf-8") as f:
         source = json.load(f)
-    overrides = json.loads(args.config)
+    try:
+        overrides = json.loads(args.config)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--config: expected a JSON object, got {args.config!r} ({err})") from None
     if not isinstance(overrides, dict):
         raise SystemExit(f"--config: expected a JSON object, got {args.config!r}")
     if not source.get("checkpoint") or not Path(source["checkpoint"]).is_file():
@@ -53,10 +57,7 @@ def main(argv=None):
         "valid": nest_result(valid),
         "test": nest_result(test),
         "eval_time_s": round(time.perf_counter() - start, 3),
-        "specgr_threshold": model.specgr_setting.seen,
-        "specgr_unseen_threshold": model.specgr_setting.unseen,
-        "specgr_draft_weight": model.specgr_setting.draft_weight,
-        "specgr_unseen_score": model.specgr_setting.unseen_score,
+        **setting_keys(model.specgr_setting),
         "threshold_sweep": trainer.threshold_sweep,
         "retuned": {"source": args.source, "config": overrides},
     })

@@ -18,6 +18,7 @@ from recbole.utils import init_logger, init_seed
 from recbole_specgr.atomic import atomic_write
 from recbole_specgr.config import Config
 from recbole_specgr.evaluation import format_breakdown, nest_result
+from recbole_specgr.trainer.threshold_tuning import setting_keys
 from recbole_specgr.utils import create_dataset, get_model, get_trainer
 
 
@@ -71,10 +72,7 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     }
     result["learning_curve"] = _jsonable(getattr(trainer, "learning_curve", []))
     if getattr(trainer, "threshold_sweep", None):  # γ chosen on validation (SpecGR models with a threshold grid)
-        result["specgr_threshold"] = model.specgr_threshold
-        result["specgr_unseen_threshold"] = model.specgr_unseen_threshold
-        result["specgr_draft_weight"] = model.specgr_setting.draft_weight
-        result["specgr_unseen_score"] = model.specgr_setting.unseen_score
+        result.update(setting_keys(model.specgr_setting))
         result["threshold_sweep"] = trainer.threshold_sweep
     for split in ("valid", "test"):
         if result[split]["overall"]:

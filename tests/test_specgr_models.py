@@ -489,7 +489,9 @@ def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_gri
 
         monkeypatch.setattr(threshold_tuning, "sweep_thresholds", sweep)
     config = {"specgr_threshold_grid": grid, "specgr_unseen_threshold_grid": unseen_grid, "specgr_threshold": -1.5,
-              "specgr_threshold_metric": metric, "valid_metric": "NDCG@10", "topk": [10, 50], **extra}
+              "specgr_draft_weight_grid": None, "specgr_unseen_score_grid": None, "specgr_draft_weight": None,
+              "specgr_unseen_score": None, "specgr_threshold_metric": metric, "valid_metric": "NDCG@10",
+              "topk": [10, 50], **extra}
     return Tuner(config, make_model(seed=1))
 
 

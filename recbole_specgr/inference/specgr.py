@@ -404,7 +404,7 @@ class SpeculativeRecommender:
         if setting.joint:
             logits = rounds.cand_logits.masked_fill(~used.unsqueeze(2), -math.inf)
             items, item_scores, ok = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill, rounds.session,
-                                                      setting, allowed)  # [B, K] each
+                                                      seen, setting, allowed)  # [B, K] each
         else:
             items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
         out = torch.full((n_users, self.n_items), -math.inf, device=device)
@@ -469,7 +469,7 @@ class SpeculativeRecommender:
             taken.scatter_(1, cand.masked_fill(~cand_accepted, 0), True)
             fill_ok = (fill_items != 0) & ~taken.gather(1, fill_items)
             if allowed is not None:
-                fill_ok &= allowed[fill_items] if allowed.dim() == 1 else allowed.gather(1, fill_items)
+                fill_ok &= _allowed_at(allowed, fill_items)
             fill_scores = beams.scores.float() / beams.depth  # [B, β]
             beam_order = -torch.arange(fill_items.size(1), device=device, dtype=torch.float).expand_as(fill_scores)
             fill_key = (beam_order if self.no_reranking else fill_scores).masked_fill(~fill_ok, -math.inf)
@@ -486,7 +486,7 @@ class SpeculativeRecommender:
 
 
     def _rank_joint(self, cand, cand_scores, cand_logits, cand_accepted, beams: BeamStep, session: DraftSession,
-                    setting: Thresholds, allowed: Optional[torch.Tensor]):
+                    seen: torch.Tensor, setting: Thresholds, allowed: Optional[torch.Tensor]):
         """The joint top-K (α > 0, see :class:`Thresholds`): accepted drafts and complete beams B_l together, by
         ``l·V + α·s_d`` with V = v_u for items not seen in training. A seen item that is both drafted and a beam has
         the same l·V either way (its teacher-forced log-likelihood), so it is counted once.
@@ -495,14 +495,13 @@ class SpeculativeRecommender:
             items [B, K], their keys [B, K] and validity [B, K].
         """
         n_users, device = cand.size(0), cand.device
-        seen = self.seen_item_mask.to(device)
         verified = torch.where(seen[cand], cand_scores, torch.full_like(cand_scores, setting.unseen_score))
         keys = (self.n_digits * verified + setting.draft_weight * cand_logits).masked_fill(~cand_accepted, -math.inf)
         items, keys = cand.flatten(1), keys.flatten(1)  # [B, M]
         beam_items = beams.items.masked_fill(~beams.valid, 0)  # [B, β]
         beam_ok = beam_items != 0
         if allowed is not None:
-            beam_ok &= allowed[beam_items] if allowed.dim() == 1 else allowed.gather(1, beam_items)
+            beam_ok &= _allowed_at(allowed, beam_items)
         beam_logits = session.item_scores(beam_items).float() / self.drafter_temperature
         beam_keys = beams.scores.float() * (self.n_digits / beams.depth) + setting.draft_weight * beam_logits
         items = torch.cat([items, beam_items], dim=1)
@@ -512,6 +511,11 @@ class SpeculativeRecommender:
         best[:, 0] = -math.inf
         top_keys, top_items, ok = padded_topk(best, self.topk)
         return top_items, top_keys, ok
+
+
+def _allowed_at(allowed: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``allowed`` (``[n]`` or ``[B, n]`` bool) at each user's ``items`` [B, M]: [B, M] bool."""
+    return allowed[items] if allowed.dim() == 1 else allowed.gather(1, items)
 
 
 def _top(items: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, k: int):

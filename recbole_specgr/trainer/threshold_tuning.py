@@ -52,7 +52,7 @@ def sweep_thresholds(trainer, eval_data, thresholds):
         for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):
             metrics[k].add(out.scores, targets)  # column 0 (padding) is −inf already
             stats[k] = stats[k] + out.stats
-    return [{**_setting_keys(t), **m.result(), **st.summary()} for t, m, st in zip(thresholds, metrics, stats)]
+    return [{**setting_keys(t), **m.result(), **st.summary()} for t, m, st in zip(thresholds, metrics, stats)]
 
 
 class ThresholdTuningMixin:
@@ -82,8 +82,8 @@ class ThresholdTuningMixin:
                 raise ValueError(f"specgr_draft_weight_grid: expected numbers >= 0, got {weight_grid}")
             grid = grid or [config["specgr_threshold"]]
             default = Thresholds(0.0, 0.0)
-            weights = weight_grid or [_or(_get(config, "specgr_draft_weight"), default.draft_weight)]
-            unseen_score = _or(_get(config, "specgr_unseen_score"), default.unseen_score)
+            weights = weight_grid or [_or(config["specgr_draft_weight"], default.draft_weight)]
+            unseen_score = _or(config["specgr_unseen_score"], default.unseen_score)
             scores = score_grid or [unseen_score]
             self.threshold_grid = [  # v_u matters only for a joint ranking (α > 0): α = 0 is tried once
                 Thresholds(float(g), float(g if u is None else u), float(a), float(v) if a > 0 else unseen_score)
@@ -144,8 +144,8 @@ class ThresholdTuningMixin:
         return _without_threshold(best)
 
 
-def _setting_keys(setting: Thresholds) -> dict:
-    """The result keys of one setting (γ, γ_u, α, v_u)."""
+def setting_keys(setting: Thresholds) -> dict:
+    """The result keys of one setting (γ, γ_u, α, v_u), as sweep rows and result JSONs hold them."""
     return {"specgr_threshold": setting.seen, "specgr_unseen_threshold": setting.unseen,
             "specgr_draft_weight": setting.draft_weight, "specgr_unseen_score": setting.unseen_score}
 
@@ -162,14 +162,9 @@ def _or(value, default):
     return default if value is None else value
 
 
-def _get(config, key):
-    """``config[key]``, None when the key is absent (a RecBole Config answers None itself; a plain dict would raise)."""
-    return config[key] if key in config else None
-
-
 def _number_list(config, key):
     """``config[key]`` as a non-empty list of numbers, or None for ``~``; anything else is one clear error."""
-    value = _get(config, key)
+    value = config[key]
     if value is None:
         return None
     values = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -179,4 +174,4 @@ def _number_list(config, key):
 
 
 def _without_threshold(row):
-    return {k: v for k, v in row.items() if k not in _setting_keys(Thresholds(0.0, 0.0))}
+    return {k: v for k, v in row.items() if k not in setting_keys(Thresholds(0.0, 0.0))}
