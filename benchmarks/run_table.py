@@ -14,7 +14,8 @@ A plan is a YAML file::
 ``"{NAME}"`` in a value is replaced by the checkpoint of the earlier run called NAME (``name`` defaults to the model),
 so SpecGR_Aux composes the TIGER and UniSRec trained in the same plan (and SpecGR++ can start from that TIGER). Each
 run writes ``<out>_<name>.json``; a run whose JSON already exists is not repeated (delete it to rerun), so a long plan
-can be resumed. ``--only`` runs a subset of the names; a run that needs the checkpoint of a run outside ``--only``
+can be resumed; a run killed mid-training continues from the epoch after its last finished one
+(``<out>_<name>.progress.pth``, the trainer's ``progress_file``; deleted once the JSON is written). ``--only`` runs a subset of the names; a run that needs the checkpoint of a run outside ``--only``
 with no result yet is skipped, so two processes with disjoint ``--only`` lists can share the 2-core CPU and either can
 be rerun later to fill in what it skipped.
 
@@ -121,7 +122,10 @@ def run_plan(plan, shared, out, only=None):
                 skipped.add(name)
                 continue
             config = {key: resolve(value, checkpoints) for key, value in {**shared, **(run.get("config") or {})}.items()}
+            progress = config.setdefault("progress_file", f"{out}_{name}.progress.pth")
             result = run_recbole_specgr(run["model"], plan["dataset"], config_dict=config, result_json=path)
+            if progress and os.path.exists(progress):
+                os.remove(progress)  # the result is written: nothing left to resume
         if result.get("checkpoint"):
             checkpoints[name] = result["checkpoint"]
         results.append({**result, "name": name})  # the table's row label

@@ -53,7 +53,7 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
 
     start = time.perf_counter()
     _, best_valid_result = trainer.fit(train_data, valid_data, saved=saved, show_progress=config["show_progress"])
-    train_time = time.perf_counter() - start
+    train_time = time.perf_counter() - start + getattr(trainer, "resumed_train_time_s", 0.0)  # earlier processes of a resumed run
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_time = time.perf_counter() - start

@@ -208,19 +208,28 @@ def test_warm_start_refuses_other_ids_or_another_backbone(tmp_path):
 
 
 # ---------------------------------------------------------------- the two-stage trainer
-def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetune_epochs=2, eval_step=1):
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetune_epochs=2, eval_step=1,
+                 progress_file=None, kill_epoch=None):
     """Run SpecGRPPTrainer.fit with stubbed epochs and evaluations: epoch e sets projection.bias to e; a validation
     scores the current weights (bias b) by ``drafter_scores[b]`` in the drafter role and ``speculative_scores[b]``
-    otherwise. Returns the trainer, the trained epochs, the validations, the best and the checkpoint."""
+    otherwise. ``kill_epoch``: raise :class:`Killed` when that epoch starts (after the trainer has recorded its
+    progress). Returns the trainer, the trained epochs, the validations, the best and the checkpoint."""
     config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
         "checkpoint_dir": str(tmp_path / "saved"), "epochs": epochs, "specgrpp_finetune_epochs": finetune_epochs,
         "eval_step": eval_step, "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR",
-        "specgr_threshold_grid": None})
+        "specgr_threshold_grid": None, "progress_file": progress_file})
     model = make_model(seed=5)
     trainer = SpecGRPPTrainer(config, model)
     trained, validations = [], []
 
     def train_epoch(train_data, epoch_idx, loss_func=None, show_progress=False):
+        trainer._epoch_starts(epoch_idx)  # what InductiveTrainer._train_epoch does first
+        if epoch_idx == kill_epoch:
+            raise Killed
         trained.append((epoch_idx, model.finetuning, model.projection.bias[0].item()))
         with torch.no_grad():
             model.projection.bias.fill_(epoch_idx)
@@ -311,6 +320,27 @@ def test_every_stage_is_validated_at_its_last_epoch(run_dir):
     assert [e for e, _, _ in trained] == [0, 1, 2, 3, 4]
     assert validations == [("drafter", 1), ("drafter", 2), ("speculative", 2), ("speculative", 3), ("drafter", 3),
                            ("speculative", 4), ("drafter", 4)]
+
+
+@pytest.mark.parametrize("kill_epoch, expected_epochs, expected_validations", [
+    (1, [1, 2, 3], [("drafter", 1), ("speculative", 0), ("speculative", 2), ("drafter", 2), ("speculative", 3),
+                    ("drafter", 3)]),  # in stage 1: its rest, the stage-1 baseline, stage 2
+    (3, [3], [("speculative", 3), ("drafter", 3)]),  # in stage 2: stage 1 and the baseline are not repeated
+])
+def test_a_killed_run_resumes_in_its_stage(run_dir, kill_epoch, expected_epochs, expected_validations):
+    scores = dict(drafter_scores={0: 0.3, 1: 0.1}, speculative_scores={0: 0.2, 1: 0.9, 2: 0.25, 3: 0.4})
+    progress = str(run_dir / "run.progress.pth")
+    with pytest.raises(Killed):
+        scripted_fit(run_dir, **scores, progress_file=progress, kill_epoch=kill_epoch)
+    trainer, trained, validations, best, checkpoint = scripted_fit(run_dir, **scores, progress_file=progress)
+    assert [e for e, _, _ in trained] == expected_epochs and validations == expected_validations
+    assert trained[-1][1] and trained[-1][2] == 2.0  # the last epoch fine-tunes, from the weights of epoch 2
+    # the selection of the uninterrupted run (test above): stage 2's epoch 3, at the stage-2 learning rate
+    assert best == (0.4, {"recall@50": 0.4}) and checkpoint["epoch"] == 3
+    assert float(checkpoint["state_dict"]["projection.bias"][0]) == 3.0
+    assert trainer.optimizer.param_groups[0]["initial_lr"] == 0.123
+    assert [c["epoch"] for c in trainer.learning_curve] == [0, 1, 2, 3]
+    assert [c.get("valid_score") for c in trainer.learning_curve] == [0.3, 0.1, 0.25, 0.4]
 
 
 # ---------------------------------------------------------------- end to end on the ml-100k slice

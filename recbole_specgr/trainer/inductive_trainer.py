@@ -2,9 +2,16 @@
 recbole_specgr.trainer.inductive_trainer
 ########################################
 RecBole's :class:`~recbole.trainer.Trainer` with split-aware full-ranking evaluation, a per-step learning-rate
-schedule, a learning curve, optional exclusion of history items at evaluation, and atomic checkpoints.
+schedule, a learning curve, optional exclusion of history items at evaluation, atomic checkpoints and training that
+resumes where a killed process stopped (``progress_file``).
 """
 
+import json
+import os
+import random
+import time
+
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -52,6 +59,12 @@ class InductiveTrainer(Trainer):
     ``load_init_checkpoint(path)`` when it has one (SpecGR++ takes a TIGER's T5), else strictly as a checkpoint of
     the same model. With ``epochs: 0`` this evaluates a trained model as it is (e.g. TIGER_C over TIGER's weights).
 
+    ``progress_file``: a file the trainer rewrites after every epoch of :meth:`fit` (weights, optimizer and schedule,
+    early-stopping state, learning curve, the random states of torch, numpy, Python and the training loader) and
+    once more when :meth:`fit` ends. A :meth:`fit` that finds it continues from the epoch after the one it records,
+    and gives exactly the weights an uninterrupted run would have (CPU); one that finds it finished trains nothing.
+    For runs longer than a session (``benchmarks/run_table.py`` sets it per run and deletes it with the result).
+
     ``learning_curve`` lists one entry per epoch: ``epoch``, optimizer ``step`` (cumulative), ``lr`` at its end,
     ``train_loss`` (a list when the model returns several losses) and, for validated epochs, ``valid``
     (overall / in-sample / unseen). ``eval_exclude_history: True`` removes each row's earlier items from every model's
@@ -74,6 +87,11 @@ class InductiveTrainer(Trainer):
         self._scheduled_optimizer = None  # the optimizer lr_scheduler drives
         self._scheduler_handle = None
         self._resumed_scheduler_state = None
+        self.progress_file = config["progress_file"]
+        self.resumed_train_time_s = 0.0  # training time of the processes before this one (progress_file)
+        self._clock = None  # when this process started training
+        self._fit_first_epoch = 0  # the epoch the current fit started at, in the first process (the schedule's start)
+        self._progress_loader = None  # the training loader while fit() writes progress
         check_metric("valid_metric", config["valid_metric"], self.topk)
         if config["init_checkpoint"]:
             self.load_init_checkpoint(config["init_checkpoint"])
@@ -84,16 +102,33 @@ class InductiveTrainer(Trainer):
 
     # ---------------------------------------------------------------- training
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """RecBole's loop with this trainer's schedule, then a validation of the last epoch if the loop skipped it."""
+        """RecBole's loop with this trainer's schedule, then a validation of the last epoch if the loop skipped it;
+        continued from ``progress_file`` when it holds this stage's progress."""
+        if self._clock is None:
+            self._clock = time.perf_counter()
+        self._fit_first_epoch = self.start_epoch
+        if self.progress_file:
+            if not saved:
+                raise ValueError("progress_file: resuming needs the best checkpoint on disk; fit(saved=False) "
+                                 "writes none")
+            if self._resume_progress(train_data) == "done":
+                return self.best_valid_score, self.best_valid_result
         self._attach_schedule(len(train_data))
         n_before = len(self.learning_curve)
-        super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
-                    callback_fn=callback_fn)
+        self._progress_loader = train_data if self.progress_file else None
+        try:
+            super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                        callback_fn=callback_fn)
+        finally:
+            self._progress_loader = None
         trained = len(self.learning_curve) > n_before
         if valid_data and self.eval_step > 0 and trained and "valid" not in self.learning_curve[-1]:
             self._validate_final_epoch(self.learning_curve[-1]["epoch"], valid_data, verbose, saved, show_progress)
         if valid_data and not trained and self.best_valid_result is None:  # nothing to train: validate as it is
             self.best_valid_score, self.best_valid_result = super()._valid_epoch(valid_data, show_progress)
+        if self.progress_file:
+            last = self.learning_curve[-1]["epoch"] if trained else self.start_epoch - 1
+            self._write_progress(last, train_data, done=True)
         return self.best_valid_score, self.best_valid_result
 
     def load_init_checkpoint(self, path):
@@ -122,15 +157,18 @@ class InductiveTrainer(Trainer):
         peak = self.optimizer.param_groups[0]["lr"]  # this optimizer's own rate (SpecGR++ stage 2 has another)
         if name == "constant" and warmup == 0:
             return
-        total = total or max(1, (self.epochs - self.start_epoch) * steps_per_epoch)
+        total = total or max(1, (self.epochs - self._fit_first_epoch) * steps_per_epoch)
         self.lr_scheduler, self._scheduler_handle = attach_lr_scheduler(self.optimizer, name, warmup, total, min_ratio)
         if self._resumed_scheduler_state is not None:
             self.lr_scheduler.load_state_dict(self._resumed_scheduler_state)
             self._resumed_scheduler_state = None
+            for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr()):
+                group["lr"] = lr  # building the scheduler reset it to the rate of step 0
         self.logger.info(f"[TRAIN] learning rate: {name} schedule, {warmup} warmup steps, decay over {total} steps "
                          f"to {min_ratio:g} × {peak:g}")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._epoch_starts(epoch_idx)
         loss_func = loss_func or self.compiled_loss
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.global_step += len(train_data)
@@ -141,6 +179,12 @@ class InductiveTrainer(Trainer):
             "train_loss": list(loss) if isinstance(loss, tuple) else loss,
         })
         return loss
+
+    def _epoch_starts(self, epoch_idx):
+        """Inside :meth:`fit` with ``progress_file``: record the progress up to the epoch before (trained, validated
+        and judged by early stopping) — the state an interrupted run continues from."""
+        if self._progress_loader is not None and epoch_idx > self.start_epoch:
+            self._write_progress(epoch_idx - 1, self._progress_loader)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
@@ -212,7 +256,10 @@ class InductiveTrainer(Trainer):
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
 
     def resume_checkpoint(self, resume_file):
-        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        """Continue from a checkpoint of :meth:`_save_checkpoint` (RecBole's API) or a ``progress_file``."""
+        self._restore(load_checkpoint(resume_file, map_location=self.device))
+
+    def _restore(self, checkpoint):
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -221,21 +268,110 @@ class InductiveTrainer(Trainer):
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self._resumed_scheduler_state = checkpoint.get("lr_scheduler")
 
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        """RecBole's checkpoint with the configuration as plain data (loads with ``weights_only=True``), written
-        through a temporary file so that no half-written file is left behind."""
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
+    def _checkpoint_state(self, epoch):
+        return {
             "config": plain_config(self.config),
             "epoch": epoch,
             "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
+            "best_valid_score": float(self.best_valid_score),
             "state_dict": self.model.state_dict(),
             "other_parameter": saved_other_parameters(self.model),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
         }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's checkpoint with the configuration as plain data (loads with ``weights_only=True``), written
+        through a temporary file so that no half-written file is left behind."""
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         with atomic_write(saved_model_file) as f:
-            torch.save(state, f)  # default protocol: what weights_only loading reads
+            torch.save(self._checkpoint_state(epoch), f)  # default protocol: what weights_only loading reads
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    # ---------------------------------------------------------------- progress (resuming a killed run)
+    def progress_stage(self):
+        """The training stage ``progress_file`` records (``"train"`` for a one-stage trainer, SpecGR++'s
+        ``"pretrain"`` / ``"finetune"``), None without one. Multi-stage trainers skip the stages it shows finished."""
+        if not (self.progress_file and os.path.exists(self.progress_file)):
+            return None
+        return self._read_progress_file()["progress"]["stage"]
+
+    def _stage_name(self):
+        return getattr(self, "stage", None) or "train"
+
+    def _read_progress_file(self):
+        path = self.progress_file
+        state = load_checkpoint(path, map_location="cpu")
+        meta = state.get("progress") if isinstance(state, dict) else None
+        if meta is None:
+            raise ValueError(f"progress_file: {path} is not a progress file (no 'progress' entry); give another path")
+        for key in ("model", "dataset", "seed"):
+            if meta[key] != self.config[key]:
+                raise ValueError(f"progress_file: {path} is the progress of a run with {key} = {meta[key]!r}, this "
+                                 f"run has {self.config[key]!r}; delete it to start over or give another path")
+        return state
+
+    def _resume_progress(self, train_data):
+        """Load ``progress_file`` if it holds this stage's progress: ``"done"`` (the stage had finished),
+        ``"resumed"``, or None (no file, or another stage's)."""
+        if not os.path.exists(self.progress_file):
+            return None
+        state = self._read_progress_file()
+        meta = state["progress"]
+        if meta["stage"] != self._stage_name():  # another stage's (SpecGR++'s finished stage 1): start this one
+            return None
+        best_file = meta["saved_model_file"]
+        if meta["best_valid_result"] is not None and not os.path.exists(best_file):
+            raise ValueError(f"progress_file: {self.progress_file} continues a run whose best checkpoint "
+                             f"{best_file} is gone; delete the progress file to start over")
+        self._restore(state)
+        self.saved_model_file = best_file
+        self.best_valid_result = json.loads(meta["best_valid_result"]) if meta["best_valid_result"] else None
+        self.learning_curve = json.loads(meta["learning_curve"])
+        self.global_step = meta["global_step"]
+        self._fit_first_epoch = meta["fit_first_epoch"]
+        self.resumed_train_time_s = meta["train_time_s"]
+        self._clock = time.perf_counter()
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        np.random.set_state(("MT19937", rng["numpy_key"].numpy().astype(np.uint32), *rng["numpy_rest"]))
+        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+        if rng["loader"] is not None and hasattr(train_data, "generator"):
+            train_data.generator.set_state(rng["loader"].cpu())
+        self.logger.info(set_color(f"[TRAIN] resumed from {self.progress_file}: epoch {self.start_epoch}"
+                                   + (" (finished)" if meta["done"] else ""), "blue"))
+        return "done" if meta["done"] else "resumed"
+
+    def _write_progress(self, epoch, train_data, done=False):
+        """Everything :meth:`_resume_progress` needs to continue after ``epoch`` (atomically replaced)."""
+        state = self._checkpoint_state(epoch)
+        _, key, *rest = np.random.get_state()
+        state["rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy_key": torch.from_numpy(key.astype(np.int64)),
+            "numpy_rest": [int(rest[0]), int(rest[1]), float(rest[2])],
+            "python": random.getstate(),
+            "loader": train_data.generator.get_state() if hasattr(train_data, "generator") else None,
+        }
+        state["progress"] = {
+            "stage": self._stage_name(),
+            "done": done,
+            "model": self.config["model"],
+            "dataset": self.config["dataset"],
+            "seed": self.config["seed"],
+            "saved_model_file": self.saved_model_file,
+            "best_valid_result": None if self.best_valid_result is None else json.dumps(self.best_valid_result,
+                                                                                       default=_plain),
+            "learning_curve": json.dumps(self.learning_curve, default=_plain),
+            "global_step": self.global_step,
+            "fit_first_epoch": self._fit_first_epoch,
+            "train_time_s": self.resumed_train_time_s + time.perf_counter() - self._clock,
+        }
+        with atomic_write(self.progress_file) as f:
+            torch.save(state, f)
+
+
+def _plain(value):
+    """JSON for numpy / torch scalars in results and curves."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -53,7 +53,7 @@ class S3RecTrainer(InductiveTrainer):
             (float, dict): best validation score and result of the fine-tuning stage.
         """
         if self.model.train_stage == "pretrain":
-            if self.start_epoch == 0:  # a resumed checkpoint comes from the fine-tuning stage
+            if self.start_epoch == 0 and self.progress_stage() is None:  # resumed runs come from fine-tuning
                 self.pretrain(train_data, verbose=verbose, show_progress=show_progress)
             self._start_finetune()
         return super().fit(

@@ -30,7 +30,8 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
       first, and a stage-2 epoch is kept only if it beats it. Without stage 2, the stage-1 best gets that one pass.
 
     Both stages write the same checkpoint file, which ends up holding the selected model. ``init_checkpoint``
-    (see :class:`InductiveTrainer`) starts stage 1 from a trained TIGER. Resuming (``resume_checkpoint``) is not stage-aware.
+    (see :class:`InductiveTrainer`) starts stage 1 from a trained TIGER. ``progress_file`` records the stage, so a
+    resumed run skips a finished stage 1 (``resume_checkpoint``, RecBole's one-file resume, is not stage-aware).
     """
 
     def __init__(self, config, model):
@@ -54,18 +55,22 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
             )
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """Run both stages; returns the selected model's validation score and result (speculative inference)."""
-        self.logger.info(f"[SpecGR++] stage 1: pretraining (λ1·L_CL + L_Gen), {self.pretrain_epochs} epochs, "
-                         f"validated by the drafter's {self.pretrain_valid_metric}")
-        self._enter_stage("pretrain", "drafter", self.pretrain_valid_metric)
-        self._run_stage(0, self.pretrain_epochs, train_data, valid_data, verbose, saved, show_progress, callback_fn)
-        selected = saved and valid_data and self.best_valid_result is not None
-        if selected:
-            self.load_model(self.saved_model_file)
-            self.logger.info(f"[SpecGR++] stage 1 best checkpoint reloaded (drafter {self.pretrain_valid_metric} "
-                             f"{self.best_valid_score:.6f})")
+        """Run both stages; returns the selected model's validation score and result (speculative inference).
+        With ``progress_file`` a finished stage 1 is not repeated and an interrupted stage continues."""
+        in_finetune = self.progress_stage() == "finetune"  # a resumed run already past stage 1
+        if not in_finetune:
+            self.logger.info(f"[SpecGR++] stage 1: pretraining (λ1·L_CL + L_Gen), {self.pretrain_epochs} epochs, "
+                             f"validated by the drafter's {self.pretrain_valid_metric}")
+            self._enter_stage("pretrain", "drafter", self.pretrain_valid_metric)
+            self._run_stage(0, self.pretrain_epochs, train_data, valid_data, verbose, saved, show_progress,
+                            callback_fn)
+            selected = saved and valid_data and self.best_valid_result is not None
+            if selected:
+                self.load_model(self.saved_model_file)
+                self.logger.info(f"[SpecGR++] stage 1 best checkpoint reloaded (drafter {self.pretrain_valid_metric} "
+                                 f"{self.best_valid_score:.6f})")
         self._enter_stage("finetune", "speculative", self.final_valid_metric)
-        if valid_data:  # the speculative baseline every stage-2 epoch must beat
+        if valid_data and not in_finetune:  # the speculative baseline every stage-2 epoch must beat
             self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress)
             self.logger.info(f"[SpecGR++] stage-1 model, speculative {self.valid_metric} {self.best_valid_score:.6f}")
         if self.finetune_epochs > 0:
@@ -75,7 +80,7 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
                 f"[SpecGR++] stage 2: fine-tuning (λ2·L_CE + L_Gen) against frozen item vectors, "
                 f"{self.finetune_epochs} epochs at learning rate {self.finetune_learning_rate}"
             )
-            if saved:
+            if saved and not in_finetune:
                 self._save_checkpoint(self.pretrain_epochs - 1, verbose=verbose)  # the baseline, item tower on
             end = self.pretrain_epochs + self.finetune_epochs
             self._run_stage(self.pretrain_epochs, end, train_data, valid_data, verbose, saved, show_progress,
@@ -85,7 +90,7 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
         self.stage = None
         if self.threshold_grid is not None and valid_data:
             rows = self._sweeps.get(self.best_valid_score)
-            if rows is None:
+            if rows is None:  # (a resumed stage 2 keeps no sweep rows of the processes before)
                 self.tune_threshold(valid_data)
             else:
                 self.best_valid_result = self.use_threshold(rows)

@@ -22,7 +22,7 @@ ROLE_METHODS = {
     "drafter": ("sequence_vectors", "item_vectors"),
 }
 # Shared-layer keys that name one model's weights, so are never handed to a component.
-NOT_CARRIED = ("init_checkpoint",)
+NOT_CARRIED = ("init_checkpoint", "progress_file")
 
 
 def component_config(config, model_name, overrides=None):
