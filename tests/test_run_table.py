@@ -1,0 +1,69 @@
+"""``benchmarks/run_table.py``: a plan's runs reference each other's checkpoints, a finished run is read back instead of
+rerun, and a run killed mid-training continues from its progress file, which is gone once the result is written."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recbole_specgr.trainer import InductiveTrainer
+
+RUN_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "run_table.py"
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+@pytest.fixture(scope="module")
+def run_table():
+    spec = importlib.util.spec_from_file_location("run_table", RUN_TABLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_plan(folder, small_config):
+    shared = {**small_config, "checkpoint_dir": str(folder / "saved"), "n_layers": 1, "hidden_size": 16,
+              "inner_size": 16, "train_batch_size": 2048, "eval_step": 1, "stopping_step": 10}
+    plan = {"dataset": "ml-100k", "shared": shared, "runs": [
+        {"model": "SASRec", "config": {"epochs": 3}},
+        # the SASRec above evaluated again as it is: its checkpoint passed by reference
+        {"model": "SASRec", "name": "again", "config": {"init_checkpoint": "{SASRec}", "epochs": 0}},
+    ]}
+    path = folder / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return str(path)
+
+
+def test_a_killed_plan_resumes_its_run_and_reads_back_finished_ones(run_table, small_config, run_dir, monkeypatch):
+    plan, out = write_plan(run_dir, small_config), str(run_dir / "table")
+    trained = []
+    real = InductiveTrainer._epoch_starts
+
+    def dies_at_epoch_2(self, epoch_idx):
+        real(self, epoch_idx)
+        trained.append(epoch_idx)
+        if epoch_idx == 2 and len(trained) == 3:
+            raise Killed
+
+    monkeypatch.setattr(InductiveTrainer, "_epoch_starts", dies_at_epoch_2)
+    with pytest.raises(Killed):
+        run_table.main([plan, "--out", out])
+    assert Path(f"{out}_SASRec.progress.pth").exists() and not Path(f"{out}_SASRec.json").exists()
+
+    run_table.main([plan, "--out", out])  # the same command again
+    assert trained == [0, 1, 2, 2]  # epoch 2 again (it was killed), not 0 and 1
+    sasrec = json.loads(Path(f"{out}_SASRec.json").read_text())
+    again = json.loads(Path(f"{out}_again.json").read_text())
+    assert [c["epoch"] for c in sasrec["learning_curve"]] == [0, 1, 2]
+    assert again["config"]["init_checkpoint"] == sasrec["checkpoint"] and again["test"] == sasrec["test"]
+    assert not list(run_dir.glob("*.progress.pth"))  # results written: nothing left to resume
+    table = Path(f"{out}.md").read_text()
+    assert "| SASRec |" in table and "| again |" in table
+
+    trained.clear()
+    run_table.main([plan, "--out", out])  # finished runs are read back, not rerun
+    assert trained == []
