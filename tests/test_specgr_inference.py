@@ -10,6 +10,7 @@ from recbole_specgr.inference.drafting import DraftIndex, DraftMask
 from recbole_specgr.inference.interfaces import BeamStep
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.specgr import SpeculativeRecommender, Thresholds, beam_table, verification_scores
+from recbole_specgr.inference.text_prior import TextPrior
 from fakes import FixedDrafter, TableVerifier, make_catalog, user_seq
 
 N_ITEMS, N_UNSEEN, N_USERS, DIM = 20, 6, 5, 8
@@ -21,6 +22,18 @@ def build(seed=0, n_items=N_ITEMS, n_unseen=N_UNSEEN, n_users=N_USERS, n_digits=
     g = torch.Generator().manual_seed(seed + 100)
     drafter = FixedDrafter(torch.randn(n_users, DIM, generator=g), torch.randn(n_items + 1, DIM, generator=g))
     return verifier, drafter, seen
+
+
+def text_prior(seed=0, n_items=N_ITEMS):
+    """Random item texts (4-d) and a centre c̄ = 0.2; a fake user u's history is item u alone (``user_seq``)."""
+    texts = torch.randn(n_items + 1, 4, generator=torch.Generator().manual_seed(seed + 200))
+    return TextPrior(texts, last_n=3, center=0.2)
+
+
+def text_logit(prior, user, item, tau=1.0):
+    """β's logit s_t by hand: (cos(x_user, x_item) − c̄) / τ (the query is the one history item's text)."""
+    x = prior.item_vectors
+    return (float(x[user] @ x[item]) / float(x[user].norm() * x[item].norm()) - prior.center) / tau
 
 
 def ranked(scores_row):
@@ -219,15 +232,16 @@ def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, sub
     kwargs = {k: v for k, v in ORACLE_CASES[case].items() if k != "threshold"}
     allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(case)) < 0.6) if subset else None
     grid = [-0.6, -1.0, -1.4, -2.5, -math.inf, Thresholds(-1.0, -2.5), Thresholds(-2.5, -0.6)]
-    if not subset:  # joint settings (subset ranking refuses them)
-        grid += [Thresholds(-1.0, -2.5, 0.5, -1.0), Thresholds(-math.inf, -math.inf, 2.0, -0.3)]
-    rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
+    if not subset:  # joint settings (subset ranking refuses them), with and without the text prior
+        grid += [Thresholds(-1.0, -2.5, 0.5, -1.0), Thresholds(-math.inf, -math.inf, 2.0, -0.3),
+                 Thresholds(-1.0, -2.5, 0.5, -1.0, 1.5)]
+    rec = SpeculativeRecommender(verifier, drafter, seen, text_prior=text_prior(case), **kwargs)
     swept = rec.recommend_thresholds(*user_seq(range(N_USERS)), grid, allowed_items=allowed, subset_ranking=subset)
     assert len(swept) == len(grid)
     rounds_seen = set()
     for gamma, got in zip(grid, swept):
         setting = gamma if isinstance(gamma, Thresholds) else Thresholds(gamma, gamma)
-        rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score = setting
+        rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight = setting
         alone = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed, subset_ranking=subset)
         assert torch.equal(got.scores, alone.scores), gamma
         rounds = alone.drafts.size(1)
@@ -247,13 +261,16 @@ JOINT_CASES = [
          unseen_threshold=-2.0),
     dict(draft_size=3, num_beams=4, threshold=-1.4, topk=3, draft_weight=0.3, unseen_score=-1.2,
          no_adaptive_exit=True),
+    dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6, draft_weight=0.5, unseen_score=-1.0, text_weight=2.0),
+    dict(draft_size=2, num_beams=3, threshold=-math.inf, topk=5, draft_weight=2.0, unseen_score=-0.2,
+         text_weight=0.7),
 ]
 
 
-def joint_oracle(verifier, drafter, seen, user, kwargs, allowed=None):
+def joint_oracle(verifier, drafter, seen, user, kwargs, allowed=None, prior=None):
     """Joint ranking for one user in plain Python: accepted drafts of the rounds run and complete beams B_l
-    (allowed ones), each item once, by l·V + α·s_d with V = v_u for unseen items."""
-    l, alpha = verifier.n_digits, kwargs["draft_weight"]
+    (allowed ones), each item once, by l·V + α·s_d with V = v_u for unseen items, which also get β·s_t."""
+    l, alpha, beta = verifier.n_digits, kwargs["draft_weight"], kwargs.get("text_weight", 0.0)
     records, beams, dscore = oracle_rounds(
         verifier, drafter, seen, user, kwargs["draft_size"], kwargs["num_beams"], kwargs["threshold"],
         kwargs["topk"], allowed, no_exit=kwargs.get("no_adaptive_exit", False),
@@ -262,6 +279,8 @@ def joint_oracle(verifier, drafter, seen, user, kwargs, allowed=None):
     for i, v, accepted in records:
         if accepted:
             keys[i] = l * (v if seen[i] else kwargs["unseen_score"]) + alpha * dscore[i]
+            if not seen[i] and beta > 0:
+                keys[i] += beta * text_logit(prior, user, i)
     for _, s, i in beams[l]:
         if allowed is None or allowed[i]:
             keys[i] = max(keys.get(i, -math.inf), s + alpha * dscore[i])
@@ -273,11 +292,12 @@ def test_joint_ranking_matches_per_user_oracle(case, seed, subset):
     verifier, drafter, seen = build(seed=seed)
     kwargs = JOINT_CASES[case]
     allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(seed)) < 0.6) if subset else None
-    out = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*user_seq(range(N_USERS)),
-                                                                            allowed_items=allowed)
+    prior = text_prior(seed)
+    out = SpeculativeRecommender(verifier, drafter, seen, text_prior=prior, **kwargs).recommend(
+        *user_seq(range(N_USERS)), allowed_items=allowed)
     n_unseen_out = 0
     for user in range(N_USERS):
-        expect = joint_oracle(verifier, drafter, seen, user, kwargs, allowed)
+        expect = joint_oracle(verifier, drafter, seen, user, kwargs, allowed, prior)
         got = ranked(out.scores[user])
         assert [s for _, s in got] == pytest.approx([s for _, s in expect], abs=1e-4), (user, got, expect)
         assert {i for i, _ in got} == {i for i, _ in expect} or len({round(s, 4) for _, s in expect}) < len(expect)
@@ -302,15 +322,53 @@ def test_joint_ranking_uses_the_drafter_temperature_and_v_u_moves_unseen_items()
             assert hot.scores[0, i].item() == pytest.approx(3 * 50.0 + dscore[i].item() / 0.5, abs=1e-4)
 
 
+def test_text_prior_adds_beta_times_its_logit_to_unseen_items_only():
+    verifier, drafter, seen = build(seed=3)
+    drafter.temperature = 0.5  # s_t is on the drafter's scale: (cos − c̄) / τ
+    prior = text_prior(3)
+    kwargs = dict(draft_size=N_ITEMS, num_beams=4, threshold=-math.inf, topk=N_ITEMS, draft_weight=1.0,
+                  unseen_score=-1.0, text_prior=prior)
+    plain = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*user_seq([2]))
+    text = SpeculativeRecommender(verifier, drafter, seen, text_weight=3.0, **kwargs).recommend(*user_seq([2]))
+    for i in range(1, N_ITEMS + 1):
+        shift = 0.0 if seen[i] else 3.0 * text_logit(prior, 2, i, tau=0.5)
+        assert text.scores[0, i].item() == pytest.approx(plain.scores[0, i].item() + shift, abs=1e-4), i
+    assert any(abs(text_logit(prior, 2, i)) > 0.1 for i in range(1, N_ITEMS + 1) if not seen[i])
+
+
+def test_text_prior_centre_is_the_mean_cosine_of_history_and_next_item():
+    texts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    item_seq = torch.tensor([[1, 2, 0], [3, 0, 0], [2, 3, 1]])
+    lengths = torch.tensor([2, 1, 3])
+    targets = torch.tensor([3, 1, 2])
+    # queries: mean(x1, x2) ∝ (1, 1) · x3 → cos 1; x3 · x1 → cos 1/√2; last 2 of (2, 3, 1) = mean(x3, x1) · x2
+    q3 = torch.nn.functional.normalize(torch.tensor([1 / 2 ** 0.5 + 1.0, 1 / 2 ** 0.5]), dim=0)
+    expect = (1.0 + 1 / 2 ** 0.5 + float(q3[1])) / 3
+    got = TextPrior.typical_cosine(texts, item_seq, lengths, targets, last_n=2)
+    assert got == pytest.approx(expect, abs=1e-6)
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("draft_weight", -0.5, "specgr_draft_weight: expected a number >= 0"),
     ("draft_weight", float("nan"), "specgr_draft_weight: expected a finite number"),
     ("unseen_score", "high", "specgr_unseen_score: expected a finite number"),
+    ("text_weight", -1.0, "specgr_text_weight: expected a number >= 0"),
+    ("text_weight", float("inf"), "specgr_text_weight: expected a finite number"),
+    ("text_weight", 1.0, "specgr_text_weight: the text prior weighs unseen items in the joint ranking only"),
 ])
 def test_bad_joint_ranking_settings_are_named(key, value, message):
     verifier, drafter, seen = build()
     with pytest.raises(ValueError, match=message):
-        SpeculativeRecommender(verifier, drafter, seen, **{key: value})
+        SpeculativeRecommender(verifier, drafter, seen, text_prior=text_prior(), **{key: value})
+
+
+def test_text_weight_without_item_texts_is_refused():
+    verifier, drafter, seen = build()
+    with pytest.raises(ValueError, match=r"specgr_text_weight: needs the item texts' prior, and this model has no "):
+        SpeculativeRecommender(verifier, drafter, seen, draft_weight=1.0, text_weight=1.0)
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_weight=1.0)
+    with pytest.raises(ValueError, match=r"specgr_text_weight: needs the item texts' prior"):
+        rec.recommend_thresholds(*user_seq([0]), [Thresholds(-1.0, -1.0, 1.0, -1.0, 0.5)])
 
 
 def test_joint_ranking_refuses_subset_ranking():

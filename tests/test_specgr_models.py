@@ -16,7 +16,9 @@ from recbole_specgr.config import Config, model_defaults
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.quick_start import objective_function
+from recbole_specgr.inference.specgr import Thresholds
 from recbole_specgr.trainer import SpecGRPPTrainer
+from recbole_specgr.trainer.threshold_tuning import setting_keys
 
 N_ITEMS, L, C = 30, 3, 4  # items 1..30, 3 digits of 4 codes
 TINY_T5 = dict(n_layers_enc=1, n_layers_dec=1, hidden_size=16, n_heads=2, d_kv=8, inner_size=32)
@@ -502,7 +504,8 @@ class ScriptedTrainer:
 
 def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_grid=None, **extra):
     """A tuner whose validation pass returns ``results[γ]`` (or ``results[(γ, γ_u)]`` with an ``unseen_grid``, or
-    ``results[(γ, γ_u, α, v_u)]`` with ``specgr_draft_weight_grid`` in ``extra``) for each entry of the grid."""
+    ``results[(γ, γ_u, α, v_u)]`` with ``specgr_draft_weight_grid`` in ``extra``, ``results[(γ, γ_u, α, v_u, β)]``
+    with ``specgr_text_weight_grid`` too) for each entry of the grid."""
     from recbole_specgr.trainer import threshold_tuning
 
     class Tuner(threshold_tuning.ThresholdTuningMixin, ScriptedTrainer):
@@ -511,16 +514,17 @@ def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_gri
     if monkeypatch is not None:
         def sweep(trainer, valid_data, thresholds):
             joint = "specgr_draft_weight_grid" in extra
-            return [{"specgr_threshold": t.seen, "specgr_unseen_threshold": t.unseen, "specgr_draft_weight":
-                     t.draft_weight, "specgr_unseen_score": t.unseen_score, "acceptance_rate": 0.5,
-                     "mean_rounds": 1.0, "recall@50": 0.0, "in_sample/recall@50": 0.0,
-                     **results[tuple(t) if joint else t.seen if unseen_grid is None else tuple(t[:2])]}
+            width = 5 if "specgr_text_weight_grid" in extra else 4
+            return [{**setting_keys(t), "acceptance_rate": 0.5, "mean_rounds": 1.0, "recall@50": 0.0,
+                     "in_sample/recall@50": 0.0,
+                     **results[tuple(t[:width]) if joint else t.seen if unseen_grid is None else tuple(t[:2])]}
                     for t in thresholds]
 
         monkeypatch.setattr(threshold_tuning, "sweep_thresholds", sweep)
     config = {"specgr_threshold_grid": grid, "specgr_unseen_threshold_grid": unseen_grid, "specgr_threshold": -1.5,
               "specgr_draft_weight_grid": None, "specgr_unseen_score_grid": None, "specgr_draft_weight": None,
-              "specgr_unseen_score": None, "specgr_threshold_metric": metric, "valid_metric": "NDCG@10",
+              "specgr_unseen_score": None, "specgr_text_weight_grid": None, "specgr_text_weight": None,
+              "specgr_threshold_metric": metric, "valid_metric": "NDCG@10",
               "topk": [10, 50], **extra}
     return Tuner(config, make_model(seed=1))
 
@@ -568,10 +572,24 @@ def test_threshold_tuning_tries_every_draft_weight_with_every_unseen_score(monke
     # α = 0 (the paper's ranking) once per γ, v_u only with α > 0
     assert [tuple(row[k] for k in ("specgr_threshold", "specgr_unseen_threshold", "specgr_draft_weight",
                                    "specgr_unseen_score")) for row in tuner.threshold_sweep] == grid
-    assert tuner.model.specgr_setting == (-2.0, -2.0, 2.0, -1.5)
+    assert tuner.model.specgr_setting == (-2.0, -2.0, 2.0, -1.5, 0.0)
     assert "specgr_draft_weight" not in best and best["ndcg@10"] == 0.4
     with pytest.raises(ValueError, match=r"specgr_draft_weight_grid: expected numbers >= 0"):
         scripted_tuner([-1.0], specgr_draft_weight_grid=[-1.0])
+
+
+def test_threshold_tuning_tries_every_text_weight_with_every_joint_setting(monkeypatch):
+    grid = [(-1.0, -1.0, 0.0, -1.75, 0.0)] + [(-1.0, -1.0, 2.0, v, b) for v in (-2.0, -1.5) for b in (0.0, 1.5)]
+    results = {setting: {"ndcg@10": 0.0, "unseen/recall@50": 0.0} for setting in grid}
+    results[(-1.0, -1.0, 2.0, -2.0, 1.5)]["ndcg@10"] = 0.4
+    tuner = scripted_tuner([-1.0], None, results, monkeypatch, specgr_draft_weight_grid=[0, 2],
+                           specgr_unseen_score_grid=[-2.0, -1.5], specgr_text_weight_grid=[0, 1.5])
+    tuner.tune_threshold(valid_data=[1])
+    # β only with α > 0 (the paper's ranking has no text prior), with every v_u
+    assert [tuple(row[k] for k in setting_keys(Thresholds(0, 0))) for row in tuner.threshold_sweep] == grid
+    assert tuner.model.specgr_setting == (-1.0, -1.0, 2.0, -2.0, 1.5)
+    with pytest.raises(ValueError, match=r"specgr_text_weight_grid: expected numbers >= 0"):
+        scripted_tuner([-1.0], specgr_text_weight_grid=[-1.0])
 
 
 def test_threshold_tuning_rejects_bad_settings():

@@ -20,6 +20,7 @@ import torch
 from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
+from recbole_specgr.inference.text_prior import TextPrior
 
 
 def verification_scores(log_probs: torch.Tensor, unseen: torch.Tensor, adjust: bool = True) -> torch.Tensor:
@@ -88,12 +89,17 @@ class Thresholds(NamedTuple):
     ``unseen_score`` v_u (per digit, like V and γ): Eq. 2 cannot rank codes the verifier never generated, so the
     drafter ranks unseen items and v_u sets how they interleave with seen ones. For the same reason the verifier
     neither accepts nor rejects unseen drafts there (γ_u plays no part): each is a candidate, and the adaptive exit
-    counts accepted seen drafts."""
+    counts accepted seen drafts. ``text_weight`` β adds β·s_t to an unseen item's key, s_t the text prior's logit
+    (:class:`~recbole_specgr.inference.text_prior.TextPrior`: the cosine between the item's text and the user's last
+    items' texts, minus that of a typical next item, over the drafter's τ): evidence for unseen items from an encoder
+    never fitted to the seen ones (measured on ml-100k: more unseen and more overall recall; on seen items it
+    hurts, so they do not get it)."""
 
     seen: float
     unseen: float
     draft_weight: float = 0.0
     unseen_score: float = -1.75
+    text_weight: float = 0.0
 
     @classmethod
     def of(cls, value) -> "Thresholds":
@@ -117,6 +123,7 @@ class _Rounds:
     cand: torch.Tensor  # [B, R, δ] drafted items (0 = none)
     cand_scores: torch.Tensor  # [B, R, δ] their verification scores V
     cand_logits: torch.Tensor  # [B, R, δ] their drafter logits s_d (-inf = none)
+    cand_text: Optional[torch.Tensor]  # [B, R, δ] their text-prior logits s_t (None: no setting uses them)
     session: DraftSession  # the drafter's queries for the batch (logits of beam items)
     ran: torch.Tensor  # [B, R] bool, rounds each user drafted in
     beam_steps: Iterator[BeamStep]  # the verifier's beam search, advanced on demand
@@ -151,6 +158,9 @@ class SpeculativeRecommender:
         draft_weight (float): α ≥ 0; 0 = the paper's ranking, > 0 = joint ranking by l·V + α·s_d (see
             :class:`Thresholds`).
         unseen_score (float): v_u, the per-digit score an unseen item takes in place of V in the joint ranking.
+        text_weight (float): β ≥ 0, the weight of the text prior's logit in an unseen item's joint key (needs
+            ``text_prior`` and α > 0).
+        text_prior (TextPrior, optional): the item texts' similarity prior (:mod:`recbole_specgr.inference.text_prior`).
         topk (int): K, items recommended per user.
         drafting_backend (str): ``dense`` or ``faiss`` (see :mod:`recbole_specgr.inference.drafting`).
         faiss_index (str): ``flat`` (exact), ``hnsw`` or ``ivf`` (approximate) for the faiss backend.
@@ -172,6 +182,8 @@ class SpeculativeRecommender:
         unseen_threshold: Optional[float] = None,
         draft_weight: float = 0.0,
         unseen_score: float = -1.75,
+        text_weight: float = 0.0,
+        text_prior: Optional[TextPrior] = None,
         topk: int = 10,
         drafting_backend: str = "dense",
         faiss_index: str = "flat",
@@ -191,13 +203,17 @@ class SpeculativeRecommender:
                                              or not isinstance(unseen_threshold, (int, float))):
             raise ValueError(f"specgr_unseen_threshold: expected a number or ~, got {unseen_threshold!r}")
         self.unseen_threshold = None if unseen_threshold is None else float(unseen_threshold)
-        for key, value in (("specgr_draft_weight", draft_weight), ("specgr_unseen_score", unseen_score)):
+        for key, value in (("specgr_draft_weight", draft_weight), ("specgr_unseen_score", unseen_score),
+                           ("specgr_text_weight", text_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{key}: expected a finite number, got {value!r}")
         if draft_weight < 0:
             raise ValueError(f"specgr_draft_weight: expected a number >= 0 (0 = the paper's ranking), got {draft_weight}")
         self.draft_weight = float(draft_weight)
         self.unseen_score = float(unseen_score)
+        self.text_prior = text_prior
+        self.text_weight = float(text_weight)
+        _check_text_weight(self.thresholds, text_prior)
         self.topk = int(topk)
         self.drafting_backend = drafting_backend
         self.faiss_index = faiss_index
@@ -229,9 +245,10 @@ class SpeculativeRecommender:
         self.draft_index: Optional[DraftIndex] = None  # built from the drafter's item vectors on first use
 
     @classmethod
-    def from_config(cls, config, verifier: Verifier, drafter: Drafter, seen_item_mask: torch.Tensor):
+    def from_config(cls, config, verifier: Verifier, drafter: Drafter, seen_item_mask: torch.Tensor,
+                    text_prior: Optional[TextPrior] = None):
         """Build from a RecBole config: ``specgr_draft_size``, ``num_beams``, ``specgr_threshold``, ``specgr_unseen_threshold``,
-        ``specgr_draft_weight``, ``specgr_unseen_score``,
+        ``specgr_draft_weight``, ``specgr_unseen_score``, ``specgr_text_weight``,
         ``topk`` (K = its largest value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
         ``specgr_no_inductive_drafting``, ``specgr_no_likelihood_adjustment``, ``specgr_no_guided_redrafting``,
         ``specgr_no_reranking``, ``specgr_no_adaptive_exit``. Missing keys take the constructor defaults."""
@@ -242,6 +259,7 @@ class SpeculativeRecommender:
             "unseen_threshold": "specgr_unseen_threshold",
             "draft_weight": "specgr_draft_weight",
             "unseen_score": "specgr_unseen_score",
+            "text_weight": "specgr_text_weight",
             "drafting_backend": "specgr_drafting_backend",
             "faiss_index": "specgr_faiss_index",
             "no_inductive_drafting": "specgr_no_inductive_drafting",
@@ -254,7 +272,7 @@ class SpeculativeRecommender:
         topk = config["topk"]
         if topk is not None:
             kwargs["topk"] = max(topk) if isinstance(topk, (list, tuple)) else topk
-        return cls(verifier, drafter, seen_item_mask, **kwargs)
+        return cls(verifier, drafter, seen_item_mask, text_prior=text_prior, **kwargs)
 
     def refresh(self) -> None:
         """(Re)build the drafting index from the drafter's current item vectors; call after the drafter changes."""
@@ -290,10 +308,10 @@ class SpeculativeRecommender:
 
     @property
     def thresholds(self) -> Thresholds:
-        """The setting in use: (γ, γ_u, α, v_u) from ``threshold``, ``unseen_threshold`` (γ when that is None),
-        ``draft_weight`` and ``unseen_score``."""
+        """The setting in use: (γ, γ_u, α, v_u, β) from ``threshold``, ``unseen_threshold`` (γ when that is None),
+        ``draft_weight``, ``unseen_score`` and ``text_weight``."""
         unseen = self.threshold if self.unseen_threshold is None else self.unseen_threshold
-        return Thresholds(self.threshold, unseen, self.draft_weight, self.unseen_score)
+        return Thresholds(self.threshold, unseen, self.draft_weight, self.unseen_score, self.text_weight)
 
     @torch.no_grad()
     def recommend_thresholds(
@@ -318,11 +336,14 @@ class SpeculativeRecommender:
         if subset_ranking and any(t.joint for t in settings):
             raise ValueError("specgr_draft_weight: the joint ranking (α > 0) ranks drafts together with the complete "
                              "beams, which subset ranking does not use; rank a subset with α = 0")
+        for setting in settings:
+            _check_text_weight(setting, self.text_prior)
         unseen_counted = max(math.inf if t.joint else t.unseen for t in settings)  # joint: unseen drafts never count
         strictest = Thresholds(max(t.seen for t in settings), unseen_counted)
         allowed = None if allowed_items is None else allowed_items.to(device=item_seq.device, dtype=torch.bool)
         all_beams = any(t.joint for t in settings)
-        rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed, all_beams)
+        text = any(t.text_weight > 0 for t in settings)
+        rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed, all_beams, text)
         return [self._output(rounds, setting, allowed, subset_ranking) for setting in settings]
 
     def draft_queries(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, enc: EncoderState) -> torch.Tensor:
@@ -333,10 +354,10 @@ class SpeculativeRecommender:
         return self.drafter.sequence_vectors(item_seq, item_seq_len)
 
     def _draft_rounds(self, item_seq, item_seq_len, strictest: "Thresholds", allowed,
-                      all_beams: bool = False) -> "_Rounds":
+                      all_beams: bool = False, text: bool = False) -> "_Rounds":
         """Draft-verify rounds j = 0 … l−1 (round 0: inductive drafting; round j ≥ 1: guided by B_j); a user stops
         once K of its drafts pass ``strictest``. ``all_beams``: every user's beams stay decoded (joint ranking ranks
-        them all), not only those of users still drafting."""
+        them all), not only those of users still drafting. ``text``: the drafts' text-prior logits s_t too."""
         if self.draft_index is None:
             self.refresh()
         n_users, device = item_seq.size(0), item_seq.device
@@ -375,7 +396,12 @@ class SpeculativeRecommender:
                 if not bool(active.any()):  # adaptive exit: the one host sync per round
                     break
         short = torch.ones_like(active) if all_beams else active
-        return _Rounds(torch.stack(drafts, dim=1), torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1),
+        cand = torch.stack(drafts, dim=1)  # [B, R, δ]
+        cand_text = None
+        if text:  # s_t = (cos − c̄) / τ, on the drafter's scale
+            cand_text = self.text_prior.cosines(item_seq, item_seq_len, cand.flatten(1)).view(cand.shape)
+            cand_text = cand_text.float() / self.drafter_temperature
+        return _Rounds(cand, torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1), cand_text,
                        session, torch.stack(ran, dim=1), beam_steps, beams, seen, short)
 
     def _output(self, rounds: "_Rounds", setting: "Thresholds", allowed, subset_ranking: bool) -> SpecGROutput:
@@ -403,6 +429,9 @@ class SpeculativeRecommender:
             rounds.beams = fill = self._advance(rounds.beam_steps, rounds.beams, self.n_digits, rounds.short)
         if setting.joint:
             logits = rounds.cand_logits.masked_fill(~used.unsqueeze(2), -math.inf)
+            if setting.text_weight > 0:  # β·s_t on unseen drafts (see Thresholds)
+                logits = logits + (setting.text_weight / setting.draft_weight) * rounds.cand_text.masked_fill(
+                    seen[cand], 0.0)
             items, item_scores, ok = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill, rounds.session,
                                                       seen, setting, allowed)  # [B, K] each
         else:
@@ -489,7 +518,8 @@ class SpeculativeRecommender:
                     seen: torch.Tensor, setting: Thresholds, allowed: Optional[torch.Tensor]):
         """The joint top-K (α > 0, see :class:`Thresholds`): accepted drafts and complete beams B_l together, by
         ``l·V + α·s_d`` with V = v_u for items not seen in training. A seen item that is both drafted and a beam has
-        the same l·V either way (its teacher-forced log-likelihood), so it is counted once.
+        the same l·V either way (its teacher-forced log-likelihood), so it is counted once. ``cand_logits`` of unseen
+        drafts already hold s_d + (β/α)·s_t.
 
         Returns:
             items [B, K], their keys [B, K] and validity [B, K].
@@ -511,6 +541,17 @@ class SpeculativeRecommender:
         best[:, 0] = -math.inf
         top_keys, top_items, ok = padded_topk(best, self.topk)
         return top_items, top_keys, ok
+
+
+def _check_text_weight(setting: Thresholds, text_prior: Optional[TextPrior]) -> None:
+    if setting.text_weight < 0:
+        raise ValueError(f"specgr_text_weight: expected a number >= 0, got {setting.text_weight}")
+    if setting.text_weight > 0 and not setting.joint:
+        raise ValueError("specgr_text_weight: the text prior weighs unseen items in the joint ranking only; set "
+                         "specgr_draft_weight > 0 (or specgr_text_weight: 0)")
+    if setting.text_weight > 0 and text_prior is None:
+        raise ValueError("specgr_text_weight: needs the item texts' prior, and this model has no item text "
+                         "embeddings (dataset.item_text_emb)")
 
 
 def _allowed_at(allowed: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,11 @@ import time
 from functools import partial
 from typing import Optional
 
+import torch
+
 from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.inference.specgr import SpeculativeRecommender, SpecGRStats, Thresholds
+from recbole_specgr.inference.text_prior import TextPrior, text_prior_of
 
 
 def allowed_items(interaction):
@@ -27,7 +30,8 @@ def allowed_items(interaction):
 class SpeculativeEvalMixin:
     """Mixed into a :class:`~recbole.model.abstract_recommender.SequentialRecommender` (before it in the bases).
 
-    The host implements :meth:`speculative_parts` and calls :meth:`_init_speculative` at the end of ``__init__``.
+    The host implements :meth:`speculative_parts` (and :meth:`item_text_embeddings` when it has item texts, for the
+    joint ranking's text prior) and calls :meth:`_init_speculative` at the end of ``__init__``.
 
     Index freshness: a *weights version* is bumped whenever the weights may have changed (``train()``,
     ``load_state_dict``, :meth:`weights_changed`); the drafting index is rebuilt from ``drafter.item_vectors()`` at the
@@ -39,11 +43,18 @@ class SpeculativeEvalMixin:
         """``(verifier, drafter, seen_item_mask)`` used for inference."""
         raise NotImplementedError
 
-    def _init_speculative(self, config):
-        """Read the ``specgr_*`` inference keys (through :meth:`SpeculativeRecommender.from_config`) once."""
+    def item_text_embeddings(self) -> Optional[torch.Tensor]:
+        """``[n, d]`` item text embeddings for the text prior, or None (no prior: ``specgr_text_weight`` must be 0)."""
+        return None
+
+    def _init_speculative(self, config, dataset=None):
+        """Read the ``specgr_*`` inference keys (through :meth:`SpeculativeRecommender.from_config`) once; the text
+        prior's centre comes from ``dataset``'s training rows (see :func:`~recbole_specgr.inference.text_prior.
+        text_prior_of`)."""
         self._make_recommender = partial(SpeculativeRecommender.from_config, config)
-        self._recommender = self._make_recommender(*self.speculative_parts())  # validates the keys now
-        self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u); set_specgr_threshold changes them
+        self._text_prior = text_prior_of(config, dataset, self.item_text_embeddings())
+        self._recommender = self._make_recommender(*self.speculative_parts(), text_prior=self._text_prior)
+        self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u, β); set_specgr_threshold changes them
         self._recommender_key = None  # (device, n_items) the recommender was built for
         self._weights_version = 0
         self._index_version = -1
@@ -62,25 +73,28 @@ class SpeculativeEvalMixin:
 
     @property
     def specgr_setting(self) -> Thresholds:
-        """(γ, γ_u, α, v_u) currently used by :meth:`full_sort_predict`."""
+        """(γ, γ_u, α, v_u, β) currently used by :meth:`full_sort_predict`."""
         return self._thresholds
 
     def set_specgr_threshold(self, threshold: float, unseen_threshold: Optional[float] = None,
-                             draft_weight: Optional[float] = None, unseen_score: Optional[float] = None) -> None:
+                             draft_weight: Optional[float] = None, unseen_score: Optional[float] = None,
+                             text_weight: Optional[float] = None) -> None:
         """Use γ = ``threshold`` and γ_u = ``unseen_threshold`` (None = γ) from the next prediction on (e.g. the
-        values chosen on validation data), and the joint ranking's α = ``draft_weight`` and v_u = ``unseen_score``
-        (None = keep the current ones)."""
+        values chosen on validation data), and the joint ranking's α = ``draft_weight``, v_u = ``unseen_score`` and
+        β = ``text_weight`` (None = keep the current ones)."""
         unseen = threshold if unseen_threshold is None else unseen_threshold
         current = self._thresholds
         self._thresholds = Thresholds(float(threshold), float(unseen),
                                       current.draft_weight if draft_weight is None else float(draft_weight),
-                                      current.unseen_score if unseen_score is None else float(unseen_score))
+                                      current.unseen_score if unseen_score is None else float(unseen_score),
+                                      current.text_weight if text_weight is None else float(text_weight))
         self._use_thresholds()
 
     def _use_thresholds(self):
         recommender, setting = self._recommender, self._thresholds
         recommender.threshold, recommender.unseen_threshold = setting.seen, setting.unseen
         recommender.draft_weight, recommender.unseen_score = setting.draft_weight, setting.unseen_score
+        recommender.text_weight = setting.text_weight
 
     def weights_changed(self):
         """Mark the drafting index stale (call after changing weights from outside ``train()``)."""
@@ -101,7 +115,7 @@ class SpeculativeEvalMixin:
         verifier, drafter, seen = self.speculative_parts()
         key = (str(verifier.item2codes.device), verifier.item2codes.size(0))
         if key != self._recommender_key:
-            self._recommender = self._make_recommender(verifier, drafter, seen)
+            self._recommender = self._make_recommender(verifier, drafter, seen, text_prior=self._current_text_prior(key))
             self._use_thresholds()
             self._recommender_key = key
             self._index_version = -1
@@ -112,6 +126,13 @@ class SpeculativeEvalMixin:
             super().train(was_training)
             self._index_version = self._weights_version
         return self._recommender
+
+    def _current_text_prior(self, key) -> Optional[TextPrior]:
+        """The text prior on the verifier's device over the current items (items added after training included)."""
+        texts = self.item_text_embeddings()
+        if self._text_prior is None or texts is None:
+            return None
+        return TextPrior(texts.to(key[0]), self._text_prior.last_n, self._text_prior.center)
 
     def full_sort_predict(self, interaction):
         """``[B, n]`` scores: finite at the K = max(``topk``) items SpecGR recommends, −inf elsewhere."""

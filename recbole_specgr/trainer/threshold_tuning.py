@@ -3,7 +3,7 @@ recbole_specgr.trainer.threshold_tuning
 #######################################
 γ, SpecGR's acceptance threshold, chosen on the validation split (paper 4.1.4: "hyperparameters are tuned on the
 in-sample and unseen splits of the validation set"), optionally jointly with γ_u, the threshold for drafts of items
-not seen in training, and with the joint ranking's α and v_u (neither in the paper, see
+not seen in training, and with the joint ranking's α, v_u and β (none in the paper, see
 :class:`~recbole_specgr.inference.specgr.Thresholds`).
 
 Reference:
@@ -34,7 +34,7 @@ def sweep_thresholds(trainer, eval_data, thresholds):
 
     Returns:
         list[dict]: per entry, in the order given, ``specgr_threshold`` (γ), ``specgr_unseen_threshold`` (γ_u),
-        ``specgr_draft_weight`` (α) and ``specgr_unseen_score`` (v_u) plus the flat metrics of :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate /
+        ``specgr_draft_weight`` (α), ``specgr_unseen_score`` (v_u) and ``specgr_text_weight`` (β) plus the flat metrics of :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate /
         mean_rounds / unseen_share.
     """
     thresholds = [Thresholds.of(t) for t in thresholds]
@@ -62,7 +62,8 @@ class ThresholdTuningMixin:
     Config keys: ``specgr_threshold_grid`` (list of γ; ``~`` = keep ``specgr_threshold``),
     ``specgr_unseen_threshold_grid`` (list of γ_u tried with every γ; ``~`` = γ_u = γ, the paper),
     ``specgr_draft_weight_grid`` (list of α tried with every (γ, γ_u); ``~`` = keep ``specgr_draft_weight``),
-    ``specgr_unseen_score_grid`` (list of v_u tried with every α > 0; ``~`` = keep ``specgr_unseen_score``) and
+    ``specgr_unseen_score_grid`` (list of v_u tried with every α > 0; ``~`` = keep ``specgr_unseen_score``),
+    ``specgr_text_weight_grid`` (list of β tried with every α > 0 and v_u; ``~`` = keep ``specgr_text_weight``) and
     ``specgr_threshold_metric`` (a key of :func:`threshold_metric_keys`, e.g. ``unseen/recall@50``; ``~`` =
     ``valid_metric``). :meth:`tune_threshold` keeps the first setting of the grid with the highest value.
     """
@@ -76,18 +77,23 @@ class ThresholdTuningMixin:
         unseen_grid = _number_list(config, "specgr_unseen_threshold_grid")
         weight_grid = _number_list(config, "specgr_draft_weight_grid")
         score_grid = _number_list(config, "specgr_unseen_score_grid")
-        self.threshold_grid = None  # [(γ, γ_u, α, v_u)] tried on validation, grid order
-        if any(g is not None for g in (grid, unseen_grid, weight_grid, score_grid)):
-            if weight_grid is not None and min(weight_grid) < 0:
-                raise ValueError(f"specgr_draft_weight_grid: expected numbers >= 0, got {weight_grid}")
+        text_grid = _number_list(config, "specgr_text_weight_grid")
+        self.threshold_grid = None  # [(γ, γ_u, α, v_u, β)] tried on validation, grid order
+        if any(g is not None for g in (grid, unseen_grid, weight_grid, score_grid, text_grid)):
+            for key, values in (("specgr_draft_weight_grid", weight_grid), ("specgr_text_weight_grid", text_grid)):
+                if values is not None and min(values) < 0:
+                    raise ValueError(f"{key}: expected numbers >= 0, got {values}")
             grid = grid or [config["specgr_threshold"]]
             default = Thresholds(0.0, 0.0)
             weights = weight_grid or [_or(config["specgr_draft_weight"], default.draft_weight)]
             unseen_score = _or(config["specgr_unseen_score"], default.unseen_score)
             scores = score_grid or [unseen_score]
-            self.threshold_grid = [  # v_u matters only for a joint ranking (α > 0): α = 0 is tried once
-                Thresholds(float(g), float(g if u is None else u), float(a), float(v) if a > 0 else unseen_score)
-                for g in grid for u in (unseen_grid or [None]) for a in weights for v in (scores if a > 0 else [None])]
+            texts = text_grid or [_or(config["specgr_text_weight"], default.text_weight)]
+            self.threshold_grid = [  # v_u and β matter only for a joint ranking (α > 0): α = 0 is tried once
+                Thresholds(float(g), float(g if u is None else u), float(a), float(v) if a > 0 else unseen_score,
+                           float(b) if a > 0 else 0.0)
+                for g in grid for u in (unseen_grid or [None]) for a in weights
+                for v in (scores if a > 0 else [None]) for b in (texts if a > 0 else [None])]
         self.threshold_metric = str(metric).lower()
         self.threshold_sweep = None  # rows of sweep_thresholds on the validation data, after tune_threshold()
         allowed = threshold_metric_keys(config["topk"])
@@ -131,7 +137,8 @@ class ThresholdTuningMixin:
         """
         best = self.best_threshold_row(rows)
         self.model.set_specgr_threshold(best["specgr_threshold"], best.get("specgr_unseen_threshold"),
-                                        best.get("specgr_draft_weight"), best.get("specgr_unseen_score"))
+                                        best.get("specgr_draft_weight"), best.get("specgr_unseen_score"),
+                                        best.get("specgr_text_weight"))
         self.threshold_sweep = rows
         k = max(self.topk)
         for row in rows:
@@ -145,9 +152,10 @@ class ThresholdTuningMixin:
 
 
 def setting_keys(setting: Thresholds) -> dict:
-    """The result keys of one setting (γ, γ_u, α, v_u), as sweep rows and result JSONs hold them."""
+    """The result keys of one setting (γ, γ_u, α, v_u, β), as sweep rows and result JSONs hold them."""
     return {"specgr_threshold": setting.seen, "specgr_unseen_threshold": setting.unseen,
-            "specgr_draft_weight": setting.draft_weight, "specgr_unseen_score": setting.unseen_score}
+            "specgr_draft_weight": setting.draft_weight, "specgr_unseen_score": setting.unseen_score,
+            "specgr_text_weight": setting.text_weight}
 
 
 def _setting(row):
@@ -155,6 +163,8 @@ def _setting(row):
     text = f"γ = {gamma:g}" + ("" if unseen == gamma else f", γ_u = {unseen:g}")
     if row.get("specgr_draft_weight", 0) > 0:
         text += f", α = {row['specgr_draft_weight']:g}, v_u = {row['specgr_unseen_score']:g}"
+        if row.get("specgr_text_weight", 0) > 0:
+            text += f", β = {row['specgr_text_weight']:g}"
     return text
 
 

@@ -71,12 +71,15 @@ class SpecGRAux(SpeculativeEvalMixin, SequentialRecommender):
 
         # define layers and loss
         self.register_buffer("seen_item_mask", seen.bool().clone(), persistent=False)  # [n]
+        text_emb = getattr(dataset, "item_text_emb", None)
+        self.register_buffer("item_text_emb", None if text_emb is None else text_emb.float().clone(),
+                             persistent=False)  # [n, d] for the text prior (None: no item texts)
         self.component_configs = {}  # role -> Config of the components built untrained (to be trained)
         for role in ROLES:
             setattr(self, role, self._build_component(role, config, dataset))
 
         # parameters initialization: done by the components (or loaded from their checkpoints)
-        self._init_speculative(config)
+        self._init_speculative(config, dataset)
 
     def _build_component(self, role, config, dataset):
         from recbole_specgr.utils import get_model
@@ -112,6 +115,9 @@ class SpecGRAux(SpeculativeEvalMixin, SequentialRecommender):
 
     def speculative_parts(self):
         return self.verifier, self.drafter, self.seen_item_mask
+
+    def item_text_embeddings(self):
+        return self.item_text_emb
 
     def calculate_loss(self, interaction):
         raise NotImplementedError(

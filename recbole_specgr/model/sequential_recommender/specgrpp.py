@@ -147,7 +147,7 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         # parameters initialization: T5 initialises itself; the projection head like T5's layers
         nn.init.normal_(self.projection.weight, std=self.initializer_range)
         nn.init.zeros_(self.projection.bias)
-        self._init_speculative(config)
+        self._init_speculative(config, dataset)
 
     def load_init_checkpoint(self, path):
         """``init_checkpoint`` (see :class:`~recbole_specgr.trainer.InductiveTrainer`): start from a trained TIGER,
@@ -295,6 +295,10 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
     # ---------------------------------------------------------------- inference
     def speculative_parts(self):
         return self, self, self.seen_item_mask
+
+    def item_text_embeddings(self):
+        """The item texts the model reads (``item_text_input``; items added later included), else None."""
+        return self.item_text_emb if self.text_input else None
 
     def add_items(self, codes: torch.Tensor, text_emb: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Append m items after training as unseen items with semantic IDs ``codes`` [m, l] (e.g. from

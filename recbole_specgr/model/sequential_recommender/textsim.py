@@ -16,6 +16,8 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_specgr.inference.text_prior import recent_text_query
+
 
 class TextSim(SequentialRecommender):
     r"""``score(i) = cos(mean_{t > T - n} x_{s_t}, x_i)`` with ``x`` the frozen item text embeddings
@@ -41,10 +43,7 @@ class TextSim(SequentialRecommender):
 
     def sequence_vectors(self, item_seq, item_seq_len):
         """``[B, T], [B] -> [B, d]``: the mean text embedding of the last n items of each (left-aligned) history."""
-        positions = torch.arange(item_seq.size(1), device=item_seq.device)[None, :]  # [1, T]
-        recent = (positions < item_seq_len[:, None]) & (positions >= item_seq_len[:, None] - self.last_n)  # [B, T]
-        weights = recent.float() / recent.sum(dim=1, keepdim=True).clamp(min=1)
-        return F.normalize(torch.einsum("bt,btd->bd", weights, self.item_vectors[item_seq]), dim=-1)
+        return recent_text_query(self.item_vectors, item_seq, item_seq_len, self.last_n)
 
     def calculate_loss(self, interaction):
         return self.fake_loss.sum() * 0.0
