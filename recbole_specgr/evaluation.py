@@ -48,6 +48,17 @@ class SplitMetrics:
         self.ranks.append(topk_hits(scores, targets, self.topk[-1]).cpu())
         self.seen.append(self.seen_item_mask[targets.cpu()])
 
+    def row_values(self, key):
+        """``[rows]`` float per-row contributions to the metric ``key`` (e.g. ``recall@50``, ``unseen/ndcg@10``): hit
+        (0/1) or 1 / log2(rank + 2) for a hit, over the rows of the key's subset. Their mean is :meth:`result`'s."""
+        ranks, seen = torch.cat(self.ranks).double(), torch.cat(self.seen)
+        subset, _, metric = key.rpartition("/")
+        rows = {"": torch.ones_like(seen), "in_sample": seen, "unseen": ~seen}[subset]
+        name, k = metric.split("@")
+        r = ranks[rows]
+        hit = r < int(k)
+        return hit.double() if name == "recall" else torch.where(hit, 1.0 / torch.log2(r + 2.0), torch.zeros_like(r))
+
     def result(self):
         """``{"recall@10": …, "in_sample/recall@10": …, "unseen/n_cases": …}`` (overall keys unprefixed)."""
         ranks, seen = torch.cat(self.ranks), torch.cat(self.seen)

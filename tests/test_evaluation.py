@@ -110,3 +110,15 @@ def test_nest_result():
         "extra": {"acceptance_rate": 0.9, "specgr/mean_rounds": 1.5},
     }
     assert nest_result({}) == {"overall": {}, "in_sample": {}, "unseen": {}}
+
+
+def test_row_values_average_to_the_result_on_every_subset():
+    seen = torch.tensor([False, True, True, False, True])
+    metrics = SplitMetrics([2, 3], seen)
+    scores = torch.tensor([[0.0, 5.0, 4.0, 3.0, 1.0], [0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 9.0, 1.0, 2.0, 3.0]])
+    metrics.add(scores, torch.tensor([2, 3, 1]))  # ranks 1 (seen), 1 (unseen), 0 (seen)
+    result = metrics.result()
+    for key in ("recall@2", "ndcg@3", "in_sample/recall@2", "unseen/ndcg@2", "in_sample/ndcg@3"):
+        assert metrics.row_values(key).mean().item() == pytest.approx(result[key], abs=1e-6), key
+    assert metrics.row_values("ndcg@2").tolist() == pytest.approx([1 / math.log2(3), 1 / math.log2(3), 1.0])
+    assert metrics.row_values("unseen/recall@2").tolist() == [1.0]

@@ -520,11 +520,12 @@ def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_gri
                      **results[tuple(t[:width]) if joint else t.seen if unseen_grid is None else tuple(t[:2])]}
                     for t in thresholds]
 
-        monkeypatch.setattr(threshold_tuning, "sweep_thresholds", sweep)
+        monkeypatch.setattr(threshold_tuning, "sweep_with_row_values",
+                            lambda trainer, data, thresholds, row_metric=None: (sweep(trainer, data, thresholds), None))
     config = {"specgr_threshold_grid": grid, "specgr_unseen_threshold_grid": unseen_grid, "specgr_threshold": -1.5,
               "specgr_draft_weight_grid": None, "specgr_unseen_score_grid": None, "specgr_draft_weight": None,
               "specgr_unseen_score": None, "specgr_text_weight_grid": None, "specgr_text_weight": None,
-              "specgr_threshold_metric": metric, "valid_metric": "NDCG@10",
+              "specgr_threshold_tiebreak": None, "specgr_threshold_metric": metric, "valid_metric": "NDCG@10",
               "topk": [10, 50], **extra}
     return Tuner(config, make_model(seed=1))
 
@@ -601,6 +602,26 @@ def test_threshold_tuning_rejects_bad_settings():
         scripted_tuner([-1.0], metric="unseen/recall@20")
     with pytest.raises(ValueError, match="specgr_unseen_threshold_grid: expected a non-empty list of numbers"):
         scripted_tuner([-1.0], unseen_grid=[True])
+    with pytest.raises(ValueError, match=r"specgr_threshold_tiebreak: expected one of .*ndcg@10.* or ~, got 'mrr@10'"):
+        scripted_tuner([-1.0], specgr_threshold_tiebreak="mrr@10")
+
+
+def test_one_standard_error_rule_by_hand():
+    from recbole_specgr.trainer.threshold_tuning import select_setting
+
+    # per-row hits of the selection metric (recall@50) over 4 validation rows, for 3 settings
+    values = torch.tensor([[1.0, 1.0, 1.0, 0.0],   # 0.75
+                           [1.0, 1.0, 0.0, 0.0],   # 0.50: differs from the best on one row of 4
+                           [0.0, 0.0, 0.0, 1.0]])  # 0.25
+    rows = [{"recall@50": 0.75, "ndcg@10": 0.1}, {"recall@50": 0.5, "ndcg@10": 0.3}, {"recall@50": 0.25, "ndcg@10": 0.9}]
+    assert select_setting(rows, "recall@50") == 0
+    # setting 1 vs 0: differences (0, 0, 1, 0): mean 0.25, sample std 0.5, standard error 0.25 -> tied, better ndcg@10
+    # setting 2 vs 0: differences (1, 1, 1, -1): mean 0.5, std 1.0, standard error 0.5 -> tied as well, best ndcg@10
+    assert select_setting(rows, "recall@50", "ndcg@10", values) == 2
+    values[2] = torch.tensor([0.0, 0.0, 0.0, 0.0])  # now 0 vs 2: (1, 1, 1, 0): mean 0.75 > standard error 0.25
+    rows[2]["recall@50"] = 0.0
+    assert select_setting(rows, "recall@50", "ndcg@10", values) == 1
+    assert select_setting(rows, "recall@50", None, values) == 0  # no tie-break metric: the best alone
 
 
 def test_threshold_chosen_on_validation_is_used_on_test(small_config, specgrpp_run):

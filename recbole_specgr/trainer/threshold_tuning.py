@@ -26,7 +26,6 @@ def threshold_metric_keys(topk):
             for k in topk]
 
 
-@torch.no_grad()
 def sweep_thresholds(trainer, eval_data, thresholds):
     """Evaluate the trainer's speculative model at every entry of ``thresholds`` (γ, or a :class:`Thresholds`
     pair) in one pass over ``eval_data`` (the drafts and their scores do not depend on γ, only where each user stops
@@ -37,6 +36,13 @@ def sweep_thresholds(trainer, eval_data, thresholds):
         ``specgr_draft_weight`` (α), ``specgr_unseen_score`` (v_u) and ``specgr_text_weight`` (β) plus the flat metrics of :class:`~recbole_specgr.evaluation.SplitMetrics` and SpecGR's acceptance_rate /
         mean_rounds / unseen_share.
     """
+    return sweep_with_row_values(trainer, eval_data, thresholds)[0]
+
+
+@torch.no_grad()
+def sweep_with_row_values(trainer, eval_data, thresholds, row_metric=None):
+    """:func:`sweep_thresholds`, plus ``[entries, rows]`` per-row values of ``row_metric`` (see
+    :meth:`~recbole_specgr.evaluation.SplitMetrics.row_values`; None without a ``row_metric``)."""
     thresholds = [Thresholds.of(t) for t in thresholds]
     model = trainer.model
     model.eval()
@@ -52,7 +58,24 @@ def sweep_thresholds(trainer, eval_data, thresholds):
         for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):
             metrics[k].add(out.scores, targets)  # column 0 (padding) is −inf already
             stats[k] = stats[k] + out.stats
-    return [{**setting_keys(t), **m.result(), **st.summary()} for t, m, st in zip(thresholds, metrics, stats)]
+    rows = [{**setting_keys(t), **m.result(), **st.summary()} for t, m, st in zip(thresholds, metrics, stats)]
+    values = None if row_metric is None else torch.stack([m.row_values(row_metric).float() for m in metrics])
+    return rows, values
+
+
+def select_setting(rows, metric, tiebreak=None, values=None):
+    """Index of the chosen row: the best by ``metric`` (the first of equals); with ``tiebreak`` (a metric key) and
+    ``values`` (``[entries, rows]`` per-row values of ``metric``), the best by ``tiebreak`` among the rows within one
+    standard error of the best — the paired standard error over validation rows of its difference to the best
+    (the one-standard-error rule: settings validation cannot tell apart are decided by the second metric)."""
+    best = max(range(len(rows)), key=lambda i: (rows[i][metric], -i))
+    if tiebreak is None or values is None:
+        return best
+    diff = values[best][None, :] - values  # [entries, rows]
+    mean = diff.mean(dim=1)
+    standard_error = diff.std(dim=1) / max(1, diff.size(1)) ** 0.5
+    tied = [i for i in range(len(rows)) if mean[i] <= standard_error[i] or i == best]
+    return max(tied, key=lambda i: (rows[i][tiebreak], -i))
 
 
 class ThresholdTuningMixin:
@@ -65,7 +88,9 @@ class ThresholdTuningMixin:
     ``specgr_unseen_score_grid`` (list of v_u tried with every α > 0; ``~`` = keep ``specgr_unseen_score``),
     ``specgr_text_weight_grid`` (list of β tried with every α > 0 and v_u; ``~`` = keep ``specgr_text_weight``) and
     ``specgr_threshold_metric`` (a key of :func:`threshold_metric_keys`, e.g. ``unseen/recall@50``; ``~`` =
-    ``valid_metric``). :meth:`tune_threshold` keeps the first setting of the grid with the highest value.
+    ``valid_metric``). :meth:`tune_threshold` keeps the first setting of the grid with the highest value, or with
+    ``specgr_threshold_tiebreak`` (another such key, e.g. ``ndcg@10``) the best by it among the settings within one
+    paired standard error of that highest value (:func:`select_setting`).
     """
 
     def __init__(self, config, model):
@@ -95,10 +120,14 @@ class ThresholdTuningMixin:
                 for g in grid for u in (unseen_grid or [None]) for a in weights
                 for v in (scores if a > 0 else [None]) for b in (texts if a > 0 else [None])]
         self.threshold_metric = str(metric).lower()
+        tiebreak = config["specgr_threshold_tiebreak"]
+        self.threshold_tiebreak = None if tiebreak is None else str(tiebreak).lower()
         self.threshold_sweep = None  # rows of sweep_thresholds on the validation data, after tune_threshold()
         allowed = threshold_metric_keys(config["topk"])
         if self.threshold_grid is not None and self.threshold_metric not in allowed:
             raise ValueError(f"specgr_threshold_metric: expected one of {allowed}, got {metric!r}")
+        if self.threshold_grid is not None and tiebreak is not None and self.threshold_tiebreak not in allowed:
+            raise ValueError(f"specgr_threshold_tiebreak: expected one of {allowed} or ~, got {tiebreak!r}")
 
     def tune_threshold(self, valid_data, load_best_model=False):
         """Evaluate every γ of the grid on ``valid_data`` in one pass (with the best checkpoint when
@@ -112,7 +141,7 @@ class ThresholdTuningMixin:
             return None
         if load_best_model:
             self.load_model(self.saved_model_file)
-        rows = sweep_thresholds(self, valid_data, self.threshold_grid)
+        rows = self._validation_sweep(valid_data)
         self.best_valid_result = self.use_threshold(rows)
         self.best_valid_score = self.best_valid_result[self.valid_metric]
         return self.best_valid_result
@@ -120,14 +149,22 @@ class ThresholdTuningMixin:
     def sweep_validation(self, valid_data):
         """One validation pass over the whole γ grid: ``(score, result at the best γ, rows)`` (see
         :func:`sweep_thresholds`), the score being that result's ``valid_metric``. Changes nothing."""
-        rows = sweep_thresholds(self, valid_data, self.threshold_grid)
+        rows = self._validation_sweep(valid_data)
         result = _without_threshold(self.best_threshold_row(rows))
         return result[self.valid_metric], result, rows
 
+    def _validation_sweep(self, valid_data):
+        """The grid's rows on ``valid_data``, the chosen one (:func:`select_setting`) marked ``"selected": True``."""
+        row_metric = self.threshold_metric if self.threshold_tiebreak else None
+        rows, values = sweep_with_row_values(self, valid_data, self.threshold_grid, row_metric)
+        rows[select_setting(rows, self.threshold_metric, self.threshold_tiebreak, values)]["selected"] = True
+        return rows
+
     def best_threshold_row(self, rows):
-        """The row of the best (γ, γ_u) by ``specgr_threshold_metric`` (the first of equals: grid order decides
-        ties)."""
-        return max(rows, key=lambda row: row[self.threshold_metric])
+        """The row marked ``selected`` by the validation sweep, else the best by ``specgr_threshold_metric`` (the
+        first of equals: grid order decides ties)."""
+        marked = [row for row in rows if row.get("selected")]
+        return marked[0] if marked else rows[select_setting(rows, self.threshold_metric)]
 
     def use_threshold(self, rows):
         """Set the model's γ and γ_u to the best of ``rows``, keep them as ``threshold_sweep``, log them.
@@ -184,4 +221,4 @@ def _number_list(config, key):
 
 
 def _without_threshold(row):
-    return {k: v for k, v in row.items() if k not in setting_keys(Thresholds(0.0, 0.0))}
+    return {k: v for k, v in row.items() if k not in setting_keys(Thresholds(0.0, 0.0)) and k != "selected"}
