@@ -11,6 +11,7 @@ Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
 """
 
+import logging
 import time
 from functools import partial
 from typing import Optional
@@ -53,6 +54,9 @@ class SpeculativeEvalMixin:
         text_prior_of`)."""
         self._make_recommender = partial(SpeculativeRecommender.from_config, config)
         self._text_prior = text_prior_of(config, dataset, self.item_text_embeddings())
+        if self._text_prior is not None:
+            logging.getLogger().info(f"[SPECGR] text prior: the last {self._text_prior.last_n} items' texts, centre "
+                                     f"c̄ = {self._text_prior.center:.4f} (mean cosine of training (history, next item))")
         self._recommender = self._make_recommender(*self.speculative_parts(), text_prior=self._text_prior)
         self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u, β); set_specgr_threshold changes them
         self._recommender_key = None  # (device, n_items) the recommender was built for
