@@ -3,6 +3,7 @@ checkpoint logic, end-to-end runs through quick_start, and items added to a trai
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -329,12 +330,21 @@ def test_every_stage_is_validated_at_its_last_epoch(run_dir):
                     ("drafter", 3)]),  # in stage 1: its rest, the stage-1 baseline, stage 2
     (3, [3], [("speculative", 3), ("drafter", 3)]),  # in stage 2: stage 1 and the baseline are not repeated
 ])
-def test_a_killed_run_resumes_in_its_stage(run_dir, kill_epoch, expected_epochs, expected_validations):
+def test_a_killed_run_resumes_in_its_stage(run_dir, kill_epoch, expected_epochs, expected_validations, monkeypatch):
     scores = dict(drafter_scores={0: 0.3, 1: 0.1}, speculative_scores={0: 0.2, 1: 0.9, 2: 0.25, 3: 0.4})
     progress = str(run_dir / "run.progress.pth")
     with pytest.raises(Killed):
         scripted_fit(run_dir, **scores, progress_file=progress, kill_epoch=kill_epoch)
+    reads = []  # (mtime) of every load of the progress file by the resumed run
+
+    def counted_load(path, *args, **kwargs):
+        if str(path) == progress:
+            reads.append(os.stat(path).st_mtime_ns)
+        return compat.load_checkpoint(path, *args, **kwargs)
+
+    monkeypatch.setattr("recbole_specgr.trainer.inductive_trainer.load_checkpoint", counted_load)
     trainer, trained, validations, best, checkpoint = scripted_fit(run_dir, **scores, progress_file=progress)
+    assert reads and len(reads) == len(set(reads))  # the stage check and the resume share one read of the file
     assert [e for e, _, _ in trained] == expected_epochs and validations == expected_validations
     assert trained[-1][1] and trained[-1][2] == 2.0  # the last epoch fine-tunes, from the weights of epoch 2
     # the selection of the uninterrupted run (test above): stage 2's epoch 3, at the stage-2 learning rate

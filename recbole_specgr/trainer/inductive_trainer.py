@@ -89,6 +89,7 @@ class InductiveTrainer(Trainer):
         self._resumed_scheduler_state = None
         self.progress_file = config["progress_file"]
         self.resumed_train_time_s = 0.0  # training time of the processes before this one (progress_file)
+        self._progress_read = None  # ((path, mtime), state) read by progress_stage, for _resume_progress to reuse
         self._clock = None  # when this process started training
         self._fit_first_epoch = 0  # the epoch the current fit started at, in the first process (the schedule's start)
         self._progress_loader = None  # the training loader while fit() writes progress
@@ -295,13 +296,19 @@ class InductiveTrainer(Trainer):
         ``"pretrain"`` / ``"finetune"``), None without one. Multi-stage trainers skip the stages it shows finished."""
         if not (self.progress_file and os.path.exists(self.progress_file)):
             return None
-        return self._read_progress_file()["progress"]["stage"]
+        state = self._read_progress_file()
+        self._progress_read = ((self.progress_file, os.stat(self.progress_file).st_mtime_ns), state)
+        return state["progress"]["stage"]
 
     def _stage_name(self):
         return getattr(self, "stage", None) or "train"
 
     def _read_progress_file(self):
+        """The checked contents of ``progress_file`` (those :meth:`progress_stage` read, if the file is unchanged)."""
         path = self.progress_file
+        kept, self._progress_read = self._progress_read, None
+        if kept is not None and kept[0] == (path, os.stat(path).st_mtime_ns):
+            return kept[1]
         state = load_checkpoint(path, map_location="cpu")
         meta = state.get("progress") if isinstance(state, dict) else None
         if meta is None:
