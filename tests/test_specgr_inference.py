@@ -9,7 +9,7 @@ import torch
 from recbole_specgr.inference.drafting import DraftIndex, DraftMask
 from recbole_specgr.inference.interfaces import BeamStep
 from recbole_specgr.inference.prefix_index import PrefixIndex
-from recbole_specgr.inference.specgr import SpeculativeRecommender, Thresholds, beam_table, verification_scores
+from recbole_specgr.inference.specgr import SpeculativeRecommender, Thresholds, beam_nodes, verification_scores
 from recbole_specgr.inference.text_prior import TextPrior
 from fakes import FixedDrafter, TableVerifier, make_catalog, user_seq
 
@@ -558,26 +558,47 @@ class _Cfg(dict):
 
 
 # drafting ------------------------------------------------------------------------------------------------------
-def test_beam_table_marks_each_users_valid_beam_prefixes():
+def test_guided_candidates_are_exactly_the_items_under_each_users_valid_beams():
     item2codes, _ = make_catalog(20, seed=0)
     index = PrefixIndex(item2codes, codebook_size=3)
     prefixes = item2codes[[[1, 2], [3, 3]], :2]  # [B=2, β=2, 2]
     step = BeamStep(2, prefixes, torch.zeros(2, 2), torch.tensor([[True, True], [True, False]]), None)
-    table = beam_table(index, step)  # [2, P_2]
-    nodes = index.item_nodes(2)
-    assert table.sum(1).tolist() == [len({tuple(item2codes[i, :2].tolist()) for i in (1, 2)}), 1]
-    assert table[0, nodes[1]] and table[0, nodes[2]] and table[1, nodes[3]]
+    nodes = beam_nodes(index, step)  # [2, 2]
+    assert nodes[1, 1] == -1 and nodes[0, 0] == index.item_nodes(2)[1] and nodes[1, 0] == index.item_nodes(2)[3]
+    candidates = index.items_under(2, nodes)
+    for b, users_items in enumerate(([1, 2], [3])):
+        under = {tuple(item2codes[i, :2].tolist()) for i in users_items}
+        expect = [i for i in range(1, 21) if tuple(item2codes[i, :2].tolist()) in under]  # brute force
+        assert [i for i in candidates[b].tolist() if i] == expect
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_items_under_matches_brute_force(depth):
+    g = torch.Generator().manual_seed(depth)
+    item2codes, _ = make_catalog(200, n_digits=4, codebook_size=6, seed=depth)
+    index = PrefixIndex(item2codes, codebook_size=6)
+    n_nodes = index.n_nodes(depth)
+    nodes = torch.stack([torch.randperm(n_nodes, generator=g)[:4] for _ in range(5)])
+    nodes[0, 1], nodes[2] = -1, -1  # no beam / a user without beams
+    got = index.items_under(depth, nodes)
+    for b in range(5):
+        wanted = set(nodes[b][nodes[b] >= 0].tolist())
+        expect = [i for i in range(1, 201) if int(index.item_nodes(depth)[i]) in wanted]
+        assert [i for i in got[b].tolist() if i] == expect
+    assert index.items_under(depth, torch.full((2, 3), -1)).shape == (2, 0)
+    with pytest.raises(ValueError, match="depth"):
+        index.items_under(index.n_digits, nodes)
 
 
 def _masks(n_users, n_items, seed):
     g = torch.Generator().manual_seed(seed)
-    item_prefix = torch.randint(0, 4, (n_items,), generator=g)
+    candidates = torch.stack([torch.randperm(n_items, generator=g)[: n_items // 3] for _ in range(n_users)])
+    candidates = candidates.masked_fill(torch.arange(n_items // 3) < 5, 0).sort(dim=1).values  # 5 padding, ascending
     return [
         DraftMask(),
         DraftMask(allowed=torch.rand(n_items, generator=g) < 0.5),
         DraftMask(allowed=torch.rand(n_users, n_items, generator=g) < 0.5),
-        DraftMask(drafted=torch.rand(n_users, n_items, generator=g) < 0.3, item_prefix=item_prefix,
-                  prefix_table=torch.rand(n_users, 4, generator=g) < 0.5),
+        DraftMask(drafted=torch.rand(n_users, n_items, generator=g) < 0.3, candidates=candidates),
         DraftMask(allowed=torch.rand(n_items, generator=g) < 0.05),  # tiny subset: fewer than δ allowed
     ]
 
@@ -612,6 +633,42 @@ def test_dense_and_faiss_drafting_agree_under_masks(faiss_index, one_faiss_threa
         if faiss_index == "flat":  # exact: same top-δ
             assert torch.equal(d_items, f_items)
             assert torch.allclose(d_scores, f_scores, atol=1e-4)
+
+
+def test_item_scores_in_user_chunks_equal_one_product(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    vectors, queries = torch.randn(50, 4, generator=g), torch.randn(7, 4, generator=g)
+    items = torch.randint(0, 50, (7, 6), generator=g)
+    expect = torch.stack([vectors[items[b]] @ queries[b] for b in range(7)])
+    monkeypatch.setattr("recbole_specgr.inference.drafting.ITEM_SCORE_CHUNK", 2 * 6 * 4)  # two users per chunk
+    session = DraftIndex(vectors, "dense").session(queries)
+    assert torch.allclose(session.item_scores(items), expect, atol=1e-6)
+    assert session.item_scores(items[:0]).shape == (0, 6)
+
+
+@pytest.mark.parametrize("backend, faiss_index, n_candidates", [
+    ("dense", "flat", 40), ("faiss", "hnsw", 4), ("faiss", "flat", 40), ("faiss", "hnsw", 40)])
+def test_drafting_with_candidates_equals_the_same_restriction_as_a_catalog_mask(backend, faiss_index, n_candidates,
+                                                                                one_faiss_thread):
+    """dense: round-0 scores gathered at the candidates; faiss: few candidates (≤ n/64) scored directly, exactly even
+    under HNSW; more filter the over-fetched neighbours (exact with a flat index)."""
+    g = torch.Generator().manual_seed(4)
+    vectors, queries = torch.randn(300, 16, generator=g), torch.randn(6, 16, generator=g)
+    candidates = torch.stack([torch.randperm(299, generator=g)[:n_candidates] + 1 for _ in range(6)]).sort(1).values
+    drafted = torch.rand(6, 300, generator=g) < 0.3
+    index = DraftIndex(vectors, backend, faiss_index=faiss_index)
+    session = index.session(queries)
+    session.topk(3)  # round 0
+    if backend == "faiss" and n_candidates * 64 <= 300:
+        index._faiss_fetch = lambda *args: pytest.fail("searched the whole catalog")
+    mask = DraftMask(drafted=drafted, candidates=candidates)
+    items, scores = session.topk(10, mask)
+    whole = DraftMask(allowed=mask.dense(6, 300))  # the same restriction as a whole-catalog mask
+    expect_items, expect_scores = DraftIndex(vectors, "dense").search(queries, 10, whole)
+    if faiss_index == "hnsw" and n_candidates * 64 > 300:  # approximate: only candidates, not drafted
+        assert whole.gather(items).masked_fill(items == 0, True).all()
+    else:
+        assert torch.equal(items, expect_items) and torch.allclose(scores, expect_scores, atol=1e-5)
 
 
 def test_faiss_session_over_fetch_falls_back_to_dense_when_too_few_survive(one_faiss_thread):

@@ -4,9 +4,9 @@ recbole_specgr.inference.drafting
 Top-δ inner-product retrieval of draft items for a batch of query vectors, under per-user masks.
 
 A user may be drafted item i only if ``i != 0`` (padding), ``i`` is allowed (``[n]`` or ``[B, n]``), ``i`` was not
-drafted before (``[B, n]``) and, during guided re-drafting, ``i``'s j-digit prefix is in that user's beam set B_j
-(a ``[B, n_prefixes]`` table gathered through each item's compact prefix id). :class:`DraftMask` holds these
-parts and evaluates them either densely (``[B, n]``) or only at given candidates (``[B, M]``).
+drafted before (``[B, n]``) and, during guided re-drafting, ``i`` is one of that user's candidates (``[B, M]``: the
+items under its beam prefixes B_j). :class:`DraftMask` holds these parts and evaluates them either densely
+(``[B, n]``) or only at given items (``[B, M]``).
 
 Two backends, both exact by default:
 
@@ -25,6 +25,10 @@ import numpy as np
 import torch
 
 BACKENDS = ("dense", "faiss")
+ITEM_SCORE_CHUNK = 1 << 24  # gathered vector entries per chunk of DraftSession.item_scores (64 MB in fp32)
+# faiss: candidates are scored directly while a user has at most 1/64 of the catalog (a gathered inner product costs
+# ~100x a matmul's per entry on CPU, bench_drafting.py); more, and they filter the over-fetched neighbours instead
+DIRECT_SCORING_SHARE = 64
 FAISS_INDEXES = ("flat", "hnsw", "ivf")
 
 
@@ -33,8 +37,7 @@ class DraftMask(NamedTuple):
 
     allowed: Optional[torch.Tensor] = None  # [n] or [B, n] bool, True = may be drafted
     drafted: Optional[torch.Tensor] = None  # [B, n] bool, True = drafted before, excluded
-    item_prefix: Optional[torch.Tensor] = None  # [n] long, compact j-prefix id of every item
-    prefix_table: Optional[torch.Tensor] = None  # [B, P] bool, True = prefix in the user's beam set B_j
+    candidates: Optional[torch.Tensor] = None  # [B, M] long, the only items that may be drafted (ascending, distinct)
 
     def dense(self, n_rows: int, n_items: int, rows: Optional[torch.Tensor] = None, device=None) -> torch.Tensor:
         """The mask of every item for ``rows`` (default all B users): ``[R, n]`` bool."""
@@ -46,8 +49,8 @@ class DraftMask(NamedTuple):
             ok &= self.allowed if self.allowed.dim() == 1 else pick(self.allowed)
         if self.drafted is not None:
             ok &= ~pick(self.drafted)
-        if self.prefix_table is not None:
-            ok &= pick(self.prefix_table)[:, self.item_prefix]
+        if self.candidates is not None:
+            ok &= _members(pick(self.candidates), n_items)
         return ok
 
     def gather(self, items: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -58,9 +61,19 @@ class DraftMask(NamedTuple):
             ok &= self.allowed[items] if self.allowed.dim() == 1 else pick(self.allowed).gather(1, items)
         if self.drafted is not None:
             ok &= ~pick(self.drafted).gather(1, items)
-        if self.prefix_table is not None:
-            ok &= pick(self.prefix_table).gather(1, self.item_prefix[items])
+        if self.candidates is not None and self.candidates.size(1) > 0:
+            cands = pick(self.candidates)  # [R, M] ascending
+            at = torch.searchsorted(cands, items).clamp(max=cands.size(1) - 1)
+            ok &= cands.gather(1, at) == items
+        elif self.candidates is not None:
+            ok &= False
         return ok
+
+
+def _members(candidates: torch.Tensor, n_items: int) -> torch.Tensor:
+    """``[R, n]`` bool: True at each row's ``candidates`` [R, M] (padding 0 included; the caller excludes it)."""
+    table = torch.zeros(candidates.size(0), n_items, dtype=torch.bool, device=candidates.device)
+    return table.scatter_(1, candidates, True)
 
 
 def padded_topk(key: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -208,16 +221,33 @@ class DraftSession:
         return self._dense_scores
 
     def item_scores(self, items: torch.Tensor) -> torch.Tensor:
-        """Inner products of each user's query with its own ``items`` [B, M] (any ids, 0 included): [B, M]."""
-        vectors = self.index.item_vectors[items]  # [B, M, D]
-        return torch.einsum("bd,bmd->bm", self.queries.to(vectors.dtype), vectors)
+        """Inner products of each user's query with its own ``items`` [B, M] (any ids, 0 included): [B, M], computed
+        for these entries only, a chunk of users at a time (at most ``ITEM_SCORE_CHUNK`` gathered vector entries)."""
+        vectors = self.index.item_vectors
+        queries = self.queries.to(vectors.dtype)
+        step = max(1, ITEM_SCORE_CHUNK // max(1, items.size(1) * vectors.size(1)))  # users per chunk
+        chunks = [torch.einsum("bd,bmd->bm", queries[s : s + step], vectors[items[s : s + step]])
+                  for s in range(0, items.size(0), step)]
+        return torch.cat(chunks) if chunks else items.new_zeros(items.shape, dtype=vectors.dtype)
 
     def topk(self, k: int, mask: Optional[DraftMask] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Top-``k`` allowed items per user: items [B, k] (0 = none), scores [B, k] (-inf = none)."""
+        """Top-``k`` allowed items per user: items [B, k] (0 = none), scores [B, k] (-inf = none).
+
+        With ``mask.candidates`` (e.g. the items under the beam prefixes,
+        :meth:`~recbole_specgr.inference.prefix_index.PrefixIndex.items_under`) the dense backend gathers their
+        round-0 scores instead of masking the catalog; faiss scores them directly (exactly) when a user has at most
+        1/``DIRECT_SCORING_SHARE`` of the catalog, else keeps its over-fetched neighbours that are candidates."""
         mask = mask or DraftMask()
         n_rows, n_items = self.queries.size(0), self.index.n_items
         if k <= 0:
             return self.queries.new_zeros(n_rows, 0, dtype=torch.long), self.queries.new_zeros(n_rows, 0)
+        cands = mask.candidates
+        if cands is not None and (self.index.backend == "dense" or cands.size(1) * DIRECT_SCORING_SHARE <= n_items):
+            if self.index.backend == "dense":  # round 0 scored every item already: gather
+                scores = self.dense_scores().gather(1, cands)
+            else:  # few candidates: score exactly those (also under faiss' approximate indexes)
+                scores = self.item_scores(cands)
+            return masked_topk(scores, mask._replace(candidates=None).gather(cands), k, ids=cands)
         if self.index.backend == "dense":
             scores = self.dense_scores()
             return masked_topk(scores, mask.dense(n_rows, n_items, device=scores.device), k)
@@ -228,7 +258,7 @@ class DraftSession:
         quarter of the catalog, then scored densely."""
         index, n_rows, n_items = self.index, self.queries.size(0), self.index.n_items
         global_allowed = mask.allowed if mask.allowed is not None and mask.allowed.dim() == 1 else None
-        per_user = mask.drafted is not None or mask.prefix_table is not None or global_allowed is not mask.allowed
+        per_user = mask.drafted is not None or mask.candidates is not None or global_allowed is not mask.allowed
         fetch = min(n_items - 1, k * index.overfetch if per_user else k)
         stale = self._fetched is None or self._fetched[2] is not global_allowed or self._fetched[0].size(1) < fetch
         if stale:

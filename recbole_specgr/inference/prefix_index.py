@@ -57,6 +57,12 @@ class PrefixIndex(nn.Module):
             self.register_buffer(f"keys_{j}", uniq, persistent=False)  # [P_j] sorted prefix keys
             pad = torch.full((1,), -1, dtype=torch.long, device=codes.device)
             self.register_buffer(f"item_nodes_{j}", torch.cat([pad, node]), persistent=False)  # [n]
+            if j < l:  # the items under each node, grouped by node (ascending ids within a node): CSR
+                by_node = torch.argsort(node, stable=True)
+                counts = torch.bincount(node, minlength=uniq.numel())
+                self.register_buffer(f"node_items_{j}", item_ids[by_node], persistent=False)  # [n-1]
+                self.register_buffer(f"node_offsets_{j}", torch.cat([pad.new_zeros(1), counts.cumsum(0)]),
+                                     persistent=False)  # [P_j + 1]
             parent, n_parents = node, uniq.numel()
         # at depth l the key table is sorted by key, not by item id: remember which item each key spells
         order = torch.argsort(key)
@@ -73,6 +79,27 @@ class PrefixIndex(nn.Module):
     def item_nodes(self, depth: int) -> torch.Tensor:
         """[n] node id of every item's ``depth``-digit prefix (depth ∈ [1, l]; the item id at l; −1 for padding)."""
         return getattr(self, f"item_nodes_{depth}")
+
+    def items_under(self, depth: int, nodes: torch.Tensor) -> torch.Tensor:
+        """The items whose ``depth``-digit prefix is one of each user's ``nodes`` [B, K] (−1 = none; distinct within
+        a row), ascending: ``[B, M]``, M the largest count of any user, padded with 0 (e.g. guided re-drafting's
+        candidates under the beam prefixes B_j, without touching the rest of the catalog)."""
+        if not 1 <= depth < self.n_digits:
+            raise ValueError(f"depth: expected 1..{self.n_digits - 1}, got {depth}")
+        items, offsets = getattr(self, f"node_items_{depth}"), getattr(self, f"node_offsets_{depth}")
+        node = nodes.long().clamp(min=0)
+        start = offsets[node]  # [B, K] where each node's items begin in ``items``
+        count = (offsets[node + 1] - start).masked_fill(nodes < 0, 0)  # [B, K]
+        ends = count.cumsum(dim=1)  # [B, K] end of each node's run in the user's list
+        width = int(ends[:, -1].max()) if ends.numel() else 0
+        if width == 0:
+            return nodes.new_zeros(nodes.size(0), 0, dtype=torch.long)
+        total = ends[:, -1:]  # [B, 1]
+        slot = torch.arange(width, device=nodes.device).repeat(nodes.size(0), 1)  # [B, M] position in the list
+        run = torch.searchsorted(ends, slot, right=True).clamp(max=nodes.size(1) - 1)  # [B, M] its node
+        pos = start.gather(1, run) + slot - (ends - count).gather(1, run)
+        out = items[pos.clamp(max=items.numel() - 1)].masked_fill(slot >= total, 0)
+        return out.sort(dim=1).values
 
     def restrict(self, item_mask: torch.Tensor) -> List[torch.Tensor]:
         """Tables that lead only to items with ``item_mask`` [n] True: l tensors [P_j, C], as :meth:`child_table`."""

@@ -41,13 +41,10 @@ def verification_scores(log_probs: torch.Tensor, unseen: torch.Tensor, adjust: b
     return torch.where(unseen, log_probs[..., :-1].mean(dim=-1), full)
 
 
-def beam_table(prefix_index: PrefixIndex, step: BeamStep) -> torch.Tensor:
-    """``[B, P_j]`` bool: True where j-prefix node p is one of the user's valid beams in B_j (eq. 3)."""
-    n_prefixes = prefix_index.child_table(step.depth).size(0)  # P_j
+def beam_nodes(prefix_index: PrefixIndex, step: BeamStep) -> torch.Tensor:
+    """``[B, β]`` the j-prefix node of each of the user's beams in B_j, −1 for no beam."""
     node = prefix_index.lookup(step.prefixes)  # [B, β], -1 = no item has it
-    node = node.masked_fill(~step.valid | (node < 0), n_prefixes)  # spare column for non-beams
-    table = torch.zeros(node.size(0), n_prefixes + 1, dtype=torch.bool, device=node.device)
-    return table.scatter_(1, node, True)[:, :n_prefixes]
+    return node.masked_fill(~step.valid, -1)
 
 
 @dataclass
@@ -236,7 +233,6 @@ class SpeculativeRecommender:
         self.seen_item_mask = seen_item_mask.bool()  # [n]
         # define derived structures
         self.prefix_index = verifier.prefix_index  # the verifier's own prefix tree (C from its codebook)
-        self.item_prefix = [self.prefix_index.item_nodes(j).clamp(min=0) for j in range(1, self.n_digits)]  # [n] each
         real = torch.nonzero((verifier.item2codes[1:] >= 0).all(dim=1)).squeeze(1)
         self.stand_in_item = int(real[0]) + 1 if real.numel() > 0 else 1  # verified in place of empty draft slots
         self.drafter_temperature = float(getattr(drafter, "temperature", None) or 1.0)  # τ: s_d = inner product / τ
@@ -378,10 +374,9 @@ class SpeculativeRecommender:
         beam_users = None if all_beams else active
         for j in range(self.n_digits):
             mask = DraftMask(draft_allowed, drafted)
-            if j > 0 and not self.no_guided_redrafting:
+            if j > 0 and not self.no_guided_redrafting:  # eq. 3: only the items under a beam prefix of B_j
                 beams = self._advance(beam_steps, beams, j, beam_users)
-                mask = mask._replace(item_prefix=self.item_prefix[j - 1],
-                                     prefix_table=beam_table(self.prefix_index, beams))
+                mask = mask._replace(candidates=self.prefix_index.items_under(j, beam_nodes(self.prefix_index, beams)))
             items, logits = session.topk(self.draft_size, mask)  # [B, δ], 0 = none
             items = items.masked_fill(~active.unsqueeze(1), 0)
             draft_logits.append(logits.float().masked_fill(items == 0, -math.inf) / self.drafter_temperature)
