@@ -11,50 +11,24 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_gamma_sweep import load_trained  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from candidates import dump_candidates  # noqa: E402
 from recbole_specgr.evaluation import SplitMetrics  # noqa: E402
-from recbole_specgr.inference.specgr import Thresholds  # noqa: E402
-from recbole_specgr.model.speculative import allowed_items  # noqa: E402
+
+
+def unseen_digit_log_probs(rec, seq, seq_len, enc, seen):
+    """log P(c_1..c_l | x) of every unseen item, per digit."""
+    unseen_ids = torch.nonzero(~seen).squeeze(1)
+    unseen_ids = unseen_ids[unseen_ids > 0]
+    return {"lp": rec.verifier.digit_log_probs(enc, unseen_ids.expand(seq.size(0), -1)).float()}
+
 
 checkpoint, alpha = sys.argv[1], float(sys.argv[2])
-_, trainer, valid_data, test_data = load_trained(checkpoint, {"show_progress": False})
-model = trainer.model
-model.eval()
-rec = model.speculative_recommender()
-rec.no_adaptive_exit = True
-L, n = rec.n_digits, rec.n_items
-data = {}
-with torch.no_grad():
-    for split, loader in (("valid", valid_data), ("test", test_data)):
-        seen = loader._dataset.seen_item_mask
-        unseen_ids = torch.nonzero(~seen).squeeze(1)
-        unseen_ids = unseen_ids[unseen_ids > 0]
-        parts = {"base": [], "sd": [], "lp": [], "targets": []}
-        for inter, *_ in loader:
-            inter = trainer.with_exclusions(inter, loader._dataset)
-            allowed = allowed_items(inter)
-            allowed = None if allowed is None else allowed.bool()
-            seq, seq_len = inter[model.ITEM_SEQ], inter[model.ITEM_SEQ_LEN]
-            rounds = rec._draft_rounds(seq, seq_len, Thresholds(0.0, 0.0), allowed)
-            fill = rec._advance(rounds.beam_steps, rounds.beams, L)
-            base = torch.full((seq.size(0), n), -math.inf)  # V of drafts and complete beams, -inf elsewhere
-            beam_items = fill.items.masked_fill(~fill.valid, 0)
-            beam_v = (fill.scores.float() / fill.depth).masked_fill(~fill.valid, -math.inf)
-            if allowed is not None:
-                beam_v = beam_v.masked_fill(~(allowed.gather(1, beam_items) if allowed.dim() == 2
-                                              else allowed[beam_items]), -math.inf)
-            base.scatter_reduce_(1, beam_items, beam_v, reduce="amax")
-            base.scatter_reduce_(1, rounds.cand.flatten(1), rounds.cand_scores.flatten(1), reduce="amax")
-            base[:, 0] = -math.inf
-            enc = rec.verifier.encode(seq, seq_len)
-            parts["base"].append(base)
-            parts["sd"].append(rec.draft_queries(seq, seq_len, enc) @ rec.draft_index.item_vectors.float().T / model.temperature)
-            parts["lp"].append(rec.verifier.digit_log_probs(enc, unseen_ids.expand(seq.size(0), -1)).float())
-            parts["targets"].append(inter[trainer.item_field])
-        data[split] = {k: torch.cat(v) for k, v in parts.items()} | {"seen": seen, "unseen_ids": unseen_ids}
+model, rec, data = dump_candidates(checkpoint, unseen_digit_log_probs)
+L = rec.n_digits
+for d in data.values():
+    d["unseen_ids"] = torch.nonzero(~d["seen"]).squeeze(1)
+    d["unseen_ids"] = d["unseen_ids"][d["unseen_ids"] > 0]
 
 
 def evaluate(d, alpha_u, digits, lam, c):

@@ -14,49 +14,23 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_gamma_sweep import load_trained  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from candidates import dump_candidates  # noqa: E402
 from recbole_specgr.evaluation import SplitMetrics  # noqa: E402
-from recbole_specgr.inference.specgr import Thresholds  # noqa: E402
-from recbole_specgr.model.speculative import allowed_items  # noqa: E402
+
+
+def text_prior_cosines(rec, seq, seq_len, enc, seen):
+    """cos(item text, mean text of the last items) of every item (s_t before centring and τ)."""
+    all_items = torch.arange(rec.n_items)
+    return {"st": rec.text_prior.cosines(seq, seq_len, all_items.expand(seq.size(0), -1))}
+
 
 checkpoint, alpha = sys.argv[1], float(sys.argv[2])
-_, trainer, valid_data, test_data = load_trained(checkpoint, {"show_progress": False})
-model = trainer.model
-model.eval()
-rec = model.speculative_recommender()
-rec.no_adaptive_exit = True
+model, rec, data = dump_candidates(checkpoint, text_prior_cosines)
 prior = rec.text_prior
-L, n, tau = rec.n_digits, rec.n_items, model.temperature
-all_items = torch.arange(n)
-data = {}
-with torch.no_grad():
-    for split, loader in (("valid", valid_data), ("test", test_data)):
-        parts = {"base": [], "sd": [], "st": [], "targets": []}
-        for inter, *_ in loader:
-            inter = trainer.with_exclusions(inter, loader._dataset)
-            allowed = allowed_items(inter)
-            allowed = None if allowed is None else allowed.bool()
-            seq, seq_len = inter[model.ITEM_SEQ], inter[model.ITEM_SEQ_LEN]
-            rounds = rec._draft_rounds(seq, seq_len, Thresholds(0.0, 0.0), allowed)
-            fill = rec._advance(rounds.beam_steps, rounds.beams, L)
-            base = torch.full((seq.size(0), n), -math.inf)  # V of drafts and complete beams, -inf elsewhere
-            beam_items = fill.items.masked_fill(~fill.valid, 0)
-            beam_v = (fill.scores.float() / fill.depth).masked_fill(~fill.valid, -math.inf)
-            if allowed is not None:
-                beam_v = beam_v.masked_fill(~(allowed.gather(1, beam_items) if allowed.dim() == 2
-                                              else allowed[beam_items]), -math.inf)
-            base.scatter_reduce_(1, beam_items, beam_v, reduce="amax")
-            base.scatter_reduce_(1, rounds.cand.flatten(1), rounds.cand_scores.flatten(1), reduce="amax")
-            base[:, 0] = -math.inf
-            enc = rec.verifier.encode(seq, seq_len)
-            parts["base"].append(base)
-            parts["sd"].append(rec.draft_queries(seq, seq_len, enc) @ rec.draft_index.item_vectors.float().T / tau)
-            parts["st"].append(prior.cosines(seq, seq_len, all_items.expand(seq.size(0), -1)) / tau)
-            parts["targets"].append(inter[trainer.item_field])
-        data[split] = {k: torch.cat(v) for k, v in parts.items()} | {"seen": loader._dataset.seen_item_mask}
+L, tau = rec.n_digits, model.temperature
+for d in data.values():
+    d["st"] = d["st"] / tau
 
 
 def evaluate(d, beta, beta_seen, rho, c):
