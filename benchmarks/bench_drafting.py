@@ -43,7 +43,7 @@ def make_masks(n_users: int, n_items: int, delta: int, device, seed: int = 0) ->
         cands = torch.zeros(n_users, width, dtype=torch.long)
         for b in range(n_users):
             ids = torch.nonzero(allowed[b]).squeeze(1)
-            cands[b, : ids.numel()] = ids
+            cands[b, width - ids.numel():] = ids  # ascending, padding 0 first (as PrefixIndex.items_under)
         return cands, allowed
 
     first = torch.rand(n_users, 256, generator=g) < 0.25  # first digit = prefix // 256

@@ -573,7 +573,7 @@ def test_guided_candidates_are_exactly_the_items_under_each_users_valid_beams():
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
-def test_items_under_matches_brute_force(depth):
+def test_items_under_matches_brute_force(depth, monkeypatch):
     g = torch.Generator().manual_seed(depth)
     item2codes, _ = make_catalog(200, n_digits=4, codebook_size=6, seed=depth)
     index = PrefixIndex(item2codes, codebook_size=6)
@@ -581,6 +581,14 @@ def test_items_under_matches_brute_force(depth):
     nodes = torch.stack([torch.randperm(n_nodes, generator=g)[:4] for _ in range(5)])
     nodes[0, 1], nodes[2] = -1, -1  # no beam / a user without beams
     got = index.items_under(depth, nodes)
+    assert torch.equal(got, got.sort(dim=1).values)  # ascending, padding 0 first
+    assert torch.equal(index.count_under(depth, nodes), (got > 0).sum(dim=1))
+    assert torch.equal(index.under_mask(depth, nodes), torch.zeros(5, 201, dtype=torch.bool).scatter_(
+        1, got, True).index_fill_(1, torch.tensor([0]), False))
+    repeated = torch.cat([nodes, nodes[:, :2]], dim=1)  # a node given twice counts once
+    assert torch.equal(index.items_under(depth, repeated), got)
+    monkeypatch.setattr("recbole_specgr.inference.prefix_index.ITEMS_UNDER_CHUNK", got.size(1) * 2)
+    assert torch.equal(index.items_under(depth, nodes), got)  # two users per chunk
     for b in range(5):
         wanted = set(nodes[b][nodes[b] >= 0].tolist())
         expect = [i for i in range(1, 201) if int(index.item_nodes(depth)[i]) in wanted]
@@ -687,6 +695,29 @@ def test_faiss_session_over_fetch_falls_back_to_dense_when_too_few_survive(one_f
         DraftIndex(vectors, "faiss", faiss_index="lsh")
     with pytest.raises(ValueError, match=r"^overfetch: expected an int >= 1, got 0$"):  # an argument, not a config key
         DraftIndex(vectors, "faiss", overfetch=0)
+
+
+@pytest.mark.parametrize("backend", ["dense", "faiss"])
+def test_guided_rounds_give_the_same_drafts_listed_or_masked(backend, monkeypatch, one_faiss_thread):
+    """Guided rounds list the items under the beam prefixes when few, else mask the catalog: the same drafts."""
+    verifier, drafter, seen = build(seed=2)
+    out = {}
+    for share in (1, 10**9):  # every round listed / every round masked
+        monkeypatch.setattr("recbole_specgr.inference.specgr.GUIDED_LIST_SHARE", share)
+        rec = SpeculativeRecommender(verifier, drafter, seen, drafting_backend=backend, **JOINT_CASES[0])
+        out[share] = rec.recommend(*user_seq(range(N_USERS)))
+    assert torch.equal(out[1].drafts, out[10**9].drafts) and torch.equal(out[1].scores, out[10**9].scores)
+
+
+def test_drafting_with_padded_or_empty_candidates():
+    g = torch.Generator().manual_seed(5)
+    vectors, queries = torch.randn(30, 4, generator=g), torch.randn(2, 4, generator=g)
+    session = DraftIndex(vectors, "dense").session(queries)
+    items, scores = session.topk(3, DraftMask(candidates=torch.tensor([[0, 0, 4, 9], [0, 0, 0, 17]])))
+    assert items[1].tolist() == [17, 0, 0] and scores[1, 1:].eq(-math.inf).all()
+    assert sorted(items[0, :2].tolist()) == [4, 9] and items[0, 2] == 0
+    items, _ = session.topk(3, DraftMask(candidates=torch.zeros(2, 0, dtype=torch.long)))
+    assert items.eq(0).all()
 
 
 def test_joint_ranking_is_the_same_with_the_faiss_backend(one_faiss_thread):

@@ -37,7 +37,7 @@ class DraftMask(NamedTuple):
 
     allowed: Optional[torch.Tensor] = None  # [n] or [B, n] bool, True = may be drafted
     drafted: Optional[torch.Tensor] = None  # [B, n] bool, True = drafted before, excluded
-    candidates: Optional[torch.Tensor] = None  # [B, M] long, the only items that may be drafted (ascending, distinct)
+    candidates: Optional[torch.Tensor] = None  # [B, M] long, the only items that may be drafted (ascending; 0 = pad)
 
     def dense(self, n_rows: int, n_items: int, rows: Optional[torch.Tensor] = None, device=None) -> torch.Tensor:
         """The mask of every item for ``rows`` (default all B users): ``[R, n]`` bool."""
@@ -101,7 +101,7 @@ def masked_topk(
         (-inf = none).
     """
     top_scores, cols, valid = padded_topk(scores.masked_fill(~ok, -math.inf), k)
-    top_items = cols if ids is None else ids.gather(1, cols)
+    top_items = cols if ids is None or ids.size(1) == 0 else ids.gather(1, cols)  # M = 0: padding only
     return top_items.masked_fill(~valid, 0), top_scores
 
 
@@ -235,8 +235,9 @@ class DraftSession:
 
         With ``mask.candidates`` (e.g. the items under the beam prefixes,
         :meth:`~recbole_specgr.inference.prefix_index.PrefixIndex.items_under`) the dense backend gathers their
-        round-0 scores instead of masking the catalog; faiss scores them directly (exactly) when a user has at most
-        1/``DIRECT_SCORING_SHARE`` of the catalog, else keeps its over-fetched neighbours that are candidates."""
+        round-0 scores instead of masking the catalog; faiss scores them directly (exactly) when the widest row holds
+        at most 1/``DIRECT_SCORING_SHARE`` of the catalog, else keeps its over-fetched neighbours that are
+        candidates. Rows must be ascending and distinct apart from padding 0 (as ``items_under`` returns them)."""
         mask = mask or DraftMask()
         n_rows, n_items = self.queries.size(0), self.index.n_items
         if k <= 0:

@@ -18,6 +18,8 @@ from typing import List
 import torch
 import torch.nn as nn
 
+ITEMS_UNDER_CHUNK = 1 << 21  # [users, M] entries per chunk of PrefixIndex.items_under
+
 
 class PrefixIndex(nn.Module):
     """Prefix tables of ``item2codes``; buffers follow the module to its device (derived, so not saved).
@@ -80,26 +82,63 @@ class PrefixIndex(nn.Module):
         """[n] node id of every item's ``depth``-digit prefix (depth ∈ [1, l]; the item id at l; −1 for padding)."""
         return getattr(self, f"item_nodes_{depth}")
 
-    def items_under(self, depth: int, nodes: torch.Tensor) -> torch.Tensor:
-        """The items whose ``depth``-digit prefix is one of each user's ``nodes`` [B, K] (−1 = none; distinct within
-        a row), ascending: ``[B, M]``, M the largest count of any user, padded with 0 (e.g. guided re-drafting's
-        candidates under the beam prefixes B_j, without touching the rest of the catalog)."""
+    def _check_inner_depth(self, depth: int):
         if not 1 <= depth < self.n_digits:
-            raise ValueError(f"depth: expected 1..{self.n_digits - 1}, got {depth}")
-        items, offsets = getattr(self, f"node_items_{depth}"), getattr(self, f"node_offsets_{depth}")
-        node = nodes.long().clamp(min=0)
-        start = offsets[node]  # [B, K] where each node's items begin in ``items``
-        count = (offsets[node + 1] - start).masked_fill(nodes < 0, 0)  # [B, K]
-        ends = count.cumsum(dim=1)  # [B, K] end of each node's run in the user's list
-        width = int(ends[:, -1].max()) if ends.numel() else 0
+            raise ValueError(f"depth: expected 1..{self.n_digits - 1} (a prefix shorter than a full code), got {depth}")
+
+    def _distinct(self, depth: int, nodes: torch.Tensor) -> torch.Tensor:
+        """``nodes`` [B, K] of depth ``depth`` (−1 = none) sorted per row, repeats turned into −1."""
+        self._check_inner_depth(depth)
+        nodes = nodes.long().sort(dim=1).values
+        repeat = torch.zeros_like(nodes, dtype=torch.bool)
+        repeat[:, 1:] = nodes[:, 1:] == nodes[:, :-1]
+        return nodes.masked_fill(repeat, -1)
+
+    def _runs(self, depth: int, nodes: torch.Tensor):
+        """Where each of the distinct ``nodes``' items begin in the CSR list, and how many there are: [B, K] each."""
+        offsets = getattr(self, f"node_offsets_{depth}")
+        node = nodes.clamp(min=0)
+        start = offsets[node]
+        return start, (offsets[node + 1] - start).masked_fill(nodes < 0, 0)
+
+    def count_under(self, depth: int, nodes: torch.Tensor) -> torch.Tensor:
+        """[B] the number of items under each user's ``nodes`` [B, K] (see :meth:`items_under`)."""
+        return self._runs(depth, self._distinct(depth, nodes))[1].sum(dim=1)
+
+    def under_mask(self, depth: int, nodes: torch.Tensor) -> torch.Tensor:
+        """``[B, n]`` bool, True at the items under each user's ``nodes`` [B, K] (−1 = none): :meth:`items_under` as a
+        whole-catalog mask, the cheaper form when the nodes cover much of the catalog."""
+        self._check_inner_depth(depth)
+        n_prefixes = self.n_nodes(depth)
+        table = torch.zeros(nodes.size(0), n_prefixes + 1, dtype=torch.bool, device=nodes.device)
+        table.scatter_(1, nodes.long().masked_fill(nodes < 0, n_prefixes), True)  # spare column for "none"
+        mask = table[:, self.item_nodes(depth).clamp(min=0)]  # [B, n]
+        mask[:, 0] = False
+        return mask
+
+    def items_under(self, depth: int, nodes: torch.Tensor) -> torch.Tensor:
+        """The items whose ``depth``-digit prefix is one of each user's ``nodes`` [B, K] (−1 = none, repeats
+        ignored), ascending, padding 0 first: ``[B, M]``, M the largest count of any user (e.g. guided re-drafting's
+        candidates under the beam prefixes B_j, without touching the rest of the catalog). Built a chunk of users at
+        a time (at most ``ITEMS_UNDER_CHUNK`` entries) to bound the temporaries."""
+        nodes = self._distinct(depth, nodes)
+        start, count = self._runs(depth, nodes)  # [B, K]
+        items = getattr(self, f"node_items_{depth}")
+        width = int(count.sum(dim=1).max()) if count.numel() else 0
+        out = torch.zeros(nodes.size(0), width, dtype=torch.long, device=nodes.device)
         if width == 0:
-            return nodes.new_zeros(nodes.size(0), 0, dtype=torch.long)
-        total = ends[:, -1:]  # [B, 1]
-        slot = torch.arange(width, device=nodes.device).repeat(nodes.size(0), 1)  # [B, M] position in the list
-        run = torch.searchsorted(ends, slot, right=True).clamp(max=nodes.size(1) - 1)  # [B, M] its node
-        pos = start.gather(1, run) + slot - (ends - count).gather(1, run)
-        out = items[pos.clamp(max=items.numel() - 1)].masked_fill(slot >= total, 0)
-        return out.sort(dim=1).values
+            return out
+        step = max(1, ITEMS_UNDER_CHUNK // width)
+        slot = torch.arange(width, device=nodes.device)
+        for first in range(0, nodes.size(0), step):
+            rows = slice(first, first + step)
+            ends = count[rows].cumsum(dim=1)  # [b, K] end of each node's run in the user's list
+            at = slot.expand(ends.size(0), width).contiguous()  # [b, M] position in the list
+            run = torch.searchsorted(ends, at, right=True).clamp(max=nodes.size(1) - 1)  # [b, M] its node
+            pos = start[rows].gather(1, run) + at - (ends - count[rows]).gather(1, run)
+            chunk = items[pos.clamp(max=items.numel() - 1)].masked_fill(at >= ends[:, -1:], 0)
+            out[rows] = chunk.sort(dim=1).values
+        return out
 
     def restrict(self, item_mask: torch.Tensor) -> List[torch.Tensor]:
         """Tables that lead only to items with ``item_mask`` [n] True: l tensors [P_j, C], as :meth:`child_table`."""

@@ -41,6 +41,9 @@ def verification_scores(log_probs: torch.Tensor, unseen: torch.Tensor, adjust: b
     return torch.where(unseen, log_probs[..., :-1].mean(dim=-1), full)
 
 
+GUIDED_LIST_SHARE = 4  # guided rounds list the items under the beam prefixes while they are ≤ 1/4 of the catalog
+
+
 def beam_nodes(prefix_index: PrefixIndex, step: BeamStep) -> torch.Tensor:
     """``[B, β]`` the j-prefix node of each of the user's beams in B_j, −1 for no beam."""
     node = prefix_index.lookup(step.prefixes)  # [B, β], -1 = no item has it
@@ -376,7 +379,7 @@ class SpeculativeRecommender:
             mask = DraftMask(draft_allowed, drafted)
             if j > 0 and not self.no_guided_redrafting:  # eq. 3: only the items under a beam prefix of B_j
                 beams = self._advance(beam_steps, beams, j, beam_users)
-                mask = mask._replace(candidates=self.prefix_index.items_under(j, beam_nodes(self.prefix_index, beams)))
+                mask = self._guided(mask, j, beam_nodes(self.prefix_index, beams))
             items, logits = session.topk(self.draft_size, mask)  # [B, δ], 0 = none
             items = items.masked_fill(~active.unsqueeze(1), 0)
             draft_logits.append(logits.float().masked_fill(items == 0, -math.inf) / self.drafter_temperature)
@@ -398,6 +401,15 @@ class SpeculativeRecommender:
             cand_text = cand_text.float() / self.drafter_temperature
         return _Rounds(cand, torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1), cand_text,
                        session, torch.stack(ran, dim=1), beam_steps, beams, seen, short)
+
+    def _guided(self, mask: DraftMask, depth: int, nodes: torch.Tensor) -> DraftMask:
+        """``mask`` restricted to the items under the beam prefixes ``nodes`` [B, β] of B_depth: their list
+        (:attr:`DraftMask.candidates`, scored alone) while every user's share of the catalog is at most
+        1/``GUIDED_LIST_SHARE``, else a ``[B, n]`` mask (few codes per digit: B_1 covers most of the catalog)."""
+        if int(self.prefix_index.count_under(depth, nodes).max()) * GUIDED_LIST_SHARE <= self.n_items:
+            return mask._replace(candidates=self.prefix_index.items_under(depth, nodes))
+        under = self.prefix_index.under_mask(depth, nodes)
+        return mask._replace(allowed=under if mask.allowed is None else under & mask.allowed)
 
     def _output(self, rounds: "_Rounds", setting: "Thresholds", allowed, subset_ranking: bool) -> SpecGROutput:
         """The top-K of ``rounds`` at thresholds ``setting``: the rounds it would have run, its accepted drafts,

@@ -89,7 +89,7 @@ class InductiveTrainer(Trainer):
         self._resumed_scheduler_state = None
         self.progress_file = config["progress_file"]
         self.resumed_train_time_s = 0.0  # training time of the processes before this one (progress_file)
-        self._progress_read = None  # ((path, mtime), state) read by progress_stage, for _resume_progress to reuse
+        self._progress_read = None  # (file stamp, state) read by progress_stage, for _resume_progress to reuse
         self._clock = None  # when this process started training
         self._fit_first_epoch = 0  # the epoch the current fit started at, in the first process (the schedule's start)
         self._progress_loader = None  # the training loader while fit() writes progress
@@ -112,7 +112,9 @@ class InductiveTrainer(Trainer):
             if not saved:
                 raise ValueError("progress_file: resuming needs the best checkpoint on disk; fit(saved=False) "
                                  "writes none")
-            if self._resume_progress(train_data) == "done":
+            resumed = self._resume_progress(train_data)
+            self._progress_read = None  # another stage's progress, kept by progress_stage: not needed any more
+            if resumed == "done":
                 return self.best_valid_score, self.best_valid_result
         self._attach_schedule(len(train_data))
         n_before = len(self.learning_curve)
@@ -296,8 +298,9 @@ class InductiveTrainer(Trainer):
         ``"pretrain"`` / ``"finetune"``), None without one. Multi-stage trainers skip the stages it shows finished."""
         if not (self.progress_file and os.path.exists(self.progress_file)):
             return None
+        stamp = _file_stamp(self.progress_file)
         state = self._read_progress_file()
-        self._progress_read = ((self.progress_file, os.stat(self.progress_file).st_mtime_ns), state)
+        self._progress_read = (stamp, state)
         return state["progress"]["stage"]
 
     def _stage_name(self):
@@ -307,7 +310,7 @@ class InductiveTrainer(Trainer):
         """The checked contents of ``progress_file`` (those :meth:`progress_stage` read, if the file is unchanged)."""
         path = self.progress_file
         kept, self._progress_read = self._progress_read, None
-        if kept is not None and kept[0] == (path, os.stat(path).st_mtime_ns):
+        if kept is not None and kept[0] == _file_stamp(path):
             return kept[1]
         state = load_checkpoint(path, map_location="cpu")
         meta = state.get("progress") if isinstance(state, dict) else None
@@ -377,6 +380,12 @@ class InductiveTrainer(Trainer):
         }
         with atomic_write(self.progress_file) as f:
             torch.save(state, f)
+
+
+def _file_stamp(path):
+    """What identifies one version of a file: path, inode (atomic_write replaces it), size, modification time."""
+    st = os.stat(path)
+    return path, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _plain(value):
