@@ -26,6 +26,8 @@ TINY_T5 = dict(n_layers_enc=1, n_layers_dec=1, hidden_size=16, n_heads=2, d_kv=8
 FAST_TOKENIZER = dict(rqvae_method="faiss_rq", rqvae_codebook_size=32)  # k-means only: no RQ-VAE training
 FAST_RUN = dict(MAX_ITEM_LIST_LENGTH=5, topk=[5, 10], num_beams=10, specgr_draft_size=10,  # K = δ = 10
                 valid_metric="Recall@10", specgrpp_pretrain_valid_metric="recall@10")
+NO_GRID = dict(specgr_threshold_grid=None, specgr_draft_weight_grid=None, specgr_unseen_score_grid=None,
+               specgr_text_weight_grid=None)  # the configured setting only (SpecGRPP.yaml's defaults tune α, v_u, β)
 
 
 @pytest.fixture(autouse=True)
@@ -224,7 +226,7 @@ def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetun
     config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
         "checkpoint_dir": str(tmp_path / "saved"), "epochs": epochs, "specgrpp_finetune_epochs": finetune_epochs,
         "eval_step": eval_step, "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR",
-        "specgr_threshold_grid": None, "progress_file": progress_file})
+        **NO_GRID, "progress_file": progress_file})
     model = make_model(seed=5)
     trainer = SpecGRPPTrainer(config, model)
     trained, validations = [], []
@@ -363,7 +365,7 @@ def specgrpp_run(tmp_path_factory, ml100k_slice, session_cache):
     config = {"model": "SpecGRPP", "dataset": "ml-100k", "data_path": ml100k_slice, "cache_dir": session_cache,
               "checkpoint_dir": str(folder / "saved"), "epochs": 1, "specgrpp_finetune_epochs": 1, "state": "ERROR",
               "show_progress": False, "train_batch_size": 512, "eval_batch_size": 512, "seed": 2020,
-              "specgr_threshold": -100.0, "specgr_threshold_grid": None, **TINY_T5, **FAST_TOKENIZER, **FAST_RUN}
+              "specgr_threshold": -100.0, **NO_GRID, **TINY_T5, **FAST_TOKENIZER, **FAST_RUN}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setattr("sys.argv", ["pytest"])
@@ -651,6 +653,36 @@ def test_threshold_chosen_on_validation_is_used_on_test(small_config, specgrpp_r
     assert result["test"]["extra"]["acceptance_rate"] == sweep[chosen]["acceptance_rate"]  # test ran at that γ
 
 
+def test_checkpoint_keeps_the_text_prior_centre_for_a_model_rebuilt_without_its_dataset(specgrpp_run):
+    _, checkpoint_path = specgrpp_run
+    center = compat.load_checkpoint(checkpoint_path)["other_parameter"]["text_prior_center"]
+    assert isinstance(center, float) and center != 0.0  # c̄ from the training rows
+    rebuilt = new_items.load_model(checkpoint_path)  # no dataset: c̄ would otherwise be 0
+    assert rebuilt.text_prior_center == center
+    assert rebuilt.speculative_recommender().text_prior.center == center
+
+
+def test_the_setting_chosen_on_validation_is_written_into_the_checkpoint(specgrpp_run, monkeypatch, tmp_path):
+    _, trained = specgrpp_run
+    results = {-1.0: {"ndcg@10": 0.1, "unseen/recall@50": 0.0}, -2.5: {"ndcg@10": 0.3, "unseen/recall@50": 0.1}}
+    tuner = scripted_tuner([-1.0, -2.5], results=results, monkeypatch=monkeypatch)
+    tuner.saved_model_file = str(tmp_path / "run.pth")
+    Path(tuner.saved_model_file).write_bytes(Path(trained).read_bytes())
+    tuner.save_chosen_setting()  # nothing chosen yet: the file stays as it was
+    assert Path(tuner.saved_model_file).read_bytes() == Path(trained).read_bytes()
+    assert new_items.load_model(tuner.saved_model_file).specgr_threshold == -100.0  # the run's configured γ
+
+    tuner.tune_threshold(valid_data=[object()])
+    tuner.save_chosen_setting()
+    before, after = compat.load_checkpoint(trained), compat.load_checkpoint(tuner.saved_model_file)
+    assert tuner.model.specgr_threshold == -2.5
+    assert after["config"] == {**before["config"], **setting_keys(tuner.model.specgr_setting)}
+    assert after["state_dict"].keys() == before["state_dict"].keys()
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
+    assert after["other_parameter"]["text_prior_center"] == before["other_parameter"]["text_prior_center"]
+    assert new_items.load_model(tuner.saved_model_file).specgr_setting == tuner.model.specgr_setting
+
+
 def test_added_items_need_their_text_and_are_drafted_from_it():
     model = make_model(seed=0)
     with torch.no_grad():
@@ -692,7 +724,7 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path, capsys):
 
 def test_validations_go_to_tensorboard_by_subset(run_dir):
     config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
-        "checkpoint_dir": str(run_dir / "saved"), "state": "ERROR", "specgr_threshold_grid": None})
+        "checkpoint_dir": str(run_dir / "saved"), "state": "ERROR", **NO_GRID})
     trainer = SpecGRPPTrainer(config, make_model())
     written = []
 

@@ -131,6 +131,20 @@ class SpeculativeEvalMixin:
             self._index_version = self._weights_version
         return self._recommender
 
+    @property
+    def text_prior_center(self) -> Optional[float]:
+        """c̄, the text prior's centre, computed from the training rows; saved in the checkpoint (``other_parameter``)
+        so that a model rebuilt from its file alone (no dataset) ranks unseen items as it was validated. None
+        without a prior."""
+        return None if self._text_prior is None else self._text_prior.center
+
+    @text_prior_center.setter
+    def text_prior_center(self, center: Optional[float]):
+        if center is None or self._text_prior is None:
+            return
+        self._text_prior.center = float(center)
+        self._recommender_key = None  # the recommender holds its own TextPrior: rebuilt with c̄ at the next use
+
     def _current_text_prior(self, key) -> Optional[TextPrior]:
         """The text prior on the verifier's device over the current items (items added after training included)."""
         texts = self.item_text_embeddings()

@@ -41,4 +41,5 @@ class SpecGRAuxTrainer(ThresholdTuningMixin, InductiveTrainer):
                 self.best_valid_score = self.best_valid_result[self.valid_metric]
         if saved:
             self._save_checkpoint(0, verbose=verbose)
+            self.save_chosen_setting()
         return self.best_valid_score, self.best_valid_result

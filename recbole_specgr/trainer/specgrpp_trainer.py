@@ -94,6 +94,8 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
                 self.tune_threshold(valid_data)
             else:
                 self.best_valid_result = self.use_threshold(rows)
+            if saved:
+                self.save_chosen_setting()
         self.logger.info(f"[SpecGR++] training done; best {self.valid_metric} {self.best_valid_score:.6f}")
         return self.best_valid_score, self.best_valid_result
 

@@ -10,12 +10,15 @@ Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
 """
 
+import os
+
 import torch
 from tqdm import tqdm
 
 from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.utils import set_color
 
+from recbole_specgr.atomic import atomic_write
 from recbole_specgr.evaluation import SplitMetrics
 from recbole_specgr.inference.specgr import SpecGRStats, Thresholds
 
@@ -186,6 +189,17 @@ class ThresholdTuningMixin:
         self.logger.info(set_color(f"[SpecGR] {_setting(best)} chosen on validation "
                                    f"({self.threshold_metric} {best[self.threshold_metric]:.6f})", "blue"))
         return _without_threshold(best)
+
+    def save_chosen_setting(self):
+        """Write the setting chosen on validation (γ, γ_u, α, v_u, β) into this run's checkpoint, as its config's
+        ``specgr_*`` values, so that a model rebuilt from the file alone (``from_checkpoint``, :mod:`~recbole_specgr.
+        new_items`) recommends with it. Nothing else in the file changes; no-op before a choice or without the file."""
+        if self.threshold_sweep is None or not os.path.isfile(self.saved_model_file):
+            return
+        checkpoint = compat.load_checkpoint(self.saved_model_file, map_location="cpu")
+        checkpoint["config"].update(setting_keys(self.model.specgr_setting))
+        with atomic_write(self.saved_model_file) as f:
+            torch.save(checkpoint, f)
 
 
 def setting_keys(setting: Thresholds) -> dict:

@@ -86,7 +86,7 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
 
     Checkpoints carry, in ``other_parameter``, the raw item tokens (``item_tokens``, index = item id) and the fitted
     semantic-ID tokenizer (``tokenizer_state``), so that :mod:`recbole_specgr.new_items` can add items without the
-    dataset.
+    dataset, and the text prior's centre c̄ (``text_prior_center``, computed from the training rows).
 
     Args:
         config: RecBole config.
@@ -95,7 +95,7 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         codebook_size: C, given together with ``item2codes``.
     """
 
-    other_parameter_name = ["item_tokens", "tokenizer_state"]
+    other_parameter_name = ["item_tokens", "tokenizer_state", "text_prior_center"]
 
     def __init__(self, config, dataset, item2codes: Optional[torch.Tensor] = None, codebook_size: Optional[int] = None):
         tokenizer = None
