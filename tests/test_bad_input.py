@@ -98,6 +98,9 @@ def tiny_run(**overrides):
          r"error: specgr_draft_size: expected an int >= 0, got -1"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_unseen_threshold="low")],
          r"error: specgr_unseen_threshold: expected a number or ~, got 'low'"),
+        (["--model=SpecGRPP", *tiny_run(num_beams=2, item_text_input=False, valid_metric="Recall@2")],
+         r"error: specgr_text_weight_grid: \[1, 2\] needs the item texts of the text prior, which this SpecGRPP does "
+         r"not keep \(SpecGRPP: item_text_input: True\); set it to \[0\] or ~"),
         (["--model=TIGER", *tiny_run(rqvae_codebook_size=1)],
          r"error: rqvae_num_levels must be >= 1 and rqvae_codebook_size >= 2, got 3 and 1"),
         (["--model=SASRec", *tiny_run(split_timestamps="[8,5]")], r"error: split_timestamps: expected \[t_valid"),
@@ -105,7 +108,8 @@ def tiny_run(**overrides):
         (["--model=SASRec", *tiny_run(), "--epochs=2"], r"error: There are duplicate commend arg"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "missing-yaml", "malformed-yaml",
-         "beam-below-k", "negative-draft-size", "unseen-threshold-as-text", "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
+         "beam-below-k", "negative-draft-size", "unseen-threshold-as-text", "text-prior-without-texts",
+         "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
          "repeated-key"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,

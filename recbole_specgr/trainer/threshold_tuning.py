@@ -122,6 +122,10 @@ class ThresholdTuningMixin:
                            float(b) if a > 0 else 0.0)
                 for g in grid for u in (unseen_grid or [None]) for a in weights
                 for v in (scores if a > 0 else [None]) for b in (texts if a > 0 else [None])]
+        if self.threshold_grid is not None and any(t.text_weight > 0 for t in self.threshold_grid) \
+                and model.item_text_embeddings() is None:  # found now, not after training
+            raise ValueError(f"specgr_text_weight_grid: {text_grid} needs the item texts of the text prior, which this "
+                             f"{config['model']} does not keep (SpecGRPP: item_text_input: True); set it to [0] or ~")
         self.threshold_metric = str(metric).lower()
         tiebreak = config["specgr_threshold_tiebreak"]
         self.threshold_tiebreak = None if tiebreak is None else str(tiebreak).lower()
