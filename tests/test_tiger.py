@@ -118,6 +118,11 @@ def test_kv_cached_decoding_equals_full_decoding():
         # the shared start position decoded once per user = decoding every row in full
         first, rest = t5.decode_shared_start(dec, hidden, enc_mask)
         assert torch.allclose(first, full[:, 0, 0], atol=1e-5) and torch.allclose(rest, full[:, :, 1:], atol=1e-5)
+        # ... and its second position decoded once per user and value of a small set (2 of 3 values, G = 4 rows)
+        dec[:, :, 1] = torch.tensor([[5, 3, 5, 5], [4, 4, 4, 4], [3, 5, 4, 3]])
+        full = t5.decode(dec, hidden, enc_mask)
+        first, rest = t5.decode_shared_prefix(dec, hidden, enc_mask, torch.tensor([3, 4, 5]))
+        assert torch.allclose(first, full[:, 0, 0], atol=1e-5) and torch.allclose(rest, full[:, :, 1:], atol=1e-5)
 
 
 def test_encoder_ignores_padding():
@@ -172,6 +177,13 @@ def test_batched_digit_log_probs_equal_one_by_one():
         logits = model(inter["item_id_list"][:1], inter["item_length"][:1], cands[:1, 1:2])[0, 0].log_softmax(-1)
     tokens = [3 + j * C + int(model.item2codes[5, j]) for j in range(L)]
     assert torch.allclose(lp[0, 1], torch.stack([logits[j, tokens[j]] for j in range(L)]), atol=1e-5)
+    # more candidates than first-digit codes (N = 31 > C = 4): the C first digits are decoded once per user
+    many = torch.cat([torch.arange(1, N_ITEMS + 1), torch.zeros(1, dtype=torch.long)]).expand(4, -1)
+    many = many.gather(1, torch.argsort(torch.rand(4, N_ITEMS + 1, generator=torch.Generator().manual_seed(3)), 1))
+    with torch.no_grad():
+        lp = model.digit_log_probs(model.encode(inter["item_id_list"], inter["item_length"]), many)
+    assert torch.isinf(lp[many == 0]).all()
+    assert torch.allclose(lp.sum(-1)[many > 0], brute.gather(1, many)[many > 0], atol=1e-4)
 
 
 @pytest.mark.parametrize("allow_unseen", [False, True])

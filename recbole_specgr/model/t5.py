@@ -261,6 +261,34 @@ class T5(nn.Module):
         rest, _ = self._decode(tokens[:, :, 1:].reshape(B * G, T - 1), cache._replace(self_kv=shared))
         return first[:, 0], rest.view(B, G, T - 1, -1)
 
+    def decode_shared_prefix(self, tokens: torch.Tensor, enc_hidden: torch.Tensor, enc_mask: torch.Tensor,
+                             second: torch.Tensor):
+        """:meth:`decode_shared_start` for sequences whose second token is one of a small set ``second`` [C]
+        (SpecGR's drafts: the first semantic-ID digit, C codes): the start position is decoded once per user, the
+        second once per user and value of ``second`` (C rows instead of G), and only the positions after it once per
+        sequence. Worth it when C < G.
+
+        Args:
+            tokens: [B, G, T] decoder input ids, T >= 3, ``tokens[:, :, 0]`` the same start token everywhere and
+                ``tokens[:, :, 1]`` in ``second`` (a row whose second token is not is decoded as ``second[0]``: for
+                padding rows whose output the caller discards).
+            enc_hidden: [B, S, D]; enc_mask: [B, S] bool.
+            second: [C] distinct token ids.
+        Returns:
+            logits of the start position [B, V] and of the others [B, G, T − 1, V], as :meth:`decode_shared_start`.
+        """
+        B, G, T = tokens.shape
+        C = second.numel()
+        first, cache = self._decode(tokens[:, 0, :1], self.start_cache(enc_hidden, enc_mask))  # [B, 1, V]
+        fanned = [(k.repeat_interleave(C, dim=0), v.repeat_interleave(C, dim=0)) for k, v in cache.self_kv]
+        after_second, cache = self._decode(second.repeat(B)[:, None], cache._replace(self_kv=fanned))  # [B·C, 1, V]
+        match = tokens[:, :, 1, None] == second  # [B, G, C]
+        rows = (match.float().argmax(dim=-1) + C * torch.arange(B, device=tokens.device)[:, None]).view(-1)  # [B·G]
+        prefix = [(k[rows], v[rows]) for k, v in cache.self_kv]  # [B·G, H, 2, d_kv]
+        rest, _ = self._decode(tokens[:, :, 2:].reshape(B * G, T - 2), cache._replace(self_kv=prefix))
+        rest = torch.cat([after_second[rows], rest], dim=1)  # [B·G, T − 1, V]
+        return first[:, 0], rest.view(B, G, T - 1, -1)
+
     def decode_step(self, tokens: torch.Tensor, cache: KVCache) -> Tuple[torch.Tensor, KVCache]:
         """One incremental step: [B·G] next input ids -> logits [B·G, V] and the cache grown by one position."""
         logits, cache = self._decode(tokens[:, None], cache)

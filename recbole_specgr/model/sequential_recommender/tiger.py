@@ -281,7 +281,11 @@ class TIGER(SequentialRecommender):
         if cand_items.size(1) == 0:
             return enc.hidden.new_zeros(cand_items.size(0), 0, self.n_digits)
         dec_in, targets = self._decoder_tokens(cand_items)  # [B, N, l] each, dec_in[..., 0] = bos
-        first, rest = self.t5.decode_shared_start(dec_in, enc.hidden, enc.mask)  # [B, V], [B, N, l − 1, V]
+        if self.codebook_size < cand_items.size(1) and self.n_digits >= 3:  # C first digits decoded, not N
+            first_digit = self.digit_offsets[0] + torch.arange(self.codebook_size, device=dec_in.device)
+            first, rest = self.t5.decode_shared_prefix(dec_in, enc.hidden, enc.mask, first_digit)
+        else:
+            first, rest = self.t5.decode_shared_start(dec_in, enc.hidden, enc.mask)  # [B, V], [B, N, l − 1, V]
         first = first.float().log_softmax(dim=-1)  # digit 1 does not depend on the candidate: once per user
         rest = rest.float()
         log_probs = torch.cat([
