@@ -31,7 +31,8 @@ MARK = "[bench_eval_versions] "
 
 def child(checkpoint_path: str, threads: int) -> dict:
     """One evaluation in this process with whichever ``recbole_specgr`` ``PYTHONPATH`` gives (only APIs both versions
-    have)."""
+    have). Not ``bench_gamma_sweep.load_trained``: importing that script puts this checkout first on ``sys.path``, and
+    the baseline child would then run today's package."""
     import torch
 
     torch.set_num_threads(threads)
