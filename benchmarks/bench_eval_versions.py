@@ -96,7 +96,8 @@ def report(rows, baseline: str, head: str, command: str) -> str:
              "test R@K |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['repeat']} | {row['code']} | {row['valid_s']:.1f} | {row['test_s']:.1f} | "
-                     f"{row['valid_minflt']:,} / {row['test_minflt']:,} | {row['gamma']:g} | {row['test_recall']:.4f} |")
+                     f"{row['valid_minflt']:,} / {row['test_minflt']:,} | {row['gamma']:g} | "
+                     f"{row['test_recall']:.4f} |")
     best = {code: min((r for r in rows if r["code"] == code), key=lambda r: r["valid_s"] + r["test_s"])
             for code in (baseline, head)}
     old, new = best[baseline], best[head]

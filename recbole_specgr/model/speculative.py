@@ -143,7 +143,7 @@ class SpeculativeEvalMixin:
         if center is None or self._text_prior is None:
             return
         self._text_prior.center = float(center)
-        self._recommender_key = None  # a rebuilt recommender copies the prior (_current_text_prior): rebuild at next use
+        self._recommender_key = None  # rebuilt recommenders copy the prior (_current_text_prior): rebuild at next use
 
     def _current_text_prior(self, key) -> Optional[TextPrior]:
         """The text prior on the verifier's device over the current items (items added after training included)."""
