@@ -21,8 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole_specgr.atomic import atomic_write  # noqa: E402
 
 CANDIDATE = "SpecGRPP"
-# the package's SpecGR models (and their paper-ranking rows); every other row is a baseline
-OURS = (CANDIDATE, "SpecGRPP_paper", "SpecGRAux", "SpecGRAux_paper")
+
+
+def is_ours(name):
+    """The package's SpecGR models (SpecGRPP, SpecGRAux and their variants, e.g. ``SpecGRPP_paper``); every other
+    row is a baseline."""
+    return name.startswith("SpecGR")
 
 
 def load_runs(out, seeds):
@@ -74,19 +78,20 @@ def convergence(result):
             f"{last['epoch'] + 1} trained (ended by {ended})")
 
 
-def check(runs):
+def check(runs, candidate=CANDIDATE):
+    """Target lines for the SpecGR++ row ``candidate`` (a run name) against every baseline row."""
     lines = []
-    if CANDIDATE not in runs:
-        return [f"- {CANDIDATE} has no complete result yet: no target can be checked."]
-    cand = runs[CANDIDATE]
-    baselines = [name for name in runs if name not in OURS]
+    if candidate not in runs:
+        return [f"- {candidate} has no complete result yet: no target can be checked."]
+    cand = runs[candidate]
+    baselines = [name for name in runs if not is_ours(name)]
     for subset, metric, label in (("overall", "recall@50", "overall R@50"), ("overall", "ndcg@10", "overall NDCG@10")):
         ours = mean_std(cand, subset, metric)
         best_name = max(baselines, key=lambda n: mean_std(runs[n], subset, metric)[0])
         best = mean_std(runs[best_name], subset, metric)
         gap = ours[0] - best[0]
         verdict = "**met**" if gap > 0 else "**missed**"
-        lines.append(f"- {label}: SpecGR++ {fmt(ours, len(cand))} vs the best baseline {best_name} "
+        lines.append(f"- {label}: {candidate} {fmt(ours, len(cand))} vs the best baseline {best_name} "
                      f"{fmt(best, len(runs[best_name]))} — {verdict} "
                      f"({gap:+.4f})")
     ours = mean_std(cand, "unseen", "recall@50")
@@ -95,7 +100,7 @@ def check(runs):
             other = mean_std(runs[name], "unseen", "recall@50")
             target = name == "UniSRec"
             verdict = ("**met**" if ours[0] >= other[0] else "**missed**") if target else "(floor, for reference)"
-            lines.append(f"- unseen R@50: SpecGR++ {fmt(ours, len(cand))} vs {name} {fmt(other, len(runs[name]))} — "
+            lines.append(f"- unseen R@50: {candidate} {fmt(ours, len(cand))} vs {name} {fmt(other, len(runs[name]))} — "
                          f"{verdict} "
                          f"({ours[0] - other[0]:+.4f})")
     if "TIGER" in runs and "SASRec" in runs:
@@ -104,7 +109,7 @@ def check(runs):
                      f"{fmt(sasrec, len(runs['SASRec']))} ({tiger[0] - sasrec[0]:+.4f})")
     lines.append("")
     lines.append("Convergence (first seed's learning curve):")
-    for name in ("TIGER", "SASRec", CANDIDATE, "UniSRec"):
+    for name in ("TIGER", "SASRec", candidate, "UniSRec"):
         if name in runs:
             lines.append(f"- {name}: {convergence(runs[name][0])}")
     return lines
@@ -114,12 +119,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the plan's output prefix (run_table.py --out)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None)
+    parser.add_argument("--candidates", nargs="*", default=[CANDIDATE],
+                        help="the SpecGR++ rows to check, each against every baseline (default: SpecGRPP)")
     args = parser.parse_args(argv)
     runs = load_runs(args.out, args.seeds)
     seeds = f"seeds {', '.join(map(str, args.seeds))}" if args.seeds else "one run"
     text = "\n".join([f"# Targets of issue 10 — test split, {seeds}", "",
                       "Runs with results (seeds): " + ", ".join(f"{name} ({len(results)})" for name, results
-                                                               in sorted(runs.items())), "", *check(runs)]) + "\n"
+                                                               in sorted(runs.items()))]
+                     + [line for name in args.candidates for line in ["", f"## {name}", "", *check(runs, name)]]) + "\n"
     with atomic_write(f"{args.out}_targets.md", "w") as f:
         f.write(text)
     print(text)

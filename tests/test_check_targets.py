@@ -1,0 +1,57 @@
+"""``benchmarks/check_targets.py``: issue 10's targets from a plan's result JSONs — each SpecGR++ row checked against
+the baselines only (never against another SpecGR row), met or missed by the exact gap."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+CHECK_TARGETS = Path(__file__).resolve().parents[1] / "benchmarks" / "check_targets.py"
+
+
+@pytest.fixture(scope="module")
+def check_targets():
+    spec = importlib.util.spec_from_file_location("check_targets", CHECK_TARGETS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def result(overall_recall, overall_ndcg, unseen_recall, in_sample_recall=0.0):
+    return {"test": {"overall": {"recall@50": overall_recall, "ndcg@10": overall_ndcg},
+                     "unseen": {"recall@50": unseen_recall}, "in_sample": {"recall@50": in_sample_recall}},
+            "learning_curve": []}
+
+
+def test_each_candidate_is_checked_against_the_baselines_only(check_targets, tmp_path):
+    rows = {
+        "SASRec": result(0.30, 0.070, 0.000, 0.40),
+        "UniSRec": result(0.31, 0.065, 0.034),
+        "TextSim": result(0.08, 0.016, 0.048),
+        "TIGER": result(0.29, 0.074, 0.000, 0.37),
+        "SpecGRPP": result(0.35, 0.080, 0.020),
+        "SpecGRPP_text": result(0.36, 0.060, 0.040),  # a variant: better than SpecGRPP, still not a baseline
+        "SpecGRAux": result(0.50, 0.500, 0.500),  # ours too: would beat every candidate if taken for a baseline
+    }
+    out = tmp_path / "table"
+    for name, row in rows.items():
+        (tmp_path / f"table_{name}.json").write_text(json.dumps(row))
+
+    check_targets.main(["--out", str(out), "--candidates", "SpecGRPP", "SpecGRPP_text"])
+    text = (tmp_path / "table_targets.md").read_text()
+
+    first, second = text.split("## SpecGRPP\n")[1].split("## SpecGRPP_text\n")
+    assert "overall R@50: SpecGRPP 0.3500 ± 0.0000 (1 seed) vs the best baseline UniSRec 0.3100" in first
+    assert "**met** (+0.0400)" in first
+    assert "unseen R@50: SpecGRPP 0.0200 ± 0.0000 (1 seed) vs UniSRec 0.0340 ± 0.0000 (1 seed) — **missed** (-0.0140)" \
+        in first
+    assert "overall NDCG@10: SpecGRPP_text 0.0600 ± 0.0000 (1 seed) vs the best baseline TIGER 0.0740" in second
+    assert "**missed** (-0.0140)" in second
+    assert "vs UniSRec 0.0340 ± 0.0000 (1 seed) — **met** (+0.0060)" in second
+    assert "in-sample R@50: TIGER 0.3700 ± 0.0000 (1 seed) vs SASRec 0.4000 ± 0.0000 (1 seed) (-0.0300)" in second
+
+
+def test_a_candidate_without_a_result_says_so(check_targets):
+    assert check_targets.check({"SASRec": [result(0.3, 0.07, 0.0)]}, "SpecGRPP_text") == [
+        "- SpecGRPP_text has no complete result yet: no target can be checked."]
