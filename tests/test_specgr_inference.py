@@ -236,7 +236,8 @@ def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, sub
         grid += [Thresholds(-1.0, -2.5, 0.5, -1.0), Thresholds(-math.inf, -math.inf, 2.0, -0.3),
                  Thresholds(-1.0, -2.5, 0.5, -1.0, 1.5)]
     rec = SpeculativeRecommender(verifier, drafter, seen, text_prior=text_prior(case), **kwargs)
-    swept = rec.recommend_thresholds(*user_seq(range(N_USERS)), grid, allowed_items=allowed, subset_ranking=subset)
+    swept = list(rec.recommend_thresholds(*user_seq(range(N_USERS)), grid, allowed_items=allowed,
+                                          subset_ranking=subset))
     assert len(swept) == len(grid)
     rounds_seen = set()
     for gamma, got in zip(grid, swept):
@@ -369,6 +370,25 @@ def test_text_weight_without_item_texts_is_refused():
     rec = SpeculativeRecommender(verifier, drafter, seen, draft_weight=1.0)
     with pytest.raises(ValueError, match=r"specgr_text_weight: needs the item texts' prior"):
         rec.recommend_thresholds(*user_seq([0]), [Thresholds(-1.0, -1.0, 1.0, -1.0, 0.5)])
+
+
+def test_a_threshold_grid_ranks_one_setting_at_a_time(monkeypatch):
+    """The drafts are verified once, at the call; each setting's [B, n] output is built only when it is reached, so
+    a long grid never holds all of them at once."""
+    verifier, drafter, seen = build()
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=3, num_beams=4, topk=3)
+    ranked, verified = [], []
+    output, verify = rec._output, rec._verify
+    monkeypatch.setattr(rec, "_output", lambda rounds, setting, *a: ranked.append(setting) or output(rounds, setting, *a))
+    monkeypatch.setattr(rec, "_verify", lambda *a: verified.append(1) or verify(*a))
+    grid = [Thresholds(-1.0, -1.0), Thresholds(-2.0, -2.0, 1.0, -1.0), Thresholds(-3.0, -3.0)]
+    outputs = rec.recommend_thresholds(*user_seq(range(N_USERS)), grid)
+    assert verified and ranked == []
+    n_verified = len(verified)
+    first = next(outputs)
+    assert ranked == grid[:1] and torch.isfinite(first.scores).sum(dim=1).le(3).all()
+    assert [o.scores.shape for o in outputs] == [first.scores.shape] * 2 and ranked == grid
+    assert len(verified) == n_verified  # ranking a setting verifies nothing again
 
 
 def test_joint_ranking_refuses_subset_ranking():

@@ -163,8 +163,8 @@ class SpeculativeEvalMixin:
         return out.scores
 
     def recommend_thresholds(self, interaction, thresholds):
-        """One :class:`~recbole_specgr.inference.specgr.SpecGROutput` per entry of ``thresholds`` (γ, or a
-        :class:`~recbole_specgr.inference.specgr.Thresholds` pair) for one pass over the batch (each equal to
+        """An iterator of one :class:`~recbole_specgr.inference.specgr.SpecGROutput` per entry of ``thresholds`` (γ,
+        or a :class:`~recbole_specgr.inference.specgr.Thresholds` pair) for one pass over the batch (each equal to
         :meth:`full_sort_predict` at those thresholds; see ``SpeculativeRecommender.recommend_thresholds``).
         Not counted in :meth:`pop_eval_stats`."""
         recommender = self.speculative_recommender()
