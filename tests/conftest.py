@@ -1,5 +1,6 @@
 """Shared fixtures: the hand-written tiny dataset, a small slice of ml-100k, and a per-session artifact cache."""
 
+import importlib.util
 import os
 import shutil
 
@@ -8,6 +9,15 @@ import pytest
 import recbole_specgr  # noqa: F401  (its __init__ applies compat before any test module imports recbole)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def load_benchmark_script(name):
+    """The module of ``benchmarks/<name>.py`` (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_configure(config):

@@ -1,21 +1,16 @@
 """``benchmarks/check_targets.py``: issue 10's targets from a plan's result JSONs — each SpecGR++ row checked against
 the baselines only (never against another SpecGR row), met or missed by the exact gap."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-CHECK_TARGETS = Path(__file__).resolve().parents[1] / "benchmarks" / "check_targets.py"
+from conftest import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def check_targets():
-    spec = importlib.util.spec_from_file_location("check_targets", CHECK_TARGETS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("check_targets")
 
 
 def result(overall_recall, overall_ndcg, unseen_recall, in_sample_recall=0.0):

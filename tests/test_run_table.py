@@ -1,16 +1,14 @@
 """``benchmarks/run_table.py``: a plan's runs reference each other's checkpoints, a finished run is read back instead of
 rerun, and a run killed mid-training continues from its progress file, which is gone once the result is written."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import load_benchmark_script
 from recbole_specgr.trainer import InductiveTrainer
-
-RUN_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "run_table.py"
 
 
 class Killed(Exception):
@@ -19,10 +17,7 @@ class Killed(Exception):
 
 @pytest.fixture(scope="module")
 def run_table():
-    spec = importlib.util.spec_from_file_location("run_table", RUN_TABLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("run_table")
 
 
 def write_plan(folder, small_config):
