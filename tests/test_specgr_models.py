@@ -210,6 +210,31 @@ def test_warm_start_refuses_other_ids_or_another_backbone(tmp_path):
     _, other_size = tiger_checkpoint(tmp_path, inner_size=48)
     with pytest.raises(ValueError, match="init_checkpoint: .* another T5 backbone"):
         make_model(seed=0).load_init_checkpoint(other_size)
+    torch.save({"config": {"model": "SASRec"}, "state_dict": {}}, tmp_path / "sasrec.pth")
+    with pytest.raises(ValueError, match="init_checkpoint: .* holds a SASRec, expected a TIGER or SpecGRPP checkpoint"):
+        make_model(seed=0).load_init_checkpoint(str(tmp_path / "sasrec.pth"))
+
+
+def test_start_from_a_specgrpp_loads_every_weight_and_fills_the_tower_at_stage_2(tmp_path):
+    source = make_model(seed=0, specgrpp_finetune_epochs=0)  # stage 1 only: no item tower
+    assert source.item_tower is None
+    with torch.no_grad():  # "trained": every weight differs from a fresh model's
+        for parameter in source.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    path = tmp_path / "specgrpp.pth"
+    torch.save({"config": {"model": "SpecGRPP"}, "state_dict": source.state_dict()}, path)
+    model = make_model(seed=0)  # built for stage 2
+    tower_before = model.item_tower["projection"].weight.clone()
+    model.load_init_checkpoint(str(path))
+    mine = model.state_dict()
+    assert all(torch.equal(mine[name], value) for name, value in source.state_dict().items())  # head included
+    assert torch.equal(model.item_tower["projection"].weight, tower_before) and not model.finetuning
+    inter = batch(seed=1)
+    assert torch.equal(model.full_sort_predict(inter), source.full_sort_predict(inter))
+    model.start_finetune()
+    assert torch.equal(model.item_tower["projection"].weight, source.projection.weight)
+    with pytest.raises(ValueError, match=r"init_checkpoint: .* a SpecGRPP of other sizes or inputs .*projection"):
+        make_model(seed=0, specgrpp_projection_size=8).load_init_checkpoint(str(path))
 
 
 # ---------------------------------------------------------------- the two-stage trainer
@@ -537,7 +562,8 @@ def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_gri
     config = {"specgr_threshold_grid": grid, "specgr_unseen_threshold_grid": unseen_grid, "specgr_threshold": -1.5,
               "specgr_draft_weight_grid": None, "specgr_unseen_score_grid": None, "specgr_draft_weight": None,
               "specgr_unseen_score": None, "specgr_text_weight_grid": None, "specgr_text_weight": None,
-              "specgr_threshold_tiebreak": None, "specgr_threshold_metric": metric, "valid_metric": "NDCG@10",
+              "specgr_threshold_tiebreak": None, "specgr_threshold_floors": None, "specgr_threshold_metric": metric,
+              "valid_metric": "NDCG@10",
               "topk": [10, 50], **extra}
     return Tuner(config, make_model(seed=1))
 
@@ -634,6 +660,46 @@ def test_one_standard_error_rule_by_hand():
     rows[2]["recall@50"] = 0.0
     assert select_setting(rows, "recall@50", "ndcg@10", values) == 1
     assert select_setting(rows, "recall@50", None, values) == 0  # no tie-break metric: the best alone
+
+
+def test_floors_leave_out_settings_below_a_minimum():
+    from recbole_specgr.trainer.threshold_tuning import select_setting
+
+    rows = [{"recall@50": 0.52, "unseen/recall@50": 0.02, "ndcg@10": 0.1},
+            {"recall@50": 0.51, "unseen/recall@50": 0.06, "ndcg@10": 0.1},
+            {"recall@50": 0.50, "unseen/recall@50": 0.07, "ndcg@10": 0.3},
+            {"recall@50": 0.40, "unseen/recall@50": 0.20, "ndcg@10": 0.1}]
+    assert select_setting(rows, "recall@50") == 0
+    assert select_setting(rows, "recall@50", floors={"unseen/recall@50": 0.055}) == 1  # the best of rows 1-3
+    assert select_setting(rows, "recall@50", floors={"unseen/recall@50": 0.07}) == 2  # a minimum is reached at equality
+    assert select_setting(rows, "recall@50", floors={"unseen/recall@50": 0.5}) == 0  # none reaches it: all compete
+    # per-row hits of recall@50 over 2 validation rows: rows 1 and 2 differ on one of two (tied: standard error 0.5);
+    # row 0, tied as well and better by ndcg@10 than row 1, is below the floor and stays out
+    values = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    rows[0]["ndcg@10"] = 0.9
+    assert select_setting(rows, "recall@50", "ndcg@10", values, floors={"unseen/recall@50": 0.055}) == 2
+
+
+def test_threshold_tuning_applies_its_floors_and_warns_when_none_reaches_them(monkeypatch, caplog):
+    results = {-1.0: {"ndcg@10": 0.3, "recall@50": 0.5, "unseen/recall@50": 0.0},
+               -2.0: {"ndcg@10": 0.2, "recall@50": 0.4, "unseen/recall@50": 0.1}}
+
+    def tuned(floors):
+        tuner = scripted_tuner([-1.0, -2.0], "ndcg@10", results, monkeypatch, specgr_threshold_floors=floors)
+        tuner.tune_threshold(valid_data=[1])
+        return tuner
+
+    assert tuned(None).model.specgr_threshold == -1.0
+    floored = tuned({"Unseen/Recall@50": 0.05})
+    assert floored.model.specgr_threshold == -2.0 and floored.best_valid_score == 0.2
+    assert [row.get("selected", False) for row in floored.threshold_sweep] == [False, True]
+    with caplog.at_level(logging.WARNING):
+        assert tuned({"unseen/recall@50": 0.5}).model.specgr_threshold == -1.0
+    assert "no setting of the grid reaches specgr_threshold_floors" in caplog.text
+    for bad, message in (([0.05], "expected a mapping of metric keys"), ({"unseen/mrr@10": 0.1}, "expected keys among"),
+                         ({"unseen/recall@50": "high"}, "expected a number for 'unseen/recall@50'")):
+        with pytest.raises(ValueError, match=rf"specgr_threshold_floors: {message}"):
+            scripted_tuner([-1.0], specgr_threshold_floors=bad)
 
 
 def test_threshold_chosen_on_validation_is_used_on_test(small_config, specgrpp_run):

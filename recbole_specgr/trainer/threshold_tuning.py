@@ -66,19 +66,29 @@ def sweep_with_row_values(trainer, eval_data, thresholds, row_metric=None):
     return rows, values
 
 
-def select_setting(rows, metric, tiebreak=None, values=None):
+def select_setting(rows, metric, tiebreak=None, values=None, floors=None):
     """Index of the chosen row: the best by ``metric`` (the first of equals); with ``tiebreak`` (a metric key) and
     ``values`` (``[entries, rows]`` per-row values of ``metric``), the best by ``tiebreak`` among the rows within one
     standard error of the best — the paired standard error over validation rows of its difference to the best
-    (the one-standard-error rule: settings validation cannot tell apart are decided by the second metric)."""
-    best = max(range(len(rows)), key=lambda i: (rows[i][metric], -i))
+    (the one-standard-error rule: settings validation cannot tell apart are decided by the second metric).
+
+    ``floors`` (``{metric key: minimum}``) leaves out the rows below any minimum before choosing, e.g.
+    ``{"unseen/recall@50": 0.055}`` (a setting must keep that much unseen recall); when no row reaches every minimum,
+    all rows are candidates (:func:`meets_floors` tells the caller)."""
+    candidates = [i for i in range(len(rows)) if meets_floors(rows[i], floors)] or list(range(len(rows)))
+    best = max(candidates, key=lambda i: (rows[i][metric], -i))
     if tiebreak is None or values is None:
         return best
     diff = values[best][None, :] - values  # [entries, rows]
     mean = diff.mean(dim=1)
     standard_error = diff.std(dim=1) / max(1, diff.size(1)) ** 0.5
-    tied = [i for i in range(len(rows)) if mean[i] <= standard_error[i] or i == best]
+    tied = [i for i in candidates if mean[i] <= standard_error[i] or i == best]
     return max(tied, key=lambda i: (rows[i][tiebreak], -i))
+
+
+def meets_floors(row, floors):
+    """Whether ``row`` reaches every minimum of ``floors`` (``{metric key: minimum}``; None: no minimum)."""
+    return all(row[key] >= minimum for key, minimum in (floors or {}).items())
 
 
 class ThresholdTuningMixin:
@@ -93,7 +103,10 @@ class ThresholdTuningMixin:
     ``specgr_threshold_metric`` (a key of :func:`threshold_metric_keys`, e.g. ``unseen/recall@50``; ``~`` =
     ``valid_metric``). :meth:`tune_threshold` keeps the first setting of the grid with the highest value, or with
     ``specgr_threshold_tiebreak`` (another such key, e.g. ``ndcg@10``) the best by it among the settings within one
-    paired standard error of that highest value (:func:`select_setting`).
+    paired standard error of that highest value (:func:`select_setting`). ``specgr_threshold_floors`` (``{key:
+    minimum}`` over the same keys, e.g. ``{unseen/recall@50: 0.055}``; ``~`` = none) leaves the settings below a
+    minimum out of the choice (all stay in, with a warning, when none reaches it): for a target that the selection
+    metric weighs by its share of validation rows only, such as recall on items unseen in training.
     """
 
     def __init__(self, config, model):
@@ -135,6 +148,7 @@ class ThresholdTuningMixin:
             raise ValueError(f"specgr_threshold_metric: expected one of {allowed}, got {metric!r}")
         if self.threshold_grid is not None and tiebreak is not None and self.threshold_tiebreak not in allowed:
             raise ValueError(f"specgr_threshold_tiebreak: expected one of {allowed} or ~, got {tiebreak!r}")
+        self.threshold_floors = _floors(config["specgr_threshold_floors"], allowed)
 
     def tune_threshold(self, valid_data, load_best_model=False):
         """Evaluate every γ of the grid on ``valid_data`` in one pass (with the best checkpoint when
@@ -164,14 +178,19 @@ class ThresholdTuningMixin:
         """The grid's rows on ``valid_data``, the chosen one (:func:`select_setting`) marked ``"selected": True``."""
         row_metric = self.threshold_metric if self.threshold_tiebreak else None
         rows, values = sweep_with_row_values(self, valid_data, self.threshold_grid, row_metric)
-        rows[select_setting(rows, self.threshold_metric, self.threshold_tiebreak, values)]["selected"] = True
+        rows[select_setting(rows, self.threshold_metric, self.threshold_tiebreak, values,
+                            self.threshold_floors)]["selected"] = True
+        if self.threshold_floors and not any(meets_floors(row, self.threshold_floors) for row in rows):
+            self.logger.warning(f"[SpecGR] no setting of the grid reaches specgr_threshold_floors "
+                                f"{self.threshold_floors} on validation: chosen among all of them")
         return rows
 
     def best_threshold_row(self, rows):
         """The row marked ``selected`` by the validation sweep, else the best by ``specgr_threshold_metric`` (the
         first of equals: grid order decides ties)."""
         marked = [row for row in rows if row.get("selected")]
-        return marked[0] if marked else rows[select_setting(rows, self.threshold_metric)]
+        return marked[0] if marked else rows[select_setting(rows, self.threshold_metric,
+                                                            floors=self.threshold_floors)]
 
     def use_threshold(self, rows):
         """Set the model's γ and γ_u to the best of ``rows``, keep them as ``threshold_sweep``, log them.
@@ -236,6 +255,23 @@ def _number_list(config, key):
     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{key}: expected a non-empty list of numbers or ~, got {value!r}")
     return values
+
+
+def _floors(value, allowed):
+    """``specgr_threshold_floors`` as ``{metric key: float}`` (None for ``~``); anything else is one clear error."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"specgr_threshold_floors: expected a mapping of metric keys to minimums (e.g. "
+                         f"{{unseen/recall@50: 0.05}}) or ~, got {value!r}")
+    floors = {}
+    for key, minimum in value.items():
+        if str(key).lower() not in allowed:
+            raise ValueError(f"specgr_threshold_floors: expected keys among {allowed}, got {key!r}")
+        if not isinstance(minimum, (int, float)) or isinstance(minimum, bool):
+            raise ValueError(f"specgr_threshold_floors: expected a number for {key!r}, got {minimum!r}")
+        floors[str(key).lower()] = float(minimum)
+    return floors
 
 
 def _without_threshold(row):

@@ -152,24 +152,46 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
     def load_init_checkpoint(self, path):
         """``init_checkpoint`` (see :class:`~recbole_specgr.trainer.InductiveTrainer`): start from a trained TIGER,
         copying its whole T5 (same backbone sizes) after checking that it was trained on the same semantic IDs and
-        seen items. The SpecGR++ head stays as initialised, so stage 1 trains it from there."""
+        seen items — the SpecGR++ head stays as initialised, so stage 1 trains it from there — or from a trained
+        SpecGR++, copying every weight, head included (e.g. stage 2 of a model trained with
+        ``specgrpp_finetune_epochs: 0``: ``specgrpp_pretrain_epochs: 0`` here; its item tower, which such a model
+        lacks, is filled when stage 2 starts)."""
         checkpoint = load_checkpoint(path, map_location="cpu")
         state = checkpoint["state_dict"]
         model_name = checkpoint["config"]["model"] if "config" in checkpoint else None
         if model_name not in (None, "TIGER", "SpecGRPP"):
-            raise ValueError(f"init_checkpoint: {path} holds a {model_name}, expected a TIGER checkpoint")
+            raise ValueError(f"init_checkpoint: {path} holds a {model_name}, expected a TIGER or SpecGRPP checkpoint")
         for name in ("item2codes", "seen_item_mask"):
             if name not in state or not torch.equal(state[name].cpu(), getattr(self, name).cpu()):
                 raise ValueError(f"init_checkpoint: {path} was trained on other semantic IDs or another "
                                  f"split ({name} differs); train TIGER on this dataset with the same rqvae_* keys")
-        t5_state = {k[len("t5."):]: v for k, v in state.items() if k.startswith("t5.")}
-        try:
-            self.t5.load_state_dict(t5_state)
-        except RuntimeError as err:
-            raise ValueError(f"init_checkpoint: {path} has another T5 backbone than this model's "
-                             f"n_layers_* / hidden_size / n_heads / d_kv / inner_size ({str(err).splitlines()[0]})") from None
+        if model_name == "SpecGRPP":
+            self._load_specgrpp_state(path, state)
+        else:
+            t5_state = {k[len("t5."):]: v for k, v in state.items() if k.startswith("t5.")}
+            try:
+                self.t5.load_state_dict(t5_state)
+            except RuntimeError as err:
+                raise ValueError(f"init_checkpoint: {path} has another T5 backbone than this model's n_layers_* / "
+                                 f"hidden_size / n_heads / d_kv / inner_size ({str(err).splitlines()[0]})") from None
         self.weights_changed()
-        self.logger.info(f"SpecGRPP: T5 weights loaded from the TIGER checkpoint {path}")
+        self.logger.info(f"SpecGRPP: {'all' if model_name == 'SpecGRPP' else 'T5'} weights loaded from the "
+                         f"{model_name or 'TIGER'} checkpoint {path}")
+
+    def _load_specgrpp_state(self, path, state):
+        """Every weight of a SpecGR++ ``state``; only the item tower may be missing on one side (a model trained or
+        built without stage 2)."""
+        def tower(key):
+            return key.startswith("item_tower.")
+
+        mine = self.state_dict()
+        wrong = [k for k in state if not tower(k) and (k not in mine or mine[k].shape != state[k].shape)]
+        missing = [k for k in mine if not tower(k) and k not in state]
+        if wrong or missing:
+            raise ValueError(f"init_checkpoint: {path} is a SpecGRPP of other sizes or inputs than this model "
+                             f"(hidden_size / layers / specgrpp_projection_size / item_text_input; keys "
+                             f"{(wrong + missing)[:3]} differ)")
+        self.load_state_dict({k: v for k, v in state.items() if not tower(k) or k in mine}, strict=False)
 
     # ---------------------------------------------------------------- embeddings (Drafter protocol)
     def pool(self, enc: EncoderState, projection: Optional[nn.Module] = None) -> torch.Tensor:
