@@ -104,7 +104,15 @@ class InductiveTrainer(Trainer):
     # ---------------------------------------------------------------- training
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's loop with this trainer's schedule, then a validation of the last epoch if the loop skipped it;
-        continued from ``progress_file`` when it holds this stage's progress."""
+        continued from ``progress_file`` when it holds this stage's progress. The tensorboard writer is closed at the
+        end (RecBole never closes it, and its flushing thread can outlive the run's folder; a later write reopens it).
+        """
+        try:
+            return self._fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        finally:
+            self.tensorboard.close()
+
+    def _fit(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
         if self._clock is None:
             self._clock = time.perf_counter()
         self._fit_first_epoch = self.start_epoch

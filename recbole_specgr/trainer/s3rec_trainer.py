@@ -35,16 +35,16 @@ class S3RecTrainer(InductiveTrainer):
     """
 
     def __init__(self, config, model):
+        # checked first: RecBole's Trainer opens a tensorboard writer that a failed constructor would leave open
+        if getattr(model, "train_stage", None) not in _STAGES:
+            raise ValueError(f"S3RecTrainer: train_stage must be one of {_STAGES}, got {model.train_stage!r}")
+        if config["loss_type"] not in ("CE", "BPR"):
+            raise ValueError(f"S3RecTrainer: loss_type must be 'CE' or 'BPR', got {config['loss_type']!r}")
         super().__init__(config, model)
 
         # load parameters info
         self.pretrain_epochs = config["pretrain_epochs"] or 0
         self.finetune_loss_type = config["loss_type"]
-
-        if getattr(model, "train_stage", None) not in _STAGES:
-            raise ValueError(f"S3RecTrainer: train_stage must be one of {_STAGES}, got {model.train_stage!r}")
-        if self.finetune_loss_type not in ("CE", "BPR"):
-            raise ValueError(f"S3RecTrainer: loss_type must be 'CE' or 'BPR', got {self.finetune_loss_type!r}")
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """Pre-train (unless the model is already in the fine-tuning stage or training is resumed), then fine-tune.
