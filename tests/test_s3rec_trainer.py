@@ -111,6 +111,25 @@ def test_bpr_finetune_loss_and_bad_stage(run_dir):
     trainer = S3RecTrainer(config, model)
     trainer.fit(train_data, valid_data=None, saved=False)
     assert isinstance(model.loss_fct, BPRLoss)
+    assert trainer.tensorboard.all_writers is None  # closed by fit: no flushing thread outlives the run's folder
     model.train_stage = "warmup"
     with pytest.raises(ValueError, match="train_stage"):
         S3RecTrainer(config, model)
+
+
+def test_a_trainer_that_fails_to_build_leaves_no_tensorboard_writer_open(run_dir, monkeypatch):
+    import recbole.trainer.trainer as recbole_trainer
+
+    opened = []
+
+    def recording(logger):
+        opened.append(real(logger))
+        return opened[-1]
+
+    real = recbole_trainer.get_tensorboard
+    monkeypatch.setattr(recbole_trainer, "get_tensorboard", recording)
+    config, model, _ = build(run_dir, pretrain_epochs=0, epochs=0)
+    config["valid_metric"] = "MRR@3"  # not a metric the package evaluates: InductiveTrainer refuses it
+    with pytest.raises(ValueError, match="valid_metric"):
+        S3RecTrainer(config, model)
+    assert len(opened) == 1 and opened[0].all_writers is None

@@ -235,6 +235,10 @@ def test_start_from_a_specgrpp_loads_every_weight_and_fills_the_tower_at_stage_2
     assert torch.equal(model.item_tower["projection"].weight, source.projection.weight)
     with pytest.raises(ValueError, match=r"init_checkpoint: .* a SpecGRPP of other sizes or inputs .*projection"):
         make_model(seed=0, specgrpp_projection_size=8).load_init_checkpoint(str(path))
+    finetuned = tmp_path / "finetuned.pth"  # after stage 2 it ranks by its tower, which a stage-1 model lacks
+    torch.save({"config": {"model": "SpecGRPP"}, "state_dict": model.state_dict()}, finetuned)
+    with pytest.raises(ValueError, match=r"init_checkpoint: .* after stage 2.* specgrpp_finetune_epochs > 0"):
+        make_model(seed=0, specgrpp_finetune_epochs=0).load_init_checkpoint(str(finetuned))
 
 
 # ---------------------------------------------------------------- the two-stage trainer
@@ -673,8 +677,9 @@ def test_floors_leave_out_settings_below_a_minimum():
     assert select_setting(rows, "recall@50", floors={"unseen/recall@50": 0.055}) == 1  # the best of rows 1-3
     assert select_setting(rows, "recall@50", floors={"unseen/recall@50": 0.07}) == 2  # a minimum is reached at equality
     assert select_setting(rows, "recall@50", floors={"unseen/recall@50": 0.5}) == 0  # none reaches it: all compete
-    # per-row hits of recall@50 over 2 validation rows: rows 1 and 2 differ on one of two (tied: standard error 0.5);
-    # row 0, tied as well and better by ndcg@10 than row 1, is below the floor and stays out
+    # per-row hits of recall@50 over 2 validation rows; the best candidate is row 1. Differences to it: row 2 (1, −1),
+    # mean 0 <= standard error 1.0; row 3 (1, 0), mean 0.5 <= 0.5: both tied, row 2 wins by ndcg@10. Row 0 (0, −1)
+    # would be tied too and wins by ndcg@10 without the floor: below it, it stays out
     values = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
     rows[0]["ndcg@10"] = 0.9
     assert select_setting(rows, "recall@50", "ndcg@10", values, floors={"unseen/recall@50": 0.055}) == 2
@@ -696,8 +701,17 @@ def test_threshold_tuning_applies_its_floors_and_warns_when_none_reaches_them(mo
     with caplog.at_level(logging.WARNING):
         assert tuned({"unseen/recall@50": 0.5}).model.specgr_threshold == -1.0
     assert "no setting of the grid reaches specgr_threshold_floors" in caplog.text
+    # a checkpoint's validation score: its best setting's, minus 1 when its grid reaches no floor (ranks below any
+    # checkpoint that reaches them)
+    reached = scripted_tuner([-1.0, -2.0], "ndcg@10", results, monkeypatch,
+                             specgr_threshold_floors={"unseen/recall@50": 0.05}).sweep_validation([1])
+    missed = scripted_tuner([-1.0, -2.0], "ndcg@10", results, monkeypatch,
+                            specgr_threshold_floors={"unseen/recall@50": 0.5}).sweep_validation([1])
+    assert reached[0] == pytest.approx(0.2) and missed[0] == pytest.approx(0.3 - 1.0)
+    assert missed[1]["ndcg@10"] == 0.3  # the result itself is the chosen setting's
     for bad, message in (([0.05], "expected a mapping of metric keys"), ({"unseen/mrr@10": 0.1}, "expected keys among"),
-                         ({"unseen/recall@50": "high"}, "expected a number for 'unseen/recall@50'")):
+                         ({"unseen/recall@50": "high"}, "expected a number for 'unseen/recall@50'"),
+                         ({"unseen/recall@50": 0.1, "Unseen/Recall@50": 0.2}, "'Unseen/Recall@50' is given twice")):
         with pytest.raises(ValueError, match=rf"specgr_threshold_floors: {message}"):
             scripted_tuner([-1.0], specgr_threshold_floors=bad)
 

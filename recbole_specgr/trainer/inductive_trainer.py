@@ -73,6 +73,7 @@ class InductiveTrainer(Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        self.tensorboard.close()  # reopened by its first write: a constructor that fails leaves no writer thread
 
         # load parameters info
         self.topk = list(config["topk"])

@@ -35,7 +35,7 @@ class S3RecTrainer(InductiveTrainer):
     """
 
     def __init__(self, config, model):
-        # checked first: RecBole's Trainer opens a tensorboard writer that a failed constructor would leave open
+        # checked before RecBole's Trainer is built (it opens a log folder and a tensorboard writer)
         if getattr(model, "train_stage", None) not in _STAGES:
             raise ValueError(f"S3RecTrainer: train_stage must be one of {_STAGES}, got {model.train_stage!r}")
         if config["loss_type"] not in ("CE", "BPR"):

@@ -24,6 +24,12 @@ class SpecGRAuxTrainer(ThresholdTuningMixin, InductiveTrainer):
         """Returns:
             (float, dict): the composition's validation score and result (``(-inf, None)`` without validation data).
         """
+        try:
+            return self._fit_composition(train_data, valid_data, verbose, saved, show_progress)
+        finally:
+            self.tensorboard.close()  # see InductiveTrainer.fit
+
+    def _fit_composition(self, train_data, valid_data, verbose, saved, show_progress):
         from recbole_specgr.utils import get_trainer
 
         for role, component, conf in self.model.untrained_components():

@@ -57,6 +57,12 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """Run both stages; returns the selected model's validation score and result (speculative inference).
         With ``progress_file`` a finished stage 1 is not repeated and an interrupted stage continues."""
+        try:
+            return self._fit_stages(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        finally:
+            self.tensorboard.close()  # the validations between the stages reopened it
+
+    def _fit_stages(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
         in_finetune = self.progress_stage() == "finetune"  # a resumed run already past stage 1
         if not in_finetune:
             self.logger.info(f"[SpecGR++] stage 1: pretraining (λ1·L_CL + L_Gen), {self.pretrain_epochs} epochs, "

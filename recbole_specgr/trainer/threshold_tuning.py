@@ -169,10 +169,13 @@ class ThresholdTuningMixin:
 
     def sweep_validation(self, valid_data):
         """One validation pass over the whole γ grid: ``(score, result at the best γ, rows)`` (see
-        :func:`sweep_thresholds`), the score being that result's ``valid_metric``. Changes nothing."""
+        :func:`sweep_thresholds`), the score being that result's ``valid_metric`` — minus 1 when no setting reaches
+        ``specgr_threshold_floors``, so that a checkpoint whose grid reaches them ranks above every one whose grid
+        does not (metrics lie in [0, 1]). Changes nothing."""
         rows = self._validation_sweep(valid_data)
         result = _without_threshold(self.best_threshold_row(rows))
-        return result[self.valid_metric], result, rows
+        reached = not self.threshold_floors or any(meets_floors(row, self.threshold_floors) for row in rows)
+        return result[self.valid_metric] - (0.0 if reached else 1.0), result, rows
 
     def _validation_sweep(self, valid_data):
         """The grid's rows on ``valid_data``, the chosen one (:func:`select_setting`) marked ``"selected": True``."""
@@ -268,6 +271,8 @@ def _floors(value, allowed):
     for key, minimum in value.items():
         if str(key).lower() not in allowed:
             raise ValueError(f"specgr_threshold_floors: expected keys among {allowed}, got {key!r}")
+        if str(key).lower() in floors:
+            raise ValueError(f"specgr_threshold_floors: {key!r} is given twice (keys are not case-sensitive)")
         if not isinstance(minimum, (int, float)) or isinstance(minimum, bool):
             raise ValueError(f"specgr_threshold_floors: expected a number for {key!r}, got {minimum!r}")
         floors[str(key).lower()] = float(minimum)

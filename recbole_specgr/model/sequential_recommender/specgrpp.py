@@ -155,7 +155,8 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         seen items — the SpecGR++ head stays as initialised, so stage 1 trains it from there — or from a trained
         SpecGR++, copying every weight, head included (e.g. stage 2 of a model trained with
         ``specgrpp_finetune_epochs: 0``: ``specgrpp_pretrain_epochs: 0`` here; its item tower, which such a model
-        lacks, is filled when stage 2 starts)."""
+        lacks, is filled when stage 2 starts). Stage 2 always fills the item tower from the encoder it starts with,
+        so a stage-2 model trained further gets a tower of its fine-tuned encoder, not of its stage-1 one."""
         checkpoint = load_checkpoint(path, map_location="cpu")
         state = checkpoint["state_dict"]
         model_name = checkpoint["config"]["model"] if "config" in checkpoint else None
@@ -163,8 +164,9 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
             raise ValueError(f"init_checkpoint: {path} holds a {model_name}, expected a TIGER or SpecGRPP checkpoint")
         for name in ("item2codes", "seen_item_mask"):
             if name not in state or not torch.equal(state[name].cpu(), getattr(self, name).cpu()):
-                raise ValueError(f"init_checkpoint: {path} was trained on other semantic IDs or another "
-                                 f"split ({name} differs); train TIGER on this dataset with the same rqvae_* keys")
+                raise ValueError(f"init_checkpoint: {path} was trained on other semantic IDs or another split "
+                                 f"({name} differs); train its {model_name or 'TIGER'} on this dataset with the same "
+                                 f"rqvae_* keys")
         if model_name == "SpecGRPP":
             self._load_specgrpp_state(path, state)
         else:
@@ -191,6 +193,9 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
             raise ValueError(f"init_checkpoint: {path} is a SpecGRPP of other sizes or inputs than this model "
                              f"(hidden_size / layers / specgrpp_projection_size / item_text_input; keys "
                              f"{(wrong + missing)[:3]} differ)")
+        if bool(state.get("item_tower_active", False)) and self.item_tower is None:
+            raise ValueError(f"init_checkpoint: {path} is a SpecGRPP after stage 2, which ranks by its item tower; "
+                             f"this model has none (set specgrpp_finetune_epochs > 0)")
         self.load_state_dict({k: v for k, v in state.items() if not tower(k) or k in mine}, strict=False)
 
     # ---------------------------------------------------------------- embeddings (Drafter protocol)
