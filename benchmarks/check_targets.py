@@ -58,7 +58,11 @@ def convergence(result):
     stages = [c.get("stage") for c in curve if c.get("stage")]
     if stages:
         parts = []
-        for stage in dict.fromkeys(stages):
+        start = [c for c in curve if c.get("stage") == "init_checkpoint" and "valid_speculative_score" in c]
+        if start:  # a run that started from trained weights (init_checkpoint): where its curve begins
+            parts.append(f"init_checkpoint: speculative valid {start[0].get('valid_speculative_metric', '')} "
+                         f"{start[0]['valid_speculative_score']:.4f}")
+        for stage in [s for s in dict.fromkeys(stages) if s != "init_checkpoint"]:
             part = {**result, "learning_curve": [{k: v for k, v in c.items() if k != "stage"} for c in curve
                                                  if c.get("stage") == stage]}
             if stage == "finetune":

@@ -50,3 +50,14 @@ def test_each_candidate_is_checked_against_the_baselines_only(check_targets, tmp
 def test_a_candidate_without_a_result_says_so(check_targets):
     assert check_targets.check({"SASRec": [result(0.3, 0.07, 0.0)]}, "SpecGRPP_text") == [
         "- SpecGRPP_text has no complete result yet: no target can be checked."]
+
+
+def test_convergence_of_a_run_started_from_trained_weights(check_targets):
+    run = {"config": {"epochs": 0, "specgrpp_finetune_epochs": 2}, "learning_curve": [
+        {"epoch": -1, "stage": "init_checkpoint", "valid_speculative_score": 0.5036,
+         "valid_speculative_metric": "recall@50"},
+        {"epoch": 0, "stage": "finetune", "valid_score": 0.5054, "valid_metric": "recall@50"},
+        {"epoch": 1, "stage": "finetune", "valid_score": 0.5101, "valid_metric": "recall@50"}]}
+    assert check_targets.convergence(run) == (
+        "init_checkpoint: speculative valid recall@50 0.5036; finetune: valid recall@50 by epoch: 0.5054, 0.5101; "
+        "best at epoch 1 of 2 trained (ended by the last of 2 epochs)")

@@ -346,6 +346,16 @@ def test_trainer_keeps_stage1_when_finetuning_does_not_help(run_dir):
     assert float(checkpoint["state_dict"]["projection.bias"][0]) == 1.0
 
 
+def test_stage2_without_stage1_starts_its_curve_with_the_loaded_weights(run_dir):
+    """No stage-1 epoch (the weights of init_checkpoint): their speculative validation opens the learning curve."""
+    trainer, trained, validations, best, _ = scripted_fit(
+        run_dir, drafter_scores={}, speculative_scores={0: 0.2, 1: 0.3}, epochs=0, finetune_epochs=2)
+    assert [e for e, _, _ in trained] == [0, 1] and validations[0] == ("speculative", 0)
+    start = trainer.learning_curve[0]
+    assert (start["epoch"], start["stage"], start["valid_speculative_score"]) == (-1, "init_checkpoint", 0.2)
+    assert [c.get("valid_score") for c in trainer.learning_curve] == [None, 0.2, 0.3] and best[0] == 0.3
+
+
 def test_every_stage_is_validated_at_its_last_epoch(run_dir):
     """eval_step 2: RecBole validates epochs whose (index + 1) is even; each stage's last epoch is validated too."""
     _, trained, validations, _, _ = scripted_fit(

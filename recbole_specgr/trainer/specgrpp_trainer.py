@@ -77,6 +77,9 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
                                  f"{self.best_valid_score:.6f})")
         self._enter_stage("finetune", "speculative", self.final_valid_metric)
         if valid_data and not in_finetune:  # the speculative baseline every stage-2 epoch must beat
+            if not self.learning_curve:  # no stage-1 epoch (init_checkpoint): the curve starts with the weights loaded
+                self.learning_curve.append({"epoch": self.pretrain_epochs - 1, "step": self.global_step, "lr": None,
+                                            "train_loss": None, "stage": "init_checkpoint"})
             self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress)
             self.logger.info(f"[SpecGR++] stage-1 model, speculative {self.valid_metric} {self.best_valid_score:.6f}")
         if self.finetune_epochs > 0:
@@ -131,12 +134,13 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
 
     def _valid_epoch(self, valid_data, show_progress=False):
         """Stage 1: the drafter's ranking; afterwards speculative inference, over the γ grid when there is one. The
-        speculative validation of the stage-1 model goes into the curve as ``valid_speculative``; stage 2 also trains
+        speculative validation of the stage-1 model goes into the curve as ``valid_speculative`` (of an entry of stage
+        ``init_checkpoint`` when no stage-1 epoch ran: the weights of ``init_checkpoint``); stage 2 also trains
         the drafter, so its validations add the drafter's own ranking as ``valid_drafter`` (one cheap pass)."""
         if self.stage == "pretrain":
             return super()._valid_epoch(valid_data, show_progress=show_progress)
-        key = "valid_speculative" if self.learning_curve and self.learning_curve[-1].get("stage") == "pretrain" \
-            else "valid"
+        key = "valid_speculative" if self.learning_curve and \
+            self.learning_curve[-1].get("stage") in ("pretrain", "init_checkpoint") else "valid"
         if self.threshold_grid is None:
             score, result = self._speculative_validation(valid_data, key, show_progress)
         else:
