@@ -433,6 +433,26 @@ def test_specgrpp_end_to_end(specgrpp_run):
     assert torch.equal(other["tokenizer_state"]["codes"], checkpoint["state_dict"]["item2codes"])
 
 
+def test_stage2_continues_a_trained_specgrpp_from_exactly_its_weights(specgrpp_run, tmp_path, ml100k_slice,
+                                                                      session_cache, monkeypatch):
+    """init_checkpoint = a SpecGR++ run's checkpoint, no stage-1 epoch, one more stage-2 epoch (the ML-1M
+    SpecGRPP_floor recipe): the run's curve opens with exactly the source's validation result."""
+    source, checkpoint_path = specgrpp_run
+    config = {"model": "SpecGRPP", "dataset": "ml-100k", "data_path": ml100k_slice, "cache_dir": session_cache,
+              "checkpoint_dir": str(tmp_path / "saved"), "epochs": 1, "specgrpp_pretrain_epochs": 0,
+              "specgrpp_finetune_epochs": 1, "init_checkpoint": checkpoint_path, "state": "ERROR",
+              "show_progress": False, "train_batch_size": 512, "eval_batch_size": 512, "seed": 2020,
+              "specgr_threshold": -100.0, **NO_GRID, **TINY_T5, **FAST_TOKENIZER, **FAST_RUN}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["pytest"])
+    result = objective_function(config)
+    start, *finetune = result["learning_curve"]
+    assert start["stage"] == "init_checkpoint" and [c["stage"] for c in finetune] == ["finetune"]
+    for subset in ("overall", "in_sample", "unseen"):  # the source's selected weights, every one of them
+        assert start["valid_speculative"][subset] == source["valid"][subset]
+    assert result["valid"]["overall"]["recall@10"] >= source["valid"]["overall"]["recall@10"]  # kept only if better
+
+
 def test_specgraux_end_to_end_trains_its_components(small_config):
     tiny_unisrec = {"n_layers": 1, "n_heads": 2, "hidden_size": 16, "inner_size": 32, "n_exps": 2}
     config = {**small_config, "model": "SpecGRAux", "dataset": "ml-100k", "specgr_threshold": -100.0,
