@@ -107,7 +107,7 @@ class InductiveTrainer(Trainer):
         """RecBole's loop with this trainer's schedule, then a validation of the last epoch if the loop skipped it;
         continued from ``progress_file`` when it holds this stage's progress. The tensorboard writer is closed at the
         end (RecBole never closes it, and its flushing thread can outlive the run's folder; a later write reopens it).
-        """
+        Subclasses with another training procedure override :meth:`_fit`, so that this holds for them too."""
         try:
             return self._fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
         finally:

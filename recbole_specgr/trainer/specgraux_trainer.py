@@ -20,16 +20,10 @@ class SpecGRAuxTrainer(ThresholdTuningMixin, InductiveTrainer):
     ``specgr_threshold_grid``, keeping the best) and saves it as this run's checkpoint.
     """
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """Returns:
+    def _fit(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
+        """:meth:`fit` (which closes the tensorboard writer after it). Returns:
             (float, dict): the composition's validation score and result (``(-inf, None)`` without validation data).
         """
-        try:
-            return self._fit_composition(train_data, valid_data, verbose, saved, show_progress)
-        finally:
-            self.tensorboard.close()  # see InductiveTrainer.fit
-
-    def _fit_composition(self, train_data, valid_data, verbose, saved, show_progress):
         from recbole_specgr.utils import get_trainer
 
         for role, component, conf in self.model.untrained_components():

@@ -54,15 +54,9 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
                 f"{self.pretrain_epochs} / {self.finetune_epochs}"
             )
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """Run both stages; returns the selected model's validation score and result (speculative inference).
-        With ``progress_file`` a finished stage 1 is not repeated and an interrupted stage continues."""
-        try:
-            return self._fit_stages(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-        finally:
-            self.tensorboard.close()  # the validations between the stages reopened it
-
-    def _fit_stages(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
+    def _fit(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
+        """:meth:`fit`: run both stages; returns the selected model's validation score and result (speculative
+        inference). With ``progress_file`` a finished stage 1 is not repeated and an interrupted stage continues."""
         in_finetune = self.progress_stage() == "finetune"  # a resumed run already past stage 1
         if not in_finetune:
             self.logger.info(f"[SpecGR++] stage 1: pretraining (λ1·L_CL + L_Gen), {self.pretrain_epochs} epochs, "
@@ -124,8 +118,7 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
         self.eval_step = min(self.config_eval_step, end - start)
         if not keep_best:
             self.best_valid_score, self.best_valid_result = -float("inf"), None
-        super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
-                    callback_fn=callback_fn)
+        super()._fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

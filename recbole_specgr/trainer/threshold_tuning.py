@@ -174,8 +174,7 @@ class ThresholdTuningMixin:
         does not (metrics lie in [0, 1]). Changes nothing."""
         rows = self._validation_sweep(valid_data)
         result = _without_threshold(self.best_threshold_row(rows))
-        reached = not self.threshold_floors or any(meets_floors(row, self.threshold_floors) for row in rows)
-        return result[self.valid_metric] - (0.0 if reached else 1.0), result, rows
+        return result[self.valid_metric] - (0.0 if self._floors_reached(rows) else 1.0), result, rows
 
     def _validation_sweep(self, valid_data):
         """The grid's rows on ``valid_data``, the chosen one (:func:`select_setting`) marked ``"selected": True``."""
@@ -183,10 +182,14 @@ class ThresholdTuningMixin:
         rows, values = sweep_with_row_values(self, valid_data, self.threshold_grid, row_metric)
         rows[select_setting(rows, self.threshold_metric, self.threshold_tiebreak, values,
                             self.threshold_floors)]["selected"] = True
-        if self.threshold_floors and not any(meets_floors(row, self.threshold_floors) for row in rows):
+        if not self._floors_reached(rows):
             self.logger.warning(f"[SpecGR] no setting of the grid reaches specgr_threshold_floors "
                                 f"{self.threshold_floors} on validation: chosen among all of them")
         return rows
+
+    def _floors_reached(self, rows):
+        """Whether some row reaches every minimum of ``specgr_threshold_floors`` (True without floors)."""
+        return any(meets_floors(row, self.threshold_floors) for row in rows)
 
     def best_threshold_row(self, rows):
         """The row marked ``selected`` by the validation sweep, else the best by ``specgr_threshold_metric`` (the
