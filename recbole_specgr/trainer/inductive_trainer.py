@@ -166,7 +166,6 @@ class InductiveTrainer(Trainer):
         name, warmup, min_ratio, total = self.schedule
         self._scheduled_optimizer = self.optimizer
         self.lr_scheduler = self._scheduler_handle = None
-        peak = self.optimizer.param_groups[0]["lr"]  # this optimizer's own rate (SpecGR++ stage 2 has another)
         if name == "constant" and warmup == 0:
             return
         total = total or max(1, (self.epochs - self._fit_first_epoch) * steps_per_epoch)
@@ -176,6 +175,7 @@ class InductiveTrainer(Trainer):
             self._resumed_scheduler_state = None
             for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr()):
                 group["lr"] = lr  # building the scheduler reset it to the rate of step 0
+        peak = self.lr_scheduler.base_lrs[0]  # this optimizer's own rate (SpecGR++ stage 2 has another), also resumed
         self.logger.info(f"[TRAIN] learning rate: {name} schedule, {warmup} warmup steps, decay over {total} steps "
                          f"to {min_ratio:g} × {peak:g}")
 
