@@ -235,3 +235,37 @@ def test_send_without_users_decodes_nothing_more():
     assert [s.depth for s in rest] == [2, 3] and decoder.n_rows == rows
     assert all(not s.valid.any() and (s.prefixes == -1).all() for s in rest) and (rest[-1].items == 0).all()
     assert rest[-1].prefixes.shape == (2, 5, 3)
+
+
+@pytest.mark.parametrize("max_rows", [1, 6, 13, 18])  # one user per group, and groups of 1, 2, 3 users (β = 6)
+def test_users_searched_in_groups_give_exactly_the_beams_of_one_search(max_rows):
+    """``max_rows``: groups of ``max_rows // β`` users advanced in lockstep, a ``send`` mask split among them
+    (user 3 dropped after digit 1, users 0 and 4 after digit 2: some groups lose every user), history exclusion per
+    user: every step equals the search of all users at once."""
+    item2codes = random_catalog(60, 3, 4, seed=7)
+    index = PrefixIndex(item2codes, 4)
+    tables = index.restrict(torch.ones(61, dtype=torch.bool))
+    excluded = torch.zeros(5, 61, dtype=torch.bool)
+    excluded[torch.arange(5), item2codes.new_tensor([3, 9, 27, 41, 58])] = True
+    alive = index.alive_nodes(~excluded & (torch.arange(61) > 0))
+    users = [0, 1, 2, 3, 4]
+    masks = [torch.tensor([True, True, True, False, True]), torch.tensor([False, True, True, False, False])]
+
+    def steps_of(max_rows):
+        decoder = TableDecoder(5, 3, 4, seed=8)
+        steps = constrained_beam_search(decoder, encoder_state(users), 6, tables, alive, max_rows=max_rows)
+        return [next(steps)] + [steps.send(mask) for mask in masks], decoder.n_rows
+
+    (whole, whole_rows), (grouped, grouped_rows) = steps_of(None), steps_of(max_rows)
+    assert len(grouped) == 3 and grouped_rows == whole_rows == 5 + 4 * 6 + 2 * 6
+    for got, expect in zip(grouped, whole):
+        assert got.depth == expect.depth
+        for field in ("prefixes", "scores", "valid") + (("items",) if expect.items is not None else ()):
+            assert torch.equal(getattr(got, field), getattr(expect, field)), (got.depth, field)
+    assert not (grouped[-1].items[:, :, None] == torch.tensor([3, 9, 27, 41, 58])[:, None, None]).any()
+
+
+def test_max_rows_must_be_positive():
+    tables = PrefixIndex(random_catalog(10, 2, 4), 4).restrict(torch.ones(11, dtype=torch.bool))
+    with pytest.raises(ValueError, match="max_rows: expected None, -1 or >= 1, got 0"):
+        constrained_beam_search(TableDecoder(1, 2, 4), encoder_state([0]), 3, tables, max_rows=0)

@@ -421,3 +421,25 @@ def test_from_checkpoint_rebuilds_the_trained_model_without_its_dataset(tmp_path
     torch.save({"config": config, "state_dict": model.state_dict()}, path)
     with pytest.raises(ValueError, match=r"holds a SASRec model, expected a TIGER"):
         TIGER.from_checkpoint(str(path))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.4])
+def test_users_searched_in_groups_give_bitwise_the_same_scores(monkeypatch, share):
+    """On a CPU the beam search decodes groups of CPU_MAX_ROWS // β users (here 1 or 2 of 5): full_sort_predict
+    (TIGER, and TIGER_C's unseen part) with history exclusion recommends the same items with the same scores as one
+    search over all users (to float rounding: a one-user batch takes other kernel paths, as any batch shape can)."""
+    from recbole_specgr.inference import beam_search
+
+    model = make_tiger(seed=9, num_beams=8, tiger_allow_unseen=share == 0.0, tiger_c_unseen_share=share)
+    inter = histories(B=5, seed=9)
+    inter.update(Interaction({EXCLUDED_ITEMS: torch.rand(5, N_ITEMS + 1,
+                                                         generator=torch.Generator().manual_seed(9)) < 0.2}))
+    with torch.no_grad():
+        monkeypatch.setattr(beam_search, "CPU_MAX_ROWS", 10 ** 6)
+        whole = model.full_sort_predict(inter)
+        for max_rows in (8, 16):
+            monkeypatch.setattr(beam_search, "CPU_MAX_ROWS", max_rows)
+            grouped = model.full_sort_predict(inter)
+            assert torch.equal(torch.isfinite(grouped), torch.isfinite(whole))
+            assert torch.allclose(grouped[torch.isfinite(whole)], whole[torch.isfinite(whole)], rtol=1e-6, atol=0)
+    assert (torch.isfinite(whole).sum(dim=1) == K).all()

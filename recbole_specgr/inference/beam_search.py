@@ -7,7 +7,8 @@ the decoder state and the prefix bookkeeping.
 
 - The encoder has already run (:class:`~recbole_specgr.inference.interfaces.EncoderState`); the decoder starts with
   one row per user and grows to β rows after the first step (fairseq's step-0 "first beam only" trick, for free).
-- All users of the batch are decoded at once; beams are flattened to ``B·β`` decoder rows.
+- The users of a batch are decoded together (on a CPU in groups of about 2,048 beam rows, advanced in lockstep);
+  beams are flattened to ``B·β`` decoder rows.
 - One ``topk`` over the flattened ``beam × code`` scores per step; beam and code come back by ``//`` and ``%``.
 - The constraint is the dense prefix tables of :class:`~recbole_specgr.inference.prefix_index.PrefixIndex`:
   disallowed continuations get −inf. No per-hypothesis Python, no trie callbacks.
@@ -26,6 +27,11 @@ from typing import Any, Iterator, Optional, Protocol, Sequence, Tuple
 import torch
 
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
+
+CPU_MAX_ROWS = 2048
+"""Beam rows decoded at once on a CPU by default (β = 50: 40 users): at β = 50, 2,000 items, d_model 64, one thread,
+256 users searched in groups of 32 ran 1.2× the users/s of all 256 at once, with bitwise the same beams
+(``benchmarks/reports/tiger_beam_cpu.md``)."""
 
 
 class StepDecoder(Protocol):
@@ -85,8 +91,9 @@ def constrained_beam_search(
     beam_size: int,
     tables: Sequence[torch.Tensor],
     alive: Optional[Sequence[torch.Tensor]] = None,
+    max_rows: Optional[int] = -1,
 ) -> Iterator[BeamStep]:
-    """Beam search for all users of ``enc`` at once, yielding the beam sets B_1 … B_l.
+    """Beam search for all users of ``enc``, yielding the beam sets B_1 … B_l.
 
     Args:
         decoder: the model (see :class:`StepDecoder`).
@@ -97,6 +104,10 @@ def constrained_beam_search(
         alive: optional per-user restriction on top of ``tables`` (:meth:`PrefixIndex.alive_nodes`): l tensors
             ``[B, P_j]``, True where the user may still reach an item through that node. With it, a user's excluded
             items (e.g. the history) take no beams, so β beams end in β items that user may be recommended.
+        max_rows: decode at most this many beam rows at once: the users are searched in groups of
+            ``max_rows // β`` (at least one), in lockstep, and their steps joined: the same beams as one search (each
+            user's search is independent; scores to float rounding, as with any other batch composition). None: all users at once; −1 (default): :data:`CPU_MAX_ROWS` on a CPU
+            (where a step's ``[rows, V]`` tensors that outgrow the cache cost more per user), None elsewhere.
     Yields:
         :class:`BeamStep` for j = 1 … l. Decoding of digit j+1 starts only when the next step is asked for, so a
         caller that stops early (speculative inference's adaptive exit) pays for no more digits than it used.
@@ -104,6 +115,40 @@ def constrained_beam_search(
         decoded no more and their beams are invalid (``valid`` False, score −inf, prefix −1, item 0) in every
         later step; the beams of the users kept are exactly those of the full search.
     """
+    B, device = enc.hidden.shape[0], enc.hidden.device
+    if max_rows == -1:
+        max_rows = CPU_MAX_ROWS if device.type == "cpu" else None
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows: expected None, -1 or >= 1, got {max_rows}")
+    group = B if max_rows is None else max(1, max_rows // beam_size)
+    if B <= group:
+        return _search(decoder, enc, beam_size, tables, alive)
+    bounds = [(start, min(start + group, B)) for start in range(0, B, group)]
+    return _in_lockstep([
+        _search(decoder, EncoderState(enc.hidden[start:end], enc.mask[start:end]), beam_size, tables,
+                None if alive is None else [nodes[start:end] for nodes in alive])
+        for start, end in bounds
+    ], bounds)
+
+
+def _in_lockstep(searches: Sequence[Iterator[BeamStep]], bounds: Sequence[Tuple[int, int]]) -> Iterator[BeamStep]:
+    """The searches of consecutive user groups (``bounds``: [start, end) of each) advanced together, each step's
+    beam sets joined along the users; a ``send(users)`` mask is split among the groups."""
+    need = None
+    while True:
+        try:
+            steps = [search.send(None if need is None else need[start:end])
+                     for search, (start, end) in zip(searches, bounds)]
+        except StopIteration:
+            return
+        last = steps[0].items is not None
+        need = yield BeamStep(steps[0].depth, *(torch.cat([getattr(step, field) for step in steps])
+                                                for field in ("prefixes", "scores", "valid")),
+                              torch.cat([step.items for step in steps]) if last else None)
+
+
+def _search(decoder, enc, beam_size, tables, alive):
+    """:func:`constrained_beam_search` of all users of ``enc`` at once."""
     search = ConstrainedBeamSearch(beam_size)
     B, device = enc.hidden.shape[0], enc.hidden.device
     n_digits = len(tables)
