@@ -443,3 +443,24 @@ def test_users_searched_in_groups_give_bitwise_the_same_scores(monkeypatch, shar
             assert torch.equal(torch.isfinite(grouped), torch.isfinite(whole))
             assert torch.allclose(grouped[torch.isfinite(whole)], whole[torch.isfinite(whole)], rtol=1e-6, atol=0)
     assert (torch.isfinite(whole).sum(dim=1) == K).all()
+
+
+@pytest.mark.parametrize("n_cands", [4, N_ITEMS + 1])  # fewer / more candidates than first-digit codes
+def test_digit_log_probs_of_users_scored_in_groups_equal_one_call(monkeypatch, n_cands):
+    """On a CPU, candidates are scored CPU_MAX_ROWS // (N·(l − 1)) users at a time (here one or two of 5 users):
+    the same log-probabilities as one call, padding candidates included (−inf)."""
+    from recbole_specgr.inference import beam_search
+
+    model = make_tiger(seed=4)
+    inter = histories(B=5, seed=4)
+    g = torch.Generator().manual_seed(4)
+    cands = torch.randint(0, N_ITEMS + 1, (5, n_cands), generator=g)
+    with torch.no_grad():
+        enc = model.encode(inter["item_id_list"], inter["item_length"])
+        monkeypatch.setattr(beam_search, "CPU_MAX_ROWS", 10 ** 6)
+        whole = model.digit_log_probs(enc, cands)
+        for users_per_group in (1, 2):
+            monkeypatch.setattr(beam_search, "CPU_MAX_ROWS", users_per_group * n_cands * (L - 1))
+            grouped = model.digit_log_probs(enc, cands)
+            assert torch.equal(torch.isinf(grouped), cands[..., None].expand(-1, -1, L) == 0)
+            assert torch.allclose(grouped, whole, rtol=1e-6, atol=0)

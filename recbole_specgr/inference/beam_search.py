@@ -22,16 +22,33 @@ Scores are the model's own log-probabilities (not renormalised over the allowed 
 of allowed items the search returns exactly the top items by sequence log-likelihood.
 """
 
-from typing import Any, Iterator, Optional, Protocol, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
 
 CPU_MAX_ROWS = 2048
-"""Beam rows decoded at once on a CPU by default (β = 50: 40 users): at β = 50, 2,000 items, d_model 64, one thread,
-256 users searched in groups of 32 ran 1.2× the users/s of all 256 at once, with bitwise the same beams
-(``benchmarks/reports/tiger_beam_cpu.md``)."""
+"""Decoder positions decoded in one call on a CPU by default (beam search at β = 50: 40 users a step; teacher-forced
+scoring of 50 candidates × 3 positions: 13 users): the ``[positions, V]`` tensors of a larger call outgrow the cache.
+Measured at 2,000 items, d_model 64, one thread, 256 users: the beam search in groups of 32 users ran 1.2× the users/s
+of all 256 at once, scoring 50 candidates per user in groups of 16 users 2.0× (``benchmarks/reports/tiger_beam_cpu.md``,
+``benchmarks/reports/main_job_eval_versions_cpu.md``)."""
+
+
+def user_groups(n_users: int, rows_per_user: int, device, max_rows: Optional[int] = -1) -> List[Tuple[int, int]]:
+    """[start, end) of consecutive groups of users, each group at most ``max_rows`` decoder rows (at least one user).
+
+    Args:
+        rows_per_user: decoder rows (positions) one user needs in a call.
+        max_rows: None: one group; −1 (default): :data:`CPU_MAX_ROWS` on a CPU, one group elsewhere.
+    """
+    if max_rows == -1:
+        max_rows = CPU_MAX_ROWS if torch.device(device).type == "cpu" else None
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows: expected None, -1 or >= 1, got {max_rows}")
+    size = n_users if max_rows is None else max(1, max_rows // max(1, rows_per_user))
+    return [(start, min(start + size, n_users)) for start in range(0, n_users, max(1, size))]
 
 
 class StepDecoder(Protocol):
@@ -104,10 +121,10 @@ def constrained_beam_search(
         alive: optional per-user restriction on top of ``tables`` (:meth:`PrefixIndex.alive_nodes`): l tensors
             ``[B, P_j]``, True where the user may still reach an item through that node. With it, a user's excluded
             items (e.g. the history) take no beams, so β beams end in β items that user may be recommended.
-        max_rows: decode at most this many beam rows at once: the users are searched in groups of
-            ``max_rows // β`` (at least one), in lockstep, and their steps joined: the same beams as one search (each
-            user's search is independent; scores to float rounding, as with any other batch composition). None: all users at once; −1 (default): :data:`CPU_MAX_ROWS` on a CPU
-            (where a step's ``[rows, V]`` tensors that outgrow the cache cost more per user), None elsewhere.
+        max_rows: decode at most this many beam rows at once (:func:`user_groups`; default: :data:`CPU_MAX_ROWS`
+            on a CPU, all users elsewhere): the groups are searched in lockstep and their steps joined, giving the
+            beams of one search (each user's search is independent; scores to float rounding, as with any other
+            batch composition).
     Yields:
         :class:`BeamStep` for j = 1 … l. Decoding of digit j+1 starts only when the next step is asked for, so a
         caller that stops early (speculative inference's adaptive exit) pays for no more digits than it used.
@@ -115,15 +132,9 @@ def constrained_beam_search(
         decoded no more and their beams are invalid (``valid`` False, score −inf, prefix −1, item 0) in every
         later step; the beams of the users kept are exactly those of the full search.
     """
-    B, device = enc.hidden.shape[0], enc.hidden.device
-    if max_rows == -1:
-        max_rows = CPU_MAX_ROWS if device.type == "cpu" else None
-    if max_rows is not None and max_rows < 1:
-        raise ValueError(f"max_rows: expected None, -1 or >= 1, got {max_rows}")
-    group = B if max_rows is None else max(1, max_rows // beam_size)
-    if B <= group:
+    bounds = user_groups(enc.hidden.shape[0], beam_size, enc.hidden.device, max_rows)
+    if len(bounds) <= 1:
         return _search(decoder, enc, beam_size, tables, alive)
-    bounds = [(start, min(start + group, B)) for start in range(0, B, group)]
     return _in_lockstep([
         _search(decoder, EncoderState(enc.hidden[start:end], enc.mask[start:end]), beam_size, tables,
                 None if alive is None else [nodes[start:end] for nodes in alive])

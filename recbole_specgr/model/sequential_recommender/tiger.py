@@ -22,7 +22,7 @@ from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.config import SavedConfig
 from recbole_specgr.data.catalog import ItemCatalog
 from recbole_specgr.evaluation import EXCLUDED_ITEMS
-from recbole_specgr.inference.beam_search import constrained_beam_search
+from recbole_specgr.inference.beam_search import constrained_beam_search, user_groups
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.specgr import verification_scores
@@ -270,7 +270,8 @@ class TIGER(SequentialRecommender):
 
     def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
         """Teacher-forced log P(c_i | c_<i, X) of every digit of every candidate, all candidates of all users in one
-        decoder call (the N candidates of a user share its encoder output and its decoded start position).
+        decoder call (on a CPU, of a few users at a time: :func:`~recbole_specgr.inference.beam_search.user_groups`;
+        the N candidates of a user share its encoder output and its decoded start position).
 
         Args:
             enc: encoder output for B users.
@@ -280,6 +281,10 @@ class TIGER(SequentialRecommender):
         """
         if cand_items.size(1) == 0:
             return enc.hidden.new_zeros(cand_items.size(0), 0, self.n_digits)
+        groups = user_groups(cand_items.size(0), cand_items.size(1) * (self.n_digits - 1), cand_items.device)
+        if len(groups) > 1:  # a CPU call of few users at a time keeps the [rows, V] logits in the cache
+            return torch.cat([self.digit_log_probs(EncoderState(enc.hidden[start:end], enc.mask[start:end]),
+                                                   cand_items[start:end]) for start, end in groups])
         dec_in, targets = self._decoder_tokens(cand_items)  # [B, N, l] each, dec_in[..., 0] = bos
         if self.codebook_size < cand_items.size(1) and self.n_digits >= 3:  # C first digits decoded, not N
             first_digit = self.digit_offsets[0] + torch.arange(self.codebook_size, device=dec_in.device)
