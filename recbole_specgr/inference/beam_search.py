@@ -7,7 +7,7 @@ the decoder state and the prefix bookkeeping.
 
 - The encoder has already run (:class:`~recbole_specgr.inference.interfaces.EncoderState`); the decoder starts with
   one row per user and grows to β rows after the first step (fairseq's step-0 "first beam only" trick, for free).
-- The users of a batch are decoded together (on a CPU in groups of about 2,048 beam rows, advanced in lockstep);
+- The users of a batch are decoded together (on a CPU in groups of about 4,096 beam rows, advanced in lockstep);
   beams are flattened to ``B·β`` decoder rows.
 - One ``topk`` over the flattened ``beam × code`` scores per step; beam and code come back by ``//`` and ``%``.
 - The constraint is the dense prefix tables of :class:`~recbole_specgr.inference.prefix_index.PrefixIndex`:
@@ -28,12 +28,13 @@ import torch
 
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
 
-CPU_MAX_ROWS = 2048
-"""Decoder positions decoded in one call on a CPU by default (beam search at β = 50: 40 users a step; teacher-forced
-scoring of 50 candidates × 3 positions: 13 users): the ``[positions, V]`` tensors of a larger call outgrow the cache.
-Measured at 2,000 items, d_model 64, one thread, 256 users: the beam search in groups of 32 users ran 1.2× the users/s
-of all 256 at once, scoring 50 candidates per user in groups of 16 users 2.0× (``benchmarks/reports/tiger_beam_cpu.md``,
-``benchmarks/reports/main_job_eval_versions_cpu.md``)."""
+CPU_MAX_ROWS = 4096
+"""Decoder positions decoded in one call on a CPU by default (beam search at β = 50: 81 users a step; teacher-forced
+scoring of 50 candidates × 3 positions: 27 users): the tensors of a larger call outgrow the cache, a much smaller one
+pays Python's per-call overhead more often. Measured at one thread (``benchmarks/reports/speed_cpu.md``, section 4):
+2,000 items, V = 1,026, d_model 64, 256 users: the beam search in groups of 64 users ran 1.2× the users/s of all 256
+at once, scoring 50 candidates per user in groups of 16–32 users 1.6–2.0×; the ml-100k main job's test pass took
+19.2–20.1 s at 4,096 positions a call, 21.6–22.5 s at 2,048, 25.7–26.1 s in one call."""
 
 
 def user_groups(n_users: int, rows_per_user: int, device, max_rows: Optional[int] = -1) -> List[Tuple[int, int]]:
