@@ -85,7 +85,10 @@ def test_a_finished_run_trains_nothing_and_gives_the_same_result(small_config, r
     again = objective_function(config)
     assert again["test"] == first["test"] == uninterrupted["test"]
     assert again["learning_curve"] == first["learning_curve"] and again["checkpoint"] == first["checkpoint"]
-    assert again["train_time_s"] >= first["train_time_s"] - 1e-6  # the first process's time is carried over
+    # the first process's training time is carried over (the progress file records it a few ms before that process
+    # stops its own clock, and this process adds the moment it takes to see the run is finished)
+    recorded = compat.load_checkpoint(config["progress_file"])["progress"]["train_time_s"]
+    assert recorded <= first["train_time_s"] + 1e-3 and recorded - 1e-3 <= again["train_time_s"] <= recorded + 0.5
 
 
 def test_a_progress_file_of_another_run_is_refused(small_config, run_dir, monkeypatch):
