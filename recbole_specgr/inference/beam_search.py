@@ -22,7 +22,7 @@ Scores are the model's own log-probabilities (not renormalised over the allowed 
 of allowed items the search returns exactly the top items by sequence log-likelihood.
 """
 
-from typing import Any, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Generator, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 
@@ -143,7 +143,8 @@ def constrained_beam_search(
     ], bounds)
 
 
-def _in_lockstep(searches: Sequence[Iterator[BeamStep]], bounds: Sequence[Tuple[int, int]]) -> Iterator[BeamStep]:
+def _in_lockstep(searches: Sequence[Generator[BeamStep, Optional[torch.Tensor], None]],
+                 bounds: Sequence[Tuple[int, int]]) -> Iterator[BeamStep]:
     """The searches of consecutive user groups (``bounds``: [start, end) of each) advanced together, each step's
     beam sets joined along the users; a ``send(users)`` mask is split among the groups."""
     need = None
