@@ -2,17 +2,20 @@
 met or missed by how much, with the learning-curve evidence of convergence, to ``<out>_targets.md``.
 
     python benchmarks/check_targets.py --out benchmarks/reports/table_ml-100k_cpu --seeds 2020 2021 2022
+    python benchmarks/check_targets.py --out benchmarks/reports/table_ml-1m_cpu --seeds 2020 --tiger TIGER TIGER_20
 
 Targets (test split; means over the seeds given, or the single run without ``--seeds``):
 
 1. SpecGR++ overall R@50 and overall NDCG@10 above every baseline's;
 2. SpecGR++ unseen R@50 >= UniSRec's, shown next to the TextSim floor's;
-3. TIGER in-sample R@50 next to SASRec's (the paper's premise), with both learning curves' convergence.
+3. TIGER in-sample R@50 next to SASRec's (the paper's premise), with both learning curves' convergence; ``--tiger``
+   names the TIGER rows to compare (e.g. a longer-trained ``TIGER_20`` next to the plan's ``TIGER``).
 """
 
 import argparse
 import glob
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -82,8 +85,9 @@ def convergence(result):
             f"{last['epoch'] + 1} trained (ended by {ended})")
 
 
-def check(runs, candidate=CANDIDATE):
-    """Target lines for the SpecGR++ row ``candidate`` (a run name) against every baseline row."""
+def check(runs, candidate=CANDIDATE, tigers=("TIGER",)):
+    """Target lines for the SpecGR++ row ``candidate`` (a run name) against every baseline row; the in-sample
+    premise for each TIGER row named in ``tigers``."""
     lines = []
     if candidate not in runs:
         return [f"- {candidate} has no complete result yet: no target can be checked."]
@@ -107,13 +111,13 @@ def check(runs, candidate=CANDIDATE):
             lines.append(f"- unseen R@50: {candidate} {fmt(ours, len(cand))} vs {name} {fmt(other, len(runs[name]))} — "
                          f"{verdict} "
                          f"({ours[0] - other[0]:+.4f})")
-    if "TIGER" in runs and "SASRec" in runs:
-        tiger, sasrec = mean_std(runs["TIGER"], "in_sample", "recall@50"), mean_std(runs["SASRec"], "in_sample", "recall@50")
-        lines.append(f"- in-sample R@50: TIGER {fmt(tiger, len(runs['TIGER']))} vs SASRec "
+    for name in (t for t in tigers if t in runs and "SASRec" in runs):
+        tiger, sasrec = mean_std(runs[name], "in_sample", "recall@50"), mean_std(runs["SASRec"], "in_sample", "recall@50")
+        lines.append(f"- in-sample R@50: {name} {fmt(tiger, len(runs[name]))} vs SASRec "
                      f"{fmt(sasrec, len(runs['SASRec']))} ({tiger[0] - sasrec[0]:+.4f})")
     lines.append("")
     lines.append("Convergence (first seed's learning curve):")
-    for name in ("TIGER", "SASRec", candidate, "UniSRec"):
+    for name in (*tigers, "SASRec", candidate, "UniSRec"):
         if name in runs:
             lines.append(f"- {name}: {convergence(runs[name][0])}")
     return lines
@@ -125,13 +129,22 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="*", type=int, default=None)
     parser.add_argument("--candidates", nargs="*", default=[CANDIDATE],
                         help="the SpecGR++ rows to check, each against every baseline (default: SpecGRPP)")
+    parser.add_argument("--tiger", nargs="+", default=None,
+                        help="the TIGER rows whose in-sample R@50 is compared with SASRec's, each of which must have "
+                             "a result (default: TIGER, where it has one)")
     args = parser.parse_args(argv)
     runs = load_runs(args.out, args.seeds)
+    missing = [name for name in args.tiger or () if name not in runs]
+    if missing:
+        parser.error(f"--tiger: no result JSON under {args.out}_ for {', '.join(missing)} "
+                     f"(runs with results: {', '.join(sorted(runs)) or 'none'})")
+    args.tiger = args.tiger or ["TIGER"]
     seeds = f"seeds {', '.join(map(str, args.seeds))}" if args.seeds else "one run"
-    text = "\n".join([f"# Targets of issue 10 — test split, {seeds}", "",
+    command = shlex.join(["python", "benchmarks/check_targets.py", *(argv if argv is not None else sys.argv[1:])])
+    text = "\n".join([f"# Targets of issue 10 — test split, {seeds}", "", f"Made by `{command}`.", "",
                       "Runs with results (seeds): " + ", ".join(f"{name} ({len(results)})" for name, results
                                                                in sorted(runs.items()))]
-                     + [line for name in args.candidates for line in ["", f"## {name}", "", *check(runs, name)]]) + "\n"
+                     + [line for name in args.candidates for line in ["", f"## {name}", "", *check(runs, name, args.tiger)]]) + "\n"
     with atomic_write(f"{args.out}_targets.md", "w") as f:
         f.write(text)
     print(text)

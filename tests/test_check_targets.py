@@ -61,3 +61,28 @@ def test_convergence_of_a_run_started_from_trained_weights(check_targets):
     assert check_targets.convergence(run) == (
         "init_checkpoint: speculative valid recall@50 0.5036; finetune: valid recall@50 by epoch: 0.5054, 0.5101; "
         "best at epoch 1 of 2 trained (ended by the last of 2 epochs)")
+
+
+def test_tiger_rows_are_named_by_the_user(check_targets, tmp_path):
+    """``--tiger`` puts each named TIGER row's in-sample R@50 next to SASRec's; a name without a result is one
+    error line naming the option and the run, and no report is written."""
+    rows = {"SASRec": result(0.30, 0.070, 0.000, 0.40), "TIGER": result(0.29, 0.074, 0.000, 0.37),
+            "TIGER_20": result(0.31, 0.080, 0.000, 0.388), "SpecGRPP": result(0.35, 0.080, 0.020)}
+    for name, row in rows.items():
+        (tmp_path / f"table_{name}.json").write_text(json.dumps(row))
+    out = tmp_path / "table"
+
+    check_targets.main(["--out", str(out), "--tiger", "TIGER", "TIGER_20"])
+    text = (tmp_path / "table_targets.md").read_text()
+    assert "in-sample R@50: TIGER 0.3700 ± 0.0000 (1 seed) vs SASRec 0.4000 ± 0.0000 (1 seed) (-0.0300)" in text
+    assert "in-sample R@50: TIGER_20 0.3880 ± 0.0000 (1 seed) vs SASRec 0.4000 ± 0.0000 (1 seed) (-0.0120)" in text
+    assert "- TIGER_20: no validation recorded" in text
+
+    (tmp_path / "table_targets.md").unlink()
+    with pytest.raises(SystemExit):
+        check_targets.main(["--out", str(out), "--tiger", "TIGER_30"])
+    assert not (tmp_path / "table_targets.md").exists()
+
+    check_targets.main(["--out", str(out)])  # the default: the TIGER row only
+    text = (tmp_path / "table_targets.md").read_text()
+    assert "in-sample R@50: TIGER 0.3700" in text and "in-sample R@50: TIGER_20" not in text
