@@ -369,6 +369,8 @@ def test_every_stage_is_validated_at_its_last_epoch(run_dir):
 @pytest.mark.parametrize("kill_epoch, expected_epochs, expected_validations", [
     (1, [1, 2, 3], [("drafter", 1), ("speculative", 0), ("speculative", 2), ("drafter", 2), ("speculative", 3),
                     ("drafter", 3)]),  # in stage 1: its rest, the stage-1 baseline, stage 2
+    (2, [2, 3], [("speculative", 0), ("speculative", 2), ("drafter", 2), ("speculative", 3), ("drafter", 3)]),
+    # between the stages (the file holds stage 1 finished): the stage-1 baseline, stage 2
     (3, [3], [("speculative", 3), ("drafter", 3)]),  # in stage 2: stage 1 and the baseline are not repeated
 ])
 def test_a_killed_run_resumes_in_its_stage(run_dir, kill_epoch, expected_epochs, expected_validations, monkeypatch):
@@ -385,13 +387,18 @@ def test_a_killed_run_resumes_in_its_stage(run_dir, kill_epoch, expected_epochs,
 
     monkeypatch.setattr("recbole_specgr.trainer.inductive_trainer.load_checkpoint", counted_load)
     trainer, trained, validations, best, checkpoint = scripted_fit(run_dir, **scores, progress_file=progress)
-    assert reads and len(reads) == len(set(reads))  # the stage check and the resume share one read of the file
+    # the stage check and the resume share one read of each version of the file; a run resumed between the stages
+    # reads its version once more when stage 2 starts (to find that it holds stage 1's progress)
+    assert reads and len(reads) - len(set(reads)) == (1 if kill_epoch == 2 else 0)
     assert [e for e, _, _ in trained] == expected_epochs and validations == expected_validations
     assert trained[-1][1] and trained[-1][2] == 2.0  # the last epoch fine-tunes, from the weights of epoch 2
     # the selection of the uninterrupted run (test above): stage 2's epoch 3, at the stage-2 learning rate
     assert best == (0.4, {"recall@50": 0.4}) and checkpoint["epoch"] == 3
     assert float(checkpoint["state_dict"]["projection.bias"][0]) == 3.0
     assert trainer.optimizer.param_groups[0]["initial_lr"] == 0.123
+    # stage 2's own schedule from its first step: never the state of stage 1's finished schedule (peak rate 1e-3,
+    # past its last step: a rate of 0 for all of stage 2)
+    assert trainer.lr_scheduler.base_lrs == [0.123] and trainer.lr_scheduler.last_epoch == 0
     assert [c["epoch"] for c in trainer.learning_curve] == [0, 1, 2, 3]
     assert [c.get("valid_score") for c in trainer.learning_curve] == [0.3, 0.1, 0.25, 0.4]
 

@@ -170,9 +170,10 @@ class InductiveTrainer(Trainer):
             return
         total = total or max(1, (self.epochs - self._fit_first_epoch) * steps_per_epoch)
         self.lr_scheduler, self._scheduler_handle = attach_lr_scheduler(self.optimizer, name, warmup, total, min_ratio)
-        if self._resumed_scheduler_state is not None:
-            self.lr_scheduler.load_state_dict(self._resumed_scheduler_state)
-            self._resumed_scheduler_state = None
+        resumed_for, resumed_state = self._resumed_scheduler_state or (None, None)
+        self._resumed_scheduler_state = None
+        if resumed_for is self.optimizer and resumed_state is not None:
+            self.lr_scheduler.load_state_dict(resumed_state)
             for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr()):
                 group["lr"] = lr  # building the scheduler reset it to the rate of step 0
         peak = self.lr_scheduler.base_lrs[0]  # this optimizer's own rate (SpecGR++ stage 2 has another), also resumed
@@ -278,7 +279,9 @@ class InductiveTrainer(Trainer):
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self._resumed_scheduler_state = checkpoint.get("lr_scheduler")
+        # the schedule's state belongs to this optimizer: a stage that builds its own (SpecGR++'s stage 2 after a
+        # resumed, finished stage 1) starts its own schedule
+        self._resumed_scheduler_state = (self.optimizer, checkpoint.get("lr_scheduler"))
 
     def _checkpoint_state(self, epoch):
         return {
