@@ -81,8 +81,10 @@ def convergence(result):
     max_epochs = (result.get("config") or {}).get("epochs")
     ended = "early stopping" if max_epochs and last["epoch"] + 1 < int(max_epochs) else f"the last of {max_epochs} epochs"
     scores = ", ".join(f"{c['valid_score']:.4f}" for c in validated)
+    change = (f"; last validation {validated[-1]['valid_score'] - validated[-2]['valid_score']:+.4f} over the one "
+              f"before" if len(validated) > 1 else "")
     return (f"valid {validated[0].get('valid_metric', '')} by epoch: {scores}; best at epoch {best['epoch']} of "
-            f"{last['epoch'] + 1} trained (ended by {ended})")
+            f"{last['epoch'] + 1} trained (ended by {ended}){change}")
 
 
 def check(runs, candidate=CANDIDATE, tigers=("TIGER",)):

@@ -60,7 +60,7 @@ def test_convergence_of_a_run_started_from_trained_weights(check_targets):
         {"epoch": 1, "stage": "finetune", "valid_score": 0.5101, "valid_metric": "recall@50"}]}
     assert check_targets.convergence(run) == (
         "init_checkpoint: speculative valid recall@50 0.5036; finetune: valid recall@50 by epoch: 0.5054, 0.5101; "
-        "best at epoch 1 of 2 trained (ended by the last of 2 epochs)")
+        "best at epoch 1 of 2 trained (ended by the last of 2 epochs); last validation +0.0047 over the one before")
 
 
 def test_tiger_rows_are_named_by_the_user(check_targets, tmp_path):
