@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -80,9 +81,12 @@ def main(argv=None):
         if not sep:
             parser.error(f"--set: expected KEY=VALUE, got {item!r}")
         shared[key] = yaml.safe_load(value)
+    # what makes the whole table (runs resume, so --only / --seeds only choose what this call trains)
+    made_by = shlex.join(["python", "benchmarks/run_table.py", args.plan, "--out", args.out]
+                         + (["--set", *args.set] if args.set else []))
     seeds = plan.get("seeds")
     if seeds is None:
-        run_plan(plan, shared, args.out, args.only)
+        run_plan(plan, shared, args.out, args.only, made_by)
         print(Path(f"{args.out}.md").read_text())
         return
     if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) for seed in seeds):
@@ -93,15 +97,15 @@ def main(argv=None):
     finished = {}
     for seed in seeds:
         only = args.only if args.seeds is None or seed in args.seeds else []  # other seeds: read back only
-        results = run_plan(plan, {**shared, "seed": seed}, f"{args.out}_s{seed}", only)
+        results = run_plan(plan, {**shared, "seed": seed}, f"{args.out}_s{seed}", only, made_by)
         if results:
             finished[seed] = results
     if finished:
-        write_seed_table(finished, args.out)
+        write_seed_table(finished, args.out, made_by=made_by)
         print(Path(f"{args.out}.md").read_text())
 
 
-def run_plan(plan, shared, out, only=None):
+def run_plan(plan, shared, out, only=None, made_by=None):
     """Run (or read back) every run of the plan with the ``shared`` keys; write ``<out>.md`` / ``.csv`` of those that
     exist. Returns their results, in plan order."""
     checkpoints, results, skipped = {}, [], set()  # skipped: runs outside --only that have no result yet
@@ -131,7 +135,7 @@ def run_plan(plan, shared, out, only=None):
         results.append({**result, "name": name})  # the table's row label
         logger.info(f"run_table: {name} done ({path})")
     if results:
-        write_table(results, out)
+        write_table(results, out, made_by=made_by)
     return results
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import sys
 from logging import getLogger
 
@@ -99,7 +100,7 @@ def _format(value, column, markdown):
     return f"{float(value):.4f}"
 
 
-def write_table(result_jsons, out_prefix, split="test"):
+def write_table(result_jsons, out_prefix, split="test", made_by=None):
     """Write ``<out_prefix>.md`` and ``<out_prefix>.csv`` comparing the given results.
 
     Args:
@@ -107,6 +108,7 @@ def write_table(result_jsons, out_prefix, split="test"):
             :func:`~recbole_specgr.quick_start.run_recbole_specgr`, or paths of their JSON files.
         out_prefix (str): path without extension.
         split (str): ``"test"`` or ``"valid"``.
+        made_by (str, optional): the command that makes the table, stated under its title.
 
     Returns:
         (str, str): the Markdown and CSV paths. Missing values (a subset without cases, an absent metric) are "–".
@@ -127,6 +129,7 @@ def write_table(result_jsons, out_prefix, split="test"):
     lines = [
         f"# {', '.join(datasets) or 'results'} — {split}",
         "",
+        *_made_by(made_by),
         f"{split} cases: {counts_line}",
         "",
         "| " + " | ".join(columns) + " |",
@@ -143,13 +146,14 @@ def write_table(result_jsons, out_prefix, split="test"):
     return md_path, csv_path
 
 
-def write_seed_table(results_by_seed, out_prefix, split="test"):
+def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
     """Write ``<out_prefix>.md`` / ``.csv`` with the mean ± sample std over seeds of every metric column, one row per
     model over the seeds that have it (the ``seeds`` column counts them; models in first-seen order).
 
     Args:
         results_by_seed (dict[int, list]): per seed, the results (dicts or JSON paths) available for that seed.
         out_prefix (str): path without extension.
+        made_by (str, optional): the command that makes the table, stated under its title.
 
     Returns:
         (str, str): the Markdown and CSV paths.
@@ -184,7 +188,7 @@ def write_seed_table(results_by_seed, out_prefix, split="test"):
         csv_rows.append([label, len(cells)] + flat)
     columns = [columns[0], "seeds"] + columns[1:]
     md_path, csv_path = f"{out_prefix}.md", f"{out_prefix}.csv"
-    lines = [f"# {split}: mean ± std over seeds {', '.join(map(str, seeds))}", "",
+    lines = [f"# {split}: mean ± std over seeds {', '.join(map(str, seeds))}", "", *_made_by(made_by),
              "| " + " | ".join(columns) + " |", "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|",
              *md_rows]
     with atomic_write(md_path, "w", encoding="utf-8") as f:
@@ -194,6 +198,11 @@ def write_seed_table(results_by_seed, out_prefix, split="test"):
         writer.writerow(["model", "seeds"] + [f"{c} {stat}" for c in columns[2:] for stat in ("mean", "std")])
         writer.writerows(csv_rows)
     return md_path, csv_path
+
+
+def _made_by(command):
+    """The lines stating the command that made a table (none without one)."""
+    return [f"Made by `{command}`.", ""] if command else []
 
 
 def parse_args(argv=None):
@@ -226,7 +235,8 @@ def parse_args(argv=None):
     return args, config_dict
 
 
-def run_comparison(models, dataset, config_file_list=None, config_dict=None, out_prefix=None, split="test"):
+def run_comparison(models, dataset, config_file_list=None, config_dict=None, out_prefix=None, split="test",
+                   made_by=None):
     """Run each model with the same configuration, write ``<out_prefix>_<Model>.json`` and the table.
 
     Args:
@@ -236,6 +246,7 @@ def run_comparison(models, dataset, config_file_list=None, config_dict=None, out
         config_dict (dict | None): overrides shared by every run.
         out_prefix (str | None): output prefix; default ``results/compare_<dataset>``.
         split (str): split shown in the table.
+        made_by (str | None): the command that makes the table, stated under its title.
 
     Returns:
         (list[dict], list[str]): the results of the models that ran, and the names of those that failed (logged;
@@ -258,7 +269,7 @@ def run_comparison(models, dataset, config_file_list=None, config_dict=None, out
             logger.exception(f"compare: {model} on {dataset} failed")
             failed.append(model)
     if results:
-        md_path, csv_path = write_table(results, out_prefix, split=split)
+        md_path, csv_path = write_table(results, out_prefix, split=split, made_by=made_by)
         logger.info(f"compare: wrote {md_path} and {csv_path}")
     if failed:
         logger.error(f"compare: failed models: {', '.join(failed)}")
@@ -268,7 +279,9 @@ def run_comparison(models, dataset, config_file_list=None, config_dict=None, out
 def main(argv=None):
     """Command-line entry point; returns the exit status (1 when a model failed)."""
     args, config_dict = parse_args(argv)
-    _, failed = run_comparison(args.models, args.dataset, args.config_files, config_dict, args.out, args.split)
+    command = shlex.join(["python", "-m", "recbole_specgr.compare", *(sys.argv[1:] if argv is None else argv)])
+    _, failed = run_comparison(args.models, args.dataset, args.config_files, config_dict, args.out, args.split,
+                               made_by=command)
     return 1 if failed else 0
 
 

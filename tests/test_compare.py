@@ -151,9 +151,9 @@ def test_seed_table_averages_each_model_over_the_seeds_that_have_it(tmp_path):
         return {**result, "test": {**result["test"], "overall": {**result["test"]["overall"], "recall@50": r50}}}
 
     by_seed = {2020: [with_recall(SASREC, 0.3), with_recall(UNISREC, 0.4)], 2021: [with_recall(SASREC, 0.5)]}
-    md_path, csv_path = compare.write_seed_table(by_seed, str(tmp_path / "seeds"))
+    md_path, csv_path = compare.write_seed_table(by_seed, str(tmp_path / "seeds"), made_by="python make.py")
     lines = open(md_path, encoding="utf-8").read().splitlines()
-    assert lines[0] == "# test: mean ± std over seeds 2020, 2021"
+    assert lines[:3] == ["# test: mean ± std over seeds 2020, 2021", "", "Made by `python make.py`."]
     sasrec = next(line for line in lines if line.startswith("| SASRec |"))
     unisrec = next(line for line in lines if line.startswith("| UniSRec |"))
     # SASRec: seeds 2020 and 2021, R@50 mean 0.4, sample std 0.1414; UniSRec: seed 2020 only
