@@ -47,6 +47,17 @@ def test_each_candidate_is_checked_against_the_baselines_only(check_targets, tmp
     assert "in-sample R@50: TIGER 0.3700 ± 0.0000 (1 seed) vs SASRec 0.4000 ± 0.0000 (1 seed) (-0.0300)" in second
 
 
+def test_every_unisrec_row_is_an_unseen_target(check_targets):
+    """A longer-trained UniSRec row (another name, the same model) is checked like the plan's UniSRec row."""
+    runs = {"UniSRec": [{**result(0.31, 0.065, 0.034), "model": "UniSRec"}],
+            "UniSRec_30": [{**result(0.33, 0.068, 0.025), "model": "UniSRec"}],
+            "SpecGRPP": [{**result(0.35, 0.080, 0.030), "model": "SpecGRPP"}]}
+    unseen = [line for line in check_targets.check(runs) if line.startswith("- unseen")]
+    assert unseen == [
+        "- unseen R@50: SpecGRPP 0.0300 ± 0.0000 (1 seed) vs UniSRec 0.0340 ± 0.0000 (1 seed) — **missed** (-0.0040)",
+        "- unseen R@50: SpecGRPP 0.0300 ± 0.0000 (1 seed) vs UniSRec_30 0.0250 ± 0.0000 (1 seed) — **met** (+0.0050)"]
+
+
 def test_a_candidate_without_a_result_says_so(check_targets):
     assert check_targets.check({"SASRec": [result(0.3, 0.07, 0.0)]}, "SpecGRPP_text") == [
         "- SpecGRPP_text has no complete result yet: no target can be checked."]
