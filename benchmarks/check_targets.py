@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole_specgr.atomic import atomic_write  # noqa: E402
+from recbole_specgr.compare import made_by_lines  # noqa: E402
 
 CANDIDATE = "SpecGRPP"
 
@@ -148,7 +149,7 @@ def main(argv=None):
     args.tiger = args.tiger or ["TIGER"]
     seeds = f"seeds {', '.join(map(str, args.seeds))}" if args.seeds else "one run"
     command = shlex.join(["python", "benchmarks/check_targets.py", *(argv if argv is not None else sys.argv[1:])])
-    text = "\n".join([f"# Targets of issue 10 — test split, {seeds}", "", f"Made by `{command}`.", "",
+    text = "\n".join([f"# Targets of issue 10 — test split, {seeds}", "", *made_by_lines(command),
                       "Runs with results (seeds): " + ", ".join(f"{name} ({len(results)})" for name, results
                                                                in sorted(runs.items()))]
                      + [line for name in args.candidates for line in ["", f"## {name}", "", *check(runs, name, args.tiger)]]) + "\n"

@@ -129,7 +129,7 @@ def write_table(result_jsons, out_prefix, split="test", made_by=None):
     lines = [
         f"# {', '.join(datasets) or 'results'} — {split}",
         "",
-        *_made_by(made_by),
+        *made_by_lines(made_by),
         f"{split} cases: {counts_line}",
         "",
         "| " + " | ".join(columns) + " |",
@@ -188,7 +188,7 @@ def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
         csv_rows.append([label, len(cells)] + flat)
     columns = [columns[0], "seeds"] + columns[1:]
     md_path, csv_path = f"{out_prefix}.md", f"{out_prefix}.csv"
-    lines = [f"# {split}: mean ± std over seeds {', '.join(map(str, seeds))}", "", *_made_by(made_by),
+    lines = [f"# {split}: mean ± std over seeds {', '.join(map(str, seeds))}", "", *made_by_lines(made_by),
              "| " + " | ".join(columns) + " |", "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|",
              *md_rows]
     with atomic_write(md_path, "w", encoding="utf-8") as f:
@@ -200,8 +200,8 @@ def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
     return md_path, csv_path
 
 
-def _made_by(command):
-    """The lines stating the command that made a table (none without one)."""
+def made_by_lines(command):
+    """The lines stating the command that made a report (none without one), under its title."""
     return [f"Made by `{command}`.", ""] if command else []
 
 
