@@ -307,6 +307,27 @@ def test_specgrpp_speculative_inference_encodes_each_batch_once_with_the_same_re
     assert len(calls) == 3 and torch.equal(shared, separate)
 
 
+def test_speculative_inference_decodes_each_users_shared_positions_once_per_batch(monkeypatch):
+    """The verifier's shared positions (start, first digits: δ = 10 > C = 4) are decoded once per batch and every
+    round reads them; the recommendation equals that of a verifier that decodes them in every round."""
+    model = make_model(seed=4, specgr_threshold=-2.5, specgr_draft_size=10, topk=[2, 10], num_beams=10)
+    inter = batch(seed=4)
+    recommender = model.speculative_recommender()
+    fan_outs = []
+    decode_fan_out = model.t5.decode_fan_out
+    monkeypatch.setattr(model.t5, "decode_fan_out", lambda *a, **k: fan_outs.append(1) or decode_fan_out(*a, **k))
+    with torch.no_grad():
+        out = recommender.recommend(inter["item_id_list"], inter["item_length"])
+        rounds = int(out.stats.n_rounds)
+        assert rounds > len(inter) and fan_outs == [1]  # some user drafted twice, one fan-out
+        monkeypatch.setattr(model, "share_decoding", lambda enc, n_candidates: enc)  # a verifier that shares nothing
+        every_round = recommender.recommend(inter["item_id_list"], inter["item_length"])
+    assert len(fan_outs) > 2
+    assert torch.equal(torch.isfinite(out.scores), torch.isfinite(every_round.scores))
+    assert torch.allclose(out.scores[torch.isfinite(out.scores)], every_round.scores[torch.isfinite(out.scores)],
+                          rtol=1e-6, atol=0)
+
+
 class _SeparateDrafter:
     """A wrapper that makes SpecGR++'s drafter a different object from its verifier."""
 
@@ -523,7 +544,8 @@ def test_new_item_is_drafted_scored_and_recommended(specgrpp_run, monkeypatch):
     recommender = model.speculative_recommender()
     with torch.no_grad():
         new_vector = model.item_vectors(torch.tensor([new_id]))[0]
-        assert torch.allclose(recommender.draft_index.item_vectors[new_id], new_vector)
+        # unit vectors, the index's encoded among all items in chunks: equal to float rounding
+        assert torch.allclose(recommender.draft_index.item_vectors[new_id], new_vector, rtol=0, atol=1e-6)
         out = recommender.recommend(seq, torch.tensor([3]))
         drafted = out.drafts[0, 0] == new_id  # δ covers the catalog: every item is drafted in round 0
         assert drafted.sum() == 1

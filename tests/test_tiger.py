@@ -8,7 +8,7 @@ from recbole.data.interaction import Interaction
 from recbole_specgr.config import model_defaults
 from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
-from recbole_specgr.model.t5 import T5, T5Config
+from recbole_specgr.model.t5 import T5, T5Config, few_keys_attention
 
 NEG_INF = float("-inf")
 N_ITEMS, L, C, K = 30, 3, 4, 5  # items 1..30, 3 digits of 4 codes: 30 of 64 codes exist
@@ -115,14 +115,85 @@ def test_kv_cached_decoding_equals_full_decoding():
         logits, _ = t5.decode_step(dec.gather(1, perm[:, :, None].expand(-1, -1, T))[:, :, 2].reshape(-1), cache2)
         expected = t5.decode(dec.gather(1, perm[:, :, None].expand(-1, -1, T)), hidden, enc_mask)[:, :, 2]
         assert torch.allclose(logits.view(B, G, -1), expected, atol=1e-5)
-        # the shared start position decoded once per user = decoding every row in full
-        first, rest = t5.decode_shared_start(dec, hidden, enc_mask)
+        # the shared start position decoded once per user, the rows continuing from it = decoding every row in full
+        first, _, shared = t5.decode_fan_out(dec[:, 0, 0], t5.start_cache(hidden, enc_mask))
+        rest = t5.decode_after(dec[:, :, 1:], shared)
         assert torch.allclose(first, full[:, 0, 0], atol=1e-5) and torch.allclose(rest, full[:, :, 1:], atol=1e-5)
         # ... and its second position decoded once per user and value of a small set (2 of 3 values, G = 4 rows)
         dec[:, :, 1] = torch.tensor([[5, 3, 5, 5], [4, 4, 4, 4], [3, 5, 4, 3]])
         full = t5.decode(dec, hidden, enc_mask)
-        first, rest = t5.decode_shared_prefix(dec, hidden, enc_mask, torch.tensor([3, 4, 5]))
-        assert torch.allclose(first, full[:, 0, 0], atol=1e-5) and torch.allclose(rest, full[:, :, 1:], atol=1e-5)
+        second = torch.tensor([3, 4, 5])
+        first, after_second, shared = t5.decode_fan_out(dec[:, 0, 0], t5.start_cache(hidden, enc_mask), second)
+        rows = T5.fan_out_rows(dec[:, :, 1], second)  # [B, G]
+        assert rows.tolist() == [[2, 0, 2, 2], [4, 4, 4, 4], [6, 8, 7, 6]]
+        rest = t5.decode_after(dec[:, :, 2:], shared, rows)
+        assert torch.allclose(first, full[:, 0, 0], atol=1e-5)
+        assert torch.allclose(after_second.flatten(0, 1)[rows], full[:, :, 1], atol=1e-5)
+        assert torch.allclose(rest, full[:, :, 2:], atol=1e-5)
+
+
+@pytest.mark.parametrize("n_keys", [1, 2, 5])
+def test_few_keys_attention_equals_the_fused_kernel(n_keys):
+    """The decoder self-attention's inference path (a handful of keys) against ``scaled_dot_product_attention``,
+    with no mask, an additive mask holding −inf (causal) and a boolean one; and a whole decoder in eval mode (few
+    keys path) against train mode without dropout (the fused kernel)."""
+    g = torch.Generator().manual_seed(n_keys)
+    q, k, v = (torch.randn(3, 2, shape, 8, generator=g) for shape in (4, n_keys, n_keys))
+    causal = torch.randn(1, 2, 4, n_keys, generator=g).masked_fill(
+        torch.arange(n_keys)[None, :] > torch.arange(4)[:, None], NEG_INF)  # every query keeps key 0
+    boolean = torch.rand(3, 1, 1, n_keys, generator=g) < 0.5
+    boolean[..., 0] = True
+    for mask in (None, causal, boolean):
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        assert torch.allclose(few_keys_attention(q, (k,), (v,), mask), expected, atol=1e-6)
+        cut = n_keys // 2  # in two chunks along the keys (cached positions, new ones); a chunk may be empty
+        chunks = [(x[..., :cut, :], x[..., cut:, :]) for x in (k, v)]
+        assert torch.allclose(few_keys_attention(q, *chunks, mask), expected, atol=1e-6)
+    torch.manual_seed(n_keys)
+    t5 = T5(T5Config(vocab_size=20, n_layers_enc=1, n_layers_dec=2, d_model=16, n_heads=2, d_kv=8, d_ff=32,
+                     dropout=0.0, init_std=0.3))
+    enc_tokens = torch.randint(3, 20, (2, 6), generator=g)
+    dec = torch.randint(3, 20, (2, 3, n_keys), generator=g)
+    with torch.no_grad():
+        hidden = t5.encode(enc_tokens, torch.ones(2, 6, dtype=torch.bool))
+        fused = t5.train().decode(dec, hidden, torch.ones(2, 6, dtype=torch.bool))
+        few = t5.eval().decode(dec, hidden, torch.ones(2, 6, dtype=torch.bool))
+    assert torch.allclose(few, fused, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [16, 64, 100])
+def test_rms_norm_inference_path_equals_the_built_in(size):
+    from recbole_specgr.model.t5 import RMSNorm
+
+    g = torch.Generator().manual_seed(size)
+    norm = RMSNorm(size, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(size, generator=g))
+    x = torch.randn(300, 2, size, generator=g) * 3
+    expected = torch.nn.functional.rms_norm(x, (size,), norm.weight, 1e-6)
+    with torch.no_grad():
+        fast = norm(x)
+    assert torch.allclose(fast, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(norm(x), expected)  # with gradients on: the built-in itself
+
+
+def test_cross_attention_keys_padded_for_the_cpu_kernel_give_the_same_decoding(monkeypatch):
+    from recbole_specgr.model import t5 as t5_module
+
+    torch.manual_seed(2)
+    t5 = T5(T5Config(vocab_size=20, n_layers_enc=1, n_layers_dec=2, d_model=16, n_heads=2, d_kv=8, d_ff=32,
+                     dropout=0.0, init_std=0.3)).eval()
+    enc_mask = torch.arange(7)[None, :] < torch.tensor([[7], [3]])
+    dec = torch.randint(3, 20, (2, 3, 4))
+    with torch.no_grad():
+        hidden = t5.encode(torch.randint(3, 20, (2, 7)), enc_mask)
+        padded = t5.start_cache(hidden, enc_mask)
+        assert padded.cross_kv[0][0].shape[2] == 16 and padded.cross_mask.shape[-1] == 16
+        assert torch.equal(padded.cross_mask[:, 0, 0, :7], enc_mask) and not padded.cross_mask[..., 7:].any()
+        expected = t5.decode(dec, hidden, enc_mask)
+        monkeypatch.setattr(t5_module, "CROSS_KEYS_MULTIPLE", 1)
+        assert t5.start_cache(hidden, enc_mask).cross_kv[0][0].shape[2] == 7
+        assert torch.allclose(t5.decode(dec, hidden, enc_mask), expected, atol=1e-5)
 
 
 def test_encoder_ignores_padding():
@@ -464,3 +535,34 @@ def test_digit_log_probs_of_users_scored_in_groups_equal_one_call(monkeypatch, n
             grouped = model.digit_log_probs(enc, cands)
             assert torch.equal(torch.isinf(grouped), cands[..., None].expand(-1, -1, L) == 0)
             assert torch.allclose(grouped, whole, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("n_cands", [3, N_ITEMS + 1])  # N ≤ C: the start position shared; N > C: first digits too
+def test_shared_decoding_is_decoded_once_and_gives_the_same_log_probs(monkeypatch, n_cands):
+    """:meth:`TIGER.share_decoding` decodes a user's shared positions once; every later :meth:`digit_log_probs`
+    call (later rounds, a subset of users, users in groups) reads them and gives the log-probs of a call without
+    them."""
+    from recbole_specgr.inference import beam_search
+
+    model = make_tiger(seed=5)
+    inter = histories(B=5, seed=5)
+    cands = torch.randint(0, N_ITEMS + 1, (5, n_cands), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        enc = model.encode(inter["item_id_list"], inter["item_length"])
+        expected = model.digit_log_probs(enc, cands)
+        shared = model.share_decoding(enc, n_cands)
+        assert (shared.shared.after_first is None) == (n_cands <= C)
+        fan_outs = []
+        decode_fan_out = model.t5.decode_fan_out
+        monkeypatch.setattr(model.t5, "decode_fan_out", lambda *a, **k: fan_outs.append(1) or decode_fan_out(*a, **k))
+        for _ in range(2):  # two rounds
+            got = model.digit_log_probs(shared, cands)
+            assert torch.equal(torch.isinf(got), torch.isinf(expected))
+            assert torch.allclose(got, expected, rtol=1e-6, atol=0)
+        users = torch.tensor([4, 1, 2])
+        assert torch.allclose(model.digit_log_probs(shared.select(users), cands[users]), expected[users],
+                              rtol=1e-6, atol=0)
+        monkeypatch.setattr(beam_search, "CPU_MAX_ROWS", 2 * n_cands * (L - 1))  # two users per call
+        assert torch.allclose(model.digit_log_probs(shared, cands), expected, rtol=1e-6, atol=0)
+        assert fan_outs == []  # nothing shared decoded again
+        assert model.share_decoding(shared, n_cands) is shared

@@ -11,7 +11,7 @@ Shapes: B users, T history length, S encoder length, D hidden size, N candidates
 n the number of items (RecBole ids, 0 = padding), l the semantic ID length (``n_digits``), β beam size.
 """
 
-from typing import Iterator, NamedTuple, Optional, Protocol
+from typing import Any, Iterator, NamedTuple, Optional, Protocol
 
 import torch
 
@@ -23,6 +23,13 @@ class EncoderState(NamedTuple):
 
     hidden: torch.Tensor  # [B, S, D]
     mask: torch.Tensor  # [B, S] bool, True = real token
+    shared: Optional[Any] = None  # the verifier's own per-user decoder states that every candidate of a user shares
+    # (:meth:`Verifier.share_decoding`), anything with a ``select(users)`` method; None = none decoded yet
+
+    def select(self, users) -> "EncoderState":
+        """The state of some users only: ``users`` a slice or [B'] indices."""
+        shared = None if self.shared is None else self.shared.select(users)
+        return EncoderState(self.hidden[users], self.mask[users], shared)
 
 
 class BeamStep(NamedTuple):
@@ -53,6 +60,10 @@ class Verifier(Protocol):
 
     def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
         """Teacher-forced log P(c_i | c_<i, X) for every digit of every candidate: [B, N] -> [B, N, l]."""
+
+    # Optional: ``share_decoding(enc, n_candidates) -> EncoderState``, ``enc`` with the decoder positions that every
+    # candidate of a user shares decoded once (:attr:`EncoderState.shared`), for a caller that will score about
+    # ``n_candidates`` candidates per user in several :meth:`digit_log_probs` calls (SpecGR's rounds).
 
     def beam_search(
         self,

@@ -369,6 +369,9 @@ class SpeculativeRecommender:
             draft_allowed = seen if allowed is None else allowed & seen
 
         enc = self.verifier.encode(item_seq, item_seq_len)  # run once, shared by verifying and beam search
+        share_decoding = getattr(self.verifier, "share_decoding", None)
+        if share_decoding is not None:  # positions every draft of a user shares: decoded once for all rounds
+            enc = share_decoding(enc, self.draft_size)
         session = self.draft_index.session(self.draft_queries(item_seq, item_seq_len, enc))
         beam_steps = self.verifier.beam_search(enc, self.num_beams)
         beams: Optional[BeamStep] = None
@@ -480,7 +483,7 @@ class SpeculativeRecommender:
             rows = torch.nonzero(active).squeeze(1)
             scores = torch.full(items.shape, -math.inf, device=items.device)
             if rows.numel() > 0:
-                scores[rows] = self._verify(EncoderState(enc.hidden[rows], enc.mask[rows]), items[rows], seen)
+                scores[rows] = self._verify(enc.select(rows), items[rows], seen)
             return scores
         empty = items == 0
         if items.size(1) == 0:

@@ -21,7 +21,7 @@ Reference:
 
 import math
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -58,11 +58,43 @@ class RelativePositionBias(nn.Module):
         return self.bias(buckets).permute(2, 0, 1).unsqueeze(0)  # [1, H, Tq, Tk]
 
 
-class Attention(nn.Module):
-    """Multi-head attention with separate key/value projection, so keys/values can be cached or precomputed."""
+FEW_KEYS = 8  # at most this many keys per query: :func:`few_keys_attention` (the fused kernel beyond)
 
-    def __init__(self, config: "T5Config"):
+
+def few_keys_attention(q: torch.Tensor, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
+                       mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """softmax(q·kᵀ/√d_kv + mask)·v, as ``scaled_dot_product_attention`` computes it, for a handful of keys S given
+    in chunks along S (e.g. cached positions, then new ones; never concatenated): the scores by a batched matmul per
+    chunk, then the softmax and the weighted sum of the S value rows by elementwise ops. On a CPU the fused kernel pays
+    a fixed cost per (row, head) block, which dominates when each block is a few dot products (decoder self-attention
+    of semantic IDs: S ≤ l + 1 keys): ~2× faster here at S ≤ 4 (``benchmarks/reports/speed_cpu.md``).
+
+    Args:
+        q: [B, H, T, d_kv]; keys, values: chunks [B, H, S_i, d_kv]; mask: as :meth:`Attention.forward`, over all S.
+    Returns:
+        [B, H, T, d_kv].
+    """
+    scores = torch.cat([torch.matmul(q, k.transpose(-1, -2)) for k in keys], dim=-1)  # [B, H, T, S]
+    scores = scores.mul_(q.shape[-1] ** -0.5)
+    if mask is not None:
+        scores = scores.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else scores.add_(mask)
+    probs = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+    probs = probs.div_(probs.sum(dim=-1, keepdim=True))
+    rows = [v[..., None, j, :] for v in values for j in range(v.shape[-2])]  # S × [B, H, 1, d_kv]
+    out = probs[..., :1] * rows[0]  # [B, H, T, d_kv]
+    for j in range(1, len(rows)):
+        out.addcmul_(probs[..., j : j + 1], rows[j])
+    return out
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate key/value projection, so keys/values can be cached or precomputed.
+    ``few_keys``: its queries attend to a handful of keys (the decoder's own positions), computed at inference by
+    :func:`few_keys_attention`."""
+
+    def __init__(self, config: "T5Config", few_keys: bool = False):
         super().__init__()
+        self.few_keys = few_keys
         inner = config.n_heads * config.d_kv
         self.n_heads, self.d_kv = config.n_heads, config.d_kv
         self.q = nn.Linear(config.d_model, inner, bias=False)
@@ -79,16 +111,35 @@ class Attention(nn.Module):
         """[B, S, D] -> keys, values [B, H, S, d_kv]."""
         return self._heads(self.k(x)), self._heads(self.v(x))
 
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """Queries from ``x`` [B, T, D] attend to ``k``/``v`` [B, H, S, d_kv]; ``mask`` is additive (float) or
-        boolean (True = attend), broadcastable to [B, H, T, S]. Returns [B, T, D]."""
+    def forward(self, x: torch.Tensor, k, v, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Queries from ``x`` [B, T, D] attend to ``k``/``v`` [B, H, S, d_kv] (or tuples of chunks along S, e.g. cached
+        and new positions); ``mask`` is additive (float) or boolean (True = attend), broadcastable to [B, H, T, S].
+        Returns [B, T, D]."""
         B, T, _ = x.shape
         q = self._heads(self.q(x))  # [B, H, T, d_kv]
         if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)  # e.g. fp32 position bias under bf16 autocast
-        dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # [B, H, T, d_kv]
+        keys, values = (k, v) if isinstance(k, tuple) else ((k,), (v,))
+        if self.few_keys and not self.training and sum(chunk.shape[-2] for chunk in keys) <= FEW_KEYS:
+            y = few_keys_attention(q, keys, values, mask)
+        else:
+            k, v = (torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0] for chunks in (keys, values))
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # [B, H, T, d_kv]
         return self.o(y.transpose(1, 2).reshape(B, T, self.n_heads * self.d_kv))  # [B, T, D]
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` whose inference path takes mean(x²) as sum(x·x)/D and scales in place: the same numbers
+    (bitwise at the sizes measured), ~25% less time on a CPU, where the built-in runs ``pow`` and ``mean`` as separate
+    passes over the rows. With gradients on, the built-in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.dtype != self.weight.dtype:
+            return super().forward(x)
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        inv = (x * x).sum(dim=-1, keepdim=True).div_(x.shape[-1]).add_(eps).rsqrt_()  # [..., 1]
+        return (x * inv).mul_(self.weight)
 
 
 class FeedForward(nn.Module):
@@ -105,9 +156,9 @@ class FeedForward(nn.Module):
 class EncoderBlock(nn.Module):
     def __init__(self, config: "T5Config"):
         super().__init__()
-        self.norm_attn = nn.RMSNorm(config.d_model, eps=config.eps)
+        self.norm_attn = RMSNorm(config.d_model, eps=config.eps)
         self.attn = Attention(config)
-        self.norm_ff = nn.RMSNorm(config.d_model, eps=config.eps)
+        self.norm_ff = RMSNorm(config.d_model, eps=config.eps)
         self.ff = FeedForward(config)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -122,35 +173,38 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, config: "T5Config"):
         super().__init__()
-        self.norm_self = nn.RMSNorm(config.d_model, eps=config.eps)
-        self.self_attn = Attention(config)
-        self.norm_cross = nn.RMSNorm(config.d_model, eps=config.eps)
+        self.norm_self = RMSNorm(config.d_model, eps=config.eps)
+        self.self_attn = Attention(config, few_keys=True)  # at most l + 1 positions
+        self.norm_cross = RMSNorm(config.d_model, eps=config.eps)
         self.cross_attn = Attention(config)
-        self.norm_ff = nn.RMSNorm(config.d_model, eps=config.eps)
+        self.norm_ff = RMSNorm(config.d_model, eps=config.eps)
         self.ff = FeedForward(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, self_kv, self_mask, cross_kv, cross_mask):
+    def forward(self, x, self_kv, self_mask, cross_kv, cross_mask, keep_kv: bool = True):
         """Args:
             x: [B·G, T, D] decoder states.
             self_kv: cached (k, v) [B·G, H, t, d_kv] of earlier positions, or None.
             self_mask: additive mask [1, H, T, t + T] (relative bias, causal -inf).
             cross_kv: (k, v) [B, H, S, d_kv] of the encoder output, shared by the G rows of a user.
             cross_mask: [B, 1, 1, S] bool, True = real encoder token.
+            keep_kv: False = the caller decodes no further positions (no self-attention keys/values returned).
         Returns:
-            x [B·G, T, D] and the self-attention (k, v) [B·G, H, t + T, d_kv] to cache.
+            x [B·G, T, D] and the self-attention (k, v) [B·G, H, t + T, d_kv] to cache (None without ``keep_kv``).
         """
         BG, T, D = x.shape
         h = self.norm_self(x)
         k, v = self.self_attn.project_kv(h)  # [B·G, H, T, d_kv]
-        if self_kv is not None:
-            k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)
+        if self_kv is not None:  # attended in chunks, concatenated only for the cache
+            k, v = (self_kv[0], k), (self_kv[1], v)
         x = x + self.dropout(self.self_attn(h, k, v, self_mask))
+        if self_kv is not None:
+            k, v = (torch.cat(chunks, dim=2) if keep_kv else None for chunks in (k, v))
         B = cross_kv[0].shape[0]
         h = self.norm_cross(x).reshape(B, BG // B * T, D)  # [B, G·T, D]: a user's rows share its encoder output
         x = x + self.dropout(self.cross_attn(h, *cross_kv, cross_mask).reshape(BG, T, D))
         x = x + self.dropout(self.ff(self.norm_ff(x)))
-        return x, (k, v)
+        return x, ((k, v) if keep_kv else None)
 
 
 @dataclass
@@ -167,6 +221,13 @@ class T5Config:
     rel_max_distance: int = 128
     eps: float = 1e-6
     init_std: float = 0.02
+
+
+CROSS_KEYS_MULTIPLE = 16
+"""Cross-attention keys are padded to a multiple of this on a CPU: ``scaled_dot_product_attention``'s CPU kernel ran
+key lengths such as 22, 26 or 42 (ml-100k's 2 + 10·4 encoder positions) 1.5–1.8× slower than the next multiple of 16
+for 16–100 queries per user, and no multiple of 16 more than ~10% slower than the unpadded length
+(``benchmarks/reports/speed_cpu.md``). Padding keys are masked: the same attention."""
 
 
 class KVCache(NamedTuple):
@@ -186,10 +247,10 @@ class T5(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)  # shared by encoder and decoder
         self.enc_pos = RelativePositionBias(config.n_heads, config.rel_buckets, config.rel_max_distance, True)
         self.enc_blocks = nn.ModuleList([EncoderBlock(config) for _ in range(config.n_layers_enc)])
-        self.enc_norm = nn.RMSNorm(config.d_model, eps=config.eps)
+        self.enc_norm = RMSNorm(config.d_model, eps=config.eps)
         self.dec_pos = RelativePositionBias(config.n_heads, config.rel_buckets, config.rel_max_distance, False)
         self.dec_blocks = nn.ModuleList([DecoderBlock(config) for _ in range(config.n_layers_dec)])
-        self.dec_norm = nn.RMSNorm(config.d_model, eps=config.eps)
+        self.dec_norm = RMSNorm(config.d_model, eps=config.eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.dropout = nn.Dropout(config.dropout)
         self.apply(self._init_weights)
@@ -211,12 +272,16 @@ class T5(nn.Module):
         return self.dropout(self.enc_norm(x))
 
     def start_cache(self, enc_hidden: torch.Tensor, enc_mask: torch.Tensor) -> KVCache:
-        """Project the encoder output [B, S, D] to every decoder layer's cross-attention keys/values, once."""
-        cross_kv = [block.cross_attn.project_kv(enc_hidden) for block in self.dec_blocks]
-        return KVCache(cross_kv, enc_mask[:, None, None, :], None, 0)
+        """Project the encoder output [B, S, D] to every decoder layer's cross-attention keys/values, once. On a CPU
+        the keys are padded (masked) to a multiple of :data:`CROSS_KEYS_MULTIPLE`."""
+        pad = -enc_hidden.shape[1] % CROSS_KEYS_MULTIPLE if enc_hidden.device.type == "cpu" else 0
+        cross_kv = [tuple(F.pad(x, (0, 0, 0, pad)) if pad else x for x in block.cross_attn.project_kv(enc_hidden))
+                    for block in self.dec_blocks]
+        return KVCache(cross_kv, F.pad(enc_mask, (0, pad), value=False)[:, None, None, :], None, 0)
 
-    def _decode(self, tokens: torch.Tensor, cache: KVCache) -> Tuple[torch.Tensor, KVCache]:
-        """Decoder over ``tokens`` [B·G, T] placed after ``cache.length`` cached positions -> logits [B·G, T, V]."""
+    def _decode(self, tokens: torch.Tensor, cache: KVCache, keep_kv: bool = True) -> Tuple[torch.Tensor, KVCache]:
+        """Decoder over ``tokens`` [B·G, T] placed after ``cache.length`` cached positions -> logits [B·G, T, V] and
+        the cache grown by T positions (``keep_kv`` False: the last positions decoded, the cache is not grown)."""
         T, t = tokens.shape[1], cache.length
         q_pos = torch.arange(t, t + T, device=tokens.device)
         k_pos = torch.arange(t + T, device=tokens.device)
@@ -227,10 +292,10 @@ class T5(nn.Module):
         new_kv = []
         for i, block in enumerate(self.dec_blocks):
             past = cache.self_kv[i] if cache.self_kv is not None else None
-            x, kv = block(x, past, self_mask, cache.cross_kv[i], cache.cross_mask)
+            x, kv = block(x, past, self_mask, cache.cross_kv[i], cache.cross_mask, keep_kv)
             new_kv.append(kv)
         logits = self.lm_head(self.dropout(self.dec_norm(x)))  # [B·G, T, V]
-        return logits, cache._replace(self_kv=new_kv, length=t + T)
+        return logits, (cache._replace(self_kv=new_kv, length=t + T) if keep_kv else cache)
 
     def decode(self, tokens: torch.Tensor, enc_hidden: torch.Tensor, enc_mask: torch.Tensor) -> torch.Tensor:
         """Teacher-forced decoding of G sequences per user.
@@ -245,49 +310,44 @@ class T5(nn.Module):
         logits, _ = self._decode(tokens.reshape(B * G, T), self.start_cache(enc_hidden, enc_mask))
         return logits.view(B, G, T, -1)
 
-    def decode_shared_start(self, tokens: torch.Tensor, enc_hidden: torch.Tensor, enc_mask: torch.Tensor):
-        """:meth:`decode` for G sequences per user that all begin with the same start token: that position is
-        decoded once per user and its keys/values shared by the G rows (a 1/T saving, e.g. SpecGR's verification).
+    def decode_fan_out(self, start: torch.Tensor, cache: KVCache, second: Optional[torch.Tensor] = None):
+        """The positions every sequence of a user shares, decoded once: the start token ``start`` [B] and, with
+        ``second`` [C], each of those C second tokens once per user.
 
-        Args:
-            tokens: [B, G, T] decoder input ids, T >= 2, ``tokens[:, :, 0]`` the same start token everywhere.
-            enc_hidden: [B, S, D]; enc_mask: [B, S] bool.
         Returns:
-            logits of the start position [B, V] and of the others [B, G, T − 1, V].
+            logits of the start position [B, V], of the second position [B, C, V] (None without ``second``), and the
+            cache to continue from: one row per user, or C per user (user-major) with ``second``.
         """
-        B, G, T = tokens.shape
-        first, cache = self._decode(tokens[:, 0, :1], self.start_cache(enc_hidden, enc_mask))  # [B, 1, V]
-        shared = [(k.repeat_interleave(G, dim=0), v.repeat_interleave(G, dim=0)) for k, v in cache.self_kv]
-        rest, _ = self._decode(tokens[:, :, 1:].reshape(B * G, T - 1), cache._replace(self_kv=shared))
-        return first[:, 0], rest.view(B, G, T - 1, -1)
-
-    def decode_shared_prefix(self, tokens: torch.Tensor, enc_hidden: torch.Tensor, enc_mask: torch.Tensor,
-                             second: torch.Tensor):
-        """:meth:`decode_shared_start` for sequences whose second token is one of a small set ``second`` [C]
-        (SpecGR's drafts: the first semantic-ID digit, C codes): the start position is decoded once per user, the
-        second once per user and value of ``second`` (C rows instead of G), and only the positions after it once per
-        sequence. Worth it when C < G.
-
-        Args:
-            tokens: [B, G, T] decoder input ids, T >= 3, ``tokens[:, :, 0]`` the same start token everywhere and
-                ``tokens[:, :, 1]`` in ``second`` (a row whose second token is not is decoded as ``second[0]``: for
-                padding rows whose output the caller discards).
-            enc_hidden: [B, S, D]; enc_mask: [B, S] bool.
-            second: [C] distinct token ids.
-        Returns:
-            logits of the start position [B, V] and of the others [B, G, T − 1, V], as :meth:`decode_shared_start`.
-        """
-        B, G, T = tokens.shape
+        B = start.shape[0]
+        first, cache = self.decode_step(start, cache)  # [B, V]
+        if second is None:
+            return first, None, cache
         C = second.numel()
-        first, cache = self._decode(tokens[:, 0, :1], self.start_cache(enc_hidden, enc_mask))  # [B, 1, V]
-        fanned = [(k.repeat_interleave(C, dim=0), v.repeat_interleave(C, dim=0)) for k, v in cache.self_kv]
-        after_second, cache = self._decode(second.repeat(B)[:, None], cache._replace(self_kv=fanned))  # [B·C, 1, V]
-        match = tokens[:, :, 1, None] == second  # [B, G, C]
-        rows = (match.float().argmax(dim=-1) + C * torch.arange(B, device=tokens.device)[:, None]).view(-1)  # [B·G]
-        prefix = [(k[rows], v[rows]) for k, v in cache.self_kv]  # [B·G, H, 2, d_kv]
-        rest, _ = self._decode(tokens[:, :, 2:].reshape(B * G, T - 2), cache._replace(self_kv=prefix))
-        rest = torch.cat([after_second[rows], rest], dim=1)  # [B·G, T − 1, V]
-        return first[:, 0], rest.view(B, G, T - 1, -1)
+        fanned = self.reorder_cache(cache, torch.arange(B, device=start.device).repeat_interleave(C))
+        after_second, cache = self.decode_step(second.repeat(B), fanned)  # [B·C, V]
+        return first, after_second.view(B, C, -1), cache
+
+    @staticmethod
+    def fan_out_rows(tokens: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """The cache row of :meth:`decode_fan_out` (with ``second`` [C]) that each sequence continues from, by its
+        second token ``tokens`` [B, G] (one not in ``second`` continues from ``second[0]``'s row): [B, G]."""
+        match = tokens[..., None] == second  # [B, G, C]
+        users = torch.arange(tokens.shape[0], device=tokens.device)[:, None]
+        return match.float().argmax(dim=-1) + second.numel() * users
+
+    def decode_after(self, tokens: torch.Tensor, cache: KVCache, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Teacher-forced decoding of ``tokens`` [B, G, T] after the cached positions: sequence (b, g) continues
+        cache row ``rows[b, g]`` (default: row b, a cache of one row per user), attending to user b's encoder output.
+
+        Returns:
+            logits [B, G, T, V].
+        """
+        B, G, T = tokens.shape
+        if rows is None:
+            rows = torch.arange(B, device=tokens.device).repeat_interleave(G)
+        cache = self.reorder_cache(cache, rows.reshape(-1))
+        logits, _ = self._decode(tokens.reshape(B * G, T), cache, keep_kv=False)
+        return logits.view(B, G, T, -1)
 
     def decode_step(self, tokens: torch.Tensor, cache: KVCache) -> Tuple[torch.Tensor, KVCache]:
         """One incremental step: [B·G] next input ids -> logits [B·G, V] and the cache grown by one position."""

@@ -8,7 +8,7 @@ Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv 2410.02939.
 """
 
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 
@@ -28,6 +28,23 @@ from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.specgr import verification_scores
 from recbole_specgr.model.t5 import T5, KVCache, T5Config
 from recbole_specgr.tokenizer.semantic_id import get_semantic_ids
+
+
+class SharedDecoding(NamedTuple):
+    """What :meth:`TIGER.share_decoding` decodes once per user for every candidate of that user."""
+
+    first: torch.Tensor  # [B, V] log P(digit 1 token) at the start position
+    after_first: Optional[torch.Tensor]  # [B, C, V] log P(digit 2 token | first digit code c), None: not fanned out
+    first_digits: Optional[torch.Tensor]  # [C] the first-digit tokens fanned out (None: not fanned out)
+    cache: KVCache  # cross-attention per user; self-attention rows: one per user, or C per user (user-major)
+
+    def select(self, users) -> "SharedDecoding":
+        """The rows of some users only: ``users`` a slice or [B'] indices."""
+        users = torch.arange(self.first.shape[0], device=self.first.device)[users] if isinstance(users, slice) else users
+        fan = 1 if self.first_digits is None else self.first_digits.numel()
+        rows = (users[:, None] * fan + torch.arange(fan, device=users.device)).flatten()
+        return SharedDecoding(self.first[users], None if self.after_first is None else self.after_first[users],
+                              self.first_digits, T5.reorder_cache(self.cache, rows, users))
 
 
 class TIGER(SequentialRecommender):
@@ -268,10 +285,31 @@ class TIGER(SequentialRecommender):
         dec_in, _ = self._decoder_tokens(items)
         return self.t5.decode(dec_in, enc.hidden, enc.mask)
 
+    def share_decoding(self, enc: EncoderState, n_candidates: int) -> EncoderState:
+        """``enc`` with the decoder positions that every candidate of a user shares decoded once
+        (:class:`SharedDecoding`): the start position and, when C < ``n_candidates`` (and l ≥ 3), the position after
+        each of the C first-digit codes — for a caller that scores candidates of the same users in several
+        :meth:`digit_log_probs` calls (SpecGR's draft-verify rounds), which then decode only the later positions."""
+        return enc if enc.shared is not None else enc._replace(shared=self._shared_decoding(enc, n_candidates))
+
+    def _shared_decoding(self, enc: EncoderState, n_candidates: int) -> "SharedDecoding":
+        B, device = enc.hidden.shape[0], enc.hidden.device
+        second = None
+        if self.codebook_size < n_candidates and self.n_digits >= 3:
+            second = self.digit_offsets[0] + torch.arange(self.codebook_size, device=device)  # the C first digits
+        start = torch.full((B,), self.BOS, dtype=torch.long, device=device)
+        first, after_first, cache = self.t5.decode_fan_out(start, self.t5.start_cache(enc.hidden, enc.mask), second)
+        first = first.float().log_softmax(dim=-1)  # [B, V]
+        if after_first is not None:  # [B, C, V] as rest − logsumexp(rest) below: the same numbers as per candidate
+            after_first = after_first.float()
+            after_first = after_first - after_first.logsumexp(dim=-1, keepdim=True)
+        return SharedDecoding(first, after_first, second, cache)
+
     def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
         """Teacher-forced log P(c_i | c_<i, X) of every digit of every candidate, all candidates of all users in one
-        decoder call (on a CPU, of a few users at a time: :func:`~recbole_specgr.inference.beam_search.user_groups`;
-        the N candidates of a user share its encoder output and its decoded start position).
+        decoder call (on a CPU, of a few users at a time: :func:`~recbole_specgr.inference.beam_search.user_groups`).
+        The positions a user's candidates share are decoded once (:meth:`share_decoding`, reused from ``enc`` when
+        it holds them).
 
         Args:
             enc: encoder output for B users.
@@ -283,21 +321,19 @@ class TIGER(SequentialRecommender):
             return enc.hidden.new_zeros(cand_items.size(0), 0, self.n_digits)
         groups = user_groups(cand_items.size(0), cand_items.size(1) * (self.n_digits - 1), cand_items.device)
         if len(groups) > 1:  # a CPU call of few users at a time keeps the [rows, V] logits in the cache
-            return torch.cat([self.digit_log_probs(EncoderState(enc.hidden[start:end], enc.mask[start:end]),
-                                                   cand_items[start:end]) for start, end in groups])
+            return torch.cat([self.digit_log_probs(enc.select(slice(start, end)), cand_items[start:end])
+                              for start, end in groups])
+        shared = enc.shared if enc.shared is not None else self._shared_decoding(enc, cand_items.size(1))
         dec_in, targets = self._decoder_tokens(cand_items)  # [B, N, l] each, dec_in[..., 0] = bos
-        if self.codebook_size < cand_items.size(1) and self.n_digits >= 3:  # C first digits decoded, not N
-            first_digit = self.digit_offsets[0] + torch.arange(self.codebook_size, device=dec_in.device)
-            first, rest = self.t5.decode_shared_prefix(dec_in, enc.hidden, enc.mask, first_digit)
-        else:
-            first, rest = self.t5.decode_shared_start(dec_in, enc.hidden, enc.mask)  # [B, V], [B, N, l − 1, V]
-        first = first.float().log_softmax(dim=-1)  # digit 1 does not depend on the candidate: once per user
-        rest = rest.float()
-        log_probs = torch.cat([
-            first.gather(1, targets[..., 0]).unsqueeze(-1),  # [B, N, 1]
-            rest.gather(-1, targets[..., 1:, None]).squeeze(-1) - rest.logsumexp(dim=-1),  # [B, N, l − 1]
-        ], dim=-1)
-        return log_probs.masked_fill(cand_items[..., None] == 0, float("-inf"))
+        known = [shared.first.gather(1, targets[..., 0]).unsqueeze(-1)]  # digit 1: [B, N, 1]
+        rows = None  # continue from the user's start position
+        if shared.after_first is not None:  # digit 2 read from the fanned-out first digits
+            rows = T5.fan_out_rows(dec_in[..., 1], shared.first_digits)  # [B, N]
+            after_first = shared.after_first.flatten(0, 1)  # [B·C, V]
+            known.append(after_first[rows, targets[..., 1]].unsqueeze(-1))  # [B, N, 1]
+        rest = self.t5.decode_after(dec_in[..., len(known):], shared.cache, rows).float()  # [B, N, l − known, V]
+        known.append(rest.gather(-1, targets[..., len(known):, None]).squeeze(-1) - rest.logsumexp(dim=-1))
+        return torch.cat(known, dim=-1).masked_fill(cand_items[..., None] == 0, float("-inf"))
 
     def beam_search(
         self,
