@@ -110,6 +110,11 @@ def main(argv=None):
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the checkpoint's)")
     parser.add_argument("--eval_batch_size", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.unseen_grid is None:
+        try:
+            import matplotlib  # noqa: F401  (the plot is written after the sweeps: fail before them)
+        except ImportError:
+            parser.error("the users/s plot needs matplotlib: pip install -e \".[bench]\"")
 
     overrides = {key: value for key, value in (("device", args.device), ("eval_batch_size", args.eval_batch_size))
                  if value is not None}

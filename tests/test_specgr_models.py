@@ -328,6 +328,19 @@ def test_speculative_inference_decodes_each_users_shared_positions_once_per_batc
                           rtol=1e-6, atol=0)
 
 
+def test_speculative_recommender_follows_item_ids_loaded_from_a_checkpoint():
+    """After loading weights trained with other semantic IDs, speculative inference (already built once) uses the
+    loaded IDs' prefix index: the trained model's recommendations."""
+    trained, model = make_model(seed=3, specgr_threshold=-2.0), make_model(seed=5, specgr_threshold=-2.0)
+    assert not torch.equal(trained.item2codes, model.item2codes)
+    inter = batch(seed=3)
+    with torch.no_grad():
+        model.full_sort_predict(inter)  # builds its recommender on the dataset's IDs
+        model.load_state_dict(trained.state_dict())
+        assert model.speculative_recommender().prefix_index is model.prefix_index
+        assert torch.equal(model.full_sort_predict(inter), trained.full_sort_predict(inter))
+
+
 class _SeparateDrafter:
     """A wrapper that makes SpecGR++'s drafter a different object from its verifier."""
 

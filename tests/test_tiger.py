@@ -566,3 +566,24 @@ def test_shared_decoding_is_decoded_once_and_gives_the_same_log_probs(monkeypatc
         assert torch.allclose(model.digit_log_probs(shared, cands), expected, rtol=1e-6, atol=0)
         assert fan_outs == []  # nothing shared decoded again
         assert model.share_decoding(shared, n_cands) is shared
+
+
+def test_loading_weights_trained_with_other_semantic_ids_rebuilds_the_beam_tables(caplog):
+    """A checkpoint carries the item2codes its weights were trained with; a model built from a dataset whose
+    semantic-ID cache gave other codes (another machine's RQ-VAE run) must search the loaded codes after loading —
+    the same recommendations as the trained model — and say that it switched."""
+    codes, seen = catalog(seed=0)
+    other_codes, _ = catalog(seed=7)
+    trained = make_tiger(seed=3, item2codes=codes, seen=seen)
+    model = make_tiger(seed=4, item2codes=other_codes, seen=seen)
+    inter = histories(B=4, seed=2)
+    with caplog.at_level("WARNING"):
+        model.load_state_dict(trained.state_dict())
+    assert "loaded item2codes differ from the dataset's semantic IDs" in caplog.text
+    assert torch.equal(model.item2codes, codes)
+    with torch.no_grad():
+        assert torch.equal(model.full_sort_predict(inter), trained.full_sort_predict(inter))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        model.load_state_dict(trained.state_dict())  # the same IDs again: nothing to rebuild
+    assert "differ" not in caplog.text

@@ -59,7 +59,7 @@ class SpeculativeEvalMixin:
                                      f"c̄ = {self._text_prior.center:.4f} (mean cosine of training (history, next item))")
         self._recommender = self._make_recommender(*self.speculative_parts(), text_prior=self._text_prior)
         self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u, β); set_specgr_threshold changes them
-        self._recommender_key = None  # (device, n_items) the recommender was built for
+        self._recommender_key = None  # (device, n_items, prefix index) the recommender was built for
         self._weights_version = 0
         self._index_version = -1
         self._eval_stats = SpecGRStats()
@@ -117,7 +117,7 @@ class SpeculativeEvalMixin:
     def speculative_recommender(self) -> SpeculativeRecommender:
         """The recommender for the current device, items and weights (rebuilt / refreshed when stale)."""
         verifier, drafter, seen = self.speculative_parts()
-        key = (str(verifier.item2codes.device), verifier.item2codes.size(0))
+        key = (str(verifier.item2codes.device), verifier.item2codes.size(0), verifier.prefix_index)  # index: by identity
         if key != self._recommender_key:
             self._recommender = self._make_recommender(verifier, drafter, seen, text_prior=self._current_text_prior(key))
             self._use_thresholds()

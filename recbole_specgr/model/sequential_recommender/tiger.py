@@ -132,6 +132,7 @@ class TIGER(SequentialRecommender):
         offsets = self.N_SPECIAL + torch.arange(self.n_digits) * codebook_size
         self.register_buffer("digit_offsets", offsets, persistent=False)  # [l] first token of each digit
         self.set_items(item2codes, seen, text_emb)
+        self.register_load_state_dict_post_hook(TIGER._follow_loaded_items)
         self.t5 = T5(
             T5Config(
                 vocab_size=self.N_SPECIAL + self.n_digits * codebook_size,
@@ -231,10 +232,26 @@ class TIGER(SequentialRecommender):
         unseen_ids = torch.nonzero(~seen[1:]).squeeze(1) + 1
         self.register_buffer("unseen_item_ids", unseen_ids, persistent=False)  # [U]
         self.prefix_index = index
+        self._indexed_items = (item2codes.clone(), seen.clone())  # what the index and tables below were built from
         default_mask = torch.ones_like(seen) if self.allow_unseen else seen
         self.register_buffer("generable_item_mask", default_mask, persistent=False)  # [n] items beams may spell
         for j, table in enumerate(index.restrict(default_mask)):
             self.register_buffer(f"default_table_{j}", table, persistent=False)  # [P_j, C]
+
+    @staticmethod
+    def _follow_loaded_items(module: "TIGER", incompatible_keys) -> None:
+        """After ``load_state_dict`` (also as a submodule): a checkpoint's ``item2codes`` / ``seen_item_mask`` are the
+        ones its weights were trained with; when they differ from those this model was built with (e.g. a semantic-ID
+        cache computed on another machine, whose text embeddings differ in the last bits and led the RQ-VAE to other
+        codes), everything derived from them is rebuilt, so beam search spells the loaded IDs."""
+        codes, seen = module._indexed_items
+        if torch.equal(module.item2codes, codes) and torch.equal(module.seen_item_mask, seen):
+            return
+        n_changed = int((module.item2codes != codes.to(module.item2codes.device)).any(dim=1).sum())
+        module.logger.warning(f"TIGER: the loaded item2codes differ from the dataset's semantic IDs for {n_changed} of "
+                              f"{module.n_items} items; using the loaded ones (prefix index and beam tables rebuilt)")
+        module.set_items(module.item2codes.clone(), module.seen_item_mask.clone(),
+                         module.item_text_emb.clone() if module.text_input else None)
 
     # ---------------------------------------------------------------- tokens
     def _encoder_tokens(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor):
