@@ -244,10 +244,10 @@ class TIGER(SequentialRecommender):
         ones its weights were trained with; when they differ from those this model was built with (e.g. a semantic-ID
         cache computed on another machine, whose text embeddings differ in the last bits and led the RQ-VAE to other
         codes), everything derived from them is rebuilt, so beam search spells the loaded IDs."""
-        codes, seen = module._indexed_items
+        codes, seen = (x.to(module.item2codes.device) for x in module._indexed_items)  # the model may have moved
         if torch.equal(module.item2codes, codes) and torch.equal(module.seen_item_mask, seen):
             return
-        n_changed = int((module.item2codes != codes.to(module.item2codes.device)).any(dim=1).sum())
+        n_changed = int((module.item2codes != codes).any(dim=1).sum())
         module.logger.warning(f"TIGER: the loaded item2codes differ from the dataset's semantic IDs for {n_changed} of "
                               f"{module.n_items} items; using the loaded ones (prefix index and beam tables rebuilt)")
         module.set_items(module.item2codes.clone(), module.seen_item_mask.clone(),
