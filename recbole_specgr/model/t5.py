@@ -5,7 +5,8 @@ A compact T5-style encoder–decoder in plain torch, read top to bottom, leaves 
 RelativePositionBias → Attention → FeedForward → EncoderBlock → DecoderBlock → T5Config → T5.
 
 Pre-norm blocks with RMSNorm, T5 relative position buckets (encoder: bidirectional, decoder: causal; none in
-cross-attention), ReLU feed-forward, ``F.scaled_dot_product_attention`` everywhere.
+cross-attention), ReLU feed-forward, ``F.scaled_dot_product_attention`` everywhere except the decoder's self-attention
+at inference (:func:`few_keys_attention`).
 
 Decoding one token at a time is cheap: cross-attention keys/values are computed once per encoder output
 (:meth:`T5.start_cache`) and the decoder self-attention keys/values are cached (:class:`KVCache`). Decoder rows come in
@@ -67,7 +68,7 @@ def few_keys_attention(q: torch.Tensor, keys: Sequence[torch.Tensor], values: Se
     in chunks along S (e.g. cached positions, then new ones; never concatenated): the scores by a batched matmul per
     chunk, then the softmax and the weighted sum of the S value rows by elementwise ops. On a CPU the fused kernel pays
     a fixed cost per (row, head) block, which dominates when each block is a few dot products (decoder self-attention
-    of semantic IDs: S ≤ l + 1 keys): ~2× faster here at S ≤ 4 (``benchmarks/reports/speed_cpu.md``).
+    of semantic IDs: S ≤ l + 1 keys): 2–3× faster here at S ≤ 4 (``benchmarks/reports/speed_cpu.md`` section 5).
 
     Args:
         q: [B, H, T, d_kv]; keys, values: chunks [B, H, S_i, d_kv]; mask: as :meth:`Attention.forward`, over all S.
@@ -131,8 +132,8 @@ class Attention(nn.Module):
 
 class RMSNorm(nn.RMSNorm):
     """``nn.RMSNorm`` whose inference path takes mean(x²) as sum(x·x)/D and scales in place: the same numbers
-    (bitwise at the sizes measured), ~25% less time on a CPU, where the built-in runs ``pow`` and ``mean`` as separate
-    passes over the rows. With gradients on, the built-in."""
+    (bitwise at the sizes measured), 13–28% less time on a CPU at thousands of rows, where the built-in runs ``pow``
+    and ``mean`` as separate passes over the rows. With gradients on, the built-in."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or x.dtype != self.weight.dtype:
@@ -195,11 +196,10 @@ class DecoderBlock(nn.Module):
         BG, T, D = x.shape
         h = self.norm_self(x)
         k, v = self.self_attn.project_kv(h)  # [B·G, H, T, d_kv]
-        if self_kv is not None:  # attended in chunks, concatenated only for the cache
-            k, v = (self_kv[0], k), (self_kv[1], v)
+        if self_kv is not None:  # concatenated for the cache, else attended in chunks (no copy)
+            chunks = (self_kv[0], k), (self_kv[1], v)
+            k, v = (torch.cat(c, dim=2) for c in chunks) if keep_kv else chunks
         x = x + self.dropout(self.self_attn(h, k, v, self_mask))
-        if self_kv is not None:
-            k, v = (torch.cat(chunks, dim=2) if keep_kv else None for chunks in (k, v))
         B = cross_kv[0].shape[0]
         h = self.norm_cross(x).reshape(B, BG // B * T, D)  # [B, G·T, D]: a user's rows share its encoder output
         x = x + self.dropout(self.cross_attn(h, *cross_kv, cross_mask).reshape(BG, T, D))
@@ -225,9 +225,10 @@ class T5Config:
 
 CROSS_KEYS_MULTIPLE = 16
 """Cross-attention keys are padded to a multiple of this on a CPU: ``scaled_dot_product_attention``'s CPU kernel ran
-key lengths such as 22, 26 or 42 (ml-100k's 2 + 10·4 encoder positions) 1.5–1.8× slower than the next multiple of 16
-for 16–100 queries per user, and no multiple of 16 more than ~10% slower than the unpadded length
-(``benchmarks/reports/speed_cpu.md``). Padding keys are masked: the same attention."""
+key lengths such as 22, 26 or 42 (ml-100k's 2 + 10·4 encoder positions) 1.3–1.8× slower than the next multiple of 16
+for 16–100 queries per user, and no padded length more than ~5% slower there (with one query per user, a beam
+search's first step, up to a third slower; ``benchmarks/reports/speed_cpu.md`` section 5). Padding keys are masked:
+the same attention."""
 
 
 class KVCache(NamedTuple):
@@ -277,7 +278,8 @@ class T5(nn.Module):
         pad = -enc_hidden.shape[1] % CROSS_KEYS_MULTIPLE if enc_hidden.device.type == "cpu" else 0
         cross_kv = [tuple(F.pad(x, (0, 0, 0, pad)) if pad else x for x in block.cross_attn.project_kv(enc_hidden))
                     for block in self.dec_blocks]
-        return KVCache(cross_kv, F.pad(enc_mask, (0, pad), value=False)[:, None, None, :], None, 0)
+        cross_mask = F.pad(enc_mask, (0, pad), value=False) if pad else enc_mask
+        return KVCache(cross_kv, cross_mask[:, None, None, :], None, 0)
 
     def _decode(self, tokens: torch.Tensor, cache: KVCache, keep_kv: bool = True) -> Tuple[torch.Tensor, KVCache]:
         """Decoder over ``tokens`` [B·G, T] placed after ``cache.length`` cached positions -> logits [B·G, T, V] and

@@ -40,7 +40,8 @@ class SharedDecoding(NamedTuple):
 
     def select(self, users) -> "SharedDecoding":
         """The rows of some users only: ``users`` a slice or [B'] indices."""
-        users = torch.arange(self.first.shape[0], device=self.first.device)[users] if isinstance(users, slice) else users
+        if isinstance(users, slice):
+            users = torch.arange(self.first.shape[0], device=self.first.device)[users]
         fan = 1 if self.first_digits is None else self.first_digits.numel()
         rows = (users[:, None] * fan + torch.arange(fan, device=users.device)).flatten()
         return SharedDecoding(self.first[users], None if self.after_first is None else self.after_first[users],
