@@ -4,7 +4,9 @@ same size, on the same batches: forward + cross-entropy over the full vocabulary
 Both models are built by ``bench_tiger_beam.build_models`` (random semantic IDs, random weights, the dimensions of
 ``properties/model/TIGER.yaml`` or the flags); every step trains on B random histories of w items (encoder input
 ``[bos, ID_1 … ID_w, eos]``, w·l + 2 tokens) and one target item (l decoder tokens). The systems alternate step by
-step, so a busy machine slows both alike; ratios are from one run. ``--compile`` adds both models' steps through
+step, so a busy machine slows both alike; ratios are from one run. They take their turns in a new (seeded) random
+order every step: in one fixed order a system ran up to 6% faster late in it than right after HF's eager step
+(``reports/diagnostics/train_step_variants_{fixed,reversed}.md``). ``--compile`` adds both models' steps through
 ``torch.compile`` (ours through :class:`~recbole_specgr.trainer.compiled_loss.CompiledLoss`, what
 ``torch_compile: True`` trains with); the first step, which compiles, is reported apart and never timed.
 
@@ -16,6 +18,7 @@ step, so a busy machine slows both alike; ratios are from one run. ``--compile``
 import argparse
 import copy
 import logging
+import random
 import sys
 import time
 from pathlib import Path
@@ -91,8 +94,13 @@ def main():
     losses = {name: [] for name in steps}
     for m in models.values():
         m.train()
+    order = random.Random(args.seed)
     for i in range(args.steps + 2):  # alternate the systems step by step; the first two steps warm up
-        for name, step in steps.items():
+        names = list(steps)
+        if i >= 2:  # in a new random order each step: a step run right after another system's ran up to 5% slower
+            order.shuffle(names)
+        for name in names:
+            step = steps[name]
             batch = data[i % len(data)]
             start = time.perf_counter()
             loss = step(batch)

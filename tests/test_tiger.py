@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 from recbole_specgr.config import model_defaults
@@ -191,6 +192,8 @@ def test_cross_attention_keys_padded_for_the_cpu_kernel_give_the_same_decoding(m
         assert padded.cross_kv[0][0].shape[2] == 16 and padded.cross_mask.shape[-1] == 16
         assert torch.equal(padded.cross_mask[:, 0, 0, :7], enc_mask) and not padded.cross_mask[..., 7:].any()
         expected = t5.decode(dec, hidden, enc_mask)
+        with torch.enable_grad():  # a training step: no padding (its backward would zero-fill their gradients)
+            assert t5.start_cache(hidden, enc_mask).cross_kv[0][0].shape[2] == 7
         monkeypatch.setattr(t5_module, "CROSS_KEYS_MULTIPLE", 1)
         assert t5.start_cache(hidden, enc_mask).cross_kv[0][0].shape[2] == 7
         assert torch.allclose(t5.decode(dec, hidden, enc_mask), expected, atol=1e-5)
@@ -231,6 +234,22 @@ def test_encoder_tokens_layout():
     assert tokens[0].tolist() == [1] + digits(5) + digits(7) + [2]
     assert tokens[1].tolist() == [1] + digits(2) + [2] + [0] * L
     assert mask.sum(dim=1).tolist() == [2 + 2 * L, 2 + L]
+
+
+@pytest.mark.filterwarnings("ignore:Guards may run slower on Python 3.13.0")  # the interpreter's, not ours
+def test_training_loss_traces_into_one_graph_and_keeps_the_eager_loss_without_trimming(monkeypatch):
+    """Under torch.compile the encoder keeps all T·l + 2 positions (no graph break, no recompile per batch length);
+    the padded tail is masked, so the loss is the eager (trimmed) one."""
+    model = make_tiger().train()
+    inter = histories(B=4, T=6)
+    inter.interaction["item_id_list"] = F.pad(inter["item_id_list"], (0, 2))  # T = 8, longest history 6
+    explained = torch._dynamo.explain(model.calculate_loss)(inter)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    eager = model.calculate_loss(inter)
+    assert model._encoder_tokens(inter["item_id_list"], inter["item_length"])[0].shape[1] == 2 + 6 * L
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert model._encoder_tokens(inter["item_id_list"], inter["item_length"])[0].shape[1] == 2 + 8 * L
+    assert model.calculate_loss(inter).item() == pytest.approx(eager.item(), rel=1e-6)
 
 
 def test_batched_digit_log_probs_equal_one_by_one():

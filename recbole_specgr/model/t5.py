@@ -228,7 +228,8 @@ CROSS_KEYS_MULTIPLE = 16
 key lengths such as 22, 26 or 42 (ml-100k's 2 + 10·4 encoder positions) 1.3–1.8× slower than the next multiple of 16
 for 16–100 queries per user, and no padded length more than ~5% slower there (with one query per user, a beam
 search's first step, up to a third slower; ``benchmarks/reports/speed_cpu.md`` section 5). Padding keys are masked:
-the same attention."""
+the same attention. Only without gradients: a training step (l queries per user) ran 1–4% slower with them, its
+backward zero-filling the padded keys' gradients (``benchmarks/reports/diagnostics/train_step_variants_*.md``)."""
 
 
 class KVCache(NamedTuple):
@@ -274,8 +275,9 @@ class T5(nn.Module):
 
     def start_cache(self, enc_hidden: torch.Tensor, enc_mask: torch.Tensor) -> KVCache:
         """Project the encoder output [B, S, D] to every decoder layer's cross-attention keys/values, once. On a CPU
-        the keys are padded (masked) to a multiple of :data:`CROSS_KEYS_MULTIPLE`."""
-        pad = -enc_hidden.shape[1] % CROSS_KEYS_MULTIPLE if enc_hidden.device.type == "cpu" else 0
+        the keys are padded (masked) to a multiple of :data:`CROSS_KEYS_MULTIPLE` at inference (no gradients)."""
+        padded = enc_hidden.device.type == "cpu" and not torch.is_grad_enabled()
+        pad = -enc_hidden.shape[1] % CROSS_KEYS_MULTIPLE if padded else 0
         cross_kv = [tuple(F.pad(x, (0, 0, 0, pad)) if pad else x for x in block.cross_attn.project_kv(enc_hidden))
                     for block in self.dec_blocks]
         cross_mask = F.pad(enc_mask, (0, pad), value=False) if pad else enc_mask

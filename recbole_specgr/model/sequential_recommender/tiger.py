@@ -256,7 +256,11 @@ class TIGER(SequentialRecommender):
 
     # ---------------------------------------------------------------- tokens
     def _encoder_tokens(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor):
-        """``[bos, ID_1 … ID_w, eos]``: [B, T] left-aligned item ids, [B] lengths -> tokens [B, S], mask [B, S]."""
+        """``[bos, ID_1 … ID_w, eos]``: [B, T] left-aligned item ids, [B] lengths -> tokens [B, S], mask [B, S].
+
+        Eager, S stops at the batch's longest history (its all-padding tail dropped); under ``torch.compile`` S is
+        always T·l + 2: reading the longest length would split the compiled graph in two and recompile it for every
+        new batch length. Padding is masked either way: the same states."""
         B, T = item_seq.shape
         l = self.n_digits
         ids = (self.item2codes[item_seq] + self.digit_offsets).masked_fill(item_seq[:, :, None] == 0, self.PAD)
@@ -265,7 +269,7 @@ class TIGER(SequentialRecommender):
         tokens[:, 1:-1] = ids.view(B, T * l)
         eos_pos = 1 + item_seq_len.long() * l  # [B]
         tokens.scatter_(1, eos_pos[:, None], self.EOS)
-        S = 2 + int(item_seq_len.max()) * l  # drop the all-padding tail of the batch
+        S = T * l + 2 if torch.compiler.is_compiling() else 2 + int(item_seq_len.max()) * l
         mask = torch.arange(S, device=item_seq.device)[None, :] <= eos_pos[:, None]  # [B, S]
         return tokens[:, :S], mask
 
