@@ -34,14 +34,14 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
         validation ``threshold_sweep``; also written to ``result_json`` when given.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    if config["keep_freed_memory"]:
-        keep_freed_memory()
     if config["show_progress"] is None:  # auto: bars on a terminal, the per-epoch summary lines alone elsewhere
         config["show_progress"] = sys.stderr.isatty()
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
     logger.debug(config)
+    if config["keep_freed_memory"]:
+        keep_freed_memory()
 
     dataset = create_dataset(config)
     logger.info(dataset)

@@ -2,7 +2,8 @@
 time: every matmul shape with its share and GFLOP/s (``torch.profiler``, 5 steps), and the minor page faults and
 milliseconds of a step, compiled and eager (10 steps each). Run from the repository root:
 
-    python benchmarks/reports/diagnostics/profile_train_step_compiled.py > benchmarks/reports/diagnostics/profile_train_step_compiled.txt
+    python benchmarks/reports/diagnostics/profile_train_step_compiled.py \
+        > benchmarks/reports/diagnostics/profile_train_step_compiled.txt
     MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824 \\
         python benchmarks/reports/diagnostics/profile_train_step_compiled.py --faults_only \\
         > benchmarks/reports/diagnostics/profile_train_step_compiled_malloc.txt

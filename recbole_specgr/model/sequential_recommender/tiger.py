@@ -48,6 +48,11 @@ class SharedDecoding(NamedTuple):
                               self.first_digits, T5.reorder_cache(self.cache, rows, users))
 
 
+def _untrimmed() -> bool:
+    """Whether :meth:`TIGER._encoder_tokens` keeps the all-padding tail of a batch: under ``torch.compile``."""
+    return torch.compiler.is_compiling()
+
+
 class TIGER(SequentialRecommender):
     r"""Generative retrieval over semantic IDs, implementing the :class:`~recbole_specgr.inference.interfaces.Verifier`
     protocol.
@@ -259,8 +264,9 @@ class TIGER(SequentialRecommender):
         """``[bos, ID_1 … ID_w, eos]``: [B, T] left-aligned item ids, [B] lengths -> tokens [B, S], mask [B, S].
 
         Eager, S stops at the batch's longest history (its all-padding tail dropped); under ``torch.compile`` S is
-        always T·l + 2: reading the longest length would split the compiled graph in two and recompile it for every
-        new batch length. Padding is masked either way: the same states."""
+        always T·l + 2 (:func:`_untrimmed`): reading the longest length (a data-dependent int) splits the compiled
+        graph into several and recompiles them for a new length until torch marks it dynamic. Padding is masked
+        either way: the same states."""
         B, T = item_seq.shape
         l = self.n_digits
         ids = (self.item2codes[item_seq] + self.digit_offsets).masked_fill(item_seq[:, :, None] == 0, self.PAD)
@@ -269,7 +275,7 @@ class TIGER(SequentialRecommender):
         tokens[:, 1:-1] = ids.view(B, T * l)
         eos_pos = 1 + item_seq_len.long() * l  # [B]
         tokens.scatter_(1, eos_pos[:, None], self.EOS)
-        S = T * l + 2 if torch.compiler.is_compiling() else 2 + int(item_seq_len.max()) * l
+        S = T * l + 2 if _untrimmed() else 2 + int(item_seq_len.max()) * l
         mask = torch.arange(S, device=item_seq.device)[None, :] <= eos_pos[:, None]  # [B, S]
         return tokens[:, :S], mask
 
