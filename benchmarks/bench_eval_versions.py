@@ -8,7 +8,8 @@ one torch thread each. A child loads the checkpoint, runs ``trainer.tune_thresho
 checkpoint's ``specgr_threshold_grid`` in one pass, what each stage-2 validation and the final γ choice of the main
 job do) and ``trainer.evaluate(test)`` at the chosen γ, and reports wall time and minor page faults of each
 (``getrusage``) plus the chosen γ and test R@50 (both versions must agree on them: the same model, the same
-definition of Eq. 2).
+definition of Eq. 2). A version whose quick start sets ``keep_freed_memory`` (session 16 on) has its child set it too,
+as its main job would.
 
     python run_recbole_specgr.py --model=SpecGRPP --dataset=ml-100k          # leaves saved/SpecGRPP-*.pth
     python benchmarks/bench_eval_versions.py --checkpoint saved/SpecGRPP-<date>.pth --repeats 2 \\
@@ -48,6 +49,13 @@ def child(checkpoint_path: str, threads: int) -> dict:
     config = config_from_saved(checkpoint["config"], show_progress=False)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
+    kept = False
+    try:  # what the version's own quick start does before it evaluates (versions before session 16 have no such step)
+        from recbole_specgr.allocator import keep_freed_memory
+    except ImportError:
+        pass
+    else:
+        kept = keep_freed_memory() if config["keep_freed_memory"] is not False else False
     dataset = create_dataset(config)
     _, valid_data, test_data = data_preparation(config, dataset)
     model = get_model(config["model"])(config, valid_data._dataset).to(config["device"])
@@ -64,7 +72,8 @@ def child(checkpoint_path: str, threads: int) -> dict:
     k = max(config["topk"])
     return {"package": str(Path(recbole_specgr.__file__).resolve().parent), "grid": config["specgr_threshold_grid"],
             "gamma": trainer.model.specgr_threshold, "valid_s": valid_s, "valid_minflt": valid_faults,
-            "test_s": test_s, "test_minflt": test_faults, "test_recall": test[f"recall@{k}"], "k": k}
+            "test_s": test_s, "test_minflt": test_faults, "test_recall": test[f"recall@{k}"], "k": k,
+            "keep_freed_memory": kept}
 
 
 def run_child(code_root: Path, checkpoint: str, threads: int) -> dict:
@@ -95,7 +104,8 @@ def report(rows, baseline: str, head: str, command: str) -> str:
              "| repeat | code | valid γ-grid pass (s) | test pass (s) | minor faults valid / test | γ chosen | "
              "test R@K |", "|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['repeat']} | {row['code']} | {row['valid_s']:.1f} | {row['test_s']:.1f} | "
+        code = row["code"] + (" (freed memory kept)" if row.get("keep_freed_memory") else "")
+        lines.append(f"| {row['repeat']} | {code} | {row['valid_s']:.1f} | {row['test_s']:.1f} | "
                      f"{row['valid_minflt']:,} / {row['test_minflt']:,} | {row['gamma']:g} | "
                      f"{row['test_recall']:.4f} |")
     best = {code: min((r for r in rows if r["code"] == code), key=lambda r: r["valid_s"] + r["test_s"])
