@@ -49,12 +49,12 @@ def child(checkpoint_path: str, threads: int) -> dict:
     config = config_from_saved(checkpoint["config"], show_progress=False)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    kept = False
-    try:  # what the version's own quick start does before it evaluates (versions before session 16 have no such step)
+    kept = False  # what the version's own quick start does before it evaluates (versions before session 16 have no
+    # such step; an editable install's finder would hand the baseline this checkout's module, so only a file of the
+    # imported package counts)
+    if (Path(recbole_specgr.__file__).parent / "allocator.py").is_file():
         from recbole_specgr.allocator import keep_freed_memory
-    except ImportError:
-        pass
-    else:
+
         kept = keep_freed_memory() if config["keep_freed_memory"] is not False else False
     dataset = create_dataset(config)
     _, valid_data, test_data = data_preparation(config, dataset)
