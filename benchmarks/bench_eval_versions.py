@@ -52,10 +52,10 @@ def child(checkpoint_path: str, threads: int) -> dict:
     kept = False  # what the version's own quick start does before it evaluates (versions before session 16 have no
     # such step; an editable install's finder would hand the baseline this checkout's module, so only a file of the
     # imported package counts)
-    if (Path(recbole_specgr.__file__).parent / "allocator.py").is_file():
+    if (Path(recbole_specgr.__file__).parent / "allocator.py").is_file() and config["keep_freed_memory"]:
         from recbole_specgr.allocator import keep_freed_memory
 
-        kept = keep_freed_memory() if config["keep_freed_memory"] is not False else False
+        kept = keep_freed_memory()
     dataset = create_dataset(config)
     _, valid_data, test_data = data_preparation(config, dataset)
     model = get_model(config["model"])(config, valid_data._dataset).to(config["device"])

@@ -10,12 +10,17 @@ sys.path.insert(0, 'benchmarks')
 import bench_tiger_train as B  # noqa: E402
 
 
+def step_args(n_batches=2):
+    """bench_tiger_train's arguments for this setup (``build_models``, ``batches``)."""
+    return argparse.Namespace(n_items=1682, n_digits=4, codebook_size=64, history=10, beams=50, batch_size=256,
+                              n_batches=n_batches, seed=0, hidden_size=None, n_heads=None, d_kv=None,
+                              inner_size=None, n_layers_enc=None, n_layers_dec=None, device='cpu')
+
+
 def train_step():
     """``(ours, step)``: our TIGER and ``step(loss_fn=None)``, one forward + loss + backward + AdamW step on the first
     batch with ``loss_fn`` (default ``ours.calculate_loss``), returning the (detached) loss."""
-    args = argparse.Namespace(n_items=1682, n_digits=4, codebook_size=64, history=10, beams=50, batch_size=256,
-                              n_batches=2, seed=0, hidden_size=None, n_heads=None, d_kv=None, inner_size=None,
-                              n_layers_enc=None, n_layers_dec=None, device='cpu')
+    args = step_args()
     torch.set_num_threads(1)
     ours, _hf, _ = B.build_models(args, 'cpu', torch.float32)
     data = B.batches(ours, args)

@@ -5,7 +5,7 @@ TIGER.yaml's sizes, bench_tiger_train's random batches). The earlier behaviours,
 - ``padded``: cross-attention keys padded to a multiple of 16 in training too (``T5.start_cache`` before: its
   backward zero-fills the padded keys' gradients);
 - ``trimmed``: the encoder input trimmed to the batch's longest history under ``torch.compile`` too (``int(max)``
-  splits the compiled graph in two).
+  splits the compiled graph into several).
 
     python benchmarks/reports/diagnostics/train_step_variants.py --steps 40 --order fixed \
         --out benchmarks/reports/diagnostics/train_step_variants_fixed
@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(Path(__file__).resolve().parent)]
 import bench_tiger_train as bench  # noqa: E402
+from train_step_setup import step_args  # noqa: E402
 from recbole_specgr.model import t5 as t5_module  # noqa: E402
 
 
@@ -56,9 +57,7 @@ def main():
                         help="the systems' turns in every step: listed order, its reverse, or a new random one")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    setup = argparse.Namespace(n_items=1682, n_digits=4, codebook_size=64, history=10, beams=50, batch_size=256,
-                               n_batches=4, seed=0, hidden_size=None, n_heads=None, d_kv=None, inner_size=None,
-                               n_layers_enc=None, n_layers_dec=None, device="cpu")
+    setup = step_args(n_batches=4)
     base, hf, _ = bench.build_models(setup, "cpu", torch.float32)
     data = bench.batches(base, setup)
     variants = {"today": set(), "padded": {"padded"}, "padded + trimmed (before)": {"padded", "trimmed"}}
