@@ -9,7 +9,7 @@ import torch
 
 from recbole_specgr.tokenizer.rqvae import RQVAE, ResidualQuantizer, kmeans, nearest_code
 from recbole_specgr.tokenizer.codes import occurrence_rank
-from recbole_specgr.tokenizer.semantic_id import SemanticIDs, SemanticIDTokenizer, get_semantic_ids
+from recbole_specgr.tokenizer.semantic_id import METHODS, SemanticIDs, SemanticIDTokenizer, get_semantic_ids
 
 N_ITEMS = 61  # item ids 0..60, 0 = padding
 N_SEEN = 45  # every item id divisible by 4 is unseen (15 items), so seen-first order differs from id order
@@ -271,6 +271,21 @@ def test_cache_reused_and_rebuilt(tmp_path, monkeypatch):
     rebuilt.load_or_fit(emb, other_mask)
     assert not rebuilt.loaded_from_cache
     assert len(os.listdir(cache)) == 4  # one file per distinct (embeddings, mask, settings); no temp files left
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fitting_and_loading_leave_the_global_rng_alone(tmp_path, method):
+    """The model built after the tokenizer must start the same whether its IDs were fitted or read from the cache:
+    the quick start seeds once, then builds the model, whose weights draw from the global RNG."""
+    config = make_config(tmp_path, rqvae_method=method, rqvae_epochs=3)
+    emb, seen = clustered_items(), seen_mask()
+    for expect_cached in (False, True):
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        tokenizer = SemanticIDTokenizer(config)
+        tokenizer.load_or_fit(emb, seen)
+        assert tokenizer.loaded_from_cache == expect_cached
+        assert torch.equal(torch.get_rng_state(), before), f"cached={expect_cached}: the global RNG moved"
 
 
 def test_half_written_cache_is_refit(tmp_path):

@@ -184,10 +184,7 @@ class SemanticIDTokenizer:
         return self.semantic_ids
 
     def _train_rqvae(self, train_x: torch.Tensor) -> None:
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
-            torch.default_generator.manual_seed(self.seed)
-            model = self._new_quantizer()
-        self.quantizer = model
+        model = self.quantizer = self._new_quantizer()
         model.fit_normalization(train_x)
         if self.kmeans_init:
             model.kmeans_init(train_x, seed=self.seed)
@@ -224,11 +221,15 @@ class SemanticIDTokenizer:
                 )
 
     def _new_quantizer(self):
-        """An untrained quantiser for ``self.input_dim``-dimensional embeddings, on ``self.device``."""
-        if self.method == "rqvae":
-            dims = (self.hidden_sizes, self.latent_dim, self.num_levels, self.codebook_size, self.commitment_weight)
-            return RQVAE(self.input_dim, *dims).to(self.device)
-        return ResidualQuantizer(self.input_dim, self.num_levels, self.codebook_size).to(self.device)
+        """An untrained quantiser for ``self.input_dim``-dimensional embeddings, on ``self.device``, initialised from
+        ``seed`` without touching the global RNG: fitting and loading from the cache leave it as they found it, so
+        the model built next starts the same whether the IDs were cached or not."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self.seed)
+            if self.method == "rqvae":
+                dims = (self.hidden_sizes, self.latent_dim, self.num_levels, self.codebook_size, self.commitment_weight)
+                return RQVAE(self.input_dim, *dims).to(self.device)
+            return ResidualQuantizer(self.input_dim, self.num_levels, self.codebook_size).to(self.device)
 
     def _check_inputs(self, item_emb, seen_mask):
         emb = item_emb if torch.is_tensor(item_emb) else torch.from_numpy(np.asarray(item_emb, dtype=np.float32))
