@@ -473,8 +473,11 @@ def test_specgrpp_end_to_end(specgrpp_run):
     assert bool(state["item_tower_active"])
     # the tower is the stage-1 encoder: the same weights as the saved encoder's for the baseline, others after an
     # epoch of stage 2
-    tower_is_encoder = all(torch.equal(state[f"item_tower.encoder.{key[len('t5.'):]}"], state[key])
-                           for key in state if key.startswith("t5.enc") or key == "t5.embedding.weight")
+    pairs = [(f"item_tower.encoder.{key[len('t5.'):]}", key) for key in state
+             if key.startswith("t5.enc") or key == "t5.embedding.weight"]
+    pairs += [(f"item_tower.{key}", key) for key in state if key.startswith("projection.")]
+    assert len(pairs) > 10
+    tower_is_encoder = all(torch.equal(state[tower], state[own]) for tower, own in pairs)
     assert tower_is_encoder == (checkpoint["epoch"] == 0)
     other = checkpoint["other_parameter"]
     assert other["item_tokens"][0] == "[PAD]"

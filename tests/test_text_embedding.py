@@ -5,6 +5,7 @@ import socket
 
 import numpy as np
 import pytest
+import torch
 
 import recbole_specgr.data.text_embedding as te
 
@@ -33,6 +34,21 @@ def test_cache_is_reused_and_rebuilt_when_texts_or_encoder_change(tmp_path, coun
     assert len(counting_encoder) == 3  # a changed encoder re-encodes
     files = os.listdir(tmp_path / "text_emb")
     assert len(files) == 3 and all(f.endswith(".npy") for f in files)  # no temporary file left behind
+
+
+def test_encoding_or_reading_the_cache_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    """The model built after the embeddings must start the same whether they were computed or cached; an encoder
+    that draws random numbers (e.g. a module initialised before its weights are loaded) must not move the RNG."""
+    def drawing_encoder(texts, encoder, batch_size=64, device="cpu", show_progress=False):
+        torch.rand(3)
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    monkeypatch.setattr(te, "encode_texts", drawing_encoder)
+    for _ in ("computed", "read"):
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        te.load_or_encode(["a red phone"], "enc", str(tmp_path), show_progress=False)
+        assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_failed_encoding_leaves_no_cache_file(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import os
 from logging import getLogger
 
 import numpy as np
+import torch
 
 from recbole_specgr.atomic import atomic_write
 
@@ -80,6 +81,7 @@ def load_or_encode(texts, encoder, cache_dir, batch_size=64, device="cpu", show_
             getLogger().info(f"[TEXT] loaded {emb.shape} item text embeddings from {path}")
             return emb
     getLogger().info(f"[TEXT] encoding {len(texts)} item texts with {encoder!r}")
-    emb = encode_texts(texts, encoder, batch_size=batch_size, device=device, show_progress=show_progress)
+    with torch.random.fork_rng(devices=[]):  # computed or read, the global RNG is left as it was (a model built next)
+        emb = encode_texts(texts, encoder, batch_size=batch_size, device=device, show_progress=show_progress)
     atomic_save_npy(path, emb)
     return emb

@@ -221,9 +221,8 @@ class SemanticIDTokenizer:
                 )
 
     def _new_quantizer(self):
-        """An untrained quantiser for ``self.input_dim``-dimensional embeddings, on ``self.device``, initialised from
-        ``seed`` without touching the global RNG: fitting and loading from the cache leave it as they found it, so
-        the model built next starts the same whether the IDs were cached or not."""
+        """An untrained quantiser on ``self.device``, initialised from ``seed``; the global RNG is left alone (a model
+        built next starts the same whether the IDs were fitted or read from the cache)."""
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed)
             if self.method == "rqvae":
