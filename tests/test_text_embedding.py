@@ -77,6 +77,25 @@ def test_packaged_minilm_encodes_offline(monkeypatch):
     assert np.allclose(te.encode_texts(texts[2:]), emb[2:], atol=1e-5)  # one text's vector does not depend on the batch
 
 
+def test_texts_are_encoded_on_one_cpu_thread_and_the_thread_count_is_restored(monkeypatch):
+    """Two threads gave other last bits on ml-100k (up to 1.4e-7), hence other semantic IDs: one thread, always."""
+    threads_seen = []
+
+    class RecordingModel:
+        def encode(self, texts, **kwargs):
+            threads_seen.append(torch.get_num_threads())
+            return np.zeros((len(texts), 2), dtype=np.float32)
+
+    monkeypatch.setattr(te, "_load_encoder", lambda encoder, device: RecordingModel())
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        te.encode_texts(["a red phone"])
+        assert threads_seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_unknown_encoder_is_a_clear_error():
     with pytest.raises(ValueError, match=r"text_encoder '/no/such/model': cannot load"):
         te.encode_texts(["x"], encoder="/no/such/model")

@@ -15,7 +15,6 @@ Reference: Rajput et al., "Recommender Systems with Generative Retrieval" (TIGER
 Ding et al., "Inductive Generative Recommendation via Retrieval-based Speculation" (SpecGR), arXiv 2410.02939.
 """
 
-import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from recbole_specgr.atomic import atomic_write
+from recbole_specgr.threads import one_cpu_thread
 from recbole_specgr.tokenizer.codes import code_stats, collision_digits
 from recbole_specgr.tokenizer.rqvae import RQVAE, ResidualQuantizer
 
@@ -43,21 +43,6 @@ class SemanticIDs:
     codes: torch.LongTensor  # [item_num, l] raw codes, row 0 (padding item) = -1
     codebook_size: int  # C: every digit, the collision digit included, takes values in [0, C)
     n_digits: int  # l = L + 1
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device):
-    """Train on one CPU thread: with several, torch's CPU reductions made two identical fits differ (1,224 of 1,682
-    ml-100k IDs changed after 60 epochs), so the cached IDs would depend on the machine's thread count and luck."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _read(config, key, default):
@@ -164,7 +149,7 @@ class SemanticIDTokenizer:
             f"(L={self.num_levels}, C={self.codebook_size})"
         )
         if self.method == "rqvae":
-            with _one_cpu_thread(self.device):
+            with one_cpu_thread(self.device):
                 self._train_rqvae(train_x)
         else:
             self.quantizer = self._new_quantizer()
