@@ -39,11 +39,16 @@ def test_cache_is_reused_and_rebuilt_when_texts_or_encoder_change(tmp_path, coun
 def test_encoding_or_reading_the_cache_leaves_the_global_rng_alone(tmp_path, monkeypatch):
     """The model built after the embeddings must start the same whether they were computed or cached; an encoder
     that draws random numbers (e.g. a module initialised before its weights are loaded) must not move the RNG."""
-    def drawing_encoder(texts, encoder, batch_size=64, device="cpu", show_progress=False):
-        torch.rand(3)
-        return np.ones((len(texts), 2), dtype=np.float32)
+    class DrawingModel:
+        def encode(self, texts, **kwargs):
+            torch.rand(3)
+            return np.ones((len(texts), 2), dtype=np.float32)
 
-    monkeypatch.setattr(te, "encode_texts", drawing_encoder)
+    def drawing_load(encoder, device):
+        torch.rand(3)
+        return DrawingModel()
+
+    monkeypatch.setattr(te, "_load_encoder", drawing_load)
     for _ in ("computed", "read"):
         torch.manual_seed(0)
         before = torch.get_rng_state()

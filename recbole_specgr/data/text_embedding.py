@@ -53,12 +53,14 @@ def _load_encoder(encoder, device):
 def encode_texts(texts, encoder=DEFAULT_ENCODER, batch_size=64, device="cpu", show_progress=False):
     """Embed ``texts`` (list of str) with a sentence-transformers model: ``np.ndarray [N, d]`` float32, on one CPU
     thread (:func:`~recbole_specgr.threads.one_cpu_thread`: the same vectors, so the same semantic IDs, on any number
-    of cores; ~1.8× the two-thread time here)."""
-    model = _load_encoder(encoder, device)
-    with one_cpu_thread(device):
-        emb = model.encode(
-            list(texts), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True
-        )
+    of cores; ~1.8× the two-thread time here). Loading and encoding leave the global RNG as it was (a model built
+    next starts the same whether the embeddings were computed or read from the cache)."""
+    with torch.random.fork_rng(devices=[]):
+        model = _load_encoder(encoder, device)
+        with one_cpu_thread(device):
+            emb = model.encode(
+                list(texts), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True
+            )
     return np.asarray(emb, dtype=np.float32)
 
 
@@ -85,7 +87,6 @@ def load_or_encode(texts, encoder, cache_dir, batch_size=64, device="cpu", show_
             getLogger().info(f"[TEXT] loaded {emb.shape} item text embeddings from {path}")
             return emb
     getLogger().info(f"[TEXT] encoding {len(texts)} item texts with {encoder!r}")
-    with torch.random.fork_rng(devices=[]):  # computed or read, the global RNG is left as it was (a model built next)
-        emb = encode_texts(texts, encoder, batch_size=batch_size, device=device, show_progress=show_progress)
+    emb = encode_texts(texts, encoder, batch_size=batch_size, device=device, show_progress=show_progress)
     atomic_save_npy(path, emb)
     return emb
