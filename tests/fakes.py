@@ -1,8 +1,8 @@
 """Tiny hand-made models that satisfy :mod:`recbole_specgr.inference.interfaces`, for tests.
 
 * :class:`TableVerifier`: per-user, per-prefix digit log-probabilities from a fixed random table; its beam search
-  enumerates the prefixes of the allowed items (exact beam search for tiny catalogs); like the real driver, users
-  left out of a ``send(users)`` get no beams from then on.
+  enumerates the prefixes of the allowed items (exact beam search for tiny catalogs), a user's ``exclude`` items
+  left out; like the real driver, users left out of a ``send(users)`` get no beams from then on.
 * :class:`FixedDrafter`: fixed user and item vectors.
 
 The user of a sequence is its first item id (``item_seq[:, 0]``), so tests pick users by building sequences.
@@ -94,17 +94,22 @@ class TableVerifier:
             total += self.log_probs[users[:, None], d, self.radix(prefixes[:, :d])[None], prefixes[None, :, d]]
         return total
 
-    def beam_search(self, enc: EncoderState, beam_size: int, item_mask: Optional[torch.Tensor] = None):
+    def beam_search(self, enc: EncoderState, beam_size: int, item_mask: Optional[torch.Tensor] = None,
+                    exclude: Optional[torch.Tensor] = None):
         users = enc.hidden[:, 0, 0].long()  # [B]
         allowed = (self.generable if item_mask is None else item_mask).clone()
         allowed[0] = False
         items = torch.nonzero(allowed).squeeze(1)  # [m]
         codes = self.item2codes[items]  # [m, l]
+        kept = None if exclude is None else ~exclude[:, items]  # [B, m] the items each user's beams may spell
         parent_inverse, beam_table = None, None
         dropped = torch.zeros(users.numel(), dtype=torch.bool)  # [B] users whose beams are no longer needed
         for j in range(1, self.n_digits + 1):
             prefixes, inverse = torch.unique(codes[:, :j], dim=0, return_inverse=True)  # [P, j], [m]
             key = self.prefix_scores(users, prefixes)  # [B, P]
+            if kept is not None:  # a prefix over excluded items only takes no beam
+                alive = torch.zeros(users.numel(), prefixes.size(0)).index_add_(1, inverse, kept.float()) > 0
+                key = key.masked_fill(~alive, -math.inf)
             if beam_table is not None:  # only extensions of the previous beams
                 parent = torch.zeros(prefixes.size(0), dtype=torch.long).scatter_(0, inverse, parent_inverse)
                 key = key.masked_fill(~beam_table[:, parent], -math.inf)

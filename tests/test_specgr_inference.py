@@ -74,16 +74,45 @@ def beams_of(verifier, user, beam_size):
     return out
 
 
+def oracle_beams(verifier, user, beam_size, allowed=None):
+    """Exact beam search for one user in plain Python, over the prefixes of the generable items it may get
+    (``allowed`` [n], default all): {depth: [(prefix tuple, score, item)]}, best first."""
+    l = verifier.n_digits
+    codes = {tuple(verifier.item2codes[i].tolist()): i for i in range(1, verifier.item2codes.size(0))
+             if verifier.generable[i] and (allowed is None or allowed[i])}
+    beams, out = [((), 0.0)], {}
+    for j in range(1, l + 1):
+        grown = {c[:j]: s + verifier.digit_table(user, c[:j])[-1] for p, s in beams for c in codes if c[:j - 1] == p}
+        beams = sorted(grown.items(), key=lambda t: -t[1])[:beam_size]
+        out[j] = [(p, s, codes[p] if j == l else None) for p, s in beams]
+    return out
+
+
+def test_fake_beam_search_is_exact_and_skips_each_users_excluded_items():
+    verifier, _, seen = build(seed=4)
+    excluded = torch.rand(N_USERS, N_ITEMS + 1, generator=torch.Generator().manual_seed(4)) < 0.4
+    steps = list(verifier.beam_search(verifier.encode(*user_seq(range(N_USERS))), 4, exclude=excluded))
+    for user in range(N_USERS):
+        for step in steps:
+            expect = oracle_beams(verifier, user, 4, ~excluded[user])[step.depth]
+            got = [(tuple(step.prefixes[user, k].tolist()), float(step.scores[user, k]),
+                    None if step.items is None else int(step.items[user, k])) for k in range(4) if step.valid[user, k]]
+            assert [(p, i) for p, _, i in got] == [(p, i) for p, _, i in expect]
+            assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in expect], abs=1e-5)
+        assert not excluded[user, steps[-1].items[user][steps[-1].valid[user]]].any()
+
+
 def oracle_rounds(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, no_inductive=False,
-                  no_adjust=False, no_guided=False, no_exit=False, gamma_unseen=None, joint=False):
+                  no_adjust=False, no_guided=False, no_exit=False, gamma_unseen=None, joint=False, subset=False):
     """The draft-verify rounds of paper section 3.2 for one user, in plain Python: ``(records, beams, dscore)``,
     records = (item, V, accepted) in draft order (drafts of unseen items are accepted above ``gamma_unseen`` when
-    given; with ``joint`` every unseen draft is a candidate and the exit counts accepted seen drafts only)."""
+    given; with ``joint`` every unseen draft is a candidate and the exit counts accepted seen drafts only). The beams
+    spell only ``allowed`` items, except in ``subset`` ranking (paper A.2: there they search the whole catalog)."""
     n, l = verifier.item2codes.size(0), verifier.n_digits
     dscore = (drafter.items @ drafter.user_vectors[user]).tolist()
     pool = [i for i in range(1, n) if (allowed is None or allowed[i]) and (seen[i] or not no_inductive)]
     pool.sort(key=lambda i: -dscore[i])
-    beams = beams_of(verifier, user, beta)
+    beams = oracle_beams(verifier, user, beta, None if subset else allowed)
     drafted, records = set(), []  # records: (item, V, accepted)
     for j in range(l):
         cands = [i for i in pool if i not in drafted]
@@ -105,7 +134,7 @@ def oracle(verifier, drafter, seen, user, delta, beta, gamma, K, allowed=None, s
     """Plain per-user Python version of paper section 3.2, written independently of the batched code."""
     l = verifier.n_digits
     records, beams, _ = oracle_rounds(verifier, drafter, seen, user, delta, beta, gamma, K, allowed, no_inductive,
-                                      no_adjust, no_guided, no_exit, gamma_unseen)
+                                      no_adjust, no_guided, no_exit, gamma_unseen, subset=subset)
     acc = [(i, v) for i, v, a in records if a]
     if not no_rerank:
         acc.sort(key=lambda t: -t[1])
@@ -206,19 +235,33 @@ ORACLE_FLAGS = dict(no_inductive_drafting="no_inductive", no_likelihood_adjustme
                     unseen_threshold="gamma_unseen")
 
 
-@pytest.mark.parametrize("case, seed, subset", itertools.product(range(len(ORACLE_CASES)), range(2), [False, True]))
-def test_matches_per_user_oracle(case, seed, subset):
+def allowed_mask(kind, seed):
+    """None; an ``[n]`` subset shared by every user; or an ``[B, n]`` mask per user (e.g. its history excluded)."""
+    g = torch.Generator().manual_seed(seed)
+    return {"all": None, "shared": torch.rand(N_ITEMS + 1, generator=g) < 0.6,
+            "per_user": torch.rand(N_USERS, N_ITEMS + 1, generator=g) < 0.7}[kind]
+
+
+def user_row(allowed, user):
+    return allowed[user] if allowed is not None and allowed.dim() == 2 else allowed
+
+
+MASKS = [("all", False), ("shared", False), ("per_user", False), ("shared", True), ("per_user", True)]
+
+
+@pytest.mark.parametrize("case, seed, allowed_kind, subset",
+                         [(c, s, *m) for c, s, m in itertools.product(range(len(ORACLE_CASES)), range(2), MASKS)])
+def test_matches_per_user_oracle(case, seed, allowed_kind, subset):
     verifier, drafter, seen = build(seed=seed)
     kwargs = ORACLE_CASES[case]
-    allowed = None
-    if subset:
-        allowed = torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(seed)) < 0.6
+    allowed = allowed_mask(allowed_kind, seed)
     rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
     out = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed, subset_ranking=subset)
     oracle_kwargs = {ORACLE_FLAGS[k]: v for k, v in kwargs.items() if k in ORACLE_FLAGS}
     for user in range(N_USERS):
         expect = oracle(verifier, drafter, seen, user, kwargs["draft_size"], kwargs["num_beams"],
-                        kwargs["threshold"], kwargs["topk"], allowed=allowed, subset=subset, **oracle_kwargs)
+                        kwargs["threshold"], kwargs["topk"], allowed=user_row(allowed, user), subset=subset,
+                        **oracle_kwargs)
         got = ranked(out.scores[user])
         if kwargs.get("no_reranking"):
             assert [i for i, _ in got] == [i for i, _ in expect], (user, got, expect)
@@ -288,17 +331,18 @@ def joint_oracle(verifier, drafter, seen, user, kwargs, allowed=None, prior=None
     return sorted(keys.items(), key=lambda t: -t[1])[: kwargs["topk"]]
 
 
-@pytest.mark.parametrize("case, seed, subset", itertools.product(range(len(JOINT_CASES)), range(2), [False, True]))
-def test_joint_ranking_matches_per_user_oracle(case, seed, subset):
+@pytest.mark.parametrize("case, seed, allowed_kind", itertools.product(range(len(JOINT_CASES)), range(2),
+                                                                       ["all", "shared", "per_user"]))
+def test_joint_ranking_matches_per_user_oracle(case, seed, allowed_kind):
     verifier, drafter, seen = build(seed=seed)
     kwargs = JOINT_CASES[case]
-    allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(seed)) < 0.6) if subset else None
+    allowed = allowed_mask(allowed_kind, seed)
     prior = text_prior(seed)
     out = SpeculativeRecommender(verifier, drafter, seen, text_prior=prior, **kwargs).recommend(
         *user_seq(range(N_USERS)), allowed_items=allowed)
     n_unseen_out = 0
     for user in range(N_USERS):
-        expect = joint_oracle(verifier, drafter, seen, user, kwargs, allowed, prior)
+        expect = joint_oracle(verifier, drafter, seen, user, kwargs, user_row(allowed, user), prior)
         got = ranked(out.scores[user])
         assert [s for _, s in got] == pytest.approx([s for _, s in expect], abs=1e-4), (user, got, expect)
         assert {i for i, _ in got} == {i for i, _ in expect} or len({round(s, 4) for _, s in expect}) < len(expect)
@@ -535,8 +579,8 @@ def test_beams_are_decoded_only_for_users_that_still_need_them():
         def __getattr__(self, name):
             return getattr(verifier, name)
 
-        def beam_search(self, enc, beam_size, item_mask=None):
-            return iter(list(verifier.beam_search(enc, beam_size, item_mask)))
+        def beam_search(self, enc, beam_size, item_mask=None, exclude=None):
+            return iter(list(verifier.beam_search(enc, beam_size, item_mask, exclude)))
 
     full = SpeculativeRecommender(IgnoresSend(), drafter, seen, **kwargs).recommend(*user_seq(range(n_users)))
     assert torch.equal(out.scores, full.scores) and torch.equal(out.drafts, full.drafts)

@@ -14,6 +14,7 @@ from recbole.data.interaction import Interaction
 from recbole_specgr import compat
 from recbole_specgr import new_items
 from recbole_specgr.config import Config, model_defaults
+from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.quick_start import objective_function
@@ -326,6 +327,23 @@ def test_speculative_inference_decodes_each_users_shared_positions_once_per_batc
     assert torch.equal(torch.isfinite(out.scores), torch.isfinite(every_round.scores))
     assert torch.allclose(out.scores[torch.isfinite(out.scores)], every_round.scores[torch.isfinite(out.scores)],
                           rtol=1e-6, atol=0)
+
+
+def test_excluded_history_takes_no_beams_so_speculative_inference_still_returns_k_items():
+    """With each user's history excluded (``EXCLUDED_ITEMS``) and β = K, the beam fill keeps K recommendable items:
+    with nothing accepted (γ = +inf) the list is exactly TIGER's own recommendation under the same exclusion."""
+    model = make_model(seed=5, specgr_threshold=math.inf, specgr_draft_size=4, topk=[2, 10], num_beams=10)
+    inter = batch(seed=5)
+    excluded = torch.rand(4, N_ITEMS + 1, generator=torch.Generator().manual_seed(5)) < 0.4
+    excluded[:, 0] = False
+    assert ((model.seen_item_mask & ~excluded).sum(dim=1) >= 10).all()  # K generable items left for everyone
+    inter.update(Interaction({EXCLUDED_ITEMS: excluded}))
+    with torch.no_grad():
+        scores = model.full_sort_predict(inter)
+        tiger = TIGER.full_sort_predict(model, inter)  # the verifier's constrained beam search alone
+    assert (torch.isfinite(scores).sum(dim=1) == 10).all() and not torch.isfinite(scores[excluded]).any()
+    assert torch.equal(torch.isfinite(scores), torch.isfinite(tiger))
+    assert torch.allclose(scores[torch.isfinite(scores)], tiger[torch.isfinite(tiger)], atol=1e-5)
 
 
 def test_speculative_recommender_follows_item_ids_loaded_from_a_checkpoint():

@@ -344,7 +344,7 @@ class SpeculativeRecommender:
         allowed = None if allowed_items is None else allowed_items.to(device=item_seq.device, dtype=torch.bool)
         all_beams = any(t.joint for t in settings)
         text = any(t.text_weight > 0 for t in settings)
-        rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed, all_beams, text)
+        rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed, all_beams, text, subset_ranking)
         return (self._output(rounds, setting, allowed, subset_ranking) for setting in settings)
 
     def draft_queries(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, enc: EncoderState) -> torch.Tensor:
@@ -355,10 +355,12 @@ class SpeculativeRecommender:
         return self.drafter.sequence_vectors(item_seq, item_seq_len)
 
     def _draft_rounds(self, item_seq, item_seq_len, strictest: "Thresholds", allowed,
-                      all_beams: bool = False, text: bool = False) -> "_Rounds":
+                      all_beams: bool = False, text: bool = False, subset_ranking: bool = False) -> "_Rounds":
         """Draft-verify rounds j = 0 … l−1 (round 0: inductive drafting; round j ≥ 1: guided by B_j); a user stops
         once K of its drafts pass ``strictest``. ``all_beams``: every user's beams stay decoded (joint ranking ranks
-        them all), not only those of users still drafting. ``text``: the drafts' text-prior logits s_t too."""
+        them all), not only those of users still drafting. ``text``: the drafts' text-prior logits s_t too.
+        The beams spell only ``allowed`` items (a user's history takes no beam, so the fill keeps β items), except in
+        ``subset_ranking``: there they only guide the drafts and search the whole catalog, as in the paper (A.2)."""
         if self.draft_index is None:
             self.refresh()
         n_users, device = item_seq.size(0), item_seq.device
@@ -373,7 +375,8 @@ class SpeculativeRecommender:
         if share_decoding is not None:  # positions every draft of a user shares: decoded once for all rounds
             enc = share_decoding(enc, self.draft_size)
         session = self.draft_index.session(self.draft_queries(item_seq, item_seq_len, enc))
-        beam_steps = self.verifier.beam_search(enc, self.num_beams)
+        exclude = None if allowed is None or subset_ranking else ~allowed.expand(n_users, -1)  # [B, n]
+        beam_steps = self.verifier.beam_search(enc, self.num_beams, exclude=exclude)
         beams: Optional[BeamStep] = None
         drafted = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)  # [B, n]
         n_strict = torch.zeros(n_users, dtype=torch.long, device=device)  # [B] accepted at the strictest γ
