@@ -30,16 +30,27 @@ def main(argv=None):
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
     parser.add_argument("--result_json", default=None, help="write the result (metrics, timings, config) here")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args, _ = parser.parse_known_args(argv)
+    args, settings = parser.parse_known_args(argv)
     if args.debug:  # RecBole's Config parses sys.argv itself and does not know this flag
         sys.argv = [arg for arg in sys.argv if arg != "--debug"]
     files = args.config_files.strip().split(" ") if args.config_files else None
     try:
+        from recbole_specgr.config import check_known_keys
         from recbole_specgr.quick_start import run_recbole_specgr
 
+        keys = []
+        for arg in settings:  # RecBole's Config reads these from sys.argv; here only their form and keys are checked
+            key, sep, _ = arg[2:].partition("=")
+            if not arg.startswith("--") or not sep or not key:
+                raise ValueError(f"command line: expected --key=value, got {arg!r}")
+            keys.append(key)
+        check_known_keys(keys, "the command line")
         if "," in args.model:
             from recbole_specgr.compare import run_comparison
-            run_comparison(args.model.split(","), args.dataset, files, out_prefix=args.result_json)
+            _, failed = run_comparison(args.model.split(","), args.dataset, files, out_prefix=args.result_json)
+            if failed:
+                print(f"error: compare: {', '.join(failed)} failed (the log above has the reason)", file=sys.stderr)
+                sys.exit(1)
         else:
             run_recbole_specgr(args.model, args.dataset, config_file_list=files, result_json=args.result_json)
     except (ValueError, KeyError, OSError, yaml.YAMLError, SyntaxError) as err:  # SyntaxError: RecBole's repeated --key

@@ -15,7 +15,11 @@ Precedence, lowest first (a later source overrides an earlier one):
 7. ``--key=value`` on the command line.
 """
 
+import difflib
+import functools
 import os
+import re
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -86,8 +90,43 @@ class Config(RecBoleConfig):
                 if path.parent.name == "dataset" and loaded:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
+    def _load_cmd_line(self):
+        """RecBole's ``--key=value`` reading, except that a value may hold ``=`` (``--cold_start_items=year>=1997``:
+        RecBole's own reader drops such an argument with a log warning and the run goes on without it). Arguments of
+        another form are left to the program (``run_recbole_specgr.py`` rejects those it does not know)."""
+        values = {}
+        if "ipykernel_launcher" not in sys.argv[0]:
+            for arg in sys.argv[1:]:
+                if not arg.startswith("--") or "=" not in arg:
+                    continue
+                key, value = arg[2:].split("=", 1)
+                if key in values and values[key] != value:
+                    raise ValueError(f"--{key}: given twice on the command line, as {values[key]!r} and {value!r}")
+                values[key] = value
+        return self._convert_config_dict(values)
+
+    def _load_config_files(self, file_list):
+        """Each YAML file must hold a mapping of known settings (an empty file is none); an error names the file."""
+        loaded = {}
+        for file in file_list or ():
+            with open(file, "r", encoding="utf-8") as f:
+                try:
+                    settings = yaml.load(f.read(), Loader=self.yaml_loader)
+                except yaml.YAMLError as err:
+                    raise ValueError(f"{file}: not valid YAML ({str(err).splitlines()[0]})") from None
+            if settings is None:
+                continue
+            if not isinstance(settings, dict):
+                raise ValueError(f"{file}: expected a mapping of settings (key: value lines), got a "
+                                 f"{type(settings).__name__}")
+            check_known_keys(settings, file)
+            loaded.update(settings)
+        return loaded
+
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
+        check_known_keys(self.variable_config_dict or {}, "config_dict")  # files: when read; the command line: by
+        # run_recbole_specgr.py, since a library caller's sys.argv may hold another program's options (pytest's)
         self._check_types()
         return final
 
@@ -114,6 +153,46 @@ class Config(RecBoleConfig):
             os.path.join(data_path, self.dataset, f"{self.dataset}.inter")
         ):
             self.final_config_dict["data_path"] = os.path.join(data_path, self.dataset)
+
+
+def known_keys() -> frozenset:
+    """Every setting some model or dataset reads: the keys of RecBole's and this package's YAML files (all models,
+    datasets and layers), RecBole's argument lists, and the keys read as ``config["key"]`` in RecBole's code and this
+    package's, plus the entry point's own options. A key outside it is a typo (see :func:`check_known_keys`)."""
+    return _known_keys(PROPERTIES_DIR)
+
+
+@functools.lru_cache(maxsize=4)
+def _known_keys(properties_dir: Path) -> frozenset:
+    import recbole
+    from recbole.utils import argument_list
+
+    keys = {"model", "dataset", "config_files", "result_json"}
+    for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        keys.update(getattr(argument_list, name, ()))
+    recbole_dir = Path(recbole.__file__).resolve().parent
+    for root in (recbole_dir / "properties", properties_dir):
+        for path in root.rglob("*.yaml"):
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+            if isinstance(loaded, dict):
+                keys.update(loaded)
+    read = re.compile(r"""config\[["']([A-Za-z_][A-Za-z_0-9]*)["']\]""")
+    for root in (recbole_dir, Path(__file__).resolve().parent):
+        for path in root.rglob("*.py"):
+            keys.update(read.findall(path.read_text(encoding="utf-8")))
+    return frozenset(keys)
+
+
+def check_known_keys(settings, source: str) -> None:
+    """ValueError for the first key of ``settings`` no model or dataset reads (a typo such as ``epoch``, which RecBole
+    would otherwise ignore), naming ``source`` and the closest known keys."""
+    known = known_keys()
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"{key}: no model or dataset has this setting (from {source}){hint}")
 
 
 def _expected_type(default):

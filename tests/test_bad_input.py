@@ -92,7 +92,16 @@ def tiny_run(**overrides):
                                              r"the command line"),
         (["--model=SASRec", "--learning_rate=fast"], r"error: learning_rate: expected float"),
         (["--model=SASRec", "--config_files=missing.yaml"], r"error: .*No such file or directory: 'missing\.yaml'"),
-        (["--model=SASRec", "--config_files=bad.yaml"], r"error: while parsing a flow sequence"),
+        (["--model=SASRec", "--config_files=bad.yaml"], r"error: .*bad\.yaml: not valid YAML \(while parsing a flow"),
+        (["--model=SASRec", "--config_files=list.yaml"],
+         r"error: .*list\.yaml: expected a mapping of settings \(key: value lines\), got a list"),
+        (["--model=SASRec", "--config_files=typo.yaml"],
+         r"error: learning_rat: no model or dataset has this setting \(from .*typo\.yaml\); did you mean "
+         r"'learning_rate'"),
+        (["--model=SASRec", "--epoch=3"],
+         r"error: epoch: no model or dataset has this setting \(from the command line\); did you mean 'epochs'\?"),
+        (["--model=SASRec", "--epochs", "3"], r"error: command line: expected --key=value, got '--epochs'"),
+        (["--model=SASRec,NoSuchRec"], r"error: model 'NoSuchRec' is neither a recbole-specgr model"),
         (["--model=TIGER", *tiny_run(num_beams=1)], r"error: num_beams: β = 1 must be >= max\(topk\) = 2"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_draft_size=-1)],
          r"error: specgr_draft_size: expected an int >= 0, got -1"),
@@ -105,9 +114,12 @@ def tiny_run(**overrides):
          r"error: rqvae_num_levels must be >= 1 and rqvae_codebook_size >= 2, got 3 and 1"),
         (["--model=SASRec", *tiny_run(split_timestamps="[8,5]")], r"error: split_timestamps: expected \[t_valid"),
         (["--model=SASRec", *tiny_run(cold_start_items="year >>> 3")], r"error: cold_start_items: cannot evaluate"),
-        (["--model=SASRec", *tiny_run(), "--epochs=2"], r"error: There are duplicate commend arg"),
+        (["--model=SASRec", *tiny_run(), "--epochs=2"],
+         r"error: --epochs: given twice on the command line, as '1' and '2'"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "missing-yaml", "malformed-yaml",
+         "yaml-not-a-mapping", "misspelt-key-in-yaml", "misspelt-key", "value-not-joined-by-equals",
+         "unknown-model-in-a-comparison",
          "beam-below-k", "negative-draft-size", "unseen-threshold-as-text", "text-prior-without-texts",
          "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
          "repeated-key"],
@@ -115,6 +127,8 @@ def tiny_run(**overrides):
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
                                                           message):
     (run_dir / "bad.yaml").write_text("epochs: [1\n")
+    (run_dir / "list.yaml").write_text("- epochs: 1\n")
+    (run_dir / "typo.yaml").write_text("learning_rat: 0.5\n")
     argv = ["run_recbole_specgr.py", *args, f"--cache_dir={run_dir / 'cache'}", f"--checkpoint_dir={run_dir / 'saved'}"]
     monkeypatch.setattr("sys.argv", argv)  # RecBole's Config reads sys.argv itself
     with pytest.raises(SystemExit) as exit_info:
@@ -146,3 +160,11 @@ def test_a_killed_writer_leaves_no_artifact_and_the_next_write_cleans_up(tmp_pat
     with atomic_write(str(tmp_path / "cache" / "other.pt")) as f:  # the rerun writes into the same folder
         f.write(b"complete")
     assert files_under(tmp_path / "cache") == ["other.pt"]
+
+
+def test_a_value_holding_an_equals_sign_is_read_whole(run_dir, monkeypatch):
+    """``--cold_start_items=year>=1999``: RecBole's own reader drops an argument with two ``=`` (the run went on with
+    no cold-start rule); the whole value is read."""
+    monkeypatch.setattr("sys.argv", ["run_recbole_specgr.py", "--cold_start_items=year>=1999", "--epochs=3"])
+    config = Config(model="SASRec", dataset="ml-100k")
+    assert config["cold_start_items"] == "year>=1999" and config["epochs"] == 3

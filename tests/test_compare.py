@@ -122,7 +122,7 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch):
 
     def fake_run(model, dataset, config_file_list=None, config_dict=None, result_json=None, **kwargs):
         calls.append((model, dataset, config_file_list, config_dict))
-        if model == "Broken":
+        if model == "UniSRec":
             raise RuntimeError("boom")
         result = dict(SASREC, model=model)
         with open(result_json, "w", encoding="utf-8") as f:
@@ -131,13 +131,29 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch):
 
     monkeypatch.setattr(quick_start, "run_recbole_specgr", fake_run)
     out = str(tmp_path / "cmp")
-    status = compare.main(["--models", "SASRec,Broken,FDSA", "--dataset", "ml-100k", "--seed=7", "--out", out])
+    status = compare.main(["--models", "SASRec,UniSRec,FDSA", "--dataset", "ml-100k", "--seed=7", "--out", out])
     assert status == 1  # one model failed, the others are still in the table
-    assert [c[0] for c in calls] == ["SASRec", "Broken", "FDSA"]
+    assert [c[0] for c in calls] == ["SASRec", "UniSRec", "FDSA"]
     assert all(c[1] == "ml-100k" and c[3] == {"seed": "7"} for c in calls)
     rows = list(csv.reader(open(out + ".csv", newline="", encoding="utf-8")))
     assert [r[0] for r in rows[1:]] == ["SASRec", "FDSA"]
     assert json.load(open(out + "_FDSA.json", encoding="utf-8"))["model"] == "FDSA"
+
+
+@pytest.mark.parametrize("models, settings, message", [
+    ("SASRec,NoSuchRec", [], "model 'NoSuchRec' is neither"),
+    ("SASRec,FDSA", ["--epochs=abc"], "epochs: expected int"),
+    ("SASRec,FDSA", ["--epoch=3"], "epoch: no model or dataset has this setting .*did you mean 'epochs'"),
+])
+def test_every_model_and_setting_is_checked_before_the_first_model_runs(tmp_path, monkeypatch, models, settings,
+                                                                        message):
+    from recbole_specgr import quick_start
+
+    calls = []
+    monkeypatch.setattr(quick_start, "run_recbole_specgr", lambda model, *a, **k: calls.append(model))
+    with pytest.raises(ValueError, match=message):
+        compare.main(["--models", models, "--dataset", "ml-100k", *settings, "--out", str(tmp_path / "cmp")])
+    assert calls == [] and list(tmp_path.iterdir()) == []
 
 
 def test_tiger_with_an_unseen_share_is_labelled_tiger_c():
