@@ -128,18 +128,37 @@ class Config(RecBoleConfig):
         check_known_keys(self.variable_config_dict or {}, "config_dict")  # files: when read; the command line: by
         # run_recbole_specgr.py, since a library caller's sys.argv may hold another program's options (pytest's)
         self._check_types()
+        self._check_ranges(final)
         return final
 
+    def _check_ranges(self, final):
+        """Counts and sizes must be at least their :data:`MINIMUMS` (``--epochs=-1`` trained nothing and saved the
+        untrained model; ``--hidden_size=0`` built an empty model); the error names the key and its source."""
+        for key, minimum in MINIMUMS.items():
+            value = final.get(key)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if value is None or all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+                continue
+            kind = "a list of ints" if isinstance(value, (list, tuple)) else "an int"
+            raise ValueError(f"{key}: expected {kind} >= {minimum}, got {value!r}{self._source_of(key)}")
+
+    def _source_of(self, key):
+        for source, values in (("the command line", self.cmd_config_dict), ("config_dict", self.variable_config_dict),
+                               ("--config_files", self.file_config_dict)):
+            if key in (values or {}):
+                return f" from {source}"
+        return ""
+
     def _check_types(self):
-        """A user value whose default (a YAML layer's) is a bool or a number must be one too; a ValueError
-        names the key, where it came from and what was expected (e.g. ``--epochs=abc``)."""
+        """A user value whose default (a YAML layer's) is a bool or a number must be one too, not text or ~; a
+        ValueError names the key, where it came from and what was expected (e.g. ``--epochs=abc``)."""
         sources = (("the command line", self.cmd_config_dict), ("config_dict", self.variable_config_dict),
                    ("--config_files", self.file_config_dict))
         for source, values in sources:
             for key, value in (values or {}).items():
                 default = self.internal_config_dict.get(key)
                 expected = _expected_type(default)
-                if expected is None or value is None or _fits(value, expected):
+                if expected is None or _fits(value, expected):
                     continue
                 raise ValueError(f"{key}: expected {expected.__name__} (like its default {default!r}), got "
                                  f"{value!r} from {source}")
@@ -195,6 +214,14 @@ def check_known_keys(settings, source: str) -> None:
             raise ValueError(f"{key}: no model or dataset has this setting (from {source}){hint}")
 
 
+# Counts and sizes, with the least value that makes sense (0 epochs: evaluate a loaded checkpoint as it is).
+MINIMUMS = {
+    "epochs": 0, "eval_step": 1, "stopping_step": 1, "MAX_ITEM_LIST_LENGTH": 1, "train_batch_size": 1,
+    "eval_batch_size": 1, "topk": 1, "hidden_size": 1, "inner_size": 1, "n_layers": 1, "n_heads": 1,
+    "n_layers_enc": 1, "n_layers_dec": 1, "d_kv": 1, "text_batch_size": 1, "rqvae_latent_dim": 1, "rqvae_epochs": 0,
+    "rqvae_batch_size": 1, "rqvae_hidden_sizes": 1, "specgrpp_projection_size": 1, "specgrpp_pretrain_epochs": 0,
+    "specgrpp_finetune_epochs": 0,
+}
 def _expected_type(default):
     """The type a user value of a key must have, judged from its default: bool, int, float, or None (any; lists too,
     since RecBole takes e.g. ``topk: 10`` for ``[10]``)."""

@@ -91,6 +91,12 @@ def tiny_run(**overrides):
         (["--model=SASRec", "--epochs=abc"], r"error: epochs: expected int \(like its default 50\), got 'abc' from "
                                              r"the command line"),
         (["--model=SASRec", "--learning_rate=fast"], r"error: learning_rate: expected float"),
+        (["--model=SASRec", "--epochs=None"], r"error: epochs: expected int \(like its default 50\), got None from "
+                                              r"the command line"),
+        (["--model=SASRec", "--epochs=-1"], r"error: epochs: expected an int >= 0, got -1 from the command line"),
+        (["--model=TIGER", "--hidden_size=0"], r"error: hidden_size: expected an int >= 1, got 0 from the command line"),
+        (["--model=RQVAE", "--rqvae_hidden_sizes=[64,-4]"],
+         r"error: rqvae_hidden_sizes: expected a list of ints >= 1, got \[64, -4\] from the command line"),
         (["--model=SASRec", "--config_files=missing.yaml"], r"error: .*No such file or directory: 'missing\.yaml'"),
         (["--model=SASRec", "--config_files=bad.yaml"], r"error: .*bad\.yaml: not valid YAML \(while parsing a flow"),
         (["--model=SASRec", "--config_files=list.yaml"],
@@ -117,7 +123,8 @@ def tiny_run(**overrides):
         (["--model=SASRec", *tiny_run(), "--epochs=2"],
          r"error: --epochs: given twice on the command line, as '1' and '2'"),
     ],
-    ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "missing-yaml", "malformed-yaml",
+    ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "none-for-a-number", "negative-epochs",
+         "zero-width", "negative-layer-size", "missing-yaml", "malformed-yaml",
          "yaml-not-a-mapping", "misspelt-key-in-yaml", "misspelt-key", "value-not-joined-by-equals",
          "unknown-model-in-a-comparison",
          "beam-below-k", "negative-draft-size", "unseen-threshold-as-text", "text-prior-without-texts",
