@@ -111,6 +111,8 @@ def tiny_run(**overrides):
         (["--model=TIGER", *tiny_run(num_beams=1)], r"error: num_beams: β = 1 must be >= max\(topk\) = 2"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_draft_size=-1)],
          r"error: specgr_draft_size: expected an int >= 0, got -1"),
+        (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_drafting_backend="fast")],
+         r"error: specgr_drafting_backend: expected one of \('dense', 'faiss'\), got 'fast'"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_unseen_threshold="low")],
          r"error: specgr_unseen_threshold: expected a number or ~, got 'low'"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, item_text_input=False, valid_metric="Recall@2")],
@@ -127,7 +129,7 @@ def tiny_run(**overrides):
          "zero-width", "negative-layer-size", "missing-yaml", "malformed-yaml",
          "yaml-not-a-mapping", "misspelt-key-in-yaml", "misspelt-key", "value-not-joined-by-equals",
          "unknown-model-in-a-comparison",
-         "beam-below-k", "negative-draft-size", "unseen-threshold-as-text", "text-prior-without-texts",
+         "beam-below-k", "negative-draft-size", "unknown-drafting-backend", "unseen-threshold-as-text", "text-prior-without-texts",
          "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
          "repeated-key"],
 )

@@ -105,6 +105,14 @@ def masked_topk(
     return top_items.masked_fill(~valid, 0), top_scores
 
 
+def check_backend(backend: str, faiss_index: str) -> None:
+    """ValueError unless ``backend`` is one of :data:`BACKENDS` and ``faiss_index`` one of :data:`FAISS_INDEXES`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"specgr_drafting_backend: expected one of {BACKENDS}, got {backend!r}")
+    if faiss_index not in FAISS_INDEXES:
+        raise ValueError(f"specgr_faiss_index: expected one of {FAISS_INDEXES}, got {faiss_index!r}")
+
+
 def _build_faiss_index(vectors: np.ndarray, kind: str, hnsw_m: int, ivf_nlist: Optional[int]):
     """An inner-product faiss index over ``vectors`` [N, D] (float32, C-contiguous)."""
     import faiss
@@ -147,10 +155,7 @@ class DraftIndex:
         ivf_nlist: Optional[int] = None,
         nprobe: int = 16,
     ):
-        if backend not in BACKENDS:
-            raise ValueError(f"specgr_drafting_backend: expected one of {BACKENDS}, got {backend!r}")
-        if faiss_index not in FAISS_INDEXES:
-            raise ValueError(f"specgr_faiss_index: expected one of {FAISS_INDEXES}, got {faiss_index!r}")
+        check_backend(backend, faiss_index)
         if item_vectors.dim() != 2 or item_vectors.size(0) < 2:
             raise ValueError(f"item_vectors: expected [n >= 2, D], got {tuple(item_vectors.shape)}")
         if overfetch < 1:

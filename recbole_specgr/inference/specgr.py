@@ -17,7 +17,7 @@ from typing import Iterator, NamedTuple, Optional
 
 import torch
 
-from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, padded_topk
+from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, check_backend, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.text_prior import TextPrior
@@ -215,6 +215,7 @@ class SpeculativeRecommender:
         self.text_weight = float(text_weight)
         _check_text_weight(self.thresholds, text_prior)
         self.topk = int(topk)
+        check_backend(drafting_backend, faiss_index)  # here, not when the index is first built after training
         self.drafting_backend = drafting_backend
         self.faiss_index = faiss_index
         self.no_inductive_drafting = bool(no_inductive_drafting)
