@@ -129,7 +129,20 @@ class Config(RecBoleConfig):
         # run_recbole_specgr.py, since a library caller's sys.argv may hold another program's options (pytest's)
         self._check_types()
         self._check_ranges(final)
+        self._check_choices(final)
         return final
+
+    def _check_choices(self, final):
+        """User values of ``metrics``: the inductive trainer computes Recall and NDCG by subset, so any other name was
+        left out without a word; of ``show_progress``: true, false or ~ (on when stderr is a terminal)."""
+        metrics = final.get("metrics")
+        names = metrics if isinstance(metrics, (list, tuple)) else [metrics]
+        if self._source_of("metrics") and not all(isinstance(m, str) and m.lower() in ("recall", "ndcg") for m in names):
+            raise ValueError(f"metrics: expected a list of Recall and NDCG (reported overall / in-sample / unseen), "
+                             f"got {metrics!r}{self._source_of('metrics')}")
+        if self._source_of("show_progress") and not isinstance(final.get("show_progress"), (bool, type(None))):
+            raise ValueError(f"show_progress: expected true, false or ~, got {final['show_progress']!r}"
+                             f"{self._source_of('show_progress')}")
 
     def _check_ranges(self, final):
         """Counts and sizes must be at least their :data:`MINIMUMS` (``--epochs=-1`` trained nothing and saved the

@@ -245,12 +245,12 @@ class InductiveSequentialDataset(SequentialDataset):
                 arg = json.load(f).get("split_timestamps")
         if arg is None:
             q = self.split_time_quantiles
-            if len(q) != 2 or not 0 < q[0] < q[1] < 1:
+            if not _number_pair(q) or not 0 < q[0] < q[1] < 1:
                 raise ValueError(f"split_time_quantiles: expected [q_valid, q_test] with 0 < q_valid < q_test < 1, got {q}")
             t_valid, t_test = np.quantile(times, q)
         else:
-            if len(arg) != 2 or not float(arg[0]) < float(arg[1]):
-                raise ValueError(f"split_timestamps: expected [t_valid, t_test] with t_valid < t_test, got {arg}")
+            if not _number_pair(arg) or not float(arg[0]) < float(arg[1]):
+                raise ValueError(f"split_timestamps: expected [t_valid, t_test] with t_valid < t_test, got {arg!r}")
             t_valid, t_test = arg
         return float(t_valid), float(t_test)
 
@@ -276,3 +276,9 @@ class InductiveSequentialDataset(SequentialDataset):
                 f"cold_start_items: cannot evaluate {rule!r} on the item fields {list(frame.columns)} ({err})"
             ) from None
         return set(matched[self.iid_field].astype(str))
+
+
+def _number_pair(value) -> bool:
+    """A list or tuple of two numbers (not bools)."""
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
