@@ -35,17 +35,40 @@ def remove_stale_temporaries(folder):
                 os.remove(path)
 
 
+def check_writable(path):
+    """OSError naming ``path`` unless its folder exists (it is created) and can be written, for checking a file
+    that will only be written at the end of a long run (e.g. a result file) before the run starts."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror} ({folder})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OSError(13, f"cannot write {path}: its folder {folder} is not writable")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb", **open_kwargs):
     """``with atomic_write(path) as f: ...`` writes ``f`` to ``path`` atomically (``os.replace``); on any error the
-    temporary file is removed and ``path`` is left as it was."""
+    temporary file is removed and ``path`` is left as it was. The file gets the permissions ``open`` would give it
+    (0666 less the umask), not the temporary file's 0600; an OSError names ``path``, not the temporary file."""
+    check_writable(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TMP_PREFIX}{os.getpid()}_", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TMP_PREFIX}{os.getpid()}_", suffix=".part")
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from None
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

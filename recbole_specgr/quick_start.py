@@ -16,7 +16,7 @@ from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed
 
 from recbole_specgr.allocator import keep_freed_memory
-from recbole_specgr.atomic import atomic_write
+from recbole_specgr.atomic import atomic_write, check_writable
 from recbole_specgr.config import Config
 from recbole_specgr.evaluation import format_breakdown, nest_result
 from recbole_specgr.trainer.threshold_tuning import setting_keys
@@ -34,6 +34,8 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
         validation ``threshold_sweep``; also written to ``result_json`` when given.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    if result_json:  # written at the end: a path that cannot be written fails now, not after training
+        check_writable(result_json)
     if config["show_progress"] is None:  # auto: bars on a terminal, the per-epoch summary lines alone elsewhere
         config["show_progress"] = sys.stderr.isatty()
     init_seed(config["seed"], config["reproducibility"])

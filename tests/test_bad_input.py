@@ -97,6 +97,8 @@ def tiny_run(**overrides):
          r"error: metrics: expected a list of Recall and NDCG .*, got \['MRR'\] from the command line"),
         (["--model=SASRec", "--show_progress=maybe"], r"error: show_progress: expected true, false or ~, got 'maybe'"),
         (["--model=SASRec", *tiny_run(split_timestamps=5)], r"error: split_timestamps: expected \[t_valid, t_test\]"),
+        (["--model=SASRec", *tiny_run(), "--result_json=afile/result.json"],
+         r"error: \[Errno \d+\] cannot write afile/result\.json"),
         (["--model=SASRec", "--epochs=-1"], r"error: epochs: expected an int >= 0, got -1 from the command line"),
         (["--model=TIGER", "--hidden_size=0"], r"error: hidden_size: expected an int >= 1, got 0 from the command line"),
         (["--model=RQVAE", "--rqvae_hidden_sizes=[64,-4]"],
@@ -130,7 +132,7 @@ def tiny_run(**overrides):
          r"error: --epochs: given twice on the command line, as '1' and '2'"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "none-for-a-number", "unsupported-metric", "progress-not-a-bool",
-         "single-cutoff", "negative-epochs",
+         "single-cutoff", "unwritable-result-file", "negative-epochs",
          "zero-width", "negative-layer-size", "missing-yaml", "malformed-yaml",
          "yaml-not-a-mapping", "misspelt-key-in-yaml", "misspelt-key", "value-not-joined-by-equals",
          "unknown-model-in-a-comparison",
@@ -142,6 +144,7 @@ def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache
                                                           message):
     (run_dir / "bad.yaml").write_text("epochs: [1\n")
     (run_dir / "list.yaml").write_text("- epochs: 1\n")
+    (run_dir / "afile").write_text("a file where a folder is expected\n")
     (run_dir / "typo.yaml").write_text("learning_rat: 0.5\n")
     argv = ["run_recbole_specgr.py", *args, f"--cache_dir={run_dir / 'cache'}", f"--checkpoint_dir={run_dir / 'saved'}"]
     monkeypatch.setattr("sys.argv", argv)  # RecBole's Config reads sys.argv itself
@@ -174,6 +177,22 @@ def test_a_killed_writer_leaves_no_artifact_and_the_next_write_cleans_up(tmp_pat
     with atomic_write(str(tmp_path / "cache" / "other.pt")) as f:  # the rerun writes into the same folder
         f.write(b"complete")
     assert files_under(tmp_path / "cache") == ["other.pt"]
+
+
+def test_written_files_get_the_permissions_of_the_umask_and_errors_name_the_target(tmp_path):
+    from recbole_specgr.atomic import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        with atomic_write(str(tmp_path / "out" / "result.json"), "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out" / "result.json").stat().st_mode & 0o777 == 0o640  # mkstemp alone gives 0o600
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError, match=r"cannot write .*afile/result\.json"):
+        with atomic_write(str(tmp_path / "afile" / "result.json"), "w") as f:
+            f.write("{}")
 
 
 def test_a_value_holding_an_equals_sign_is_read_whole(run_dir, monkeypatch):
