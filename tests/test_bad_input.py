@@ -201,3 +201,41 @@ def test_a_value_holding_an_equals_sign_is_read_whole(run_dir, monkeypatch):
     monkeypatch.setattr("sys.argv", ["run_recbole_specgr.py", "--cold_start_items=year>=1999", "--epochs=3"])
     config = Config(model="SASRec", dataset="ml-100k")
     assert config["cold_start_items"] == "year>=1999" and config["epochs"] == 3
+
+
+def _gzipped_tiny(tmp_path):
+    import gzip
+
+    folder = tmp_path / "data" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "tiny.inter.gz").write_bytes(gzip.compress((TINY / "tiny.inter").read_bytes()))
+    shutil.copyfile(TINY / "tiny.item", folder / "tiny.item")
+    return folder, {"dataset": "tiny", "data_path": str(folder), "cache_dir": str(tmp_path / "cache")}
+
+
+def test_a_gzipped_dataset_is_copied_again_when_its_source_changes(tmp_path):
+    """The unpacked copy in the cache is remade when its source is newer: a copy cut short (an interrupted copy) or
+    an edited ``.item`` was reused for good before."""
+    from recbole_specgr.data.prepare import prepare_data_path
+
+    folder, config = _gzipped_tiny(tmp_path)
+    prepare_data_path(config)
+    target = Path(config["data_path"])
+    assert (target / "tiny.inter").read_bytes() == (TINY / "tiny.inter").read_bytes()
+    assert (target / "tiny.item").read_text() == (folder / "tiny.item").read_text()
+    (target / "tiny.item").write_text("item_id:token\ttitle:token_seq\n")  # a copy cut short, older than its source
+    os.utime(target / "tiny.item", (1, 1))
+    (folder / "tiny.item").write_text((folder / "tiny.item").read_text().replace("Comedy", "Drama"))
+    prepare_data_path(dict(config, data_path=str(folder)))
+    assert (target / "tiny.item").read_text() == (folder / "tiny.item").read_text()
+
+
+def test_a_truncated_gzip_names_the_file_and_leaves_no_copy(tmp_path):
+    from recbole_specgr.data.prepare import prepare_data_path
+
+    folder, config = _gzipped_tiny(tmp_path)
+    packed = folder / "tiny.inter.gz"
+    packed.write_bytes(packed.read_bytes()[:-12])
+    with pytest.raises(ValueError, match=r"tiny\.inter\.gz: not a complete gzip file"):
+        prepare_data_path(config)
+    assert files_under(tmp_path / "cache") == []

@@ -3,12 +3,13 @@ recbole_specgr.data.prepare
 ###########################
 Make ``config["data_path"]`` point at a folder of plain RecBole atomic files before the dataset is loaded:
 Amazon Reviews 2023 benchmarks are converted (:mod:`recbole_specgr.data.amazon`), a gzipped ``.inter`` (as shipped for
-ML-1M) is unpacked once into ``cache_dir``.
+ML-1M) is unpacked into ``cache_dir`` (again when the source changes).
 """
 
 import gzip
 import os
 import shutil
+import zlib
 from logging import getLogger
 
 from recbole_specgr.atomic import atomic_write
@@ -36,13 +37,26 @@ def prepare_data_path(config):
 
 
 def _unpack_gzipped(folder, name, cache_dir):
+    """``<name>.inter.gz`` unpacked, and the dataset's other files copied, into ``<cache_dir>/datasets/<name>``. Each
+    copy is written atomically and made again when its source is newer (an edited ``.item`` was never copied again)."""
     target = os.path.join(cache_dir, "datasets", name)
+    packed = os.path.join(folder, f"{name}.inter.gz")
     inter = os.path.join(target, f"{name}.inter")
-    if not os.path.isfile(inter):
+    if _stale(inter, packed):
         getLogger().info(f"[DATA] unpacking {name}.inter.gz into {target}")
-        with atomic_write(inter) as out, gzip.open(os.path.join(folder, f"{name}.inter.gz"), "rb") as src:
-            shutil.copyfileobj(src, out)
+        try:
+            with atomic_write(inter) as out, gzip.open(packed, "rb") as src:
+                shutil.copyfileobj(src, out)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+            raise ValueError(f"{packed}: not a complete gzip file ({err})") from None
     for file in os.listdir(folder):
-        if file.startswith(name + ".") and not file.endswith(".gz") and not os.path.exists(os.path.join(target, file)):
-            shutil.copyfile(os.path.join(folder, file), os.path.join(target, file))
+        source, copy = os.path.join(folder, file), os.path.join(target, file)
+        if file.startswith(name + ".") and not file.endswith(".gz") and _stale(copy, source):
+            with atomic_write(copy) as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out)
     return target
+
+
+def _stale(copy, source):
+    """No ``copy`` yet, or one older than ``source``."""
+    return not os.path.isfile(copy) or os.path.getmtime(copy) < os.path.getmtime(source)
