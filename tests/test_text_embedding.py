@@ -36,6 +36,19 @@ def test_cache_is_reused_and_rebuilt_when_texts_or_encoder_change(tmp_path, coun
     assert len(files) == 3 and all(f.endswith(".npy") for f in files)  # no temporary file left behind
 
 
+@pytest.mark.parametrize("damage", [lambda b: b"", lambda b: b[: len(b) // 2], lambda b: b"not numpy"],
+                         ids=["empty", "cut-short", "overwritten"])
+def test_an_unreadable_cache_file_is_encoded_again_with_a_warning(tmp_path, counting_encoder, caplog, damage):
+    texts = ["a red phone", "a blue case"]
+    first = te.load_or_encode(texts, "enc-A", str(tmp_path), show_progress=False)
+    (path,) = (tmp_path / "text_emb").iterdir()
+    path.write_bytes(damage(path.read_bytes()))
+    again = te.load_or_encode(texts, "enc-A", str(tmp_path), show_progress=False)
+    assert len(counting_encoder) == 2 and np.array_equal(first, again)
+    assert "encoding the texts again" in caplog.text and str(path) in caplog.text
+    assert np.array_equal(np.load(path), first)  # the cache file is whole again
+
+
 def test_encoding_or_reading_the_cache_leaves_the_global_rng_alone(tmp_path, monkeypatch):
     """The model built after the embeddings must start the same whether they were computed or cached; an encoder
     that draws random numbers (e.g. a module initialised before its weights are loaded) must not move the RNG."""

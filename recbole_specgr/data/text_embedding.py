@@ -79,13 +79,19 @@ def atomic_save_npy(path, array):
 
 
 def load_or_encode(texts, encoder, cache_dir, batch_size=64, device="cpu", show_progress=True):
-    """Embeddings of ``texts``, read from ``cache_dir/text_emb/<hash>.npy`` when present, computed and saved otherwise."""
+    """Embeddings of ``texts``, read from ``cache_dir/text_emb/<hash>.npy`` when present and whole, computed and saved
+    otherwise (an unreadable cache file is replaced, with a warning)."""
     path = os.path.join(cache_dir, "text_emb", f"{cache_key(texts, encoder)}.npy")
     if os.path.isfile(path):
-        emb = np.load(path)
-        if emb.shape[0] == len(texts):
-            getLogger().info(f"[TEXT] loaded {emb.shape} item text embeddings from {path}")
-            return emb
+        try:
+            emb = np.load(path)
+        except (OSError, ValueError, EOFError) as err:  # cut short or overwritten by something else
+            getLogger().warning(f"[TEXT] {path} is unreadable ({err}): encoding the texts again")
+        else:
+            if emb.ndim == 2 and emb.shape[0] == len(texts):
+                getLogger().info(f"[TEXT] loaded {emb.shape} item text embeddings from {path}")
+                return emb
+            getLogger().warning(f"[TEXT] {path} holds {emb.shape}, not one row per text: encoding the texts again")
     getLogger().info(f"[TEXT] encoding {len(texts)} item texts with {encoder!r}")
     emb = encode_texts(texts, encoder, batch_size=batch_size, device=device, show_progress=show_progress)
     atomic_save_npy(path, emb)
