@@ -112,3 +112,22 @@ def test_a_file_that_is_no_progress_file_is_refused(small_config, run_dir, unint
     config["progress_file"] = uninterrupted["checkpoint"]  # a best-model checkpoint, not a progress file
     with pytest.raises(ValueError, match=r"progress_file: .* is not a progress file \(no 'progress' entry\)"):
         objective_function(config)
+
+
+def test_trainers_started_in_the_same_second_get_their_own_checkpoint_files(tmp_path):
+    """RecBole names a checkpoint by the second it was created in: two runs started together (the seeds of a
+    benchmark table) wrote one file. The name now carries the process id, and a count within a process."""
+    import subprocess
+    import sys as system
+
+    from recbole_specgr.trainer import inductive_trainer
+
+    names = [inductive_trainer.unique_checkpoint_name(str(tmp_path / "SASRec-Dec-06-2026_13-28-02.pth"))
+             for _ in range(2)]
+    code = ("import sys; from recbole_specgr.trainer.inductive_trainer import unique_checkpoint_name as u; "
+            "print(u(sys.argv[1]))")
+    other = subprocess.run([system.executable, "-c", code, str(tmp_path / "SASRec-Dec-06-2026_13-28-02.pth")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert len({*names, other}) == 3
+    assert all(n.startswith(str(tmp_path / "SASRec-Dec-06-2026_13-28-02-")) and n.endswith(".pth")
+               for n in (*names, other))

@@ -44,6 +44,21 @@ def saved_other_parameters(model):
             if not isinstance(value, torch.nn.Module)}
 
 
+def unique_checkpoint_name(path: str) -> str:
+    """RecBole's ``<Model>-<time to the second>.pth`` with this process's id added (and a count, for a second trainer
+    of the same model in the same second): two runs started in the same second, e.g. the seeds of a benchmark table,
+    saved their best models into one file and each evaluated whichever the other had written last."""
+    stem, ext = os.path.splitext(path)
+    candidate, count = f"{stem}-{os.getpid()}{ext}", 1
+    while candidate in _ISSUED_NAMES or os.path.exists(candidate):
+        candidate, count = f"{stem}-{os.getpid()}-{count}{ext}", count + 1
+    _ISSUED_NAMES.add(candidate)
+    return candidate
+
+
+_ISSUED_NAMES = set()  # checkpoint names given to this process's trainers (a trainer saves only after an epoch)
+
+
 class InductiveTrainer(Trainer):
     """Evaluates ``model.full_sort_predict`` (``[B, n_items]``, −inf = not recommended) with Recall/NDCG@``topk``
     overall, on in-sample targets and on unseen targets (see :mod:`recbole_specgr.evaluation`).
@@ -74,6 +89,7 @@ class InductiveTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.tensorboard.close()  # reopened by its first write: a constructor that fails leaves no writer thread
+        self.saved_model_file = unique_checkpoint_name(self.saved_model_file)
 
         # load parameters info
         self.topk = list(config["topk"])
