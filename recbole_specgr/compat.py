@@ -29,6 +29,7 @@ What breaks and what is done about it:
 """
 
 import importlib.util
+import locale
 import pickle
 import warnings
 
@@ -85,21 +86,37 @@ def load_checkpoint(path, map_location=None):
 def _check_atomic_rows(filepath, separator, encoding):
     """The header of an atomic file, after checking that the file has one and that every non-blank row has as many
     fields as it; a violation is a ValueError naming the file and line."""
-    with open(filepath, "r", encoding=encoding) as f:
-        head = f.readline().rstrip("\r\n")
-        if not head.strip():
-            raise ValueError(f"{filepath}: empty file, expected a header line of 'name:type' columns")
-        n_fields, n_rows = len(head.split(separator)), 0
-        for number, line in enumerate(f, start=2):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            n_rows += 1
-            if len(line.split(separator)) != n_fields:
-                raise ValueError(f"{filepath}:{number}: expected {n_fields} fields like the header, got "
-                                 f"{len(line.split(separator))}: {line[:80]!r}")
+    number = 1
+    try:
+        with open(filepath, "r", encoding=encoding) as f:
+            head = f.readline().rstrip("\r\n")
+            if not head.strip():
+                raise ValueError(f"{filepath}: empty file, expected a header line of 'name:type' columns")
+            if head.startswith("\ufeff"):
+                raise ValueError(f"{filepath}: starts with a byte-order mark; save it without one (or set "
+                                 f"encoding: utf-8-sig)")
+            for column in head.split(separator):
+                if column.count(":") != 1:
+                    hint = " (fields are separated by field_separator, a tab by default)" if " " in column else ""
+                    raise ValueError(f"{filepath}: header column {column!r} is not 'name:type'{hint}")
+            n_fields, n_rows = len(head.split(separator)), 0
+            for number, line in enumerate(f, start=2):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                n_rows += 1
+                if len(line.split(separator)) != n_fields:
+                    raise ValueError(f"{filepath}:{number}: expected {n_fields} fields like the header, got "
+                                     f"{len(line.split(separator))}: {line[:80]!r}")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{filepath}: not {encoding or locale.getpreferredencoding(False)} text near line "
+                         f"{number + 1} ({err.reason}); set encoding: to the file's encoding") from None
     if n_rows == 0:
         raise ValueError(f"{filepath}: no rows after the header")
+    names = [column.split(":")[0] for column in head.split(separator)]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"{filepath}: the header names {twice} more than once")
     return head
 
 
@@ -115,7 +132,8 @@ def _to_float(column, filepath, field_type):
 
 
 class PandasCompatDatasetMixin:
-    """Copy-on-write-safe versions of the two RecBole ``Dataset`` steps that rely on chained in-place ``fillna``."""
+    """Copy-on-write-safe versions of the two RecBole ``Dataset`` steps that rely on chained in-place ``fillna``.
+    A dataset class may name ``required_fields`` ({FeatureSource: config keys}): fields its files must load."""
 
     def _load_feat(self, filepath, source):
         load_col, unload_col = self._get_load_and_unload_col(source)
@@ -126,9 +144,7 @@ class PandasCompatDatasetMixin:
         head = _check_atomic_rows(filepath, field_separator, encoding)
         columns, usecols, dtype = [], [], {}
         for field_type in head.split(field_separator):
-            if ":" not in field_type:
-                raise ValueError(f"{filepath}: header column {field_type!r} is not 'name:type'")
-            field, ftype = field_type.split(":")
+            field, ftype = field_type.split(":")  # one colon each (_check_atomic_rows)
             try:
                 ftype = FeatureType(ftype)
             except ValueError:
@@ -150,6 +166,12 @@ class PandasCompatDatasetMixin:
         if not columns:
             self.logger.warning(f"No columns has been loaded from [{source}]")
             return None
+        header = [column.split(":")[0] for column in head.split(field_separator)]
+        for key in getattr(self, "required_fields", {}).get(source, ()):
+            field = self.config[key]
+            if field not in columns:
+                why = f"is dropped by load_col.{source.value}" if field in header else "is not in its header"
+                raise ValueError(f"{filepath}: field {field!r} ({key}) {why}; header: {header}")
 
         df = pd.read_csv(
             filepath, delimiter=field_separator, usecols=usecols, dtype=dtype, encoding=encoding, engine="python",

@@ -45,13 +45,24 @@ def edit(text, old, new):
         ("inter", lambda t: edit(t, "u1\ti2\t4\t2", "u1\ti2\t4\tyesterday"),
          r"tiny\.inter: column 'timestamp:float' expects numbers, got 'yesterday' \(data row 2\)"),
         ("item", lambda t: edit(t, "1995", "mid-90s"), r"tiny\.item: column 'year:float' expects numbers, got 'mid-90s'"),
+        ("inter", lambda t: "\ufeff" + t, r"tiny\.inter: starts with a byte-order mark"),
+        ("inter", lambda t: t.replace("\t", " ", 3), r"tiny\.inter: header column .* is not 'name:type' \(fields are "
+                                                    r"separated by field_separator"),
+        ("inter", lambda t: t.replace("user_id:token", "user_id:token:x"), r"tiny\.inter: header column "
+                                                                          r"'user_id:token:x' is not 'name:type'"),
+        ("inter", lambda t: t.replace("rating:float", "user_id:token"),
+         r"tiny\.inter: the header names \['user_id'\] more than once"),
+        ("inter", lambda t: t.replace("timestamp:float", "time:float"),
+         r"tiny\.inter: field 'timestamp' \(TIME_FIELD\) is not in its header"),
         ("item", None, r"cold_start_items: needs the item file 'tiny\.item'"),
+        ("item", "latin-1", r"tiny\.item: not (?i:utf-8) text near line \d+ \(invalid"),
         ("item", lambda t: "\n".join([t.splitlines()[0]] + [line.split("\t")[0] + "\t\t1990\t"
                                                              for line in t.splitlines()[1:]]) + "\n",
          r"text_fields \['title', 'genre'\]: every item of 'tiny' has empty text"),
     ],
     ids=["empty", "bad-header", "bad-type", "header-only", "short-row", "long-row", "non-numeric-time",
-         "non-numeric-item-field", "missing-item-file", "all-empty-texts"],
+         "non-numeric-item-field", "byte-order-mark", "space-separated-header", "two-colons", "column-twice",
+         "no-time-field", "missing-item-file", "not-utf-8", "all-empty-texts"],
 )
 def test_malformed_atomic_files(tiny_config, tmp_path, which, mutate, message):
     data = tmp_path / "data"
@@ -59,6 +70,8 @@ def test_malformed_atomic_files(tiny_config, tmp_path, which, mutate, message):
     path = data / "tiny" / f"tiny.{which}"
     if mutate is None:
         path.unlink()
+    elif mutate == "latin-1":
+        path.write_bytes(path.read_bytes().replace(b"Alpha", "Alph\u00e4".encode("latin-1")))
     else:
         path.write_text(mutate(path.read_text()))
     cache = tmp_path / "cache"

@@ -55,6 +55,8 @@ class InductiveSequentialDataset(SequentialDataset):
         split_timestamps (tuple[float, float]): the cut-offs in use.
     """
 
+    required_fields = {FeatureSource.INTERACTION: ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD")}  # who, what, when
+
     def __init__(self, config):
         # load parameters info (before super().__init__: the base constructor fires the hooks below)
         self.split_timestamps_arg = config["split_timestamps"]
