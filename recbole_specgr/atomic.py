@@ -53,11 +53,9 @@ def _umask():
     return mask
 
 
-@contextlib.contextmanager
-def atomic_write(path, mode="wb", **open_kwargs):
-    """``with atomic_write(path) as f: ...`` writes ``f`` to ``path`` atomically (``os.replace``); on any error the
-    temporary file is removed and ``path`` is left as it was. The file gets the permissions ``open`` would give it
-    (0666 less the umask), not the temporary file's 0600; an OSError names ``path``, not the temporary file."""
+def temporary_path(path):
+    """A new temporary file beside ``path``, named so that :func:`remove_stale_temporaries` removes it once its
+    writer is dead (for writers that move several files into place together); stale ones are removed first."""
     check_writable(path)
     folder = os.path.dirname(os.path.abspath(path))
     remove_stale_temporaries(folder)
@@ -65,11 +63,27 @@ def atomic_write(path, mode="wb", **open_kwargs):
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TMP_PREFIX}{os.getpid()}_", suffix=".part")
     except OSError as err:
         raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from None
+    os.close(fd)
+    return tmp
+
+
+def move_into_place(tmp, path):
+    """Give the written temporary file ``tmp`` the permissions ``open`` would have given ``path`` (0666 less the umask,
+    not mkstemp's 0600) and move it there in one step."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb", **open_kwargs):
+    """``with atomic_write(path) as f: ...`` writes ``f`` to ``path`` atomically (``os.replace``); on any error the
+    temporary file is removed and ``path`` is left as it was. The file gets the permissions ``open`` would give it
+    (0666 less the umask), not the temporary file's 0600; an OSError names ``path``, not the temporary file."""
+    tmp = temporary_path(path)
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
+        with open(tmp, mode, **open_kwargs) as f:
             yield f
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        move_into_place(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

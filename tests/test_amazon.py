@@ -169,6 +169,10 @@ def test_cli_summary(data_path, capsys):
      r"valid\.csv: line 8: parent_asin must be a non-empty id"),
     ("Video_Games.valid.csv", 2, "AUJZDEGXDNCF32EPF3DHODZDOCIS,B09MZ4K1TB,2.0,1541345778568,B00ZQ4PDGM",
      r"train\.csv: latest timestamp 1541345778569 is after the first timestamp 1541345778568 .* not a clean time"),
+    ("Video_Games.train.csv", 6, "AB5WKH7D\tNSIPZZ7FK4ZRI3R2WYOJ,B06XKZ1D4G,4.0,1504609018606,",
+     r"train\.csv: line 6: user_id must be free of tabs and carriage returns"),
+    ("Video_Games.train.csv", 6, "AB5WKH7DNSIPZZ7FK4ZRI3R2WYOJ,B06XKZ1D4G,4.0,99999999999999999999999,",
+     r"train\.csv: line 6: timestamp must be a non-negative integer"),
     ("meta_Video_Games.jsonl", 3, '{"title": "Broken", "parent_asin": "B06XKZ1D4G"',
      r"meta_Video_Games\.jsonl: line 3: invalid JSON"),
     ("meta_Video_Games.jsonl", 4, '["B07PQM2K9L"]', r"meta_Video_Games\.jsonl: line 4: expected a JSON object"),
@@ -187,7 +191,7 @@ def test_failed_write_leaves_no_files(data_path, monkeypatch):
     write_tsv = amazon._write_tsv
 
     def fail_on_inter(header, df, path):
-        if ".inter." in os.path.basename(path):
+        if header[0].startswith("user_id"):
             with open(path, "w") as f:
                 f.write("user_id:token\tit")  # a partial file, then the disk fills up
             raise OSError("No space left on device")
@@ -197,6 +201,20 @@ def test_failed_write_leaves_no_files(data_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         amazon.ensure_atomic_files(NAME, data_path)
     assert left_in_output_folder(data_path) == []
+
+
+def test_a_killed_conversions_temporary_files_are_removed_by_the_next_one(data_path):
+    """Temporary files follow :mod:`recbole_specgr.atomic`'s naming: a conversion killed outright leaves its
+    temporary files behind, and the next conversion into the folder removes them (they were kept for good)."""
+    folder = os.path.join(data_path, NAME)
+    os.makedirs(folder, exist_ok=True)
+    stale = os.path.join(folder, ".tmp_999999999_abc.part")  # a writer process that no longer runs
+    with open(stale, "w") as f:
+        f.write("user_id:token\tit")
+    amazon.ensure_atomic_files(NAME, data_path)
+    assert not os.path.exists(stale)
+    assert left_in_output_folder(data_path) == sorted(os.path.basename(p) for p in
+                                                      amazon.atomic_file_paths(NAME, data_path).values())
 
 
 def test_missing_files_offline_give_one_clear_error(tmp_path, monkeypatch):

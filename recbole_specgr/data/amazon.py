@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from huggingface_hub import hf_hub_download
 
+from recbole_specgr.atomic import move_into_place, temporary_path
 from recbole_specgr.data.amazon_meta import TEXT_FIELDS, read_item_meta
 
 AMAZON_DATASETS = {
@@ -187,7 +188,7 @@ def read_interactions(path: str) -> pd.DataFrame:
 
     try:  # fast path: the C parser types the columns; too many fields or an unparsable number raise
         df = read(dtype=_CSV_DTYPES)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond int64
         df = None
     # a row with too few fields parses silently (missing values read as ""): the comma total reveals it
     if df is None or data.count(b",") != (n_fields - 1) * n_lines:
@@ -201,11 +202,13 @@ def read_interactions(path: str) -> pd.DataFrame:
         _raise_first_bad(~np.isfinite(rating), df["rating"], path, "rating", "a number")
         df["rating"] = rating.astype(np.float64)
         timestamp = pd.to_numeric(df["timestamp"], errors="coerce")
-        bad = ~np.isfinite(timestamp) | (timestamp % 1 != 0)
+        bad = ~np.isfinite(timestamp) | (timestamp % 1 != 0) | (timestamp.abs() >= 2.0**63)
         _raise_first_bad(bad, df["timestamp"], path, "timestamp", _TIMESTAMP_EXPECTED)
         df["timestamp"] = timestamp.astype(np.int64)
     for field in ("user_id", "parent_asin"):
         _raise_first_bad(df[field] == "", df[field], path, field, "a non-empty id")
+    for field in ("user_id", "parent_asin", "history"):  # the atomic files are tab-separated lines
+        _raise_first_bad(df[field].str.contains(r"[\t\r]"), df[field], path, field, "free of tabs and carriage returns")
     _raise_first_bad(~np.isfinite(df["rating"]), df["rating"], path, "rating", "a number")
     _raise_first_bad(df["timestamp"] < 0, df["timestamp"], path, "timestamp", _TIMESTAMP_EXPECTED)
     return df
@@ -307,11 +310,11 @@ def _write_all_atomic(writers: list) -> None:
     written = []
     try:
         for path, write in writers:
-            tmp = f"{path}.{os.getpid()}.tmp"
+            tmp = temporary_path(path)  # removed by the next write into the folder if this process is killed
             written.append((tmp, path))
             write(tmp)
         for tmp, path in written:
-            os.replace(tmp, path)
+            move_into_place(tmp, path)
     finally:
         for tmp, _ in written:
             if os.path.exists(tmp):
