@@ -252,3 +252,15 @@ def test_a_truncated_gzip_names_the_file_and_leaves_no_copy(tmp_path):
     with pytest.raises(ValueError, match=r"tiny\.inter\.gz: not a complete gzip file"):
         prepare_data_path(config)
     assert files_under(tmp_path / "cache") == []
+
+
+def test_interactions_of_items_missing_from_the_item_file_are_dropped_with_a_warning(tiny_config, tmp_path, caplog):
+    data = tmp_path / "data"
+    shutil.copytree(TINY, data / "tiny")
+    item = data / "tiny" / "tiny.item"
+    lines = item.read_text().splitlines()
+    item.write_text("\n".join(line for line in lines if not line.startswith("i6\t")) + "\n")
+    n_rows = sum(1 for line in (data / "tiny" / "tiny.inter").read_text().splitlines()[1:] if "\ti6\t" in line)
+    tiny_config.update(data_path=str(data), cache_dir=str(tmp_path / "cache"))
+    InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
+    assert n_rows > 0 and f"dropped {n_rows} of " in caplog.text and "has no row in its .user / .item file" in caplog.text

@@ -73,6 +73,16 @@ class InductiveSequentialDataset(SequentialDataset):
         self._shared["item_texts"] = self._compute_item_texts() if self.text_fields else None
 
     # ---------------------------------------------------------------- hooks fired by RecBole's Dataset.__init__
+    def _filter_inter_by_user_or_item(self):
+        """RecBole's drop of interactions whose user or item has no row in the ``.user`` / ``.item`` file
+        (``filter_inter_by_user_or_item``), with a warning that counts them (it was silent)."""
+        before = len(self.inter_feat)
+        super()._filter_inter_by_user_or_item()
+        dropped = before - len(self.inter_feat)
+        if dropped:
+            self.logger.warning(f"[DATA] dropped {dropped} of {before} interactions of '{self.dataset_name}' whose "
+                                f"user or item has no row in its .user / .item file (filter_inter_by_user_or_item)")
+
     def _data_processing(self):
         self._cold_item_tokens = self._match_cold_start_items()
         super()._data_processing()
