@@ -30,12 +30,15 @@ What breaks and what is done about it:
 
 import importlib.util
 import locale
+import os
 import pickle
 import warnings
+import zipfile
 
 import numpy as np
 import pandas as pd
 import torch
+from pandas.api.types import is_numeric_dtype
 
 if importlib.util.find_spec("recbole") is None:
     raise ImportError("recbole is not installed: run `pip install --no-deps recbole==1.2.1` (without --no-deps its "
@@ -74,6 +77,10 @@ def load_checkpoint(path, map_location=None):
     """Load a checkpoint written by this package: tensors and plain data only (``weights_only=True``), so loading a
     file runs no code from it. A pickled object (an old or foreign checkpoint, or a crafted file) is refused with a
     ValueError naming the file, without unpickling it."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):  # torch.save's format since torch 1.6
+        raise ValueError(f"{path}: not a checkpoint (torch.save writes a zip archive; this file is not one)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -181,6 +188,14 @@ class PandasCompatDatasetMixin:
         for field, field_type in zip(columns, usecols):
             if self.field2type.get(field) == FeatureType.FLOAT:
                 df[field] = _to_float(df[field], filepath, field_type)
+        for key in getattr(self, "required_fields", {}).get(source, ()):  # never filled in: a split depends on them
+            field = self.config[key]
+            missing = df[field].isna() | (~np.isfinite(df[field]) if is_numeric_dtype(df[field]) else False)
+            if missing.any():
+                row = int(np.flatnonzero(missing.to_numpy())[0])
+                value = df[field].iloc[row]
+                raise ValueError(f"{filepath}: field {field!r} ({key}) is empty or not finite in data row {row + 1} "
+                                 f"({'empty' if pd.isna(value) else value})")
         seq_separator = self.config["seq_separator"]
         for field in columns:
             ftype = self.field2type[field]

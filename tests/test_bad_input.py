@@ -52,6 +52,12 @@ def edit(text, old, new):
                                                                           r"'user_id:token:x' is not 'name:type'"),
         ("inter", lambda t: t.replace("rating:float", "user_id:token"),
          r"tiny\.inter: the header names \['user_id'\] more than once"),
+        ("inter", lambda t: edit(t, "u1\ti2\t4\t2", "u1\ti2\t4\t"),
+         r"tiny\.inter: field 'timestamp' \(TIME_FIELD\) is empty or not finite in data row 2 \(empty\)"),
+        ("inter", lambda t: edit(t, "u1\ti2\t4\t2", "u1\ti2\t4\tinf"),
+         r"tiny\.inter: field 'timestamp' \(TIME_FIELD\) is empty or not finite in data row 2 \(inf\)"),
+        ("inter", lambda t: edit(t, "u1\ti2\t4\t2", "\ti2\t4\t2"),
+         r"tiny\.inter: field 'user_id' \(USER_ID_FIELD\) is empty or not finite in data row 2"),
         ("inter", lambda t: t.replace("timestamp:float", "time:float"),
          r"tiny\.inter: field 'timestamp' \(TIME_FIELD\) is not in its header"),
         ("item", None, r"cold_start_items: needs the item file 'tiny\.item'"),
@@ -61,7 +67,8 @@ def edit(text, old, new):
          r"text_fields \['title', 'genre'\]: every item of 'tiny' has empty text"),
     ],
     ids=["empty", "bad-header", "bad-type", "header-only", "short-row", "long-row", "non-numeric-time",
-         "non-numeric-item-field", "byte-order-mark", "space-separated-header", "two-colons", "column-twice",
+         "non-numeric-item-field", "byte-order-mark", "space-separated-header", "two-colons", "column-twice", "empty-time", "infinite-time",
+         "empty-user",
          "no-time-field", "missing-item-file", "not-utf-8", "all-empty-texts"],
 )
 def test_malformed_atomic_files(tiny_config, tmp_path, which, mutate, message):
@@ -264,3 +271,23 @@ def test_interactions_of_items_missing_from_the_item_file_are_dropped_with_a_war
     tiny_config.update(data_path=str(data), cache_dir=str(tmp_path / "cache"))
     InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
     assert n_rows > 0 and f"dropped {n_rows} of " in caplog.text and "has no row in its .user / .item file" in caplog.text
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"no such checkpoint file"),
+    (b"not a checkpoint at all", r"not a checkpoint \(torch\.save writes a zip archive"),
+])
+def test_a_missing_or_foreign_init_checkpoint_is_named(tmp_path, content, message):
+    from recbole_specgr.compat import load_checkpoint
+
+    path = tmp_path / "model.pth"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=str(path).replace(".", r"\.") + ": " + message):
+        load_checkpoint(str(path))
+
+
+def test_text_fields_given_as_one_name_is_that_field(tiny_config):
+    tiny_config.update(text_fields="title")
+    dataset = InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
+    assert dataset.text_fields == ["title"] and dataset.item_texts[1] == "Alpha"

@@ -62,7 +62,8 @@ class InductiveSequentialDataset(SequentialDataset):
         self.split_timestamps_arg = config["split_timestamps"]
         self.split_time_quantiles = config["split_time_quantiles"] or [0.8, 0.9]
         self.cold_start_rule = config["cold_start_items"]
-        self.text_fields = list(config["text_fields"] or [])
+        fields = config["text_fields"] or []
+        self.text_fields = [fields] if isinstance(fields, str) else list(fields)  # one name: that field alone
         self.text_encoder = config["text_encoder"] or DEFAULT_ENCODER
         self.text_batch_size = config["text_batch_size"] or 64
         self.cache_dir = config["cache_dir"] or "cache"
