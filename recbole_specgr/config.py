@@ -90,6 +90,24 @@ class Config(RecBoleConfig):
                 if path.parent.name == "dataset" and loaded:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
+    def _build_yaml_loader(self):
+        """RecBole's YAML loader, refusing a key given twice in one mapping (YAML keeps the last one silently)."""
+        base = super()._build_yaml_loader()
+
+        class UniqueKeyLoader(base):
+            def construct_mapping(self, node, deep=False):
+                seen = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=deep)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} appears twice (line {key_node.start_mark.line + 1})",
+                            key_node.start_mark)
+                    seen.add(key)
+                return super().construct_mapping(node, deep)
+
+        return UniqueKeyLoader
+
     def _load_cmd_line(self):
         """RecBole's ``--key=value`` reading, except that a value may hold ``=`` (``--cold_start_items=year>=1997``:
         RecBole's own reader drops such an argument with a log warning and the run goes on without it). Arguments of

@@ -60,6 +60,7 @@ def edit(text, old, new):
          r"tiny\.inter: field 'user_id' \(USER_ID_FIELD\) is empty or not finite in data row 2"),
         ("inter", lambda t: t.replace("timestamp:float", "time:float"),
          r"tiny\.inter: field 'timestamp' \(TIME_FIELD\) is not in its header"),
+        ("item", lambda t: t + "i1\tAlpha again\t1990\tDrama\n", r"tiny\.item: item 'i1' has more than one row"),
         ("item", None, r"cold_start_items: needs the item file 'tiny\.item'"),
         ("item", "latin-1", r"tiny\.item: not (?i:utf-8) text near line \d+ \(invalid"),
         ("item", lambda t: "\n".join([t.splitlines()[0]] + [line.split("\t")[0] + "\t\t1990\t"
@@ -69,7 +70,7 @@ def edit(text, old, new):
     ids=["empty", "bad-header", "bad-type", "header-only", "short-row", "long-row", "non-numeric-time",
          "non-numeric-item-field", "byte-order-mark", "space-separated-header", "two-colons", "column-twice", "empty-time", "infinite-time",
          "empty-user",
-         "no-time-field", "missing-item-file", "not-utf-8", "all-empty-texts"],
+         "no-time-field", "item-twice", "missing-item-file", "not-utf-8", "all-empty-texts"],
 )
 def test_malformed_atomic_files(tiny_config, tmp_path, which, mutate, message):
     data = tmp_path / "data"
@@ -125,6 +126,8 @@ def tiny_run(**overrides):
          r"error: rqvae_hidden_sizes: expected a list of ints >= 1, got \[64, -4\] from the command line"),
         (["--model=SASRec", "--config_files=missing.yaml"], r"error: .*No such file or directory: 'missing\.yaml'"),
         (["--model=SASRec", "--config_files=bad.yaml"], r"error: .*bad\.yaml: not valid YAML \(while parsing a flow"),
+        (["--model=SASRec", "--config_files=twice.yaml"],
+         r"error: .*twice\.yaml: not valid YAML \(key 'epochs' appears twice \(line 3\)\)"),
         (["--model=SASRec", "--config_files=list.yaml"],
          r"error: .*list\.yaml: expected a mapping of settings \(key: value lines\), got a list"),
         (["--model=SASRec", "--config_files=typo.yaml"],
@@ -154,7 +157,7 @@ def tiny_run(**overrides):
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "none-for-a-number", "unsupported-metric", "progress-not-a-bool",
          "single-cutoff", "unwritable-result-file", "negative-epochs",
          "zero-width", "negative-layer-size", "missing-yaml", "malformed-yaml",
-         "yaml-not-a-mapping", "misspelt-key-in-yaml", "misspelt-key", "value-not-joined-by-equals",
+         "key-twice-in-yaml", "yaml-not-a-mapping", "misspelt-key-in-yaml", "misspelt-key", "value-not-joined-by-equals",
          "unknown-model-in-a-comparison",
          "beam-below-k", "negative-draft-size", "unknown-drafting-backend", "unseen-threshold-as-text", "text-prior-without-texts",
          "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
@@ -164,6 +167,7 @@ def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache
                                                           message):
     (run_dir / "bad.yaml").write_text("epochs: [1\n")
     (run_dir / "list.yaml").write_text("- epochs: 1\n")
+    (run_dir / "twice.yaml").write_text("epochs: 1\nlearning_rate: 0.01\nepochs: 2\n")
     (run_dir / "afile").write_text("a file where a folder is expected\n")
     (run_dir / "typo.yaml").write_text("learning_rat: 0.5\n")
     argv = ["run_recbole_specgr.py", *args, f"--cache_dir={run_dir / 'cache'}", f"--checkpoint_dir={run_dir / 'saved'}"]

@@ -84,6 +84,16 @@ class InductiveSequentialDataset(SequentialDataset):
             self.logger.warning(f"[DATA] dropped {dropped} of {before} interactions of '{self.dataset_name}' whose "
                                 f"user or item has no row in its .user / .item file (filter_inter_by_user_or_item)")
 
+    def _load_feat(self, filepath, source):
+        """RecBole's loading, except that an item with two rows in the ``.item`` file is an error (RecBole kept the
+        first row without a word, so which text the item gets depended on the row order)."""
+        feat = super()._load_feat(filepath, source)
+        if feat is not None and source == FeatureSource.ITEM and self.iid_field in feat:
+            twice = feat[self.iid_field].duplicated()
+            if twice.any():
+                raise ValueError(f"{filepath}: item {feat[self.iid_field][twice].iloc[0]!r} has more than one row")
+        return feat
+
     def _data_processing(self):
         self._cold_item_tokens = self._match_cold_start_items()
         super()._data_processing()
