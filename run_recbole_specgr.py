@@ -34,32 +34,39 @@ def main(argv=None):
     if args.debug:  # RecBole's Config parses sys.argv itself and does not know this flag
         sys.argv = [arg for arg in sys.argv if arg != "--debug"]
     files = args.config_files.strip().split(" ") if args.config_files else None
-    try:
-        from recbole_specgr.config import check_known_keys
-        from recbole_specgr.quick_start import run_recbole_specgr
+    from recbole_specgr import config
 
-        keys = []
-        for arg in settings:  # RecBole's Config reads these from sys.argv; here only their form and keys are checked
-            key, sep, _ = arg[2:].partition("=")
-            if not arg.startswith("--") or not sep or not key:
-                raise ValueError(f"command line: expected --key=value, got {arg!r}")
-            keys.append(key)
-        check_known_keys(keys, "the command line")
-        if "," in args.model:
-            from recbole_specgr.compare import run_comparison
-            _, failed = run_comparison(args.model.split(","), args.dataset, files, out_prefix=args.result_json)
-            if failed:
-                print(f"error: compare: {', '.join(failed)} failed (the log above has the reason)", file=sys.stderr)
-                sys.exit(1)
-        else:
-            run_recbole_specgr(args.model, args.dataset, config_file_list=files, result_json=args.result_json)
-    except (ValueError, KeyError, OSError, yaml.YAMLError, SyntaxError) as err:  # SyntaxError: RecBole's repeated --key
+    checked = config.CHECK_COMMAND_LINE_KEYS
+    config.CHECK_COMMAND_LINE_KEYS = True  # this command line holds only settings: Config checks their keys
+    try:
+        run(args, settings, files)
+    except (ValueError, KeyError, OSError, yaml.YAMLError) as err:
         if args.debug:
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        config.CHECK_COMMAND_LINE_KEYS = checked
 
+
+def run(args, settings, files):
+    """One model, or a comparison of several (exit status 1 when one of them fails)."""
+    from recbole_specgr.quick_start import run_recbole_specgr
+
+    for arg in settings:  # RecBole's Config reads these from sys.argv; here only their form is checked
+        key, sep, _ = arg[2:].partition("=")
+        if not arg.startswith("--") or not sep or not key:
+            raise ValueError(f"command line: expected --key=value, got {arg!r}")
+    if "," in args.model:
+        from recbole_specgr.compare import run_comparison
+
+        _, failed = run_comparison(args.model.split(","), args.dataset, files, out_prefix=args.result_json)
+        if failed:
+            print(f"error: compare: {', '.join(failed)} failed (the log above has the reason)", file=sys.stderr)
+            sys.exit(1)
+    else:
+        run_recbole_specgr(args.model, args.dataset, config_file_list=files, result_json=args.result_json)
 
 if __name__ == "__main__":
     main()

@@ -124,8 +124,8 @@ class Config(RecBoleConfig):
         return self._convert_config_dict(values)
 
     def _load_config_files(self, file_list):
-        """Each YAML file must hold a mapping of known settings (an empty file is none); an error names the file."""
-        loaded = {}
+        """Each YAML file must hold a mapping of settings (an empty file is none); an error names the file."""
+        loaded, self._file_of_key = {}, {}
         for file in file_list or ():
             with open(file, "r", encoding="utf-8") as f:
                 try:
@@ -137,14 +137,18 @@ class Config(RecBoleConfig):
             if not isinstance(settings, dict):
                 raise ValueError(f"{file}: expected a mapping of settings (key: value lines), got a "
                                  f"{type(settings).__name__}")
-            check_known_keys(settings, file)
             loaded.update(settings)
+            self._file_of_key.update(dict.fromkeys(settings, file))
         return loaded
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
-        check_known_keys(self.variable_config_dict or {}, "config_dict")  # files: when read; the command line: by
-        # run_recbole_specgr.py, since a library caller's sys.argv may hold another program's options (pytest's)
+        if final.get("strict_keys", True):
+            for key, file in self._file_of_key.items():
+                check_known_keys([key], file)
+            check_known_keys(self.variable_config_dict or {}, "config_dict")
+            if CHECK_COMMAND_LINE_KEYS:
+                check_known_keys(self.cmd_config_dict or {}, "the command line")
         self._check_types()
         self._check_ranges(final)
         self._check_choices(final)
@@ -203,6 +207,11 @@ class Config(RecBoleConfig):
             os.path.join(data_path, self.dataset, f"{self.dataset}.inter")
         ):
             self.final_config_dict["data_path"] = os.path.join(data_path, self.dataset)
+
+
+# Set by run_recbole_specgr.py, whose command line holds only settings; a library caller's sys.argv may hold another
+# program's options (pytest's --tb=short), which RecBole's reader takes for settings too.
+CHECK_COMMAND_LINE_KEYS = False
 
 
 def known_keys() -> frozenset:

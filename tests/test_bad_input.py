@@ -295,3 +295,10 @@ def test_text_fields_given_as_one_name_is_that_field(tiny_config):
     tiny_config.update(text_fields="title")
     dataset = InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
     assert dataset.text_fields == ["title"] and dataset.item_texts[1] == "Alpha"
+
+
+def test_strict_keys_false_lets_the_keys_of_ones_own_model_through(run_dir):
+    with pytest.raises(ValueError, match=r"my_model_width: no model or dataset has this setting \(from config_dict\)"):
+        Config(model="SASRec", dataset="ml-100k", config_dict={"my_model_width": 3})
+    config = Config(model="SASRec", dataset="ml-100k", config_dict={"my_model_width": 3, "strict_keys": False})
+    assert config["my_model_width"] == 3
