@@ -91,21 +91,8 @@ class Config(RecBoleConfig):
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
     def _build_yaml_loader(self):
-        """RecBole's YAML loader, refusing a key given twice in one mapping (YAML keeps the last one silently)."""
-        base = super()._build_yaml_loader()
-
-        class UniqueKeyLoader(base):
-            def construct_mapping(self, node, deep=False):
-                seen = set()
-                for key_node, _ in node.value:
-                    key = self.construct_object(key_node, deep=deep)
-                    if key in seen:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"key {key!r} appears twice (line {key_node.start_mark.line + 1})",
-                            key_node.start_mark)
-                    seen.add(key)
-                return super().construct_mapping(node, deep)
-
+        """RecBole's YAML loader (its float resolver, added to ``yaml.FullLoader``), refusing a key given twice."""
+        super()._build_yaml_loader()
         return UniqueKeyLoader
 
     def _load_cmd_line(self):
@@ -207,6 +194,21 @@ class Config(RecBoleConfig):
             os.path.join(data_path, self.dataset, f"{self.dataset}.inter")
         ):
             self.final_config_dict["data_path"] = os.path.join(data_path, self.dataset)
+
+
+class UniqueKeyLoader(yaml.FullLoader):
+    """``yaml.FullLoader`` (with the resolvers RecBole adds to it) refusing a key given twice in one mapping: YAML
+    keeps the last one without a word. At module level, so a pickled :class:`Config` can refer to it."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 # Set by run_recbole_specgr.py, whose command line holds only settings; a library caller's sys.argv may hold another
