@@ -22,6 +22,7 @@ def known_names():
 def main(argv=None):
     models, datasets = known_names()
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # --config=x would be --config_files here and an unknown key to RecBole's reader
         description="Train and evaluate a model on the inductive split (overall / in-sample / unseen results).",
         epilog=f"models: {', '.join(models)} and any RecBole sequential model (SASRec, FDSA, S3Rec, ...). "
                f"datasets with bundled settings: {', '.join(datasets)}. Any other --key=value sets a config key.")

@@ -48,6 +48,13 @@ def check_writable(path):
 
 
 def _umask():
+    """The process's umask, read without changing it where Linux shows it (os.umask sets it for a moment, and a
+    file another thread creates meanwhile would get mode 0666)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask

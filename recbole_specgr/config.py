@@ -26,6 +26,8 @@ from pathlib import Path
 import yaml
 from recbole.config import Config as RecBoleConfig
 
+from recbole_specgr.evaluation import METRICS
+
 
 def _find_properties_dir() -> Path:
     """The ``properties/`` folder: next to the package in a source checkout, inside the install otherwise.
@@ -105,6 +107,7 @@ class Config(RecBoleConfig):
                 if not arg.startswith("--") or "=" not in arg:
                     continue
                 key, value = arg[2:].split("=", 1)
+                value = "None" if value == "~" else value  # YAML's null, as in the files
                 if key in values and values[key] != value:
                     raise ValueError(f"--{key}: given twice on the command line, as {values[key]!r} and {value!r}")
                 values[key] = value
@@ -146,7 +149,7 @@ class Config(RecBoleConfig):
         left out without a word; of ``show_progress``: true, false or ~ (on when stderr is a terminal)."""
         metrics = final.get("metrics")
         names = metrics if isinstance(metrics, (list, tuple)) else [metrics]
-        if self._source_of("metrics") and not all(isinstance(m, str) and m.lower() in ("recall", "ndcg") for m in names):
+        if self._source_of("metrics") and not all(isinstance(m, str) and m.lower() in METRICS for m in names):
             raise ValueError(f"metrics: expected a list of Recall and NDCG (reported overall / in-sample / unseen), "
                              f"got {metrics!r}{self._source_of('metrics')}")
         if self._source_of("show_progress") and not isinstance(final.get("show_progress"), (bool, type(None))):
@@ -164,20 +167,20 @@ class Config(RecBoleConfig):
             kind = "a list of ints" if isinstance(value, (list, tuple)) else "an int"
             raise ValueError(f"{key}: expected {kind} >= {minimum}, got {value!r}{self._source_of(key)}")
 
+    def _user_settings(self):
+        """(source, settings) of what the user gave, the highest precedence first."""
+        return (("the command line", self.cmd_config_dict or {}), ("config_dict", self.variable_config_dict or {}),
+                ("--config_files", self.file_config_dict or {}))
+
     def _source_of(self, key):
-        for source, values in (("the command line", self.cmd_config_dict), ("config_dict", self.variable_config_dict),
-                               ("--config_files", self.file_config_dict)):
-            if key in (values or {}):
-                return f" from {source}"
-        return ""
+        """`` from <source>`` of a key the user gave, else ``""``."""
+        return next((f" from {source}" for source, values in self._user_settings() if key in values), "")
 
     def _check_types(self):
         """A user value whose default (a YAML layer's) is a bool or a number must be one too, not text or ~; a
         ValueError names the key, where it came from and what was expected (e.g. ``--epochs=abc``)."""
-        sources = (("the command line", self.cmd_config_dict), ("config_dict", self.variable_config_dict),
-                   ("--config_files", self.file_config_dict))
-        for source, values in sources:
-            for key, value in (values or {}).items():
+        for source, values in self._user_settings():
+            for key, value in values.items():
                 default = self.internal_config_dict.get(key)
                 expected = _expected_type(default)
                 if expected is None or _fits(value, expected):
@@ -201,6 +204,7 @@ class UniqueKeyLoader(yaml.FullLoader):
     keeps the last one without a word. At module level, so a pickled :class:`Config` can refer to it."""
 
     def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)  # merge keys (<<: *anchor) first, as the base class does
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -253,12 +257,14 @@ def check_known_keys(settings, source: str) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"{key}: no model or dataset has this setting (from {source}){hint}")
+            raise ValueError(f"{key}: no model or dataset has this setting (from {source}){hint} (a key of your own "
+                             f"model: strict_keys: False)")
 
 
-# Counts and sizes, with the least value that makes sense (0 epochs: evaluate a loaded checkpoint as it is).
+# Counts and sizes, with the least value that makes sense (0 epochs: evaluate a loaded checkpoint as it is; eval_step 0:
+# train without validation; stopping_step 0: stop at the first validation without a gain).
 MINIMUMS = {
-    "epochs": 0, "eval_step": 1, "stopping_step": 1, "MAX_ITEM_LIST_LENGTH": 1, "train_batch_size": 1,
+    "epochs": 0, "eval_step": 0, "stopping_step": 0, "MAX_ITEM_LIST_LENGTH": 1, "train_batch_size": 1,
     "eval_batch_size": 1, "topk": 1, "hidden_size": 1, "inner_size": 1, "n_layers": 1, "n_heads": 1,
     "n_layers_enc": 1, "n_layers_dec": 1, "d_kv": 1, "text_batch_size": 1, "rqvae_latent_dim": 1, "rqvae_epochs": 0,
     "rqvae_batch_size": 1, "rqvae_hidden_sizes": 1, "specgrpp_projection_size": 1, "specgrpp_pretrain_epochs": 0,

@@ -17,6 +17,7 @@ from collections import OrderedDict
 import torch
 
 SUBSETS = ("overall", "in_sample", "unseen")
+METRICS = ("recall", "ndcg")  # what SplitMetrics computes, at every K of topk
 EXCLUDED_ITEMS = "excluded_items"  # interaction key: [B, n_items] bool, items a model must not recommend to the row
 
 

@@ -120,6 +120,8 @@ def tiny_run(**overrides):
         (["--model=SASRec", *tiny_run(split_timestamps=5)], r"error: split_timestamps: expected \[t_valid, t_test\]"),
         (["--model=SASRec", *tiny_run(), "--result_json=afile/result.json"],
          r"error: \[Errno \d+\] cannot write afile/result\.json"),
+        (["--model=SASRec", "--config=x.yaml"], r"error: config: no model or dataset has this setting \(from the "
+                                                r"command line\) \(a key of your own model: strict_keys: False\)"),
         (["--model=SASRec", "--epochs=-1"], r"error: epochs: expected an int >= 0, got -1 from the command line"),
         (["--model=TIGER", "--hidden_size=0"], r"error: hidden_size: expected an int >= 1, got 0 from the command line"),
         (["--model=RQVAE", "--rqvae_hidden_sizes=[64,-4]"],
@@ -155,7 +157,7 @@ def tiny_run(**overrides):
          r"error: --epochs: given twice on the command line, as '1' and '2'"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "none-for-a-number", "unsupported-metric", "progress-not-a-bool",
-         "single-cutoff", "unwritable-result-file", "negative-epochs",
+         "single-cutoff", "unwritable-result-file", "abbreviated-option", "negative-epochs",
          "zero-width", "negative-layer-size", "missing-yaml", "malformed-yaml",
          "key-twice-in-yaml", "yaml-not-a-mapping", "misspelt-key-in-yaml", "misspelt-key", "value-not-joined-by-equals",
          "unknown-model-in-a-comparison",
@@ -247,10 +249,13 @@ def test_a_gzipped_dataset_is_copied_again_when_its_source_changes(tmp_path):
     target = Path(config["data_path"])
     assert (target / "tiny.inter").read_bytes() == (TINY / "tiny.inter").read_bytes()
     assert (target / "tiny.item").read_text() == (folder / "tiny.item").read_text()
-    (target / "tiny.item").write_text("item_id:token\ttitle:token_seq\n")  # a copy cut short, older than its source
-    os.utime(target / "tiny.item", (1, 1))
-    (folder / "tiny.item").write_text((folder / "tiny.item").read_text().replace("Comedy", "Drama"))
+    (target / "tiny.item").write_text("item_id:token\ttitle:token_seq\n")  # a copy cut short (a newer file)
     prepare_data_path(dict(config, data_path=str(folder)))
+    assert (target / "tiny.item").read_text() == (folder / "tiny.item").read_text()
+    (folder / "tiny.item").write_text((folder / "tiny.item").read_text().replace("Comedy", "Drama"))
+    os.utime(folder / "tiny.item", (1, 1))  # edited, or replaced by an older-dated file (tar, cp -p)
+    prepare_data_path(dict(config, data_path=str(folder)))
+    assert "Drama" in (target / "tiny.item").read_text()
     assert (target / "tiny.item").read_text() == (folder / "tiny.item").read_text()
 
 
@@ -302,3 +307,15 @@ def test_strict_keys_false_lets_the_keys_of_ones_own_model_through(run_dir):
         Config(model="SASRec", dataset="ml-100k", config_dict={"my_model_width": 3})
     config = Config(model="SASRec", dataset="ml-100k", config_dict={"my_model_width": 3, "strict_keys": False})
     assert config["my_model_width"] == 3
+
+
+def test_valid_edge_values_are_accepted(run_dir, tmp_path, monkeypatch):
+    """What the checks must let through: YAML merge keys, ~ on the command line, eval_step 0 (train without
+    validation) and stopping_step 0."""
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &base {max_norm: 1.0}\nclip_grad_norm:\n  <<: *base\n  norm_type: 2\n")
+    monkeypatch.setattr("sys.argv", ["run_recbole_specgr.py", "--show_progress=~", "--eval_step=0", "--stopping_step=0"])
+    config = Config(model="SASRec", dataset="ml-100k", config_file_list=[str(merged)],
+                    config_dict={"strict_keys": False})  # "base" is not a setting
+    assert config["clip_grad_norm"] == {"max_norm": 1.0, "norm_type": 2}
+    assert config["show_progress"] is None and config["eval_step"] == 0 and config["stopping_step"] == 0

@@ -49,14 +49,23 @@ def _unpack_gzipped(folder, name, cache_dir):
                 shutil.copyfileobj(src, out)
         except (gzip.BadGzipFile, EOFError, zlib.error) as err:
             raise ValueError(f"{packed}: not a complete gzip file ({err})") from None
+        _stamp(inter, packed)
     for file in os.listdir(folder):
         source, copy = os.path.join(folder, file), os.path.join(target, file)
         if file.startswith(name + ".") and not file.endswith(".gz") and _stale(copy, source):
             with atomic_write(copy) as out, open(source, "rb") as src:
                 shutil.copyfileobj(src, out)
+            _stamp(copy, source)
     return target
 
 
+def _stamp(copy, source):
+    """Give ``copy`` the modification time of ``source``: the mark of a finished copy of that source."""
+    stat = os.stat(source)
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def _stale(copy, source):
-    """No ``copy`` yet, or one older than ``source``."""
-    return not os.path.isfile(copy) or os.path.getmtime(copy) < os.path.getmtime(source)
+    """No ``copy`` yet, or not one finished from this ``source`` (its modification time differs: a copy cut short, an
+    edited source, or one replaced by an older file)."""
+    return not os.path.isfile(copy) or os.stat(copy).st_mtime_ns != os.stat(source).st_mtime_ns

@@ -24,13 +24,13 @@ from recbole_specgr.atomic import atomic_write
 from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.config import plain_config
 from recbole_specgr.trainer.compiled_loss import CompiledLoss
-from recbole_specgr.evaluation import EXCLUDED_ITEMS, SplitMetrics, nest_result
+from recbole_specgr.evaluation import EXCLUDED_ITEMS, METRICS, SplitMetrics, nest_result
 from recbole_specgr.trainer.schedule import attach_lr_scheduler, read_schedule
 
 
 def check_metric(key, metric, topk):
     """Raise a one-line error unless ``metric`` (e.g. ``Recall@50``) is one the evaluation computes for ``topk``."""
-    names = [f"{name}@{k}" for name in ("recall", "ndcg") for k in topk]
+    names = [f"{name}@{k}" for name in METRICS for k in topk]
     bare = str(metric).lower().rpartition("/")[2]
     if bare not in names:
         raise ValueError(f"{key}: {metric!r} is not computed with topk {list(topk)}; expected one of {names} "

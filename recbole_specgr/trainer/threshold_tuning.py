@@ -19,13 +19,13 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.utils import set_color
 
 from recbole_specgr.atomic import atomic_write
-from recbole_specgr.evaluation import SplitMetrics
+from recbole_specgr.evaluation import METRICS, SplitMetrics
 from recbole_specgr.inference.specgr import SpecGRStats, Thresholds
 
 
 def threshold_metric_keys(topk):
     """The result keys a γ can be chosen by: ``recall@K`` / ``ndcg@K`` overall, ``in_sample/…`` and ``unseen/…``."""
-    return [f"{prefix}{name}@{k}" for prefix in ("", "in_sample/", "unseen/") for name in ("recall", "ndcg")
+    return [f"{prefix}{name}@{k}" for prefix in ("", "in_sample/", "unseen/") for name in METRICS
             for k in topk]
 
 
