@@ -209,9 +209,11 @@ def test_accept_all_gives_drafter_topk_reranked_by_verification():
 def test_batched_equals_per_user_loop(seed):
     verifier, drafter, seen = build(seed=seed)
     kwargs = dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6)
-    batched = run(verifier, drafter, seen, range(N_USERS), **kwargs)
+    allowed = allowed_mask("per_user", seed)  # each user's own exclusions, in the batch and alone
+    rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
+    batched = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed)
     for user in range(N_USERS):
-        single = run(verifier, drafter, seen, [user], **kwargs)
+        single = rec.recommend(*user_seq([user]), allowed_items=allowed[user:user + 1])
         assert torch.equal(batched.scores[user], single.scores[0])
         rounds = single.drafts.size(1)
         assert torch.equal(batched.drafts[user, :rounds], single.drafts[0])
@@ -269,11 +271,12 @@ def test_matches_per_user_oracle(case, seed, allowed_kind, subset):
             assert_same_ranking(got, expect, seen)
 
 
-@pytest.mark.parametrize("case, subset", itertools.product(range(len(ORACLE_CASES)), [False, True]))
-def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, subset):
+@pytest.mark.parametrize("case, allowed_kind, subset", [(c, *m) for c, m in itertools.product(
+    range(len(ORACLE_CASES)), [("all", False), ("per_user", False), ("shared", True)])])
+def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, allowed_kind, subset):
     verifier, drafter, seen = build(seed=case)
     kwargs = {k: v for k, v in ORACLE_CASES[case].items() if k != "threshold"}
-    allowed = (torch.rand(N_ITEMS + 1, generator=torch.Generator().manual_seed(case)) < 0.6) if subset else None
+    allowed = allowed_mask(allowed_kind, case)
     grid = [-0.6, -1.0, -1.4, -2.5, -math.inf, Thresholds(-1.0, -2.5), Thresholds(-2.5, -0.6)]
     if not subset:  # joint settings (subset ranking refuses them), with and without the text prior
         grid += [Thresholds(-1.0, -2.5, 0.5, -1.0), Thresholds(-math.inf, -math.inf, 2.0, -0.3),

@@ -76,14 +76,19 @@ def _members(candidates: torch.Tensor, n_items: int) -> torch.Tensor:
     return table.scatter_(1, candidates, True)
 
 
-def padded_topk(key: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The k largest entries of each row of ``key`` [R, M] (-inf = not eligible), padded with "none" when M < k.
+def padded_topk(key: torch.Tensor, k: int, stable: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k largest entries of each row of ``key`` [R, M] (-inf = not eligible), padded with "none" when M < k;
+    ``stable``: equal entries in column order (a full sort; ``topk``'s order among ties depends on M).
 
     Returns:
         values [R, k], columns [R, k] (0 in padding) and valid [R, k] (False for -inf and padding).
     """
     n_rows, n_cols = key.shape
-    values, cols = key.topk(min(k, n_cols), dim=1)  # [R, k'], sorted
+    if stable:
+        values, cols = key.sort(dim=1, descending=True, stable=True)
+        values, cols = values[:, :k], cols[:, :k]
+    else:
+        values, cols = key.topk(min(k, n_cols), dim=1)  # [R, k'], sorted
     if cols.size(1) < k:
         pad = k - cols.size(1)
         values = torch.cat([values, values.new_full((n_rows, pad), -math.inf)], dim=1)

@@ -576,9 +576,11 @@ def _allowed_at(allowed: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
 
 
 def _top(items: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, k: int):
-    """The k entries of largest ``key`` per row (-inf = not eligible): items, scores, valid, each [B, k]."""
+    """The k entries of largest ``key`` per row (-inf = not eligible): items, scores, valid, each [B, k]. Equal keys
+    (unseen items sharing their first l−1 digits have equal V) keep their column order, so the pick does not depend
+    on how many columns a call has (a threshold grid's output equals a run at that threshold alone)."""
     if items.size(1) == 0:  # nothing to pick from: one "none" column for the padding to point at
         items, scores = items.new_zeros(items.size(0), 1), scores.new_full((scores.size(0), 1), -math.inf)
         key = scores
-    _, cols, valid = padded_topk(key, k)
+    _, cols, valid = padded_topk(key, k, stable=True)  # a few hundred candidates per row: a sort is cheap
     return items.gather(1, cols), scores.gather(1, cols), valid
