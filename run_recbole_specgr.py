@@ -53,11 +53,11 @@ def main(argv=None):
 
 def run(args, settings, files):
     """One model, or a comparison of several (exit status 1 when one of them fails)."""
+    from recbole_specgr.config import split_setting
     from recbole_specgr.quick_start import run_recbole_specgr
 
     for arg in settings:  # RecBole's Config reads these from sys.argv; here only their form is checked
-        key, sep, _ = arg[2:].partition("=")
-        if not arg.startswith("--") or not sep or not key:
+        if split_setting(arg) is None:
             raise ValueError(f"command line: expected --key=value, got {arg!r}")
     if "," in args.model:
         from recbole_specgr.compare import run_comparison
@@ -68,6 +68,7 @@ def run(args, settings, files):
             sys.exit(1)
     else:
         run_recbole_specgr(args.model, args.dataset, config_file_list=files, result_json=args.result_json)
+
 
 if __name__ == "__main__":
     main()

@@ -221,12 +221,14 @@ def parse_args(argv=None):
     )
     parser.add_argument("--split", default="test", choices=["test", "valid"], help="split shown in the table")
     args, unknown = parser.parse_known_args(argv)
+    from recbole_specgr.config import split_setting
+
     config_dict = {}
     for arg in unknown:
-        key, sep, value = arg[2:].partition("=")
-        if not arg.startswith("--") or not sep or not key:
+        setting = split_setting(arg)
+        if setting is None:
             parser.error(f"unrecognised argument {arg!r}: expected --key=value")
-        config_dict[key] = value
+        config_dict.update([setting])
     if args.config_files:
         args.config_files = [f for item in args.config_files for f in item.replace(",", " ").split()]
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -38,7 +38,6 @@ import zipfile
 import numpy as np
 import pandas as pd
 import torch
-from pandas.api.types import is_numeric_dtype
 
 if importlib.util.find_spec("recbole") is None:
     raise ImportError("recbole is not installed: run `pip install --no-deps recbole==1.2.1` (without --no-deps its "
@@ -139,8 +138,7 @@ def _to_float(column, filepath, field_type):
 
 
 class PandasCompatDatasetMixin:
-    """Copy-on-write-safe versions of the two RecBole ``Dataset`` steps that rely on chained in-place ``fillna``.
-    A dataset class may name ``required_fields`` ({FeatureSource: config keys}): fields its files must load."""
+    """Copy-on-write-safe versions of the two RecBole ``Dataset`` steps that rely on chained in-place ``fillna``."""
 
     def _load_feat(self, filepath, source):
         load_col, unload_col = self._get_load_and_unload_col(source)
@@ -173,12 +171,6 @@ class PandasCompatDatasetMixin:
         if not columns:
             self.logger.warning(f"No columns has been loaded from [{source}]")
             return None
-        header = [column.split(":")[0] for column in head.split(field_separator)]
-        for key in getattr(self, "required_fields", {}).get(source, ()):
-            field = self.config[key]
-            if field not in columns:
-                why = f"is dropped by load_col.{source.value}" if field in header else "is not in its header"
-                raise ValueError(f"{filepath}: field {field!r} ({key}) {why}; header: {header}")
 
         df = pd.read_csv(
             filepath, delimiter=field_separator, usecols=usecols, dtype=dtype, encoding=encoding, engine="python",
@@ -188,14 +180,6 @@ class PandasCompatDatasetMixin:
         for field, field_type in zip(columns, usecols):
             if self.field2type.get(field) == FeatureType.FLOAT:
                 df[field] = _to_float(df[field], filepath, field_type)
-        for key in getattr(self, "required_fields", {}).get(source, ()):  # never filled in: a split depends on them
-            field = self.config[key]
-            missing = df[field].isna() | (~np.isfinite(df[field]) if is_numeric_dtype(df[field]) else False)
-            if missing.any():
-                row = int(np.flatnonzero(missing.to_numpy())[0])
-                value = df[field].iloc[row]
-                raise ValueError(f"{filepath}: field {field!r} ({key}) is empty or not finite in data row {row + 1} "
-                                 f"({'empty' if pd.isna(value) else value})")
         seq_separator = self.config["seq_separator"]
         for field in columns:
             ftype = self.field2type[field]

@@ -103,10 +103,7 @@ class Config(RecBoleConfig):
         another form are left to the program (``run_recbole_specgr.py`` rejects those it does not know)."""
         values = {}
         if "ipykernel_launcher" not in sys.argv[0]:
-            for arg in sys.argv[1:]:
-                if not arg.startswith("--") or "=" not in arg:
-                    continue
-                key, value = arg[2:].split("=", 1)
+            for key, value in filter(None, map(split_setting, sys.argv[1:])):
                 value = "None" if value == "~" else value  # YAML's null, as in the files
                 if key in values and values[key] != value:
                     raise ValueError(f"--{key}: given twice on the command line, as {values[key]!r} and {value!r}")
@@ -199,6 +196,13 @@ class Config(RecBoleConfig):
             self.final_config_dict["data_path"] = os.path.join(data_path, self.dataset)
 
 
+def split_setting(arg):
+    """``(key, value)`` of a ``--key=value`` argument (the value may hold ``=``), None for an argument of another
+    form."""
+    key, sep, value = arg[2:].partition("=")
+    return (key, value) if arg.startswith("--") and sep and key else None
+
+
 class UniqueKeyLoader(yaml.FullLoader):
     """``yaml.FullLoader`` (with the resolvers RecBole adds to it) refusing a key given twice in one mapping: YAML
     keeps the last one without a word. At module level, so a pickled :class:`Config` can refer to it."""
@@ -270,6 +274,8 @@ MINIMUMS = {
     "rqvae_batch_size": 1, "rqvae_hidden_sizes": 1, "specgrpp_projection_size": 1, "specgrpp_pretrain_epochs": 0,
     "specgrpp_finetune_epochs": 0,
 }
+
+
 def _expected_type(default):
     """The type a user value of a key must have, judged from its default: bool, int, float, or None (any; lists too,
     since RecBole takes e.g. ``topk: 10`` for ``[10]``)."""

@@ -55,8 +55,6 @@ class InductiveSequentialDataset(SequentialDataset):
         split_timestamps (tuple[float, float]): the cut-offs in use.
     """
 
-    required_fields = {FeatureSource.INTERACTION: ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD")}  # who, what, when
-
     def __init__(self, config):
         # load parameters info (before super().__init__: the base constructor fires the hooks below)
         self.split_timestamps_arg = config["split_timestamps"]
@@ -85,14 +83,36 @@ class InductiveSequentialDataset(SequentialDataset):
                                 f"user or item has no row in its .user / .item file (filter_inter_by_user_or_item)")
 
     def _load_feat(self, filepath, source):
-        """RecBole's loading, except that an item with two rows in the ``.item`` file is an error (RecBole kept the
-        first row without a word, so which text the item gets depended on the row order)."""
+        """RecBole's loading, except that the ``.inter`` file must give every row a user, an item and a finite time
+        (the split is by time; an empty timestamp was filled with the column's mean), and an item with two rows in
+        the ``.item`` file is an error (RecBole kept the first row without a word, so which text the item gets
+        depended on the row order)."""
         feat = super()._load_feat(filepath, source)
+        if source == FeatureSource.INTERACTION:
+            self._check_inter_fields(filepath, feat)
         if feat is not None and source == FeatureSource.ITEM and self.iid_field in feat:
             twice = feat[self.iid_field].duplicated()
             if twice.any():
                 raise ValueError(f"{filepath}: item {feat[self.iid_field][twice].iloc[0]!r} has more than one row")
         return feat
+
+    def _check_inter_fields(self, filepath, feat):
+        """ValueError naming the file unless ``feat`` has the user, item and time fields, filled and finite."""
+        for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD"):
+            field = self.config[key]
+            if feat is None or field not in feat:
+                with open(filepath, encoding=self.config["encoding"]) as f:
+                    header = [column.split(":")[0] for column in f.readline().rstrip("\r\n").split(
+                        self.config["field_separator"])]
+                why = "is dropped by load_col.inter" if field in header else "is not in its header"
+                raise ValueError(f"{filepath}: field {field!r} ({key}) {why}; header: {header}")
+            column = feat[field]
+            missing = column.isna() | (~np.isfinite(column) if pd.api.types.is_numeric_dtype(column) else False)
+            if missing.any():
+                row = int(np.flatnonzero(missing.to_numpy())[0])
+                value = column.iloc[row]
+                raise ValueError(f"{filepath}: field {field!r} ({key}) is empty or not finite in data row {row + 1} "
+                                 f"({'empty' if pd.isna(value) else value})")
 
     def _data_processing(self):
         self._cold_item_tokens = self._match_cold_start_items()
