@@ -41,6 +41,7 @@ import yaml  # noqa: E402
 
 from recbole_specgr.compare import write_seed_table, write_table  # noqa: E402
 from recbole_specgr.quick_start import run_recbole_specgr  # noqa: E402
+from recbole_specgr.utils import check_sequential_model  # noqa: E402
 
 logger = logging.getLogger()
 
@@ -108,6 +109,8 @@ def main(argv=None):
 def run_plan(plan, shared, out, only=None, made_by=None):
     """Run (or read back) every run of the plan with the ``shared`` keys; write ``<out>.md`` / ``.csv`` of those that
     exist. Returns their results, in plan order."""
+    for run in plan["runs"]:  # a model that cannot run is named before the first one trains
+        check_sequential_model(run["model"])
     checkpoints, results, skipped = {}, [], set()  # skipped: runs outside --only that have no result yet
     for run in plan["runs"]:
         name = run.get("name", run["model"])

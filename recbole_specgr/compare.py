@@ -255,14 +255,17 @@ def run_comparison(models, dataset, config_file_list=None, config_dict=None, out
         the others still make the table).
 
     Raises:
-        ValueError, KeyError: an unknown model name or a bad setting for one of the models, before any model runs.
+        ValueError, KeyError: an unknown model name, a model that is not sequential or a bad setting for one of the
+            models, before any model runs.
     """
     from recbole_specgr.config import Config
     from recbole_specgr.quick_start import run_recbole_specgr
+    from recbole_specgr.utils import check_sequential_model
 
     logger = getLogger()
     for model in models:  # every name and setting checked before the first model trains (ValueError, KeyError)
         Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=dict(config_dict or {}))
+        check_sequential_model(model)
     out_prefix = out_prefix or os.path.join("results", f"compare_{dataset}")
     results, failed = [], []
     for model in models:

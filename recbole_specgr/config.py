@@ -23,6 +23,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
@@ -272,7 +273,7 @@ MINIMUMS = {
     "eval_batch_size": 1, "topk": 1, "hidden_size": 1, "inner_size": 1, "n_layers": 1, "n_heads": 1,
     "n_layers_enc": 1, "n_layers_dec": 1, "d_kv": 1, "text_batch_size": 1, "rqvae_latent_dim": 1, "rqvae_epochs": 0,
     "rqvae_batch_size": 1, "rqvae_hidden_sizes": 1, "specgrpp_projection_size": 1, "specgrpp_pretrain_epochs": 0,
-    "specgrpp_finetune_epochs": 0,
+    "specgrpp_finetune_epochs": 0, "specgrpp_finetune_warmup_steps": 0, "specgrpp_finetune_total_steps": 1,
 }
 
 
@@ -320,6 +321,29 @@ class SavedConfig(dict):
 
     def __getitem__(self, key):
         return self.get(key)
+
+
+# The settings that decide the inductive split: which rows are training rows, hence which items are seen.
+SPLIT_KEYS = ("dataset", "split_timestamps", "split_time_quantiles", "cold_start_items")
+
+
+def check_same_split(key, path, checkpoint, config, seen_item_mask=None):
+    """ValueError unless the checkpoint ``path`` (the value of ``key``) was trained on the split of ``config``: the
+    same :data:`SPLIT_KEYS` (those it records; ``split_time_quantiles`` only where ``split_timestamps`` is ~) and,
+    where both have one, the same ``seen_item_mask`` [n]. Weights of another split were trained on rows of this run's
+    valid / test period; semantic IDs that differ alone (same split) are the loading model's business."""
+    saved = SavedConfig(checkpoint.get("config") or {})
+    by_timestamps = saved["split_timestamps"] is not None and config["split_timestamps"] is not None
+    differ = [f"{name} {_plain(saved[name])!r} there, {_plain(config[name])!r} here" for name in SPLIT_KEYS
+              if name in saved and not (by_timestamps and name == "split_time_quantiles")
+              and _plain(saved[name]) != _plain(config[name])]
+    theirs = (checkpoint.get("state_dict") or {}).get("seen_item_mask")
+    if seen_item_mask is not None and theirs is not None \
+            and not torch.equal(theirs.cpu().bool(), seen_item_mask.cpu().bool()):
+        differ.append("seen_item_mask differs")
+    if differ:
+        raise ValueError(f"{key}: {path} was trained on another split ({'; '.join(differ)}); train it with this "
+                         f"run's split settings")
 
 
 def config_from_saved(saved: dict, **overrides) -> Config:

@@ -21,6 +21,31 @@ METRICS = ("recall", "ndcg")  # what SplitMetrics computes, at every K of topk
 EXCLUDED_ITEMS = "excluded_items"  # interaction key: [B, n_items] bool, items a model must not recommend to the row
 
 
+def ranked_scores(n_items, items, scores, valid):
+    """The ``[B, n_items]`` score matrix of ranked lists, −inf off the lists: what ``full_sort_predict`` returns for a
+    model that outputs a list (TIGER, SpecGR) rather than a score per item.
+
+    Each score is kept, except that one not below the previous entry's is lowered to the next float below it, so
+    ``torch.topk`` of the matrix (the evaluator) returns every list in its own order: ``topk``'s order among equal
+    scores is unspecified, and equal scores occur (unseen items sharing their first l−1 digits have equal V).
+
+    Args:
+        items: ``[B, M]`` item ids in list order.
+        scores: ``[B, M]`` their scores, non-increasing for a list ranked by score.
+        valid: ``[B, M]`` bool, False = no item (padding, anywhere in the list).
+    """
+    order = (~valid).long().argsort(dim=1, stable=True)  # the items first, in list order
+    items, valid = items.gather(1, order), valid.gather(1, order)
+    strict = scores.float().gather(1, order).masked_fill(~valid, float("-inf"))
+    below = torch.tensor(float("-inf"), device=strict.device)
+    for col in range(1, strict.size(1)):  # M ≤ a few K: a short loop over columns
+        strict[:, col] = torch.minimum(strict[:, col], torch.nextafter(strict[:, col - 1], below))
+    out = torch.full((items.size(0), n_items), float("-inf"), device=items.device)
+    out.scatter_(1, items.masked_fill(~valid, 0), strict)
+    out[:, 0] = float("-inf")
+    return out
+
+
 def topk_hits(scores, targets, max_k):
     """0-based rank of each target inside the top ``max_k`` (``max_k`` where it is absent or scored −inf).
 

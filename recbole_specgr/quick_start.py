@@ -1,7 +1,8 @@
 """
 recbole_specgr.quick_start
 ##########################
-config → seed → logger → dataset → dataloaders → model → trainer → fit → evaluate, for plugin and RecBole models.
+config → seed → logger → dataset → dataloaders → model → trainer → fit → evaluate, for plugin and RecBole
+sequential models (any other model is refused before anything runs: it would not read the inductive split).
 Never imports ``recbole.quick_start`` (it imports ray).
 """
 
@@ -20,7 +21,7 @@ from recbole_specgr.atomic import atomic_write, check_writable
 from recbole_specgr.config import Config
 from recbole_specgr.evaluation import format_breakdown, nest_result
 from recbole_specgr.trainer.threshold_tuning import setting_keys
-from recbole_specgr.utils import create_dataset, get_model, get_trainer
+from recbole_specgr.utils import check_sequential_model, create_dataset, get_model, get_trainer
 
 
 def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
@@ -34,6 +35,7 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
         validation ``threshold_sweep``; also written to ``result_json`` when given.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    check_sequential_model(config["model"])
     if result_json:  # written at the end: a path that cannot be written fails now, not after training
         check_writable(result_json)
     if config["show_progress"] is None:  # auto: bars on a terminal, the per-epoch summary lines alone elsewhere

@@ -50,6 +50,19 @@ def get_model(model_name):
         ) from None
 
 
+def check_sequential_model(model_name):
+    """ValueError unless ``model_name`` is a sequential recommender: only those read the inductive split (RecBole's
+    general, context-aware and knowledge models split and score the data their own way, without in-sample / unseen
+    results). Call it before anything is trained."""
+    model_class = get_model(model_name)
+    if model_class.type != ModelType.SEQUENTIAL:
+        raise ValueError(
+            f"model '{model_name}': expected a sequential model (this package's {', '.join(plugin_model_names())}, or "
+            f"a RecBole SequentialRecommender: SASRec, FDSA, S3Rec, ...), got a {model_class.type.name.lower()} "
+            f"recommender, which does not read the inductive split"
+        )
+
+
 def get_trainer(model_type, model_name):
     """``<Model>Trainer`` from :mod:`recbole_specgr.trainer`, else InductiveTrainer (sequential) or RecBole's."""
     trainers = importlib.import_module("recbole_specgr.trainer")

@@ -142,6 +142,11 @@ def tiny_run(**overrides):
         (["--model=TIGER", *tiny_run(num_beams=1)], r"error: num_beams: β = 1 must be >= max\(topk\) = 2"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_draft_size=-1)],
          r"error: specgr_draft_size: expected an int >= 0, got -1"),
+        (["--model=SpecGRPP", *tiny_run(num_beams=2, specgrpp_finetune_warmup_steps=-1)],
+         r"error: specgrpp_finetune_warmup_steps: expected an int >= 0, got -1 from the command line"),
+        (["--model=SpecGRPP", *tiny_run(num_beams=2, valid_metric="Recall@2", specgr_threshold_tiebreak="ndcg@2",
+                                         specgrpp_finetune_total_steps=200)],
+         r"error: specgrpp_finetune_total_steps: expected an int > specgrpp_finetune_warmup_steps \(200\) or ~, got 200"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_drafting_backend="fast")],
          r"error: specgr_drafting_backend: expected one of \('dense', 'faiss'\), got 'fast'"),
         (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_unseen_threshold="low")],
@@ -155,15 +160,19 @@ def tiny_run(**overrides):
         (["--model=SASRec", *tiny_run(cold_start_items="year >>> 3")], r"error: cold_start_items: cannot evaluate"),
         (["--model=SASRec", *tiny_run(), "--epochs=2"],
          r"error: --epochs: given twice on the command line, as '1' and '2'"),
+        (["--model=Pop", *tiny_run()], r"error: model 'Pop': expected a sequential model \(.*SASRec, FDSA, S3Rec"),
+        (["--model=SASRec,BPR", *tiny_run()], r"error: model 'BPR': expected a sequential model .* got a general "
+                                              r"recommender"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "none-for-a-number", "unsupported-metric", "progress-not-a-bool",
          "single-cutoff", "unwritable-result-file", "abbreviated-option", "negative-epochs",
          "zero-width", "negative-layer-size", "missing-yaml", "malformed-yaml",
          "key-twice-in-yaml", "yaml-not-a-mapping", "misspelt-key-in-yaml", "misspelt-key", "value-not-joined-by-equals",
          "unknown-model-in-a-comparison",
-         "beam-below-k", "negative-draft-size", "unknown-drafting-backend", "unseen-threshold-as-text", "text-prior-without-texts",
+         "beam-below-k", "negative-draft-size", "negative-finetune-warmup", "finetune-decay-within-warmup",
+         "unknown-drafting-backend", "unseen-threshold-as-text", "text-prior-without-texts",
          "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
-         "repeated-key"],
+         "repeated-key", "general-model", "general-model-in-a-comparison"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
                                                           message):
@@ -181,6 +190,34 @@ def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache
     error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1 and "Traceback" not in err, err
     assert re.search(message, error_lines[0]), error_lines[0]
+    assert files_under(run_dir / "saved") == []
+
+
+@pytest.mark.parametrize("model, key", [("TIGER", "init_checkpoint"), ("SpecGRAux", "specgr_aux_verifier_checkpoint")],
+                         ids=["init-checkpoint", "specgraux-verifier"])
+def test_a_checkpoint_of_another_split_is_refused_before_training(run_dir, monkeypatch, capsys, model, key):
+    """A TIGER trained with cut-offs [5, 8] given to a run on [6, 8] (the seen items happen to be the same): the
+    run's valid period starts after the checkpoint's (SpecGRAux checked only the dataset name, init_checkpoint
+    nothing)."""
+    import json
+
+    def main(*args):
+        argv = [*args, f"--cache_dir={run_dir / 'cache'}"]
+        monkeypatch.setattr("sys.argv", ["run_recbole_specgr.py", *argv])  # RecBole's Config reads sys.argv itself
+        run_recbole_specgr.main(argv)
+
+    main("--model=TIGER", *tiny_run(valid_metric="Recall@2"), f"--checkpoint_dir={run_dir / 'trained'}",
+         "--result_json=tiger.json")
+    checkpoint = json.loads((run_dir / "tiger.json").read_text())["checkpoint"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(f"--model={model}", *tiny_run(split_timestamps="[6,8]", num_beams=2, valid_metric="Recall@2"),
+             f"--{key}={checkpoint}", f"--checkpoint_dir={run_dir / 'saved'}")
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert exit_info.value.code == 2 and len(error_lines) == 1
+    assert re.fullmatch(rf"error: {key}: {re.escape(checkpoint)} was trained on another split \(split_timestamps "
+                        rf"\[5, 8\] there, \[6, 8\] here\); train it with this run's split settings", error_lines[0]), \
+        error_lines[0]
     assert files_under(run_dir / "saved") == []
 
 

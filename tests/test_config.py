@@ -73,6 +73,37 @@ def test_registry_finds_plugin_models_first_and_falls_back_to_recbole():
         assert get_model(name).__module__.startswith("recbole_specgr.")
 
 
+def test_only_sequential_models_pass_the_inductive_split_check():
+    from recbole_specgr.utils import check_sequential_model
+
+    for name in plugin_model_names() + ["SASRec", "FDSA", "S3Rec", "GRU4Rec"]:  # RQVAE included (it fits the IDs)
+        check_sequential_model(name)
+    for name, kind in (("Pop", "traditional"), ("BPR", "general"), ("FM", "context")):
+        with pytest.raises(ValueError, match=rf"model '{name}': expected a sequential model .* got a {kind} "):
+            check_sequential_model(name)
+
+
+def test_a_checkpoint_of_another_split_names_what_differs(run_dir):
+    import torch
+
+    from recbole_specgr.config import check_same_split, plain_config
+
+    config = Config(model="TIGER", dataset="ml-100k")
+    seen = torch.tensor([False, True, True, False])
+    same = {"config": plain_config(config), "state_dict": {"seen_item_mask": seen, "item2codes": torch.zeros(4, 3)}}
+    check_same_split("init_checkpoint", "a.pth", same, config, seen)  # other semantic IDs alone: the model's business
+    other = {"config": {**plain_config(config), "split_time_quantiles": [0.95, 0.97]},
+             "state_dict": {"seen_item_mask": torch.tensor([False, True, True, True])}}
+    with pytest.raises(ValueError, match=r"^init_checkpoint: a\.pth was trained on another split \("
+                                         r"split_time_quantiles \[0\.95, 0\.97\] there, \[0\.8, 0\.9\] here; "
+                                         r"seen_item_mask differs\)"):
+        check_same_split("init_checkpoint", "a.pth", other, config, seen)
+    by_time = Config(model="TIGER", dataset="ml-100k", config_dict={"split_timestamps": [5, 8]})
+    other["config"]["split_timestamps"] = [5.0, 8.0]  # cut-offs on both sides: the quantiles are not used
+    other["state_dict"]["seen_item_mask"] = seen
+    check_same_split("init_checkpoint", "a.pth", other, by_time, seen)
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match=r"model 'NoSuchRec' is neither a recbole-specgr model"):
         get_model("NoSuchRec")

@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from recbole_specgr.evaluation import SplitMetrics, nest_result, topk_hits
+from recbole_specgr.evaluation import SplitMetrics, nest_result, ranked_scores, topk_hits
 
 INF = float("inf")
 ROWS = {  # name: (target, scores)
@@ -122,3 +122,21 @@ def test_row_values_average_to_the_result_on_every_subset():
         assert metrics.row_values(key).mean().item() == pytest.approx(result[key], abs=1e-6), key
     assert metrics.row_values("ndcg@2").tolist() == pytest.approx([1 / math.log2(3), 1 / math.log2(3), 1.0])
     assert metrics.row_values("unseen/recall@2").tolist() == [1.0]
+
+
+def test_ranked_scores_make_topk_return_each_list_in_its_own_order():
+    """Equal scores (unseen items sharing a prefix have equal V) and padding anywhere in a list: every top-k of the
+    matrix is the list's first k items, and only tied scores move, by a few floats."""
+    n_items = 12
+    items = torch.tensor([[9, 4, 7, 0, 2, 5], [3, 11, 6, 8, 1, 10]])
+    scores = torch.tensor([[-1.0, -2.0, -2.0, -3.0, -2.0, -5.0], [-0.5, -0.5, -0.5, -0.5, -0.5, -0.5]])
+    valid = torch.tensor([[True, True, True, False, True, True], [True] * 6])
+    out = ranked_scores(n_items, items, scores, valid)
+    lists = [[9, 4, 7, 2, 5], [3, 11, 6, 8, 1, 10]]
+    for row, expected in enumerate(lists):
+        for k in range(1, len(expected) + 1):
+            assert out[row].topk(k).indices.tolist() == expected[:k]
+        assert torch.isinf(out[row]).sum() == n_items - len(expected)  # item 0 and everything off the list
+    assert out[0, 9] == -1.0 and out[0, 4] == -2.0 and out[0, 5] == -5.0  # untied scores are kept
+    assert -2.0 > out[0, 7] > out[0, 2] >= -2.0 - 1e-5
+    assert torch.equal(out[1, [3, 11, 6, 8, 1, 10]].diff() < 0, torch.ones(5, dtype=torch.bool))

@@ -78,6 +78,31 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(small_config, 
     assert resumed["train_time_s"] > 0
 
 
+def test_resume_checkpoint_continues_the_schedule_of_the_whole_run(small_config, run_dir, uninterrupted, monkeypatch):
+    """RecBole's ``resume_checkpoint`` on the best checkpoint of a run killed after epoch 0: epochs 1 and 2 end at
+    the optimizer steps and learning rates of the uninterrupted run (the schedule spans all 3 epochs, not the 2
+    left)."""
+    config = {**sasrec_config(small_config, run_dir, "checkpoint"), "progress_file": None}
+    with monkeypatch.context() as mp:
+        kill_at_epoch(mp, 1)
+        with pytest.raises(Killed):
+            objective_function(config)
+    [checkpoint] = [str(path) for path in (run_dir / "checkpoint").iterdir()]
+    assert compat.load_checkpoint(checkpoint)["epoch"] == 0
+    real_fit = InductiveTrainer.fit
+
+    def resumed_fit(self, *args, **kwargs):
+        self.resume_checkpoint(checkpoint)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(InductiveTrainer, "fit", resumed_fit)
+    resumed = objective_function(config)["learning_curve"]
+    expected = uninterrupted["learning_curve"][1:]
+    assert [c["lr"] for c in resumed] == pytest.approx([c["lr"] for c in expected], rel=1e-12)
+    assert [(c["epoch"], c["step"]) for c in resumed] == [(c["epoch"], c["step"]) for c in expected]
+    assert resumed[0]["lr"] > 0.01 * 0.1 * 1.5  # epoch 1 ends mid-decay, well above the floor
+
+
 def test_a_finished_run_trains_nothing_and_gives_the_same_result(small_config, run_dir, uninterrupted, monkeypatch):
     config = sasrec_config(small_config, run_dir, "finished")
     first = objective_function(config)

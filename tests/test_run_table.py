@@ -33,6 +33,15 @@ def write_plan(folder, small_config):
     return str(path)
 
 
+def test_a_plan_with_a_non_sequential_model_stops_before_the_first_run_trains(run_table, small_config, run_dir):
+    plan = {"dataset": "ml-100k", "shared": {**small_config, "checkpoint_dir": str(run_dir / "saved")},
+            "runs": [{"model": "SASRec"}, {"model": "Pop"}]}
+    (run_dir / "plan.yaml").write_text(yaml.safe_dump(plan))
+    with pytest.raises(ValueError, match=r"model 'Pop': expected a sequential model"):
+        run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table")])
+    assert not (run_dir / "saved").exists() and not list(run_dir.glob("table*"))
+
+
 def test_a_killed_plan_resumes_its_run_and_reads_back_finished_ones(run_table, small_config, run_dir, monkeypatch):
     plan, out = write_plan(run_dir, small_config), str(run_dir / "table")
     trained = []

@@ -798,3 +798,22 @@ def test_joint_ranking_is_the_same_with_the_faiss_backend(one_faiss_thread):
     items = torch.tensor([[0, 3, 7], [5, 5, 1]])
     session = DraftIndex(drafter.items, "faiss").session(drafter.user_vectors[:2])
     assert torch.allclose(session.item_scores(items), (drafter.user_vectors[:2] @ drafter.items.T).gather(1, items))
+
+
+def test_items_with_equal_v_reach_the_evaluator_in_speculative_inference_order():
+    """Unseen items 5 and 6 share their prefix (0, 1), so their V is equal: SpecGR lists them in draft order (5, its
+    drafter's first) and the evaluator, reading the [B, n] scores with topk, must see that order."""
+    from recbole_specgr.evaluation import SplitMetrics
+
+    codes = torch.tensor([[-1, -1, -1], [0, 0, 0], [1, 0, 0], [2, 0, 0], [2, 1, 0], [0, 1, 0], [0, 1, 1]])
+    seen = torch.tensor([False, True, True, True, True, False, False])
+    verifier = TableVerifier(codes, n_users=2, generable=seen, seed=1, codebook_size=3)
+    item_vectors = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.1, 0.8], [0.2, 0.7], [0.3, 0.6], [1.0, 0.0], [0.9, 0.1]])
+    drafter = FixedDrafter(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), item_vectors)
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=2, num_beams=3, threshold=-100.0, topk=2)
+    out = rec.recommend(torch.tensor([[1, 0]]), torch.tensor([1]))
+    assert out.drafts[0, 0].tolist() == [5, 6] and out.draft_scores[0, 0, 0] == out.draft_scores[0, 0, 1]
+    assert out.scores[0].topk(2).indices.tolist() == [5, 6]
+    metrics = SplitMetrics([1, 2], seen)
+    metrics.add(out.scores, torch.tensor([5]))
+    assert metrics.result()["recall@1"] == 1.0

@@ -20,6 +20,7 @@ from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.quick_start import objective_function
 from recbole_specgr.inference.specgr import Thresholds
 from recbole_specgr.trainer import SpecGRPPTrainer
+from recbole_specgr.trainer.schedule import lr_multiplier
 from recbole_specgr.trainer.threshold_tuning import setting_keys
 
 N_ITEMS, L, C = 30, 3, 4  # items 1..30, 3 digits of 4 codes
@@ -111,7 +112,11 @@ def test_cl_negatives_covering_the_seen_items_give_the_full_softmax_over_them():
     model = make_model(specgrpp_cl_negatives=1000)
     seen_ids = torch.nonzero(model.seen_item_mask).squeeze(1)
     assert torch.equal(model._sample_seen(1000), seen_ids)
-    assert len(model._sample_seen(5)) == 5 and model.seen_item_mask[model._sample_seen(5)].all()
+    n_seen = len(seen_ids)
+    for n in (5, n_seen - 1):  # fewer than the seen items: distinct seen items (a duplicate would count twice)
+        torch.manual_seed(n)
+        sampled = model._sample_seen(n)
+        assert len(sampled) == n == len(sampled.unique()) and model.seen_item_mask[sampled].all()
     inter = batch()
     with torch.no_grad():
         cl, _ = model.calculate_loss(inter)
@@ -248,15 +253,17 @@ class Killed(Exception):
 
 
 def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetune_epochs=2, eval_step=1,
-                 progress_file=None, kill_epoch=None):
+                 progress_file=None, kill_epoch=None, grid_best=None):
     """Run SpecGRPPTrainer.fit with stubbed epochs and evaluations: epoch e sets projection.bias to e; a validation
     scores the current weights (bias b) by ``drafter_scores[b]`` in the drafter role and ``speculative_scores[b]``
     otherwise. ``kill_epoch``: raise :class:`Killed` when that epoch starts (after the trainer has recorded its
-    progress). Returns the trainer, the trained epochs, the validations, the best and the checkpoint."""
+    progress). ``grid_best`` ({b: γ}): speculative validations sweep γ over [-1.5, -3.0] instead, the weights of bias
+    b scoring ``speculative_scores[b]`` at ``grid_best[b]`` and 0.1 less at the other γ. Returns the trainer, the
+    trained epochs, the validations, the best and the checkpoint."""
     config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
         "checkpoint_dir": str(tmp_path / "saved"), "epochs": epochs, "specgrpp_finetune_epochs": finetune_epochs,
         "eval_step": eval_step, "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR",
-        **NO_GRID, "progress_file": progress_file})
+        **NO_GRID, "progress_file": progress_file, **({"specgr_threshold_grid": [-1.5, -3.0]} if grid_best else {})})
     model = make_model(seed=5)
     trainer = SpecGRPPTrainer(config, model)
     trained, validations = [], []
@@ -280,12 +287,27 @@ def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetun
             score = speculative_scores[bias]
         return {"recall@50": score}
 
+    def sweep_validation(valid_data):
+        bias = int(model.projection.bias[0].item())
+        validations.append(("sweep", bias))
+        score = speculative_scores[bias]
+        rows = [sweep_row(setting, score if setting.seen == grid_best[bias] else score - 0.1)
+                for setting in trainer.threshold_grid]
+        return score, {"recall@50": score}, rows
+
     trainer._train_epoch = train_epoch
     trainer.evaluate = evaluate
+    trainer.sweep_validation = sweep_validation
     trainer.eval_collector.data_collect = lambda data: None
     best = trainer.fit([1], [1])
     checkpoint = compat.load_checkpoint(trainer.saved_model_file)
     return trainer, trained, validations, best, checkpoint
+
+
+def sweep_row(setting, recall):
+    """A validation sweep's row of ``setting`` (γ, …) with ``recall`` as its recall@50."""
+    return {**setting_keys(setting), "recall@50": recall, "in_sample/recall@50": recall, "unseen/recall@50": 0.0,
+            "acceptance_rate": 0.0, "mean_rounds": 1.0}
 
 
 def model_role(trainer):
@@ -389,6 +411,57 @@ def test_trainer_selects_stage1_by_the_drafter_then_stage2_by_speculative_infere
     assert float(checkpoint["state_dict"]["projection.bias"][0]) == 3.0
     assert [c.get("valid_score") for c in trainer.learning_curve] == [0.3, 0.1, 0.25, 0.4]
     assert trainer.learning_curve[1]["valid_speculative_score"] == 0.2  # the stage-1 model, speculatively
+
+
+@pytest.mark.parametrize("finetune_epochs, saved_epoch, gamma", [(2, 1, -3.0), (0, 0, -1.5)])
+def test_the_final_gamma_comes_from_the_sweep_of_the_saved_weights(run_dir, finetune_epochs, saved_epoch, gamma):
+    """Stage-2 epoch 1 ties the stage-1 model (0.4): RecBole's early stopping keeps the later of equals, so its
+    weights and its own best γ (−3.0) are kept, not the γ of the stage-1 model's sweep (−1.5); without stage 2 the
+    stage-1 model's sweep decides. No sweep beyond the validations'."""
+    trainer, _, validations, best, checkpoint = scripted_fit(
+        run_dir, drafter_scores={0: 0.3}, speculative_scores={0: 0.4, 1: 0.4, 2: 0.3}, epochs=1,
+        finetune_epochs=finetune_epochs, grid_best={0: -1.5, 1: -3.0, 2: -1.5})
+    assert checkpoint["epoch"] == saved_epoch and float(checkpoint["state_dict"]["projection.bias"][0]) == saved_epoch
+    assert trainer.model.specgr_threshold == gamma and checkpoint["config"]["specgr_threshold"] == gamma
+    assert [v for v in validations if v[0] == "sweep"] == [("sweep", b) for b in range(finetune_epochs + 1)]
+    assert best[0] == 0.4 and best[1]["recall@50"] == 0.4  # the result of the kept γ's row
+
+
+def stage_learning_rates(tmp_path, steps_per_epoch, **settings):
+    """The learning rate of each optimizer step of a SpecGR++ fit, by stage: 1 + 2 epochs of ``steps_per_epoch``
+    stubbed steps (stage 1 at 0.01, stage 2 at 0.001), stubbed validations."""
+    config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
+        "checkpoint_dir": str(tmp_path / "saved"), "epochs": 1, "specgrpp_finetune_epochs": 2, "state": "ERROR",
+        "learning_rate": 0.01, "specgrpp_finetune_learning_rate": 0.001, **NO_GRID, **settings})
+    trainer = SpecGRPPTrainer(config, make_model(seed=5))
+    rates = {"pretrain": [], "finetune": []}
+
+    def train_epoch(train_data, epoch_idx, loss_func=None, show_progress=False):
+        for _ in range(steps_per_epoch):
+            rates[trainer.stage].append(trainer.optimizer.param_groups[0]["lr"])
+            trainer.optimizer.step()
+        trainer.learning_curve.append({"epoch": epoch_idx, "stage": trainer.stage})
+        return 0.0
+
+    trainer._train_epoch = train_epoch
+    trainer.evaluate = lambda *args, **kwargs: {"recall@50": 0.1}
+    trainer.eval_collector.data_collect = lambda data: None
+    trainer.fit([1] * steps_per_epoch, [1])
+    return rates
+
+
+@pytest.mark.parametrize("finetune_total, decay_end", [(None, 8), (12, 12)])
+def test_each_stage_warms_up_and_decays_over_its_own_steps(run_dir, caplog, finetune_total, decay_end):
+    """Stage 1 follows warmup_steps / scheduler_total_steps (3 / 20); stage 2 restarts with its own warmup (2 steps)
+    and decays over its own 2 × 4 steps, or over specgrpp_finetune_total_steps when set."""
+    caplog.set_level(logging.INFO)
+    rates = stage_learning_rates(run_dir, 4, warmup_steps=3, scheduler_total_steps=20,
+                                 specgrpp_finetune_warmup_steps=2, specgrpp_finetune_total_steps=finetune_total)
+    assert rates["pretrain"] == pytest.approx([0.01 * lr_multiplier(s, 3, 20) for s in range(4)], abs=1e-15)
+    assert rates["finetune"] == pytest.approx([0.001 * lr_multiplier(s, 2, decay_end) for s in range(8)], abs=1e-15)
+    assert rates["finetune"][:3] == pytest.approx([0.0, 0.0005, 0.001])  # the stage's peak after its 2 warmup steps
+    assert (f"[TRAIN] learning rate: cosine schedule, 2 warmup steps, decay over {decay_end} steps to 0 × 0.001"
+            in caplog.messages)
 
 
 def test_trainer_keeps_stage1_when_finetuning_does_not_help(run_dir):

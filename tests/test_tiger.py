@@ -377,34 +377,35 @@ def test_excluded_items_take_no_beams():
         model.prefix_index.alive_nodes(excluded[0])
 
 
-def test_tiger_c_gives_exact_unseen_share():
-    # every unseen item shares its first l-1 digits with a seen one, so unseen candidates always exist
+def test_tiger_c_gives_exact_unseen_share_in_every_top_k():
+    # every unseen item shares its first l-1 digits with a seen one, so unseen candidates always exist; pairs of unseen
+    # items share their prefix (equal scores): they are listed by item id
     seen_codes = torch.tensor([[a, b, 0] for a in range(C) for b in range(C)][:12])
-    unseen_codes = seen_codes[:8].clone()
-    unseen_codes[:, 2] = 1
+    unseen_codes = torch.cat([seen_codes[:4].clone(), seen_codes[:4].clone()])
+    unseen_codes[:4, 2], unseen_codes[4:, 2] = 1, 2
     item2codes = torch.cat([torch.full((1, L), -1), seen_codes, unseen_codes]).long()
     seen = torch.zeros(21, dtype=torch.bool)
     seen[1:13] = True
-    share, k = 0.4, 5
+    share, k = 0.4, 5  # floor(0.4·k + ½) unseen items in the top k = 0, 1, 1, 2, 2 for k = 1 … 5
     model = make_tiger(seed=5, item2codes=item2codes, seen=seen, num_beams=20, tiger_c_unseen_share=share)
     inter = histories(B=4, seed=5)
     inter["item_id_list"] = inter["item_id_list"].clamp(max=20)
     with torch.no_grad():
         scores = model.full_sort_predict(inter)
-    n_unseen = round(share * k)
-    finite = torch.isfinite(scores)
-    assert finite.sum(dim=1).tolist() == [k] * 4
-    assert (finite & ~seen).sum(dim=1).tolist() == [n_unseen] * 4
-    # which ones: the seen part is TIGER's top-(K - 2); the unseen part is ranked by prefix log-likelihood / (l-1)
-    with torch.no_grad():
         enc = model.encode(inter["item_id_list"], inter["item_length"])
         lp = model.digit_log_probs(enc, torch.arange(21).expand(4, -1))  # [B, n, l]
+    listed = scores.topk(k, dim=1).indices  # the evaluator's reading of the list
+    assert torch.isfinite(scores).sum(dim=1).tolist() == [k] * 4
+    assert (~seen[listed]).long().cumsum(dim=1).tolist() == [[0, 1, 1, 2, 2]] * 4
+    # the seen slots: TIGER's top-3 in order; the unseen slots: by prefix log-likelihood, equal ones by item id
     full = lp.sum(-1).masked_fill(~seen, NEG_INF)
-    prefix = lp[..., :-1].sum(-1).masked_fill(seen, NEG_INF) / (L - 1)
-    top_seen, idx_seen = full.topk(k - n_unseen, dim=1)
-    top_unseen, idx_unseen = prefix.topk(n_unseen, dim=1)
-    assert torch.allclose(scores.gather(1, idx_seen), top_seen / L, atol=1e-4)
-    assert torch.allclose(scores.gather(1, idx_unseen), top_unseen, atol=1e-4)
+    prefix = lp[..., :-1].sum(-1).masked_fill(seen, NEG_INF)
+    prefix[:, 17:] = prefix[:, 13:17]  # one score per prefix
+    for b in range(4):
+        best_seen = sorted(range(21), key=lambda i: -float(full[b, i]))[:3]
+        best_unseen = sorted(range(21), key=lambda i: (-float(prefix[b, i]), i))[:2]
+        assert listed[b].tolist() == [best_seen[0], best_unseen[0], best_seen[1], best_unseen[1], best_seen[2]]
+        assert best_unseen[1] == best_unseen[0] + 4  # the two share their prefix: a tie, broken by item id
 
 
 def test_predict_is_eq2_score():
@@ -610,3 +611,15 @@ def test_loading_weights_trained_with_other_semantic_ids_rebuilds_the_beam_table
     with caplog.at_level("WARNING"):
         model.load_state_dict(trained.state_dict())  # the same IDs again: nothing to rebuild
     assert "differ" not in caplog.text
+
+
+def test_loading_weights_trained_on_another_split_is_refused():
+    """Other seen items = other training rows: the weights saw this split's valid / test period (it warned and went
+    on with the loaded mask)."""
+    codes, seen = catalog(seed=0)
+    trained = make_tiger(seed=3, item2codes=codes, seen=seen)
+    other_seen = seen.clone()
+    other_seen[-1] = True  # an unseen item of this split was a training item of the checkpoint's
+    model = make_tiger(seed=4, item2codes=codes, seen=other_seen)
+    with pytest.raises(ValueError, match=r"TIGER: the loaded seen_item_mask differs .* another split"):
+        model.load_state_dict(trained.state_dict())

@@ -100,12 +100,14 @@ def test_sasrec_run_follows_the_schedule_clips_and_keeps_its_curve(small_config,
 
 # ---------------------------------------------------------------- history exclusion
 def test_history_mask_holds_every_earlier_item_of_the_user(tiny_config):
-    """tests/test_dataset.py's hand-made split: the full history, not only the w = 2 items of the input."""
+    """tests/test_dataset.py's hand-made split: the full history, not only the w = 2 items of the input, and u1's
+    i5@3, which the cold-start rule drops from the rows (u1 did rate it: it cannot be u1's later target)."""
     ds = InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
-    _, valid, test = ds.build()
-    expected = {"valid": {"u1": {"i1", "i2"}, "u2": {"i2", "i3"}, "u3": {"i4"}},
-                "test": {"u1": {"i1", "i2", "i3"}, "u2": {"i2", "i3", "i5"}, "u3": {"i4", "i6"}}}  # i5@3 was dropped
-    for name, part in (("valid", valid), ("test", test)):
+    train, valid, test = ds.build()
+    expected = {"train": {"u1": {"i1"}, "u2": {"i2"}},  # u1's row i2@2 comes before i5@3
+                "valid": {"u1": {"i1", "i2", "i5"}, "u2": {"i2", "i3"}, "u3": {"i4"}},
+                "test": {"u1": {"i1", "i2", "i3", "i5"}, "u2": {"i2", "i3", "i5"}, "u3": {"i4", "i6"}}}
+    for name, part in (("train", train), ("valid", valid), ("test", test)):
         mask = ds.history_mask(part.inter_feat)
         users = ds.id2token("user_id", part.inter_feat["user_id"].numpy())
         got = {u: set(ds.id2token("item_id", torch.nonzero(row).flatten().numpy())) for u, row in zip(users, mask)}

@@ -23,6 +23,13 @@ from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, load_or_encode
 
 SPLIT_NAMES = ("train", "valid", "test")
 INTER_INDEX_FIELD = "inter_index"  # per row: position of its target in the user-chronological interaction list
+# (all interactions, those the cold-start rule drops included)
+
+
+def _run_starts(uid: np.ndarray) -> np.ndarray:
+    """For ids sorted into runs (e.g. users), the position where each entry's run starts: ``[n]``."""
+    position = np.arange(len(uid))
+    return np.maximum.accumulate(np.where(np.r_[True, uid[1:] != uid[:-1]], position, 0))
 
 
 class InductiveSequentialDataset(SequentialDataset):
@@ -138,11 +145,14 @@ class InductiveSequentialDataset(SequentialDataset):
                     if t in self.field2token_id[self.iid_field]]
         cold[cold_ids] = True
         keep = ~(cold[iid] & (period == 0))
+        # every user's items in time order, the dropped cold-start interactions included: the user did interact with
+        # those items, so eval_exclude_history excludes them too (history_mask)
+        user_items, user_start_all, kept_position = iid, _run_starts(uid), np.nonzero(keep)[0]
         order, uid, iid, period = order[keep], uid[keep], iid[keep], period[keep]
 
         n = len(uid)
         position = np.arange(n)
-        user_start = np.maximum.accumulate(np.where(np.r_[True, uid[1:] != uid[:-1]], position, 0))
+        user_start = _run_starts(uid)
         rows = np.nonzero(position > user_start)[0]  # every interaction with at least one earlier item
         hist_start = np.maximum(user_start[rows], rows - max_len)
         length = rows - hist_start  # [R]
@@ -160,13 +170,12 @@ class InductiveSequentialDataset(SequentialDataset):
                 {
                     self.item_id_list_field: torch.from_numpy(item_list.astype(np.int64)),
                     self.item_list_length_field: torch.from_numpy(length.astype(np.int64)),
-                    INTER_INDEX_FIELD: torch.from_numpy(rows.astype(np.int64)),
+                    INTER_INDEX_FIELD: torch.from_numpy(kept_position[rows].astype(np.int64)),
                 }
             )
         )
-        # every user's items in time order (after the cold-start drop) and where each user's run starts
-        self._shared["user_items"] = torch.from_numpy(iid.astype(np.int64))  # [n_inter]
-        self._shared["user_start"] = torch.from_numpy(user_start.astype(np.int64))  # [n_inter]
+        self._shared["user_items"] = torch.from_numpy(user_items.astype(np.int64))  # [n_inter], before the drop
+        self._shared["user_start"] = torch.from_numpy(user_start_all.astype(np.int64))  # [n_inter]
         self.inter_feat = new_inter
         self.row_split = period[rows]
         self.split_timestamps = (t_valid, t_test)
@@ -219,7 +228,9 @@ class InductiveSequentialDataset(SequentialDataset):
 
     def history_mask(self, interaction):
         """``[B, item_num]`` bool: True at every item the row's user interacted with before the row's target, in
-        any period and however far back (not only the ``MAX_ITEM_LIST_LENGTH`` items of the model's input).
+        any period and however far back (not only the ``MAX_ITEM_LIST_LENGTH`` items of the model's input), the
+        training-period interactions with cold-start items that the split drops from the rows included (MovieLens
+        has no repeats: such an item can never be the user's target).
 
         Used by the trainer's ``eval_exclude_history`` option (datasets without repeat interactions, e.g. MovieLens).
         """

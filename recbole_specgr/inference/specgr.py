@@ -17,6 +17,7 @@ from typing import Iterator, NamedTuple, Optional
 
 import torch
 
+from recbole_specgr.evaluation import ranked_scores
 from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, check_backend, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
@@ -452,9 +453,8 @@ class SpeculativeRecommender:
                                                       seen, setting, allowed)  # [B, K] each
         else:
             items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
-        out = torch.full((n_users, self.n_items), -math.inf, device=device)
-        out.scatter_(1, items.masked_fill(~ok, 0), item_scores.masked_fill(~ok, -math.inf))
-        out[:, 0] = -math.inf
+        _, cols, listed = padded_topk(item_scores.masked_fill(~ok, -math.inf), self.topk, stable=True)  # the list
+        out = ranked_scores(self.n_items, items.gather(1, cols), item_scores.gather(1, cols), listed)
         stats = SpecGRStats(
             n_users=n_users,
             n_drafted=int((gamma_cand != 0).sum()),

@@ -22,7 +22,7 @@ from recbole.utils import set_color
 
 from recbole_specgr.atomic import atomic_write
 from recbole_specgr.compat import load_checkpoint
-from recbole_specgr.config import plain_config
+from recbole_specgr.config import check_same_split, plain_config
 from recbole_specgr.trainer.compiled_loss import CompiledLoss
 from recbole_specgr.evaluation import EXCLUDED_ITEMS, METRICS, SplitMetrics, nest_result
 from recbole_specgr.trainer.schedule import attach_lr_scheduler, read_schedule
@@ -132,7 +132,6 @@ class InductiveTrainer(Trainer):
     def _fit(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
         if self._clock is None:
             self._clock = time.perf_counter()
-        self._fit_first_epoch = self.start_epoch
         if self.progress_file:
             if not saved:
                 raise ValueError("progress_file: resuming needs the best checkpoint on disk; fit(saved=False) "
@@ -141,6 +140,7 @@ class InductiveTrainer(Trainer):
             self._progress_read = None  # another stage's progress, kept by progress_stage: not needed any more
             if resumed == "done":
                 return self.best_valid_score, self.best_valid_result
+        self._fit_first_epoch = self._schedule_start()
         self._attach_schedule(len(train_data))
         n_before = len(self.learning_curve)
         self._progress_loader = train_data if self.progress_file else None
@@ -160,11 +160,13 @@ class InductiveTrainer(Trainer):
         return self.best_valid_score, self.best_valid_result
 
     def load_init_checkpoint(self, path):
-        """Load ``init_checkpoint`` into the model (see the class docstring)."""
+        """Load ``init_checkpoint`` into the model (see the class docstring), once it is known to come from this run's
+        split (:func:`~recbole_specgr.config.check_same_split`)."""
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        check_same_split("init_checkpoint", path, checkpoint, self.config, getattr(self.model, "seen_item_mask", None))
         if hasattr(self.model, "load_init_checkpoint"):
             self.model.load_init_checkpoint(path)
             return
-        checkpoint = load_checkpoint(path, map_location=self.device)
         try:
             self.model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as err:
@@ -173,20 +175,30 @@ class InductiveTrainer(Trainer):
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"[TRAIN] starting from {path}")
 
+    def _schedule_start(self):
+        """The epoch the current optimizer's schedule started at: the one restored with it (``resume_checkpoint``,
+        ``progress_file``; the schedule's length counts from there), else this fit's first epoch."""
+        resumed_for, _, first_epoch = self._resumed_scheduler_state or (None, None, None)
+        return first_epoch if resumed_for is self.optimizer and first_epoch is not None else self.start_epoch
+
+    def _stage_schedule(self):
+        """``(name, warmup_steps, min_ratio, total_steps or None)`` of the schedule :meth:`fit` attaches."""
+        return self.schedule
+
     def _attach_schedule(self, steps_per_epoch):
         """A fresh schedule for the current optimizer (none for ``constant`` without warmup)."""
         if self._scheduled_optimizer is self.optimizer:
             return
         if self._scheduler_handle is not None:
             self._scheduler_handle.remove()
-        name, warmup, min_ratio, total = self.schedule
+        name, warmup, min_ratio, total = self._stage_schedule()
         self._scheduled_optimizer = self.optimizer
         self.lr_scheduler = self._scheduler_handle = None
         if name == "constant" and warmup == 0:
             return
         total = total or max(1, (self.epochs - self._fit_first_epoch) * steps_per_epoch)
         self.lr_scheduler, self._scheduler_handle = attach_lr_scheduler(self.optimizer, name, warmup, total, min_ratio)
-        resumed_for, resumed_state = self._resumed_scheduler_state or (None, None)
+        resumed_for, resumed_state, _ = self._resumed_scheduler_state or (None, None, None)
         self._resumed_scheduler_state = None
         if resumed_for is self.optimizer and resumed_state is not None:
             self.lr_scheduler.load_state_dict(resumed_state)
@@ -295,9 +307,11 @@ class InductiveTrainer(Trainer):
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        # the schedule's state belongs to this optimizer: a stage that builds its own (SpecGR++'s stage 2 after a
-        # resumed, finished stage 1) starts its own schedule
-        self._resumed_scheduler_state = (self.optimizer, checkpoint.get("lr_scheduler"))
+        self.global_step = checkpoint.get("global_step", self.global_step)
+        # the schedule's state and first epoch belong to this optimizer: a stage that builds its own (SpecGR++'s
+        # stage 2 after a resumed, finished stage 1) starts its own schedule
+        self._resumed_scheduler_state = (self.optimizer, checkpoint.get("lr_scheduler"),
+                                         checkpoint.get("fit_first_epoch"))
 
     def _checkpoint_state(self, epoch):
         return {
@@ -309,6 +323,8 @@ class InductiveTrainer(Trainer):
             "other_parameter": saved_other_parameters(self.model),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "fit_first_epoch": self._fit_first_epoch,
+            "global_step": self.global_step,
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -367,8 +383,6 @@ class InductiveTrainer(Trainer):
         self.saved_model_file = best_file
         self.best_valid_result = json.loads(meta["best_valid_result"]) if meta["best_valid_result"] else None
         self.learning_curve = json.loads(meta["learning_curve"])
-        self.global_step = meta["global_step"]
-        self._fit_first_epoch = meta["fit_first_epoch"]
         self.resumed_train_time_s = meta["train_time_s"]
         self._clock = time.perf_counter()
         rng = state["rng"]
@@ -402,8 +416,6 @@ class InductiveTrainer(Trainer):
             "best_valid_result": None if self.best_valid_result is None else json.dumps(self.best_valid_result,
                                                                                        default=_plain),
             "learning_curve": json.dumps(self.learning_curve, default=_plain),
-            "global_step": self.global_step,
-            "fit_first_epoch": self._fit_first_epoch,
             "train_time_s": self.resumed_train_time_s + time.perf_counter() - self._clock,
         }
         with atomic_write(self.progress_file) as f:

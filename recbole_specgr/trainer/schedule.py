@@ -42,20 +42,21 @@ def lr_multiplier(step, warmup_steps, total_steps, schedule="cosine", min_ratio=
     return min_ratio + (1.0 - min_ratio) * decay
 
 
-def read_schedule(config):
-    """``(schedule, warmup_steps, min_ratio, total_steps or None)`` from the config, validated."""
+def read_schedule(config, warmup_key="warmup_steps", total_key="scheduler_total_steps"):
+    """``(schedule, warmup_steps, min_ratio, total_steps or None)`` from the config, validated; the warmup and total
+    steps read from ``warmup_key`` / ``total_key`` (SpecGR++'s stage 2 has its own)."""
     schedule = str(config["lr_scheduler"] or "constant").lower()
-    warmup = config["warmup_steps"] or 0
+    warmup = config[warmup_key] or 0
     min_ratio = config["lr_min_ratio"] if config["lr_min_ratio"] is not None else 0.0
-    total = config["scheduler_total_steps"]
+    total = config[total_key]
     if schedule not in SCHEDULES:
         raise ValueError(f"lr_scheduler: expected one of {list(SCHEDULES)}, got {config['lr_scheduler']!r}")
     if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup_steps: expected an int >= 0, got {warmup!r}")
+        raise ValueError(f"{warmup_key}: expected an int >= 0, got {warmup!r}")
     if not isinstance(min_ratio, (int, float)) or not 0.0 <= min_ratio <= 1.0:
         raise ValueError(f"lr_min_ratio: expected a number in [0, 1], got {min_ratio!r}")
     if total is not None and (not isinstance(total, int) or total <= warmup):
-        raise ValueError(f"scheduler_total_steps: expected an int > warmup_steps ({warmup}) or ~, got {total!r}")
+        raise ValueError(f"{total_key}: expected an int > {warmup_key} ({warmup}) or ~, got {total!r}")
     return schedule, warmup, float(min_ratio), total
 
 

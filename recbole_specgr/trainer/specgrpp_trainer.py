@@ -11,14 +11,17 @@ Reference:
 
 from recbole_specgr.evaluation import nest_result
 from recbole_specgr.trainer.inductive_trainer import InductiveTrainer, check_metric
+from recbole_specgr.trainer.schedule import read_schedule
 from recbole_specgr.trainer.threshold_tuning import ThresholdTuningMixin
 
 
 class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
     """Stage 1 (pretraining, λ1·L_CL + L_Gen at ``learning_rate`` for ``specgrpp_pretrain_epochs`` epochs, default
     ``epochs``), then stage 2 (fine-tuning, λ2·L_CE + L_Gen, a fresh optimizer and schedule at
-    ``specgrpp_finetune_learning_rate`` for ``specgrpp_finetune_epochs`` epochs), each through RecBole's
-    :meth:`~recbole.trainer.Trainer.fit` with its own early stopping. Every stage is validated at its last epoch.
+    ``specgrpp_finetune_learning_rate`` for ``specgrpp_finetune_epochs`` epochs, warming up over
+    ``specgrpp_finetune_warmup_steps`` and decaying over ``specgrpp_finetune_total_steps``, ~ = its own steps), each
+    through RecBole's :meth:`~recbole.trainer.Trainer.fit` with its own early stopping. Every stage is validated at
+    its last epoch.
 
     Selection (what each stage trains decides what it is validated by):
 
@@ -42,12 +45,15 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
         self.pretrain_epochs = int(self.epochs if pretrain_epochs is None else pretrain_epochs)
         self.finetune_epochs = int(config["specgrpp_finetune_epochs"] or 0)
         self.finetune_learning_rate = float(config["specgrpp_finetune_learning_rate"] or self.learning_rate)
+        self.finetune_schedule = read_schedule(config, warmup_key="specgrpp_finetune_warmup_steps",
+                                               total_key="specgrpp_finetune_total_steps")
         self.pretrain_valid_metric = str(config["specgrpp_pretrain_valid_metric"] or "recall@50").lower()
         self.final_valid_metric = self.valid_metric
         check_metric("specgrpp_pretrain_valid_metric", self.pretrain_valid_metric, self.topk)
         self.config_eval_step = config["eval_step"]
         self.stage = None  # "pretrain" / "finetune" while training
-        self._sweeps = {}  # validation score -> γ sweep rows, for the stage-2 validations
+        self._sweep = None  # γ sweep rows of the latest speculative validation of the weights in memory
+        self._saved_sweep = None  # those of the weights last saved to the checkpoint file
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
             raise ValueError(
                 f"specgrpp_pretrain_epochs / specgrpp_finetune_epochs: expected ints >= 0, got "
@@ -90,9 +96,10 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
                             callback_fn, keep_best=True)
             if saved and valid_data:
                 self.load_model(self.saved_model_file)
+                self._sweep = self._saved_sweep
         self.stage = None
         if self.threshold_grid is not None and valid_data:
-            rows = self._sweeps.get(self.best_valid_score)
+            rows = self._sweep
             if rows is None:  # (a resumed stage 2 keeps no sweep rows of the processes before)
                 self.tune_threshold(valid_data)
             else:
@@ -101,6 +108,16 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
                 self.save_chosen_setting()
         self.logger.info(f"[SpecGR++] training done; best {self.valid_metric} {self.best_valid_score:.6f}")
         return self.best_valid_score, self.best_valid_result
+
+    def _stage_schedule(self):
+        """Stage 2 warms up and decays over its own steps (``specgrpp_finetune_*``), not stage 1's."""
+        return self.finetune_schedule if self.stage == "finetune" else self.schedule
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """Also keep the γ sweep of the saved weights' validation: the one the final γ is chosen from (an epoch of
+        equal score replaces the checkpoint, RecBole's early stopping keeping the later of equals)."""
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        self._saved_sweep = self._sweep
 
     def _enter_stage(self, stage, eval_role, valid_metric):
         self.stage = stage
@@ -138,7 +155,7 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
             score, result = self._speculative_validation(valid_data, key, show_progress)
         else:
             score, result, rows = self.sweep_validation(valid_data)
-            self._sweeps.setdefault(score, rows)
+            self._sweep = rows
             self._record_validation(score, result, key=key, **{f"{key}_sweep": rows})
         if key == "valid" and self.learning_curve:
             self.learning_curve[-1]["valid_drafter"] = nest_result(self._drafter_result(valid_data))

@@ -13,7 +13,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_specgr.compat import load_checkpoint
-from recbole_specgr.config import SavedConfig
+from recbole_specgr.config import SavedConfig, check_same_split
 from recbole_specgr.model.speculative import SpeculativeEvalMixin
 
 ROLES = ("verifier", "drafter")
@@ -88,9 +88,7 @@ class SpecGRAux(SpeculativeEvalMixin, SequentialRecommender):
         if path:
             checkpoint = load_checkpoint(path, map_location="cpu")
             component_conf = SavedConfig(checkpoint["config"], device=config["device"])
-            if component_conf["dataset"] != config["dataset"]:
-                raise ValueError(f"specgr_aux_{role}_checkpoint: {path} was trained on '{component_conf['dataset']}', "
-                                 f"not on '{config['dataset']}'")
+            check_same_split(f"specgr_aux_{role}_checkpoint", path, checkpoint, config, self.seen_item_mask)
         else:
             component_conf = component_config(config, self.component_models[role], self.component_overrides[role])
         model = get_model(component_conf["model"])(component_conf, dataset)

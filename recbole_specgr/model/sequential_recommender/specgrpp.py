@@ -151,9 +151,9 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
 
     def load_init_checkpoint(self, path):
         """``init_checkpoint`` (see :class:`~recbole_specgr.trainer.InductiveTrainer`): start from a trained TIGER,
-        copying its whole T5 (same backbone sizes) after checking that it was trained on the same semantic IDs and
-        seen items — the SpecGR++ head stays as initialised, so stage 1 trains it from there — or from a trained
-        SpecGR++, copying every weight, head included (e.g. stage 2 of a model trained with
+        copying its whole T5 (same backbone sizes) after checking that it was trained on the same semantic IDs (its
+        split is the trainer's check) — the SpecGR++ head stays as initialised, so stage 1 trains it from there — or
+        from a trained SpecGR++, copying every weight, head included (e.g. stage 2 of a model trained with
         ``specgrpp_finetune_epochs: 0``: ``specgrpp_pretrain_epochs: 0`` here; its item tower, which such a model
         lacks, is filled when stage 2 starts). Stage 2 always fills the item tower from the encoder it starts with,
         so a stage-2 model trained further gets a tower of its fine-tuned encoder, not of its stage-1 one."""
@@ -162,11 +162,9 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         model_name = checkpoint["config"]["model"] if "config" in checkpoint else None
         if model_name not in (None, "TIGER", "SpecGRPP"):
             raise ValueError(f"init_checkpoint: {path} holds a {model_name}, expected a TIGER or SpecGRPP checkpoint")
-        for name in ("item2codes", "seen_item_mask"):
-            if name not in state or not torch.equal(state[name].cpu(), getattr(self, name).cpu()):
-                raise ValueError(f"init_checkpoint: {path} was trained on other semantic IDs or another split "
-                                 f"({name} differs); train its {model_name or 'TIGER'} on this dataset with the same "
-                                 f"rqvae_* keys")
+        if "item2codes" not in state or not torch.equal(state["item2codes"].cpu(), self.item2codes.cpu()):
+            raise ValueError(f"init_checkpoint: {path} was trained on other semantic IDs (item2codes differs); train "
+                             f"its {model_name or 'TIGER'} on this dataset with the same rqvae_* keys")
         if model_name == "SpecGRPP":
             self._load_specgrpp_state(path, state)
         else:
@@ -302,12 +300,12 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         return weight * emb, gen
 
     def _sample_seen(self, n):
-        """``[n]`` seen item ids drawn uniformly (with replacement); all seen items, once each, when n covers them
-        (a small catalog then gets the full softmax over seen items)."""
+        """``[n]`` distinct seen item ids drawn uniformly (each negative counts once in L_CL); all seen items when n
+        covers them (a small catalog then gets the full softmax over seen items)."""
         seen_ids = torch.nonzero(self.seen_item_mask).squeeze(1)
         if n >= len(seen_ids):
             return seen_ids
-        return seen_ids[torch.randint(len(seen_ids), (n,), device=seen_ids.device)]
+        return seen_ids[torch.randperm(len(seen_ids), device=seen_ids.device)[:n]]
 
     def full_sort_predict(self, interaction):
         """Speculative inference (``eval_role = "speculative"``), or with ``eval_role = "drafter"`` the drafter's own

@@ -21,8 +21,9 @@ from recbole.utils import InputType
 from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.config import SavedConfig
 from recbole_specgr.data.catalog import ItemCatalog
-from recbole_specgr.evaluation import EXCLUDED_ITEMS
+from recbole_specgr.evaluation import EXCLUDED_ITEMS, ranked_scores
 from recbole_specgr.inference.beam_search import constrained_beam_search, user_groups
+from recbole_specgr.inference.drafting import padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, EncoderState
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.specgr import verification_scores
@@ -53,6 +54,12 @@ def _untrimmed() -> bool:
     return torch.compiler.is_compiling()
 
 
+def unseen_slots(share: float, length):
+    """TIGER_C's number of unseen items in a list of ``length`` items (an int or a tensor of ints):
+    floor(share·length + ½)."""
+    return torch.floor(torch.as_tensor(length, dtype=torch.float64) * share + 0.5).long()
+
+
 class TIGER(SequentialRecommender):
     r"""Generative retrieval over semantic IDs, implementing the :class:`~recbole_specgr.inference.interfaces.Verifier`
     protocol.
@@ -78,9 +85,11 @@ class TIGER(SequentialRecommender):
     items allowed by the default item mask (``tiger_allow_unseen: False``: items seen in training, the usual TIGER;
     True: all items) and scores the K = max(``topk``) best distinct items by length-normalised log-likelihood.
 
-    TIGER_C (the TIGER paper's cold-start heuristic) is ``--model=TIGER --tiger_c_unseen_share=0.1``: round(0.1·K)
-    of the K slots go to unseen items whose first l−1 digits match a beam of B_{l−1}, ranked by that beam's
-    length-normalised score; the other slots keep TIGER's seen items (more of them if too few unseen items match).
+    TIGER_C (the TIGER paper's cold-start heuristic) is ``--model=TIGER --tiger_c_unseen_share=0.1``: unseen items
+    whose first l−1 digits match a beam of B_{l−1}, ranked by that beam's length-normalised score, take a share of
+    every top-k — floor(0.1·k + ½) of its slots (the 5th, 15th, … of the list), so R@10 and R@50 each see their own
+    share; the other slots keep TIGER's seen items in order (more of them if too few unseen items match). The list
+    is returned as scores −rank (its order is not by one score).
 
     Args:
         config: RecBole config.
@@ -127,7 +136,7 @@ class TIGER(SequentialRecommender):
         self._check_args(item2codes, seen)
         self.n_digits = item2codes.shape[1]  # l
         self.codebook_size = codebook_size  # C
-        self.n_unseen_slots = round(self.c_unseen_share * self.max_topk)
+        self.n_unseen_slots = int(unseen_slots(self.c_unseen_share, self.max_topk))
         text_emb = None
         if self.text_input:
             text_emb = getattr(dataset, "item_text_emb", None)
@@ -249,9 +258,14 @@ class TIGER(SequentialRecommender):
         """After ``load_state_dict`` (also as a submodule): a checkpoint's ``item2codes`` / ``seen_item_mask`` are the
         ones its weights were trained with; when they differ from those this model was built with (e.g. a semantic-ID
         cache computed on another machine, whose text embeddings differ in the last bits and led the RQ-VAE to other
-        codes), everything derived from them is rebuilt, so beam search spells the loaded IDs."""
+        codes), everything derived from them is rebuilt, so beam search spells the loaded IDs. Another
+        ``seen_item_mask`` is another split, a ValueError (the loaders name the file first:
+        :func:`~recbole_specgr.config.check_same_split`)."""
         codes, seen = (x.to(module.item2codes.device) for x in module._indexed_items)  # the model may have moved
-        if torch.equal(module.item2codes, codes) and torch.equal(module.seen_item_mask, seen):
+        if not torch.equal(module.seen_item_mask, seen):
+            raise ValueError("TIGER: the loaded seen_item_mask differs from the dataset's: these weights were trained "
+                             "on another split (other split_* / cold_start_items settings or data)")
+        if torch.equal(module.item2codes, codes):
             return
         n_changed = int((module.item2codes != codes).any(dim=1).sum())
         module.logger.warning(f"TIGER: the loaded item2codes differ from the dataset's semantic IDs for {n_changed} of "
@@ -440,19 +454,31 @@ class TIGER(SequentialRecommender):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         excluded = interaction[EXCLUDED_ITEMS] if EXCLUDED_ITEMS in interaction else None
         steps = list(self.beam_search(self.encode(item_seq, item_seq_len), self.num_beams, exclude=excluded))
-        final = steps[-1]
-        B, K, l = item_seq.shape[0], self.max_topk, self.n_digits
-        scores = torch.full((B, self.n_items), float("-inf"), device=item_seq.device)
-        n_seen = torch.full((B, 1), K, device=item_seq.device)  # [B, 1] slots left to seen beams
+        final, K = steps[-1], self.max_topk
+        items, scores = final.items, final.scores / self.n_digits  # [B, β] beams come sorted
+        valid = final.valid
         if self.n_unseen_slots > 0 and self.unseen_item_ids.numel() > 0:
             unseen_items, unseen_scores = self._tiger_c_unseen(steps[-2], excluded)  # [B, K_u] each
-            n_seen = n_seen - (unseen_scores > float("-inf")).sum(dim=1, keepdim=True)
-            scores.scatter_(1, unseen_items, unseen_scores)
-        rank = final.valid.long().cumsum(dim=1) - 1  # beams come sorted
-        keep = final.valid & (rank < n_seen)  # [B, β]
-        scores.scatter_(1, final.items, torch.where(keep, final.scores / l, float("-inf")))
-        scores[:, 0] = float("-inf")  # invalid beams point at the padding item
-        return scores
+            items, valid = self._tiger_c_list(items, valid, unseen_items, unseen_scores > float("-inf"))
+            scores = -torch.arange(K, device=items.device, dtype=torch.float).expand(items.shape)  # list order
+        keep = valid & (valid.long().cumsum(dim=1) <= K)  # the K best
+        return ranked_scores(self.n_items, items, scores, keep)
+
+    def _tiger_c_list(self, seen_items, seen_valid, unseen_items, unseen_valid):
+        """TIGER_C's list of K: the unseen items take the slots where floor(share·k + ½) grows with the length k, so
+        every top-k holds that many unseen items (e.g. share 0.1: the 5th, 15th, … slots); the seen beams (and
+        unseen slots left without an unseen item) the rest, in order. Returns items, valid [B, K]."""
+        K, device = self.max_topk, seen_items.device
+        slot_is_unseen = torch.diff(unseen_slots(self.c_unseen_share, torch.arange(K + 1, device=device))) > 0
+        unseen_rank = slot_is_unseen.long().cumsum(dim=0) - 1  # [K] which unseen item such a slot would take
+        take_unseen = slot_is_unseen & (unseen_rank < unseen_valid.sum(dim=1, keepdim=True))  # [B, K]
+        seen_rank = (~take_unseen).long().cumsum(dim=1) - 1  # [B, K]
+        n_seen, n_unseen = seen_items.size(1), unseen_items.size(1)
+        seen_pick = seen_rank.clamp(0, n_seen - 1)
+        items = torch.where(take_unseen, unseen_items.gather(1, unseen_rank.clamp(0, n_unseen - 1).expand_as(seen_pick)),
+                            seen_items.gather(1, seen_pick))
+        valid = take_unseen | ((seen_rank < n_seen) & seen_valid.gather(1, seen_pick))
+        return items, valid
 
     def _tiger_c_unseen(self, prefix_step: BeamStep, excluded: Optional[torch.Tensor] = None):
         """TIGER_C: the best unseen items whose (l−1)-digit prefix is a beam of B_{l−1}, scored by that beam's
@@ -469,5 +495,5 @@ class TIGER(SequentialRecommender):
         candidate = table[:, unseen_nodes]  # [B, U]
         if excluded is not None:
             candidate = candidate.masked_fill(excluded[:, self.unseen_item_ids], float("-inf"))
-        top, idx = candidate.topk(min(self.n_unseen_slots, candidate.shape[1]), dim=1)
+        top, idx, _ = padded_topk(candidate, self.n_unseen_slots, stable=True)  # equal scores: by item id
         return self.unseen_item_ids[idx], top
