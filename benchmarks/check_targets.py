@@ -15,6 +15,7 @@ Targets (test split; means over the seeds given, or the single run without ``--s
 import argparse
 import glob
 import json
+import re
 import shlex
 import statistics
 import sys
@@ -25,6 +26,7 @@ from recbole_specgr.atomic import atomic_write  # noqa: E402
 from recbole_specgr.compare import made_by_lines  # noqa: E402
 
 CANDIDATE = "SpecGRPP"
+PER_SEED = re.compile(r"s\d+_")  # the start of a per-seed run file's name under the plain prefix
 
 
 def is_ours(name):
@@ -39,13 +41,14 @@ def model_of(name, results):
 
 
 def load_runs(out, seeds):
-    """``{name: [result per seed that has it]}`` for every run JSON under the prefix (names from the file names)."""
+    """``{name: [result per seed that has it]}`` for every run JSON under the prefix (names from the file names);
+    without ``seeds``, the per-seed files (``<out>_s<seed>_<name>.json``) are left out."""
     prefixes = [f"{out}_s{seed}_" for seed in seeds] if seeds else [f"{out}_"]
     runs = {}
     for prefix in prefixes:
         for path in sorted(glob.glob(prefix + "*.json")):
             name = path[len(prefix):-len(".json")]
-            if "_s" in name and not seeds:  # a per-seed file seen from the plain prefix
+            if not seeds and PER_SEED.match(name):  # <out>_s<seed>_<run>.json seen from the plain prefix
                 continue
             runs.setdefault(name, []).append(json.loads(Path(path).read_text()))
     return runs

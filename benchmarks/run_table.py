@@ -11,13 +11,15 @@ A plan is a YAML file::
       - {model: TIGER, name: TIGER_C, config: {tiger_c_unseen_share: 0.1}}
       - {model: SpecGRAux, config: {specgr_aux_verifier_checkpoint: "{TIGER}", specgr_aux_drafter_checkpoint: "{UniSRec}"}}
 
-``"{NAME}"`` in a value is replaced by the checkpoint of the earlier run called NAME (``name`` defaults to the model),
-so SpecGR_Aux composes the TIGER and UniSRec trained in the same plan (and SpecGR++ can start from that TIGER). Each
-run writes ``<out>_<name>.json``; a run whose JSON already exists is not repeated (delete it to rerun), so a long plan
-can be resumed; a run killed mid-training continues from the epoch after its last finished one
-(``<out>_<name>.progress.pth``, the trainer's ``progress_file``; deleted once the JSON is written). ``--only`` runs a subset of the names; a run that needs the checkpoint of a run outside ``--only``
-with no result yet is skipped, so two processes with disjoint ``--only`` lists can share the 2-core CPU and either can
-be rerun later to fill in what it skipped.
+``"{NAME}"`` in a value is replaced by the checkpoint of the earlier run called NAME (``name`` defaults to the model;
+two runs with one name are refused before anything runs, as they would share one result JSON), so SpecGR_Aux composes
+the TIGER and UniSRec trained in the same plan (and SpecGR++ can start from that TIGER). Each run writes
+``<out>_<name>.json``; a run whose JSON already exists is not repeated (delete it to rerun), so a long plan can be
+resumed; a run killed mid-training continues from the epoch after its last finished one
+(``<out>_<name>.progress.pth``, the trainer's ``progress_file``; deleted once the JSON is written). ``--only`` runs a
+subset of the names; a run that needs the checkpoint of a run outside ``--only`` with no result yet is skipped, so two
+processes with disjoint ``--only`` lists can share the 2-core CPU and either can be rerun later to fill in what it
+skipped; ``--only`` with no names trains nothing and only writes the tables again from the JSONs there.
 
 ``seeds: [2020, 2021, 2022]`` in the plan runs every model once per seed (``<out>_s<seed>_<name>.json`` and a table
 per seed, ``<out>_s<seed>.md``) and writes, per model, the mean ± std over the seeds that have its run as ``<out>.md``
@@ -61,6 +63,20 @@ def resolve(value, checkpoints):
     return value
 
 
+def run_names(plan):
+    """The plan's run names, in order (``name``, else the model).
+
+    Raises:
+        ValueError: two runs share a name (each run's result is ``<out>_<name>.json``).
+    """
+    names = [run.get("name", run["model"]) for run in plan["runs"]]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"more than one run is named {', '.join(map(repr, twice))} (a run's name defaults to its "
+                         f"model; each run writes <out>_<name>.json): give each of them its own `name:`")
+    return names
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("plan", help="plan YAML")
@@ -76,6 +92,10 @@ def main(argv=None):
     if not isinstance(plan, dict) or not isinstance(plan.get("dataset"), str) or not isinstance(plan.get("runs"), list) \
             or not all(isinstance(run, dict) and "model" in run for run in plan["runs"]):
         parser.error(f"{args.plan}: expected a mapping with 'dataset' (str) and 'runs' (a list of {{model: …}})")
+    try:
+        run_names(plan)
+    except ValueError as error:
+        parser.error(f"{args.plan}: {error}")
     shared = dict(plan.get("shared") or {})
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -112,8 +132,7 @@ def run_plan(plan, shared, out, only=None, made_by=None):
     for run in plan["runs"]:  # a model that cannot run is named before the first one trains
         check_sequential_model(run["model"])
     checkpoints, results, skipped = {}, [], set()  # skipped: runs outside --only that have no result yet
-    for run in plan["runs"]:
-        name = run.get("name", run["model"])
+    for run, name in zip(plan["runs"], run_names(plan)):
         path = f"{out}_{name}.json"
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:

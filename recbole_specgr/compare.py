@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shlex
+import statistics
 import sys
 from logging import getLogger
 
@@ -146,9 +147,33 @@ def write_table(result_jsons, out_prefix, split="test", made_by=None):
     return md_path, csv_path
 
 
+def seed_cell(values, n_seeds, column):
+    """One metric of one model over its seeds: ``(markdown cell, [csv mean, csv sample std])``.
+
+    The Markdown cell is "mean ± std"; with one value the spread is unknown and shows as "mean ± –" (never
+    "± 0.0000"); with fewer values than the model's seeds (a metric missing in some) it ends in "(n=<values>)".
+    ``#params`` and the training time show the mean only. No values: "–".
+    """
+    if not values:
+        return MISSING, [MISSING, MISSING]
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    spread = MISSING if std is None else f"{std:.4f}"
+    if column == PARAMS_COLUMN:
+        md = f"{int(mean):,}"
+    elif column == TIME_COLUMN:
+        md = f"{mean:.1f}"
+    else:
+        md = f"{mean:.4f} ± {spread}"
+    if len(values) < n_seeds:
+        md += f" (n={len(values)})"
+    return md, [f"{mean:.6f}", MISSING if std is None else f"{std:.6f}"]
+
+
 def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
     """Write ``<out_prefix>.md`` / ``.csv`` with the mean ± sample std over seeds of every metric column, one row per
-    model over the seeds that have it (the ``seeds`` column counts them; models in first-seen order).
+    model over the seeds that have it (the ``seeds`` column counts them; models in first-seen order). A cell's format
+    is :func:`seed_cell`'s: "± –" where there is one value, "(n=2)" where fewer values than the row's seeds.
 
     Args:
         results_by_seed (dict[int, list]): per seed, the results (dicts or JSON paths) available for that seed.
@@ -158,8 +183,6 @@ def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
     Returns:
         (str, str): the Markdown and CSV paths.
     """
-    import statistics
-
     seeds = sorted(results_by_seed)
     rows_by_model = {}  # label -> its table row under each seed that has it
     for seed in seeds:
@@ -170,20 +193,9 @@ def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
     for label, cells in rows_by_model.items():
         md, flat = [], []
         for k, column in enumerate(columns[1:], start=1):
-            values = [row[k] for row in cells if row[k] is not None]
-            if not values:
-                md.append(MISSING)
-                flat += [MISSING, MISSING]
-                continue
-            mean = statistics.fmean(values)
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            if column == PARAMS_COLUMN:
-                md.append(f"{int(mean):,}")
-            elif column == TIME_COLUMN:
-                md.append(f"{mean:.1f}")
-            else:
-                md.append(f"{mean:.4f} ± {std:.4f}")
-            flat += [f"{mean:.6f}", f"{std:.6f}"]
+            cell, stats = seed_cell([row[k] for row in cells if row[k] is not None], len(cells), column)
+            md.append(cell)
+            flat += stats
         md_rows.append(f"| {label} | {len(cells)} | " + " | ".join(md) + " |")
         csv_rows.append([label, len(cells)] + flat)
     columns = [columns[0], "seeds"] + columns[1:]

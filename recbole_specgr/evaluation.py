@@ -34,12 +34,16 @@ def ranked_scores(n_items, items, scores, valid):
         scores: ``[B, M]`` their scores, non-increasing for a list ranked by score.
         valid: ``[B, M]`` bool, False = no item (padding, anywhere in the list).
     """
+    valid = valid & ~scores.isnan()  # a NaN score lists nothing (and would not carry into later entries)
     order = (~valid).long().argsort(dim=1, stable=True)  # the items first, in list order
     items, valid = items.gather(1, order), valid.gather(1, order)
     strict = scores.float().gather(1, order).masked_fill(~valid, float("-inf"))
     below = torch.tensor(float("-inf"), device=strict.device)
+    tiny = torch.finfo(torch.float32).tiny  # the step below 0.0 where denormals are flushed (the trainer's setting)
     for col in range(1, strict.size(1)):  # M ≤ a few K: a short loop over columns
-        strict[:, col] = torch.minimum(strict[:, col], torch.nextafter(strict[:, col - 1], below))
+        prev = strict[:, col - 1]
+        step = torch.nextafter(prev, below)
+        strict[:, col] = torch.minimum(strict[:, col], torch.where(step < prev, step, prev - tiny))
     out = torch.full((items.size(0), n_items), float("-inf"), device=items.device)
     out.scatter_(1, items.masked_fill(~valid, 0), strict)
     out[:, 0] = float("-inf")

@@ -97,3 +97,11 @@ def test_tiger_rows_are_named_by_the_user(check_targets, tmp_path):
     check_targets.main(["--out", str(out)])  # the default: the TIGER row only
     text = (tmp_path / "table_targets.md").read_text()
     assert "in-sample R@50: TIGER 0.3700" in text and "in-sample R@50: TIGER_20" not in text
+
+
+def test_without_seeds_only_per_seed_files_are_left_out(check_targets, tmp_path):
+    """A run whose name holds ``_s`` (``SASRec_short``) is a run; ``table_s2020_SASRec.json`` is a per-seed file."""
+    for name in ("SASRec_short", "SpecGRPP", "s2020_SASRec"):
+        (tmp_path / f"table_{name}.json").write_text(json.dumps(result(0.3, 0.07, 0.0)))
+    assert sorted(check_targets.load_runs(str(tmp_path / "table"), None)) == ["SASRec_short", "SpecGRPP"]
+    assert sorted(check_targets.load_runs(str(tmp_path / "table"), [2020])) == ["SASRec"]

@@ -174,8 +174,20 @@ def test_seed_table_averages_each_model_over_the_seeds_that_have_it(tmp_path):
     unisrec = next(line for line in lines if line.startswith("| UniSRec |"))
     # SASRec: seeds 2020 and 2021, R@50 mean 0.4, sample std 0.1414; UniSRec: seed 2020 only
     assert sasrec.split(" | ")[1] == "2" and "| 0.4000 ± 0.1414 |" in sasrec
-    assert unisrec.split(" | ")[1] == "1" and "| 0.4000 ± 0.0000 |" in unisrec
+    assert unisrec.split(" | ")[1] == "1" and "| 0.4000 ± – |" in unisrec  # one value: no spread, not ± 0.0000
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     assert rows[0][:4] == ["model", "seeds", "overall R@10 mean", "overall R@10 std"]
     assert rows[1][:2] == ["SASRec", "2"] and rows[2][:2] == ["UniSRec", "1"]
+    assert rows[2][6:8] == ["0.400000", "–"]  # overall R@50 mean, std
+
+
+def test_seed_table_cell_says_how_many_seeds_it_averages(tmp_path):
+    def with_unseen_recall(r50):
+        return {**SASREC, "test": {**SASREC["test"], "unseen": subset(0.0, 0.0, r50, 0.0, 20)}}
+
+    # the metric is missing (None) in seed 2021: the mean is over 2 of the row's 3 seeds
+    by_seed = {2020: [with_unseen_recall(0.1)], 2021: [with_unseen_recall(None)], 2022: [with_unseen_recall(0.3)]}
+    md_path, _ = compare.write_seed_table(by_seed, str(tmp_path / "seeds"))
+    cells = open(md_path, encoding="utf-8").read().splitlines()[-1].strip("| ").split(" | ")
+    assert cells[1] == "3" and cells[12] == "0.2000 ± 0.1414 (n=2)" and cells[13] == "0.0000 ± 0.0000"

@@ -140,3 +140,18 @@ def test_ranked_scores_make_topk_return_each_list_in_its_own_order():
     assert out[0, 9] == -1.0 and out[0, 4] == -2.0 and out[0, 5] == -5.0  # untied scores are kept
     assert -2.0 > out[0, 7] > out[0, 2] >= -2.0 - 1e-5
     assert torch.equal(out[1, [3, 11, 6, 8, 1, 10]].diff() < 0, torch.ones(5, dtype=torch.bool))
+
+
+def test_ranked_scores_keep_the_list_order_at_zero_with_denormals_flushed_and_skip_nan():
+    """The CPU trainer flushes denormals, so the float just below 0.0 reads as 0.0: ties at 0 still get an order. A
+    NaN score lists nothing, and the items after it keep their places."""
+    torch.set_flush_denormal(True)  # (where the CPU has no such mode this call is a no-op, and the case holds too)
+    try:
+        out = ranked_scores(7, torch.tensor([[1, 2, 3, 4, 5]]), torch.zeros(1, 5), torch.ones(1, 5, dtype=torch.bool))
+        assert out[0].topk(5).indices.tolist() == [1, 2, 3, 4, 5]
+    finally:
+        torch.set_flush_denormal(False)
+    out = ranked_scores(7, torch.tensor([[1, 2, 3, 4, 5]]), torch.tensor([[-1.0, math.nan, -2.0, -3.0, -4.0]]),
+                        torch.ones(1, 5, dtype=torch.bool))
+    assert out[0].topk(4).indices.tolist() == [1, 3, 4, 5] and out[0, 2] == -math.inf
+    assert topk_hits(out, torch.tensor([3]), max_k=4).item() == 1

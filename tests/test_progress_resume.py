@@ -103,6 +103,23 @@ def test_resume_checkpoint_continues_the_schedule_of_the_whole_run(small_config,
     assert resumed[0]["lr"] > 0.01 * 0.1 * 1.5  # epoch 1 ends mid-decay, well above the floor
 
 
+def test_a_progress_file_of_the_previous_format_continues_the_schedule_of_the_whole_run(small_config, run_dir,
+                                                                                      uninterrupted, monkeypatch):
+    """Progress files written before e954148 keep global_step and fit_first_epoch in their ``progress`` meta only (a
+    run_table lane spans sessions and code versions): resumed, they follow the uninterrupted schedule too."""
+    config = sasrec_config(small_config, run_dir, "old_format")
+    with monkeypatch.context() as mp:
+        kill_at_epoch(mp, 1)
+        with pytest.raises(Killed):
+            objective_function(config)
+    state = torch.load(config["progress_file"], weights_only=False)
+    state["progress"]["global_step"] = state.pop("global_step")
+    state["progress"]["fit_first_epoch"] = state.pop("fit_first_epoch")
+    torch.save(state, config["progress_file"])
+    resumed = objective_function(config)["learning_curve"]
+    assert [(c["step"], c["lr"]) for c in resumed] == [(c["step"], c["lr"]) for c in uninterrupted["learning_curve"]]
+
+
 def test_a_finished_run_trains_nothing_and_gives_the_same_result(small_config, run_dir, uninterrupted, monkeypatch):
     config = sasrec_config(small_config, run_dir, "finished")
     first = objective_function(config)

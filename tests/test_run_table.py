@@ -73,3 +73,30 @@ def test_a_killed_plan_resumes_its_run_and_reads_back_finished_ones(run_table, s
     assert trained == []
     # the table states the command that makes all of it (--only chooses what one call trains, not what it shows)
     assert Path(f"{out}.md").read_text().splitlines()[2] == f"Made by `python benchmarks/run_table.py {plan} --out {out}`."
+
+
+def test_two_runs_with_one_name_are_refused_before_any_run_trains(run_table, run_dir, monkeypatch, capsys):
+    trained = []
+    monkeypatch.setattr(run_table, "run_recbole_specgr", lambda *args, **kwargs: trained.append(args))
+    # the second TIGER would share <out>_TIGER.json with the first and be read back instead of trained
+    plan = {"dataset": "ml-100k",
+            "runs": [{"model": "TIGER"}, {"model": "TIGER", "config": {"tiger_c_unseen_share": 0.1}}]}
+    (run_dir / "plan.yaml").write_text(yaml.safe_dump(plan))
+    with pytest.raises(SystemExit):
+        run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table")])
+    error = capsys.readouterr().err
+    assert f"{run_dir / 'plan.yaml'}: more than one run is named 'TIGER'" in error and "its own `name:`" in error
+    with pytest.raises(ValueError, match="more than one run is named 'TIGER'"):
+        run_table.run_plan(plan, {}, str(run_dir / "table"))
+    assert trained == [] and not list(run_dir.glob("table*"))
+
+
+def test_only_with_no_names_writes_the_table_from_the_jsons_and_trains_nothing(run_table, run_dir, monkeypatch):
+    monkeypatch.setattr(run_table, "run_recbole_specgr", lambda *args, **kwargs: pytest.fail("a run trained"))
+    result = {"model": "SASRec", "test": {"overall": {"recall@50": 0.3}}}
+    (run_dir / "table_SASRec.json").write_text(json.dumps(result))
+    plan = {"dataset": "ml-100k", "runs": [{"model": "SASRec"}, {"model": "TIGER"}]}  # TIGER: no result yet
+    (run_dir / "plan.yaml").write_text(yaml.safe_dump(plan))
+    run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table"), "--only"])
+    rows = (run_dir / "table.md").read_text().splitlines()[-1:]  # the last line: the only row
+    assert rows == ["| SASRec | – | – | 0.3000 | " + " | ".join(["–"] * 11) + " |"]

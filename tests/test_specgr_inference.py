@@ -817,3 +817,19 @@ def test_items_with_equal_v_reach_the_evaluator_in_speculative_inference_order()
     metrics = SplitMetrics([1, 2], seen)
     metrics.add(out.scores, torch.tensor([5]))
     assert metrics.result()["recall@1"] == 1.0
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 12, 20])
+def test_stable_padded_topk_is_the_head_of_a_stable_sort(k):
+    """Many exact ties and -inf entries: the k picks are a stable descending sort's first k (equal keys in column
+    order), padded with "none" past the 12 columns."""
+    from recbole_specgr.inference.drafting import padded_topk
+
+    g = torch.Generator().manual_seed(k)
+    key = torch.randint(0, 4, (6, 12), generator=g).float()
+    key[torch.rand(6, 12, generator=g) < 0.2] = -math.inf
+    values, cols, valid = padded_topk(key, k, stable=True)
+    sorted_values, sorted_cols = key.sort(dim=1, descending=True, stable=True)
+    n = min(k, 12)
+    assert torch.equal(values[:, :n], sorted_values[:, :n]) and torch.equal(cols[:, :n], sorted_cols[:, :n])
+    assert values.shape == (6, k) and not valid[:, n:].any() and torch.equal(valid[:, :n], values[:, :n] > -math.inf)

@@ -464,6 +464,16 @@ def test_each_stage_warms_up_and_decays_over_its_own_steps(run_dir, caplog, fine
             in caplog.messages)
 
 
+def test_a_warmup_longer_than_its_stage_is_reported(run_dir, caplog):
+    """Stage 2's 2 × 4 steps end inside its 10 warmup steps (a profile's warmup on a small dataset): one warning."""
+    rates = stage_learning_rates(run_dir, 4, warmup_steps=3, scheduler_total_steps=20,
+                                 specgrpp_finetune_warmup_steps=10)
+    assert max(rates["finetune"]) < 0.001
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "warmup" in r.getMessage()]
+    assert warned == ["[TRAIN] 10 warmup steps >= the 8 steps of this schedule: the learning rate never reaches 0.001; "
+                      "lower the warmup (e.g. a profile's for a small dataset)"]
+
+
 def test_trainer_keeps_stage1_when_finetuning_does_not_help(run_dir):
     _, _, _, best, checkpoint = scripted_fit(
         run_dir, drafter_scores={0: 0.1, 1: 0.3}, speculative_scores={1: 0.5, 2: 0.25, 3: 0.4})

@@ -52,7 +52,10 @@ class InductiveSequentialDataset(SequentialDataset):
     interactions of matching items inside the training period are dropped, so those items appear neither as training
     targets nor in training histories; their valid/test-period interactions stay, as targets and in histories.
 
-    Seen items are the items present in training rows (as target or in the history); every other item is unseen.
+    Seen items are the items of the interactions kept inside the training period — a user's first one included,
+    though it is no row's target and, when the user's next interaction comes later, in no training row: the paper's
+    in-sample items (those of its train split). Every other item is unseen. (On ml-100k and ML-1M every such item is
+    also in a training row.)
 
     Attributes:
         seen_item_mask (torch.BoolTensor): ``[item_num]``, True for seen items (padding id 0 is False).
@@ -149,6 +152,7 @@ class InductiveSequentialDataset(SequentialDataset):
         # those items, so eval_exclude_history excludes them too (history_mask)
         user_items, user_start_all, kept_position = iid, _run_starts(uid), np.nonzero(keep)[0]
         order, uid, iid, period = order[keep], uid[keep], iid[keep], period[keep]
+        self._train_period_items = np.unique(iid[period == 0])  # the seen items (seen_item_mask)
 
         n = len(uid)
         position = np.arange(n)
@@ -245,10 +249,8 @@ class InductiveSequentialDataset(SequentialDataset):
         return mask
 
     def _compute_seen_item_mask(self):
-        train = self.inter_feat[torch.from_numpy(self.row_split == 0)]
         seen = torch.zeros(self.item_num, dtype=torch.bool)
-        seen[train[self.iid_field]] = True
-        seen[train[self.item_id_list_field].flatten()] = True
+        seen[torch.from_numpy(self._train_period_items)] = True
         seen[0] = False
         return seen
 

@@ -85,8 +85,7 @@ def padded_topk(key: torch.Tensor, k: int, stable: bool = False) -> Tuple[torch.
     """
     n_rows, n_cols = key.shape
     if stable:
-        values, cols = key.sort(dim=1, descending=True, stable=True)
-        values, cols = values[:, :k], cols[:, :k]
+        values, cols = _stable_topk(key, min(k, n_cols))
     else:
         values, cols = key.topk(min(k, n_cols), dim=1)  # [R, k'], sorted
     if cols.size(1) < k:
@@ -94,6 +93,25 @@ def padded_topk(key: torch.Tensor, k: int, stable: bool = False) -> Tuple[torch.
         values = torch.cat([values, values.new_full((n_rows, pad), -math.inf)], dim=1)
         cols = torch.cat([cols, cols.new_zeros(n_rows, pad)], dim=1)
     return values, cols, values > -math.inf
+
+
+def _stable_topk(key: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """What a stable descending sort's first k entries are, without sorting all M columns (TIGER_C ranks every unseen
+    item): ``topk``, whose pick among entries equal to the k-th value is redone in column order in the rows where
+    such entries are left out; then the k sorted, equal ones in column order."""
+    if k == 0:
+        return key[:, :0], torch.zeros_like(key[:, :0], dtype=torch.long)
+    values, cols = key.topk(k, dim=1)
+    kth = values[:, -1:]  # [R, 1]
+    cut = torch.nonzero((key == kth).sum(dim=1) > (values == kth).sum(dim=1)).squeeze(1)  # rows with ties left out
+    if cut.numel() > 0:
+        rows, rows_kth = key[cut], kth[cut]
+        above, at = rows > rows_kth, rows == rows_kth
+        take = above | (at & (at.long().cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))  # k per row
+        cols[cut] = take.nonzero()[:, 1].view(cut.numel(), k)
+    cols = cols.sort(dim=1).values  # column order, then a stable sort by value
+    values, order = key.gather(1, cols).sort(dim=1, descending=True, stable=True)
+    return values, cols.gather(1, order)
 
 
 def masked_topk(

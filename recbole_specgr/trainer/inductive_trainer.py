@@ -207,6 +207,9 @@ class InductiveTrainer(Trainer):
         peak = self.lr_scheduler.base_lrs[0]  # this optimizer's own rate (SpecGR++ stage 2 has another), also resumed
         self.logger.info(f"[TRAIN] learning rate: {name} schedule, {warmup} warmup steps, decay over {total} steps "
                          f"to {min_ratio:g} × {peak:g}")
+        if warmup >= total:
+            self.logger.warning(f"[TRAIN] {warmup} warmup steps >= the {total} steps of this schedule: the learning "
+                                f"rate never reaches {peak:g}; lower the warmup (e.g. a profile's for a small dataset)")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch_starts(epoch_idx)
@@ -307,11 +310,12 @@ class InductiveTrainer(Trainer):
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.global_step = checkpoint.get("global_step", self.global_step)
+        older = checkpoint.get("progress") or {}  # progress files written before e954148 kept these two there
+        self.global_step = checkpoint.get("global_step", older.get("global_step", self.global_step))
         # the schedule's state and first epoch belong to this optimizer: a stage that builds its own (SpecGR++'s
         # stage 2 after a resumed, finished stage 1) starts its own schedule
         self._resumed_scheduler_state = (self.optimizer, checkpoint.get("lr_scheduler"),
-                                         checkpoint.get("fit_first_epoch"))
+                                         checkpoint.get("fit_first_epoch", older.get("fit_first_epoch")))
 
     def _checkpoint_state(self, epoch):
         return {
