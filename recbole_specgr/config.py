@@ -336,7 +336,7 @@ def check_same_split(key, path, checkpoint, config, seen_item_mask=None):
     by_timestamps = saved["split_timestamps"] is not None and config["split_timestamps"] is not None
     differ = [f"{name} {_plain(saved[name])!r} there, {_plain(config[name])!r} here" for name in SPLIT_KEYS
               if name in saved and not (by_timestamps and name == "split_time_quantiles")
-              and _plain(saved[name]) != _plain(config[name])]
+              and _split_value(saved[name]) != _split_value(config[name])]
     theirs = (checkpoint.get("state_dict") or {}).get("seen_item_mask")
     if seen_item_mask is not None and theirs is not None \
             and not torch.equal(theirs.cpu().bool(), seen_item_mask.cpu().bool()):
@@ -344,6 +344,12 @@ def check_same_split(key, path, checkpoint, config, seen_item_mask=None):
     if differ:
         raise ValueError(f"{key}: {path} was trained on another split ({'; '.join(differ)}); train it with this "
                          f"run's split settings")
+
+
+def _split_value(value):
+    """A split setting as compared by :func:`check_same_split`: a query's spacing does not count
+    (``year >= 1998`` is ``year>=1998``)."""
+    return "".join(value.split()) if isinstance(value, str) else _plain(value)
 
 
 def config_from_saved(saved: dict, **overrides) -> Config:

@@ -102,6 +102,11 @@ def test_a_checkpoint_of_another_split_names_what_differs(run_dir):
     other["config"]["split_timestamps"] = [5.0, 8.0]  # cut-offs on both sides: the quantiles are not used
     other["state_dict"]["seen_item_mask"] = seen
     check_same_split("init_checkpoint", "a.pth", other, by_time, seen)
+    spaced = {**same, "config": {**plain_config(config), "cold_start_items": "release_year>=1997"}}
+    check_same_split("init_checkpoint", "a.pth", spaced, config, seen)  # the same query, spaced otherwise
+    later = {**same, "config": {**plain_config(config), "cold_start_items": "release_year >= 1998"}}
+    with pytest.raises(ValueError, match=r"cold_start_items 'release_year >= 1998' there, 'release_year >= 1997' here"):
+        check_same_split("init_checkpoint", "a.pth", later, config, seen)
 
 
 def test_unknown_model_is_a_clear_error():
