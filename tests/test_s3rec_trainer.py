@@ -133,3 +133,21 @@ def test_a_trainer_that_fails_to_build_leaves_no_tensorboard_writer_open(run_dir
     with pytest.raises(ValueError, match="valid_metric"):
         S3RecTrainer(config, model)
     assert len(opened) == 1 and opened[0].all_writers is None
+
+
+def test_resume_checkpoint_continues_fine_tuning_with_its_restored_optimizer(run_dir):
+    """RecBole's resume_checkpoint of a fine-tuning checkpoint: no pretraining, and the restored optimizer (Adam's
+    moments, the schedule's position) is the one fine-tuning goes on with, not a new one."""
+    config, model, train = build(run_dir, epochs=1, pretrain_epochs=1)
+    first = S3RecTrainer(config, model)
+    first.fit(train, None, saved=False)
+    first._save_checkpoint(0, verbose=False)
+    config, model, train = build(run_dir, epochs=2, pretrain_epochs=1)
+    resumed = S3RecTrainer(config, model)
+    resumed.resume_checkpoint(first.saved_model_file)
+    restored = resumed.optimizer
+    at_start = []
+    train_epoch = resumed._train_epoch
+    resumed._train_epoch = lambda *a, **k: at_start.append(resumed.optimizer) or train_epoch(*a, **k)
+    resumed.fit(train, None, saved=False)
+    assert at_start == [restored] and len(restored.state_dict()["state"]) > 0  # one fine-tuning epoch, no pretraining

@@ -53,9 +53,10 @@ class S3RecTrainer(InductiveTrainer):
             (float, dict): best validation score and result of the fine-tuning stage.
         """
         if self.model.train_stage == "pretrain":
-            if self.start_epoch == 0 and self.progress_stage() is None:  # resumed runs come from fine-tuning
+            resumed = self.start_epoch > 0  # resume_checkpoint restored fine-tuning's optimizer: keep it
+            if not resumed and self.progress_stage() is None:  # resumed runs come from fine-tuning
                 self.pretrain(train_data, verbose=verbose, show_progress=show_progress)
-            self._start_finetune()
+            self._start_finetune(new_optimizer=not resumed)
         return super().fit(
             train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn
         )
@@ -77,8 +78,9 @@ class S3RecTrainer(InductiveTrainer):
             self._add_train_loss_to_tensorboard(epoch_idx, loss, tag="Loss/Pretrain")
         return losses
 
-    def _start_finetune(self):
+    def _start_finetune(self, new_optimizer=True):
         self.model.train_stage = "finetune"
         self.model.loss_fct = nn.CrossEntropyLoss() if self.finetune_loss_type == "CE" else BPRLoss()
-        self.optimizer = self._build_optimizer()
+        if new_optimizer:
+            self.optimizer = self._build_optimizer()
         self.logger.info(f"S3Rec: pre-training done ({self.pretrain_epochs} epochs); fine-tuning")
