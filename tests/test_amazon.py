@@ -279,3 +279,18 @@ def test_count_history_mismatches(histories, expected):
         "history": [histories[2], "", histories[0], histories[1], "p", histories[3]],
     })
     assert amazon.count_history_mismatches(inter) == expected
+
+
+def test_interactions_of_one_timestamp_follow_their_history():
+    """User u rated y and x in the same millisecond; the file lists y first, but the history says x came first (y's
+    history holds x). The tie is ordered by history; every other row keeps its place."""
+    inter = pd.DataFrame({
+        "user_id": ["u", "v", "u", "u", "v"],
+        "parent_asin": ["w", "p", "y", "x", "q"],
+        "timestamp": [10, 5, 20, 20, 6],
+        "history": ["", "", "w x", "w", "p"],
+    })
+    assert amazon.count_history_mismatches(inter) == 2
+    ordered = amazon.order_ties_by_history(inter)
+    assert ordered["parent_asin"].tolist() == ["w", "p", "x", "y", "q"]
+    assert amazon.count_history_mismatches(ordered) == 0
