@@ -38,16 +38,26 @@ def ranked_scores(n_items, items, scores, valid):
     order = (~valid).long().argsort(dim=1, stable=True)  # the items first, in list order
     items, valid = items.gather(1, order), valid.gather(1, order)
     strict = scores.float().gather(1, order).masked_fill(~valid, float("-inf"))
-    below = torch.tensor(float("-inf"), device=strict.device)
-    tiny = torch.finfo(torch.float32).tiny  # the step below 0.0 where denormals are flushed (the trainer's setting)
-    for col in range(1, strict.size(1)):  # M ≤ a few K: a short loop over columns
-        prev = strict[:, col - 1]
-        step = torch.nextafter(prev, below)
-        strict[:, col] = torch.minimum(strict[:, col], torch.where(step < prev, step, prev - tiny))
+    not_below = (strict[:, 1:] >= strict[:, :-1]) & valid[:, 1:]  # [B, M − 1] entries to lower (ties, mostly)
+    if bool(not_below.any()):  # rare outside the paper's ranking: only those rows, from the first such column
+        rows = torch.nonzero(not_below.any(dim=1)).squeeze(1)
+        strict[rows] = _strictly_decreasing(strict[rows], int(not_below.any(dim=0).nonzero()[0]) + 1)
     out = torch.full((items.size(0), n_items), float("-inf"), device=items.device)
     out.scatter_(1, items.masked_fill(~valid, 0), strict)
     out[:, 0] = float("-inf")
     return out
+
+
+def _strictly_decreasing(scores, first_col):
+    """``scores`` [R, M] with each entry from ``first_col`` on lowered, where needed, to the next float below the
+    entry before it (−inf stays −inf)."""
+    below = torch.tensor(float("-inf"), device=scores.device)
+    tiny = torch.finfo(torch.float32).tiny  # the step below 0.0 where denormals are flushed (the trainer's setting)
+    for col in range(first_col, scores.size(1)):  # M ≤ a few K: a short loop over columns
+        prev = scores[:, col - 1]
+        step = torch.nextafter(prev, below)
+        scores[:, col] = torch.minimum(scores[:, col], torch.where(step < prev, step, prev - tiny))
+    return scores
 
 
 def topk_hits(scores, targets, max_k):
