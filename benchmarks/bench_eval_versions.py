@@ -7,8 +7,9 @@ exported with ``git archive`` to a temporary folder; each pass then runs in a fr
 one torch thread each. A child loads the checkpoint, runs ``trainer.tune_threshold(valid)`` (every γ of the
 checkpoint's ``specgr_threshold_grid`` in one pass, what each stage-2 validation and the final γ choice of the main
 job do) and ``trainer.evaluate(test)`` at the chosen γ, and reports wall time and minor page faults of each
-(``getrusage``) plus the chosen γ and test R@50 (both versions must agree on them: the same model, the same
-definition of Eq. 2). A version whose quick start sets ``keep_freed_memory`` (session 16 on) has its child set it too,
+(``getrusage``) plus the chosen γ and test R@50 (the same model and definition of Eq. 2: the same γ; the test
+R@50 agreed until session 18, whose beam exclusion and session 19's history exclusion changed the evaluation on
+purpose). A version whose quick start sets ``keep_freed_memory`` (session 16 on) has its child set it too,
 as its main job would.
 
     python run_recbole_specgr.py --model=SpecGRPP --dataset=ml-100k          # leaves saved/SpecGRPP-*.pth
