@@ -1,7 +1,9 @@
 """Choose a trained SpecGR model's inference setting (γ, γ_u, α, v_u, β) again on validation, then test once, without
 retraining: the weights stay those the run selected. Reads a result JSON of ``run_table.py`` (its checkpoint must be on
 this machine) and writes the same record with ``valid``, ``test``, the chosen setting and ``threshold_sweep``
-replaced, plus ``retuned`` (the source JSON and the overrides).
+replaced, plus ``retuned`` (the source JSON and the overrides). Its ``checkpoint`` is a copy of the source's with the
+new setting written in (``<checkpoint>-retuned-<out name>.pth``): the source checkpoint keeps the setting of the
+source JSON, so each JSON names the file that recommends as it reports.
 
 Used when the inference grid grows after the (hours-long) training runs, e.g. the joint ranking (α > 0):
 
@@ -52,8 +54,16 @@ def main(argv=None):
     valid = trainer.tune_threshold(valid_data)
     test = trainer.evaluate(test_data, load_best_model=False)
     model = trainer.model
+    checkpoint = Path(source["checkpoint"])
+    retuned_checkpoint = str(checkpoint.with_name(f"{checkpoint.stem}-retuned-{Path(args.out).stem}.pth"))
+    trainer.saved_model_file = str(checkpoint)  # the weights evaluated above, from the source JSON's file
+    trainer.save_chosen_setting(retuned_checkpoint)
+    if not Path(retuned_checkpoint).is_file():
+        raise SystemExit(f"{retuned_checkpoint}: not written (no setting was chosen)")
     result = dict(source)
     result.update({
+        "checkpoint": retuned_checkpoint,
+        "config": {**source.get("config", {}), **overrides, **setting_keys(model.specgr_setting)},
         "valid": nest_result(valid),
         "test": nest_result(test),
         "eval_time_s": round(time.perf_counter() - start, 3),

