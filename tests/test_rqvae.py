@@ -334,3 +334,11 @@ def test_rqvae_through_the_runner_reports_its_cached_ids(small_config):
     assert result["checkpoint"].endswith(".pt") and os.path.isabs(result["checkpoint"])
     cached = torch.load(result["checkpoint"], weights_only=True)
     assert cached["settings"]["codebook_size"] == 32 and cached["stats"]["n_items"] == result["test"]["extra"]["n_items"]
+
+
+def test_the_cache_entry_depends_on_the_device_type_the_fit_runs_on(tmp_path):
+    """A fit on a GPU gives other codes than on a CPU: their cache entries differ (the device's index does not)."""
+    emb, seen = clustered_items(), seen_mask()
+    paths = {device: SemanticIDTokenizer(make_config(tmp_path, device=device)).cache_path(emb, seen)
+             for device in ("cpu", "cuda", "cuda:1")}
+    assert paths["cpu"] != paths["cuda"] == paths["cuda:1"]

@@ -54,6 +54,8 @@ def test_cache_is_rebuilt_when_a_local_encoders_files_or_the_batch_size_change(t
     assert len(counting_encoder) == 2
     te.load_or_encode(texts, str(model), cache, batch_size=16, show_progress=False)
     assert len(counting_encoder) == 3 and len(os.listdir(tmp_path / "cache" / "text_emb")) == 3
+    assert te.cache_key(texts, str(model), 16, "cuda:1") != te.cache_key(texts, str(model), 16, "cpu")
+    assert te.cache_key(texts, str(model), 16, "cuda:1") == te.cache_key(texts, str(model), 16, "cuda")
 
 
 @pytest.mark.parametrize("damage", [lambda b: b"", lambda b: b[: len(b) // 2], lambda b: b"not numpy"],

