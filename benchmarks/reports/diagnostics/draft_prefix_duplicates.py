@@ -10,25 +10,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from recbole_specgr import compat  # noqa: E402,F401  (must precede recbole imports)
-from recbole.data import data_preparation  # noqa: E402
-from recbole.utils import init_logger, init_seed  # noqa: E402
-
-from recbole_specgr.compat import load_checkpoint  # noqa: E402
-from recbole_specgr.config import config_from_saved  # noqa: E402
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_gamma_sweep import load_trained  # noqa: E402
 from recbole_specgr.model.sequential_recommender.tiger import TIGER  # noqa: E402
-from recbole_specgr.utils import create_dataset, get_model, get_trainer  # noqa: E402
 
 torch.set_num_threads(1)
-path = sys.argv[1]
-config = config_from_saved(load_checkpoint(path, map_location="cpu")["config"], show_progress=False, state="WARNING")
-init_seed(config["seed"], config["reproducibility"])
-init_logger(config)
-_, valid_data, test_data = data_preparation(config, create_dataset(config))
-model = get_model(config["model"])(config, valid_data._dataset)
-trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-trainer.load_model(path)
+_, trainer, valid_data, test_data = load_trained(sys.argv[1], {"show_progress": False, "state": "WARNING"})
 trainer.tune_threshold(valid_data)  # the setting chosen on validation, as the main job
 counts = []  # (drafts, distinct 2-digit prefixes, distinct 3-digit prefixes) per user and call
 digit_log_probs = TIGER.digit_log_probs

@@ -7,7 +7,8 @@ gives: to measure what an evaluation change alone moves (main_job_cpu.md, sessio
         '{"specgr_draft_weight_grid": [0]}'   # optional config overrides, JSON (here: the paper's ranking only)
 
 Run from the repository root (the checkpoint's relative cache folder); the script's own folder, not the checkout,
-is first on ``sys.path``, so the package comes from ``PYTHONPATH``.
+is first on ``sys.path``, so the package comes from ``PYTHONPATH`` (hence its own loading steps, as
+``bench_eval_versions.child``: ``bench_gamma_sweep.load_trained`` would put this checkout first).
 """
 import json
 import sys
