@@ -4,6 +4,8 @@
   enumerates the prefixes of the allowed items (exact beam search for tiny catalogs), a user's ``exclude`` items
   left out; like the real driver, users left out of a ``send(users)`` get no beams from then on.
 * :class:`FixedDrafter`: fixed user and item vectors.
+* :class:`NoBeamTables`: any verifier, its beam search keeping no log-probabilities (speculative inference then
+  decodes every draft).
 
 The user of a sequence is its first item id (``item_seq[:, 0]``), so tests pick users by building sequences.
 """
@@ -95,7 +97,7 @@ class TableVerifier:
         return total
 
     def beam_search(self, enc: EncoderState, beam_size: int, item_mask: Optional[torch.Tensor] = None,
-                    exclude: Optional[torch.Tensor] = None):
+                    exclude: Optional[torch.Tensor] = None, keep_log_probs: bool = False):
         users = enc.hidden[:, 0, 0].long()  # [B]
         allowed = (self.generable if item_mask is None else item_mask).clone()
         allowed[0] = False
@@ -103,6 +105,8 @@ class TableVerifier:
         codes = self.item2codes[items]  # [m, l]
         kept = None if exclude is None else ~exclude[:, items]  # [B, m] the items each user's beams may spell
         parent_inverse, beam_table = None, None
+        parents = torch.zeros(users.numel(), 1, 0, dtype=torch.long)  # [B, G, j−1] prefixes of B_{j−1} (the root)
+        parents_valid = torch.ones(users.numel(), 1, dtype=torch.bool)
         dropped = torch.zeros(users.numel(), dtype=torch.bool)  # [B] users whose beams are no longer needed
         for j in range(1, self.n_digits + 1):
             prefixes, inverse = torch.unique(codes[:, :j], dim=0, return_inverse=True)  # [P, j], [m]
@@ -125,11 +129,17 @@ class TableVerifier:
             beam_table = torch.zeros(users.numel(), prefixes.size(0) + 1, dtype=torch.bool)
             beam_table = beam_table.scatter_(1, idx.masked_fill(~valid, prefixes.size(0)), True)[:, :-1]
             parent_inverse = inverse
-            step = BeamStep(j, prefixes[idx], top, valid, beam_items)
+            log_probs = None
+            if keep_log_probs:  # the table's rows after each beam of B_{j−1}
+                rows = self.log_probs[users[:, None], j - 1, self.radix(parents.clamp(min=0))]  # [B, G, C]
+                log_probs = rows.masked_fill(~parents_valid[:, :, None] | dropped[:, None, None], -math.inf)
+            step = BeamStep(j, prefixes[idx], top, valid, beam_items, log_probs)
+            parents, parents_valid = step.prefixes, valid
             if dropped.any():  # users dropped by an earlier send() get no beams, as the real driver does
                 step = BeamStep(j, step.prefixes.masked_fill(dropped[:, None, None], -1),
                                 top.masked_fill(dropped[:, None], -math.inf), valid & ~dropped[:, None],
-                                None if beam_items is None else beam_items.masked_fill(dropped[:, None], 0))
+                                None if beam_items is None else beam_items.masked_fill(dropped[:, None], 0),
+                                log_probs)
             need = yield step
             if need is not None:
                 self.sent.append(need.clone())
@@ -148,3 +158,16 @@ class FixedDrafter:
 
     def item_vectors(self, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.items if item_ids is None else self.items[item_ids]
+
+
+class NoBeamTables:
+    """``verifier`` whose beam search keeps no log-probabilities (the protocol's ``keep_log_probs`` is a request)."""
+
+    def __init__(self, verifier):
+        self.verifier = verifier
+
+    def __getattr__(self, name):
+        return getattr(self.verifier, name)
+
+    def beam_search(self, enc, beam_size, item_mask=None, exclude=None, keep_log_probs=False):
+        return self.verifier.beam_search(enc, beam_size, item_mask, exclude)

@@ -221,7 +221,10 @@ def test_send_narrows_later_digits_to_the_users_asked_for():
         gone = [u for u in users if u not in kept]
         assert not got.valid[gone].any() and (got.scores[gone] == NEG_INF).all() and (got.prefixes[gone] == -1).all()
     assert (narrowed[-1].items[[0, 1, 3]] == 0).all()
-    assert decoder.n_rows == 4 + 2 * 6 + 1 * 6  # digit 1: one row per user; then β rows per kept user
+    # digit 1: one row per user; digit 2: a row per beam of B_1 (the C = 4 first digits: β = 6 rows would hold 2
+    # beams that no user has); digit 3: β rows per kept user
+    assert [int(s.valid.sum(dim=1).max()) for s in full[:2]] == [4, 6]
+    assert decoder.n_rows == 4 + 2 * 4 + 1 * 6
 
 
 def test_send_without_users_decodes_nothing_more():
@@ -257,7 +260,7 @@ def test_users_searched_in_groups_give_exactly_the_beams_of_one_search(max_rows)
         return [next(steps)] + [steps.send(mask) for mask in masks], decoder.n_rows
 
     (whole, whole_rows), (grouped, grouped_rows) = steps_of(None), steps_of(max_rows)
-    assert len(grouped) == 3 and grouped_rows == whole_rows == 5 + 4 * 6 + 2 * 6
+    assert len(grouped) == 3 and grouped_rows == whole_rows == 5 + 4 * 4 + 2 * 6  # B_1: the C = 4 first digits
     for got, expect in zip(grouped, whole):
         assert got.depth == expect.depth
         for field in ("prefixes", "scores", "valid") + (("items",) if expect.items is not None else ()):
@@ -269,3 +272,30 @@ def test_max_rows_must_be_positive():
     tables = PrefixIndex(random_catalog(10, 2, 4), 4).restrict(torch.ones(11, dtype=torch.bool))
     with pytest.raises(ValueError, match="max_rows: expected None, -1 or >= 1, got 0"):
         constrained_beam_search(TableDecoder(1, 2, 4), encoder_state([0]), 3, tables, max_rows=0)
+
+
+@pytest.mark.parametrize("max_rows", [None, 6, 13])
+def test_kept_log_probs_are_the_decoders_rows_after_each_beam_of_the_step_before(max_rows):
+    """``keep_log_probs``: step j holds, for every beam of B_{j−1} (the empty prefix at j = 1), the decoder's
+    log P(digit j | that prefix) over all C codes, exactly; users dropped by ``send`` get −inf rows; groups joined."""
+    item2codes = random_catalog(60, 3, 4, seed=9)
+    tables = PrefixIndex(item2codes, 4).restrict(torch.ones(61, dtype=torch.bool))
+    users = [0, 1, 2, 3]
+    decoder = TableDecoder(4, 3, 4, seed=10)
+    steps = constrained_beam_search(decoder, encoder_state(users), 6, tables, max_rows=max_rows, keep_log_probs=True)
+    got = [next(steps), steps.send(torch.tensor([True, True, False, True])), next(steps)]
+    assert [tuple(s.log_probs.shape) for s in got] == [(4, 1, 4), (4, 6, 4), (4, 6, 4)]
+    for j, step in enumerate(got):
+        parents = [[()]] * 4 if j == 0 else [[tuple(got[j - 1].prefixes[b, k].tolist()) if got[j - 1].valid[b, k]
+                                               else None for k in range(6)] for b in users]
+        for b in users:
+            for k, prefix in enumerate(parents[b]):
+                if prefix is None or (j > 0 and b == 2):  # no beam there, or user 2 dropped before digit 2
+                    continue
+                radix = 0
+                for c in prefix:
+                    radix = radix * 4 + c
+                assert torch.equal(step.log_probs[b, k], decoder.log_probs[b, j, radix]), (j, b, k)
+    assert (got[1].log_probs[2] == NEG_INF).all() and (got[2].log_probs[2] == NEG_INF).all()
+    plain = constrained_beam_search(TableDecoder(4, 3, 4, seed=10), encoder_state(users), 6, tables)
+    assert all(step.log_probs is None for step in plain)

@@ -9,9 +9,10 @@ import torch
 from recbole_specgr.inference.drafting import DraftIndex, DraftMask
 from recbole_specgr.inference.interfaces import BeamStep
 from recbole_specgr.inference.prefix_index import PrefixIndex
-from recbole_specgr.inference.specgr import SpeculativeRecommender, Thresholds, beam_nodes, verification_scores
+from recbole_specgr.inference.specgr import (SpeculativeRecommender, Thresholds, beam_log_probs, beam_nodes,
+                                            verification_scores)
 from recbole_specgr.inference.text_prior import TextPrior
-from fakes import FixedDrafter, TableVerifier, make_catalog, user_seq
+from fakes import FixedDrafter, NoBeamTables, TableVerifier, make_catalog, user_seq
 
 N_ITEMS, N_UNSEEN, N_USERS, DIM = 20, 6, 5, 8
 
@@ -582,8 +583,8 @@ def test_beams_are_decoded_only_for_users_that_still_need_them():
         def __getattr__(self, name):
             return getattr(verifier, name)
 
-        def beam_search(self, enc, beam_size, item_mask=None, exclude=None):
-            return iter(list(verifier.beam_search(enc, beam_size, item_mask, exclude)))
+        def beam_search(self, enc, beam_size, item_mask=None, exclude=None, keep_log_probs=False):
+            return iter(list(verifier.beam_search(enc, beam_size, item_mask, exclude, keep_log_probs)))
 
     full = SpeculativeRecommender(IgnoresSend(), drafter, seen, **kwargs).recommend(*user_seq(range(n_users)))
     assert torch.equal(out.scores, full.scores) and torch.equal(out.drafts, full.drafts)
@@ -833,3 +834,72 @@ def test_stable_padded_topk_is_the_head_of_a_stable_sort(k):
     n = min(k, 12)
     assert torch.equal(values[:, :n], sorted_values[:, :n]) and torch.equal(cols[:, :n], sorted_cols[:, :n])
     assert values.shape == (6, k) and not valid[:, n:].any() and torch.equal(valid[:, :n], values[:, :n] > -math.inf)
+
+
+def test_beam_log_probs_are_known_exactly_where_every_prefix_is_a_beam():
+    """An item's digit j is read from step j's rows when its (j−1)-digit prefix is a beam of B_{j−1}; the item is
+    known when that holds for every j (brute force over all users and items), and its log-probs are the table's."""
+    verifier, _, _ = build(seed=4)
+    steps = list(verifier.beam_search(verifier.encode(*user_seq(range(N_USERS))), 3, keep_log_probs=True))
+    items = torch.arange(N_ITEMS + 1).expand(N_USERS, -1)
+    table, known = beam_log_probs(verifier.prefix_index, verifier.item2codes, steps, items)
+    for user in range(N_USERS):
+        beams = [{tuple(step.prefixes[user, k].tolist()) for k in range(3) if step.valid[user, k]} for step in steps]
+        for item in range(1, N_ITEMS + 1):
+            codes = verifier.item2codes[item].tolist()
+            expect = all(tuple(codes[:j]) in beams[j - 1] for j in range(1, verifier.n_digits))
+            assert bool(known[user, item]) == expect, (user, item)
+            if expect:
+                assert table[user, item].tolist() == pytest.approx(verifier.digit_table(user, codes), abs=1e-6)
+    assert known[:, 1:].any() and not known[:, 1:].all() and not known[:, 0].any()
+
+
+def _recording(verifier):
+    """``verifier`` whose ``digit_log_probs`` records the (user, item) pairs it decodes."""
+    decoded, digit_log_probs = set(), verifier.digit_log_probs
+
+    def record(enc, cand_items):
+        users = enc.hidden[:, 0, 0].long()
+        decoded.update((int(u), int(i)) for u, row in zip(users, cand_items) for i in row)
+        return digit_log_probs(enc, cand_items)
+
+    verifier.digit_log_probs = record
+    return decoded
+
+
+@pytest.mark.parametrize("case", [0, 2, 3])
+def test_joint_ranking_decodes_only_the_seen_drafts_its_beams_did_not(case):
+    """A joint ranking decodes every user's complete beams first: a draft whose every digit they decoded reads its
+    log-probs there, and an unseen draft (v_u replaces its V) is not verified at all (V = NaN). The same list as
+    when every draft is decoded."""
+    verifier, drafter, seen = build(seed=5)
+    kwargs = JOINT_CASES[case]
+    rec = SpeculativeRecommender(verifier, drafter, seen, **kwargs)
+    decoded = _recording(verifier)
+    out = rec.recommend(*user_seq(range(N_USERS)))
+    steps = list(verifier.beam_search(verifier.encode(*user_seq(range(N_USERS))), kwargs["num_beams"],
+                                      keep_log_probs=True))
+    drafts = out.drafts.flatten(1)
+    _, known = beam_log_probs(verifier.prefix_index, verifier.item2codes, steps, drafts)
+    needed = {(u, int(i)) for u in range(N_USERS) for i, k in zip(drafts[u], known[u]) if i and seen[i] and not k}
+    assert needed and needed <= decoded and decoded - needed <= {(u, rec.stand_in_item) for u in range(N_USERS)}
+    unseen = (out.drafts != 0) & ~seen[out.drafts]
+    assert unseen.any() and out.draft_scores[unseen].isnan().all()
+    everything = SpeculativeRecommender(NoBeamTables(verifier), drafter, seen, **kwargs).recommend(
+        *user_seq(range(N_USERS)))
+    assert torch.equal(out.scores, everything.scores) and torch.equal(out.drafts, everything.drafts)
+    assert torch.equal(out.draft_scores[~unseen], everything.draft_scores[~unseen])
+
+
+def test_a_grid_with_the_papers_ranking_verifies_unseen_drafts():
+    """With a setting of the paper's ranking in the grid, every draft's V is Eq. 2, unseen drafts' included."""
+    verifier, drafter, seen = build(seed=6)
+    grid = [Thresholds(-1.2, -1.2), Thresholds(-1.2, -1.2, 0.5, -1.0)]
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=3, num_beams=4, topk=6)
+    n_unseen = 0
+    for out in rec.recommend_thresholds(*user_seq(range(N_USERS)), grid):
+        for user, r, k in torch.nonzero(out.drafts).tolist():
+            item = int(out.drafts[user, r, k])
+            n_unseen += not seen[item]
+            assert float(out.draft_scores[user, r, k]) == pytest.approx(eq2(verifier, user, item, seen), abs=1e-6)
+    assert n_unseen > 0

@@ -623,3 +623,72 @@ def test_loading_weights_trained_on_another_split_is_refused():
     model = make_tiger(seed=4, item2codes=codes, seen=other_seen)
     with pytest.raises(ValueError, match=r"TIGER: the loaded seen_item_mask differs .* another split"):
         model.load_state_dict(trained.state_dict())
+
+
+def test_joint_speculative_inference_reads_the_beams_log_probs_as_decoding_gives_them():
+    """TIGER's beam search keeps each step's log-probs; every item found there has the digit log-probs that
+    teacher-forced decoding gives (to float rounding), and a joint ranking that reads them recommends what one that
+    decodes every draft does."""
+    from fakes import FixedDrafter, NoBeamTables
+
+    from recbole_specgr.inference.specgr import SpeculativeRecommender, beam_log_probs
+
+    model = make_tiger(seed=2)
+    inter = histories(B=4, seed=2)
+    item_seq, lengths = inter["item_id_list"], inter["item_length"]
+    with torch.no_grad():
+        enc = model.encode(item_seq, lengths)
+        steps = list(model.beam_search(enc, K, keep_log_probs=True))
+        items = torch.arange(N_ITEMS + 1).expand(4, -1)
+        table, known = beam_log_probs(model.prefix_index, model.item2codes, steps, items)
+        decoded = model.digit_log_probs(enc, items)
+    assert known.sum() > 4 * K and not known[:, 1:].all()
+    assert torch.allclose(table[known], decoded[known], atol=1e-5)
+    g = torch.Generator().manual_seed(2)
+    drafter = FixedDrafter(torch.randn(N_ITEMS + 1, 8, generator=g), torch.randn(N_ITEMS + 1, 8, generator=g))
+    kwargs = dict(draft_size=8, num_beams=K, threshold=-2.0, topk=K, draft_weight=1.0, unseen_score=-1.5)
+    out = SpeculativeRecommender(model, drafter, model.seen_item_mask, **kwargs).recommend(item_seq, lengths)
+    ref = SpeculativeRecommender(NoBeamTables(model), drafter, model.seen_item_mask, **kwargs).recommend(item_seq,
+                                                                                                        lengths)
+    assert torch.equal(out.scores > NEG_INF, ref.scores > NEG_INF) and torch.equal(out.drafts, ref.drafts)
+    listed = out.scores > NEG_INF
+    assert torch.allclose(out.scores[listed], ref.scores[listed], atol=1e-4)
+
+
+@pytest.mark.parametrize("n_cands, max_rows", [(2, None), (8, None), (8, 10)])
+def test_beam_search_reads_the_positions_the_shared_decoding_holds(monkeypatch, n_cands, max_rows):
+    """Given ``share_decoding``'s output (speculative inference's), the beam search reads the start position (and,
+    fanned out when C < candidates, the C first-digit positions) instead of decoding them again: the same beams,
+    scores and log-probs to float rounding, users narrowed by ``send`` and CPU groups (``max_rows``) included."""
+    from recbole_specgr.inference import beam_search as beam_module
+
+    if max_rows is not None:
+        monkeypatch.setattr(beam_module, "CPU_MAX_ROWS", max_rows)  # groups of 2 users at β = K = 5
+    model = make_tiger(seed=3)
+    inter = histories(B=4, seed=3)
+    positions = []
+    decode = model.t5._decode
+    monkeypatch.setattr(model.t5, "_decode", lambda tokens, *a, **k: positions.append(tokens.numel()) or decode(
+        tokens, *a, **k))
+
+    def search(enc):
+        positions.clear()
+        steps = model.beam_search(enc, K, keep_log_probs=True)
+        out = [next(steps), steps.send(torch.tensor([True, False, True, True])), next(steps)]
+        return out, sum(positions)
+
+    with torch.no_grad():
+        enc = model.encode(inter["item_id_list"], inter["item_length"])
+        plain, plain_positions = search(enc)
+        shared = model.share_decoding(enc, n_cands)
+        reading, read_positions = search(shared)
+    # plain: the start position of 4 users, then a row per beam of the users still searched (user 1 left before
+    # digit 2): B_1 holds the C = 4 first digits, B_2 all K = 5 beams
+    assert plain[0].valid.sum(dim=1).tolist() == [C] * 4 and plain[1].valid[[0, 2, 3]].all()
+    assert plain_positions == 4 + 3 * C + 3 * K
+    assert read_positions == (3 * K if n_cands > C else 3 * C + 3 * K)
+    for a, b in zip(plain, reading):
+        assert torch.equal(a.prefixes, b.prefixes) and torch.equal(a.valid, b.valid)
+        assert torch.allclose(a.scores[a.valid], b.scores[b.valid], atol=1e-5)
+        assert torch.allclose(a.log_probs, b.log_probs, atol=1e-5)  # −inf rows (user 1) alike
+    assert torch.equal(plain[-1].items, reading[-1].items) and not reading[-1].valid[1].any()

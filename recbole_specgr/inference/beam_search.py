@@ -6,7 +6,8 @@ Prefix-constrained beam search over semantic IDs, in the style of fairseq's sear
 the decoder state and the prefix bookkeeping.
 
 - The encoder has already run (:class:`~recbole_specgr.inference.interfaces.EncoderState`); the decoder starts with
-  one row per user and grows to β rows after the first step (fairseq's step-0 "first beam only" trick, for free).
+  one row per user and grows to β rows after the first step (fairseq's step-0 "first beam only" trick, for free);
+  beams that no user of the batch has (B_1 holds only C beams when C < β) are not decoded.
 - The users of a batch are decoded together (on a CPU in groups of about 4,096 beam rows, advanced in lockstep);
   beams are flattened to ``B·β`` decoder rows.
 - One ``topk`` over the flattened ``beam × code`` scores per step; beam and code come back by ``//`` and ``%``.
@@ -110,6 +111,7 @@ def constrained_beam_search(
     tables: Sequence[torch.Tensor],
     alive: Optional[Sequence[torch.Tensor]] = None,
     max_rows: Optional[int] = -1,
+    keep_log_probs: bool = False,
 ) -> Iterator[BeamStep]:
     """Beam search for all users of ``enc``, yielding the beam sets B_1 … B_l.
 
@@ -126,6 +128,7 @@ def constrained_beam_search(
             on a CPU, all users elsewhere): the groups are searched in lockstep and their steps joined, giving the
             beams of one search (each user's search is independent; scores to float rounding, as with any other
             batch composition).
+        keep_log_probs: each step also holds the log-probabilities it decoded (:attr:`BeamStep.log_probs`).
     Yields:
         :class:`BeamStep` for j = 1 … l. Decoding of digit j+1 starts only when the next step is asked for, so a
         caller that stops early (speculative inference's adaptive exit) pays for no more digits than it used.
@@ -135,10 +138,10 @@ def constrained_beam_search(
     """
     bounds = user_groups(enc.hidden.shape[0], beam_size, enc.hidden.device, max_rows)
     if len(bounds) <= 1:
-        return _search(decoder, enc, beam_size, tables, alive)
+        return _search(decoder, enc, beam_size, tables, alive, keep_log_probs)
     return _in_lockstep([
-        _search(decoder, EncoderState(enc.hidden[start:end], enc.mask[start:end]), beam_size, tables,
-                None if alive is None else [nodes[start:end] for nodes in alive])
+        _search(decoder, enc.select(slice(start, end)), beam_size, tables,
+                None if alive is None else [nodes[start:end] for nodes in alive], keep_log_probs)
         for start, end in bounds
     ], bounds)
 
@@ -154,13 +157,12 @@ def _in_lockstep(searches: Sequence[Generator[BeamStep, Optional[torch.Tensor], 
                      for search, (start, end) in zip(searches, bounds)]
         except StopIteration:
             return
-        last = steps[0].items is not None
-        need = yield BeamStep(steps[0].depth, *(torch.cat([getattr(step, field) for step in steps])
-                                                for field in ("prefixes", "scores", "valid")),
-                              torch.cat([step.items for step in steps]) if last else None)
+        joined = {field: None if getattr(steps[0], field) is None else torch.cat([getattr(s, field) for s in steps])
+                  for field in ("prefixes", "scores", "valid", "items", "log_probs")}
+        need = yield BeamStep(steps[0].depth, **joined)
 
 
-def _search(decoder, enc, beam_size, tables, alive):
+def _search(decoder, enc, beam_size, tables, alive, keep_log_probs=False):
     """:func:`constrained_beam_search` of all users of ``enc`` at once."""
     search = ConstrainedBeamSearch(beam_size)
     B, device = enc.hidden.shape[0], enc.hidden.device
@@ -175,8 +177,10 @@ def _search(decoder, enc, beam_size, tables, alive):
     for j in range(n_digits):
         if kept.numel() == 0:  # every user was dropped: nothing to decode, no beams for anyone
             none = torch.zeros(0, beam_size, dtype=torch.long, device=device)
+            log_probs = torch.zeros(0, 1 if j == 0 else beam_size, tables[j].shape[1], device=device)
             yield _all_users(BeamStep(j + 1, none[:, :, None].expand(-1, -1, j + 1), none.float(), none.bool(),
-                                      none if j == n_digits - 1 else None), kept, B)
+                                      none if j == n_digits - 1 else None, log_probs if keep_log_probs else None),
+                             kept, B)
             continue
         lprobs, state = decoder.decode_step(state, codes)  # [B'·G, C]
         (n_kept, G), C = scores.shape, lprobs.shape[-1]
@@ -185,17 +189,26 @@ def _search(decoder, enc, beam_size, tables, alive):
         if alive is not None:
             user_alive = alive[j] if n_kept == B else alive[j][kept]  # [B', P_j]
             allowed &= user_alive.gather(1, child.view(n_kept, G * C).long().clamp(min=0)).view(n_kept, G, C)
-        scores, codes, beam_idx = search.step(j, lprobs.float().view(n_kept, G, C), scores, allowed)  # [B', β] each
+        lprobs = lprobs.float().view(n_kept, G, C)
+        scores, codes, beam_idx = search.step(j, lprobs, scores, allowed)  # [B', β] each
         valid = scores > neg_inf
         nodes = child.view(n_kept, G * C).gather(1, beam_idx * C + codes).long().clamp(min=0)  # [B', β]
         prev = prefixes.gather(1, beam_idx[:, :, None].expand(-1, -1, j))  # [B', β, j]
         prefixes = torch.cat([prev, codes[:, :, None]], dim=2).masked_fill(~valid[:, :, None], -1)  # [B', β, j+1]
         items = nodes.masked_fill(~valid, 0) if j == n_digits - 1 else None
-        step = BeamStep(j + 1, prefixes, scores, valid, items)
+        kept_log_probs = None
+        if keep_log_probs:  # [B', β_j, C] with β_0 = 1: rows of beams that were not decoded are −inf
+            width = 1 if j == 0 else beam_size
+            kept_log_probs = lprobs if G == width else torch.cat([lprobs, lprobs.new_full(
+                (n_kept, width - G, C), neg_inf)], dim=1)
+        step = BeamStep(j + 1, prefixes, scores, valid, items, kept_log_probs)
         need = yield step if n_kept == B else _all_users(step, kept, B)
         if j == n_digits - 1:
             break
-        rows = beam_idx + torch.arange(n_kept, device=device)[:, None] * G  # [B', β] rows each beam extends
+        width = max(1, int(valid.sum(dim=1).max()))  # beams no user has (sorted last) are not decoded
+        if width < beam_size:  # e.g. C < β first digits: B_1 holds C beams
+            scores, codes, beam_idx, nodes, prefixes = (t[:, :width] for t in (scores, codes, beam_idx, nodes, prefixes))
+        rows = beam_idx + torch.arange(n_kept, device=device)[:, None] * G  # [B', β'] rows each beam extends
         users = None
         if need is not None and not bool(need.to(device)[kept].all()):
             users = torch.nonzero(need.to(device)[kept]).squeeze(1)  # [B''] positions among the kept users
@@ -204,7 +217,7 @@ def _search(decoder, enc, beam_size, tables, alive):
             state = decoder.reorder_decoding(state, rows.reshape(-1))
         else:  # only now: decoders that are never sent a mask need not take ``users``
             state = decoder.reorder_decoding(state, rows.reshape(-1), users)
-        codes = codes.reshape(-1)  # [B'·β]
+        codes = codes.reshape(-1)  # [B'·β']
 
 
 def _all_users(step: BeamStep, kept: torch.Tensor, n_users: int) -> BeamStep:
@@ -216,4 +229,5 @@ def _all_users(step: BeamStep, kept: torch.Tensor, n_users: int) -> BeamStep:
         return out
 
     return BeamStep(step.depth, spread(step.prefixes, -1), spread(step.scores, float("-inf")),
-                    spread(step.valid, False), None if step.items is None else spread(step.items, 0))
+                    spread(step.valid, False), None if step.items is None else spread(step.items, 0),
+                    None if step.log_probs is None else spread(step.log_probs, float("-inf")))

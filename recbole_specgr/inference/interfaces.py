@@ -37,7 +37,9 @@ class BeamStep(NamedTuple):
 
     ``prefixes[b, k]`` is the j-digit code prefix of beam k of user b, ``scores`` its summed log-probability,
     ``valid`` False for beams that do not exist (fewer than β real prefixes). At j == l, ``items`` holds the
-    RecBole item id that each complete beam spells (0 where invalid); before that it is None.
+    RecBole item id that each complete beam spells (0 where invalid); before that it is None. ``log_probs``, when the
+    search was asked to keep them, holds what this step decoded: log P(digit j = c | prefix) for every code c after
+    each beam of B_{j−1} (one row, the empty prefix, at j = 1), −inf for users no longer decoded.
     """
 
     depth: int  # j
@@ -45,6 +47,7 @@ class BeamStep(NamedTuple):
     scores: torch.Tensor  # [B, β]
     valid: torch.Tensor  # [B, β] bool
     items: Optional[torch.Tensor]  # [B, β] item ids at j == l, else None
+    log_probs: Optional[torch.Tensor] = None  # [B, β_{j−1}, C] (β_0 = 1), kept on request only
 
 
 class Verifier(Protocol):
@@ -71,12 +74,15 @@ class Verifier(Protocol):
         beam_size: int,
         item_mask: Optional[torch.Tensor] = None,
         exclude: Optional[torch.Tensor] = None,
+        keep_log_probs: bool = False,
     ) -> Iterator[BeamStep]:
         """Constrained beam search yielding B_1 … B_l; only prefixes of items allowed by ``item_mask`` [n]
         (default: all real items the model was built to generate) and not in ``exclude`` [B, n] (per user) are
         ever produced. A generator may also take ``send(users)`` ([B] bool) for its next step: only those users'
         beams are needed from then on (the others' may come back invalid); a plain iterator is advanced with
-        ``next`` and decodes every user."""
+        ``next`` and decodes every user. ``keep_log_probs``: each step also holds the next-digit log-probabilities
+        it decoded (:attr:`BeamStep.log_probs`, the same numbers as :meth:`digit_log_probs` gives a candidate with
+        that prefix, to float rounding)."""
 
 
 class Drafter(Protocol):

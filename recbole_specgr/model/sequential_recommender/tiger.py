@@ -49,6 +49,15 @@ class SharedDecoding(NamedTuple):
                               self.first_digits, T5.reorder_cache(self.cache, rows, users))
 
 
+class _FromShared(NamedTuple):
+    """Beam-search state over the positions a :class:`SharedDecoding` holds (the start position and, when fanned out,
+    the C first-digit positions): their log-probs and cache rows are read, not decoded again."""
+
+    shared: SharedDecoding
+    users: Optional[torch.Tensor]  # [B'] the users still searched (indices into the shared users), None = all
+    row_users: torch.Tensor  # [R] the user of each beam row
+
+
 def _untrimmed() -> bool:
     """Whether :meth:`TIGER._encoder_tokens` keeps the all-padding tail of a batch: under ``torch.compile``."""
     return torch.compiler.is_compiling()
@@ -383,6 +392,7 @@ class TIGER(SequentialRecommender):
         beam_size: int,
         item_mask: Optional[torch.Tensor] = None,
         exclude: Optional[torch.Tensor] = None,
+        keep_log_probs: bool = False,
     ) -> Iterator[BeamStep]:
         """Constrained beam search of width β = ``beam_size`` yielding B_1 … B_l (see
         :func:`~recbole_specgr.inference.beam_search.constrained_beam_search`).
@@ -394,6 +404,7 @@ class TIGER(SequentialRecommender):
                 ``tiger_allow_unseen``). A non-default mask costs one pass over the prefix tables.
             exclude: [B, n] bool, items each user's beams must not spell (e.g. the history), so that no beam is spent
                 on them; costs one pass over the items per digit.
+            keep_log_probs: each step also holds the log-probabilities it decoded (:attr:`BeamStep.log_probs`).
         """
         if item_mask is None:
             tables = [getattr(self, f"default_table_{j}") for j in range(self.n_digits)]
@@ -403,14 +414,30 @@ class TIGER(SequentialRecommender):
         alive = None
         if exclude is not None:
             alive = self.prefix_index.alive_nodes(item_mask.to(exclude.device) & ~exclude)
-        return constrained_beam_search(self, enc, beam_size, tables, alive)
+        return constrained_beam_search(self, enc, beam_size, tables, alive, keep_log_probs=keep_log_probs)
 
     # ---------------------------------------------------------------- StepDecoder protocol (beam search driver)
-    def start_decoding(self, enc: EncoderState) -> KVCache:
+    def start_decoding(self, enc: EncoderState):
+        """A fresh cache, or, when ``enc`` holds the positions every candidate shares (:meth:`share_decoding`, as
+        speculative inference does), a state that reads them (the search's first one or two digits)."""
+        if isinstance(enc.shared, SharedDecoding):
+            users = torch.arange(enc.hidden.shape[0], device=enc.hidden.device)
+            return _FromShared(enc.shared, None, users)
         return self.t5.start_cache(enc.hidden, enc.mask)
 
-    def decode_step(self, state: KVCache, codes: Optional[torch.Tensor]):
+    def decode_step(self, state, codes: Optional[torch.Tensor]):
         """Previous digit's codes [B·G] (None first) -> log P(next digit's code) [B·G, C] over the full vocabulary."""
+        if isinstance(state, _FromShared):
+            shared, rows = state.shared, state.row_users
+            if codes is None:  # digit 1: the start position
+                return shared.first[rows, self.N_SPECIAL : self.N_SPECIAL + self.codebook_size], state
+            if shared.after_first is None:  # only the start position is shared: decode digit 2 from its cache
+                state = T5.reorder_cache(shared.cache, rows, state.users)
+            else:  # digit 2: the fanned-out position of each beam's first digit (all C first digits were decoded)
+                rows = rows * shared.first_digits.numel() + codes
+                start = self.N_SPECIAL + self.codebook_size
+                log_probs = shared.after_first.flatten(0, 1)[rows, start : start + self.codebook_size]
+                return log_probs, T5.reorder_cache(shared.cache, rows, state.users)
         j = state.length  # digits decoded so far
         if codes is None:
             mask = state.cross_mask  # [B, 1, 1, S]
@@ -422,7 +449,10 @@ class TIGER(SequentialRecommender):
         log_probs = logits.float().log_softmax(dim=-1)[:, start : start + self.codebook_size]  # [B·G, C]
         return log_probs, state
 
-    def reorder_decoding(self, state: KVCache, rows: torch.Tensor, users: Optional[torch.Tensor] = None) -> KVCache:
+    def reorder_decoding(self, state, rows: torch.Tensor, users: Optional[torch.Tensor] = None):
+        if isinstance(state, _FromShared):
+            kept = users if state.users is None or users is None else state.users[users]
+            return state._replace(users=kept, row_users=state.row_users[rows])
         return T5.reorder_cache(state, rows, users)
 
     # ---------------------------------------------------------------- RecBole contract
