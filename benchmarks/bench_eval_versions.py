@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "[bench_eval_versions] "
+ISSUE_13_CODE = "f006ba1"  # the code issue 13 was filed against
 
 
 def child(checkpoint_path: str, threads: int) -> dict:
@@ -101,7 +102,8 @@ def export_revision(revision: str, into: Path) -> Path:
 
 def report(rows, baseline: str, head: str, command: str) -> str:
     """Markdown: each pass of each version, then the best of each version and the ratios."""
-    lines = [f"# Main-job evaluation: `{baseline}` (issue 13's code) vs `{head}`", "", "```bash", command, "```", "",
+    named = " (issue 13's code)" if baseline == ISSUE_13_CODE else ""
+    lines = [f"# Main-job evaluation: `{baseline}`{named} vs `{head}`", "", "```bash", command, "```", "",
              "| repeat | code | valid γ-grid pass (s) | test pass (s) | minor faults valid / test | γ chosen | "
              "test R@K |", "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -124,7 +126,7 @@ def report(rows, baseline: str, head: str, command: str) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--baseline", default="f006ba1", help="git revision to compare with")
+    parser.add_argument("--baseline", default=ISSUE_13_CODE, help="git revision to compare with")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write <out>.md and <out>.json")

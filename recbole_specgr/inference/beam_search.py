@@ -199,15 +199,17 @@ def _search(decoder, enc, beam_size, tables, alive, keep_log_probs=False):
         kept_log_probs = None
         if keep_log_probs:  # [B', β_j, C] with β_0 = 1: rows of beams that were not decoded are −inf
             width = 1 if j == 0 else beam_size
-            kept_log_probs = lprobs if G == width else torch.cat([lprobs, lprobs.new_full(
-                (n_kept, width - G, C), neg_inf)], dim=1)
+            kept_log_probs = lprobs
+            if G < width:
+                kept_log_probs = torch.cat([lprobs, lprobs.new_full((n_kept, width - G, C), neg_inf)], dim=1)
         step = BeamStep(j + 1, prefixes, scores, valid, items, kept_log_probs)
         need = yield step if n_kept == B else _all_users(step, kept, B)
         if j == n_digits - 1:
             break
         width = max(1, int(valid.sum(dim=1).max()))  # beams no user has (sorted last) are not decoded
         if width < beam_size:  # e.g. C < β first digits: B_1 holds C beams
-            scores, codes, beam_idx, nodes, prefixes = (t[:, :width] for t in (scores, codes, beam_idx, nodes, prefixes))
+            trimmed = (t[:, :width] for t in (scores, codes, beam_idx, nodes, prefixes))
+            scores, codes, beam_idx, nodes, prefixes = trimmed
         rows = beam_idx + torch.arange(n_kept, device=device)[:, None] * G  # [B', β'] rows each beam extends
         users = None
         if need is not None and not bool(need.to(device)[kept].all()):

@@ -70,8 +70,9 @@ def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, steps, i
         parent = torch.zeros_like(items)  # B_0: the one empty prefix
         if depth > 0:
             nodes = beam_nodes(prefix_index, steps[depth - 1])  # [B, β] nodes of B_depth
-            match = (prefix_index.item_nodes(depth)[items].unsqueeze(2) == nodes.unsqueeze(1)) & (nodes >= 0).unsqueeze(1)
-            known &= match.any(dim=2)  # [B, N, β] -> [B, N]
+            mine = prefix_index.item_nodes(depth)[items]  # [B, N] each item's node of that depth
+            match = (mine.unsqueeze(2) == nodes.unsqueeze(1)) & (nodes >= 0).unsqueeze(1)  # [B, N, β]
+            known &= match.any(dim=2)
             parent = match.long().argmax(dim=2)
         flat = step.log_probs.reshape(n_users, n_parents * n_codes)
         digits.append(flat.gather(1, parent * n_codes + codes[..., depth]))
@@ -611,7 +612,6 @@ class SpeculativeRecommender:
         Returns:
             items [B, K], their keys [B, K] and validity [B, K].
         """
-        n_users, device = cand.size(0), cand.device
         verified = torch.where(seen[cand], cand_scores, torch.full_like(cand_scores, setting.unseen_score))
         keys = (self.n_digits * verified + setting.draft_weight * cand_logits).masked_fill(~cand_accepted, -math.inf)
         items, keys = cand.flatten(1), keys.flatten(1)  # [B, M]
@@ -621,13 +621,18 @@ class SpeculativeRecommender:
             beam_ok &= _allowed_at(allowed, beam_items)
         beam_logits = session.item_scores(beam_items).float() / self.drafter_temperature
         beam_keys = beams.scores.float() * (self.n_digits / beams.depth) + setting.draft_weight * beam_logits
-        items = torch.cat([items, beam_items], dim=1)
+        items = torch.cat([items, beam_items], dim=1)  # [B, M + β]
         keys = torch.cat([keys, beam_keys.masked_fill(~beam_ok, -math.inf)], dim=1)
-        best = torch.full((n_users, self.n_items), -math.inf, device=device)  # [B, n] one key per item
-        best.scatter_reduce_(1, items, keys, reduce="amax")
-        best[:, 0] = -math.inf
-        top_keys, top_items, ok = padded_topk(best, self.topk)
-        return top_items, top_keys, ok
+        # one key per item, its largest: by item id (largest key first within an item), the first of each item kept
+        by_key = keys.argsort(dim=1, descending=True, stable=True)
+        items, keys = items.gather(1, by_key), keys.gather(1, by_key)
+        by_item = items.argsort(dim=1, stable=True)
+        items, keys = items.gather(1, by_item), keys.gather(1, by_item)
+        repeat = torch.zeros_like(items, dtype=torch.bool)
+        repeat[:, 1:] = items[:, 1:] == items[:, :-1]
+        keys = keys.masked_fill(repeat | (items == 0), -math.inf)
+        top_keys, cols, ok = padded_topk(keys, self.topk, stable=True)  # equal keys: the lower item id first
+        return items.gather(1, cols), top_keys, ok
 
 
 def _check_text_weight(setting: Thresholds, text_prior: Optional[TextPrior]) -> None:

@@ -23,13 +23,14 @@ _, trainer, valid_data, test_data = load_trained(sys.argv[1], {"show_progress": 
 model = trainer.model
 recommender = model.speculative_recommender()
 print("setting:", recommender.thresholds)
-steps_of = {}  # id(beam generator) -> the BeamSteps it yielded
+recorded = []  # the BeamSteps of the batch's beam search (one search per batch, then its ranking)
 beam_search = type(model).beam_search
 
 
 def recording_beam_search(self, *args, **kwargs):
     inner = beam_search(self, *args, **kwargs)
     steps = []
+    recorded.append(steps)
 
     def gen():
         need = None
@@ -41,9 +42,7 @@ def recording_beam_search(self, *args, **kwargs):
             steps.append(step)
             need = yield step
 
-    out = gen()
-    steps_of[id(out)] = steps
-    return out
+    return gen()
 
 
 type(model).beam_search = recording_beam_search
@@ -55,7 +54,7 @@ l = recommender.n_digits
 
 def counting(self, rounds, setting, allowed, subset_ranking):
     out = output(self, rounds, setting, allowed, subset_ranking)
-    steps = {s.depth: s for s in steps_of.pop(id(rounds.beam_steps))}
+    steps = {s.depth: s for s in recorded.pop()}
     cand = out.drafts.flatten(1)  # [B, M] the drafts of the rounds this setting ran
     real = cand != 0
     unseen = real & ~rounds.seen[cand]
