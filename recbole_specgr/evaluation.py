@@ -60,15 +60,21 @@ def _strictly_decreasing(scores, first_col):
     return scores
 
 
-def topk_hits(scores, targets, max_k):
+def topk_hits(scores, targets, max_k, distinct=False):
     """0-based rank of each target inside the top ``max_k`` (``max_k`` where it is absent or scored −inf).
 
     Args:
         scores: ``[B, n_items]`` scores, −inf = not recommended.
         targets: ``[B]`` target item ids.
+        distinct: the finite scores of a row are all different (a :func:`ranked_scores` matrix): the rank is the
+            number of scores above the target's, one comparison instead of a top-k (a γ grid ranks hundreds of them).
     Returns:
         ``[B]`` long tensor of ranks.
     """
+    if distinct:
+        target = scores.gather(1, targets[:, None])  # [B, 1]
+        rank = (scores > target).sum(dim=1)
+        return torch.where(torch.isfinite(target[:, 0]) & (rank < max_k), rank, torch.full_like(targets, max_k))
     top_scores, top_items = torch.topk(scores, max_k, dim=1)  # [B, K]
     hit = (top_items == targets[:, None]) & torch.isfinite(top_scores)
     rank = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(targets, max_k))
@@ -83,9 +89,10 @@ class SplitMetrics:
         self.seen_item_mask = seen_item_mask.cpu()
         self.ranks, self.seen = [], []
 
-    def add(self, scores, targets):
+    def add(self, scores, targets, distinct=False):
+        """One batch: ``scores`` [B, n] and ``targets`` [B]; ``distinct``: see :func:`topk_hits`."""
         targets = targets.to(scores.device)
-        self.ranks.append(topk_hits(scores, targets, self.topk[-1]).cpu())
+        self.ranks.append(topk_hits(scores, targets, self.topk[-1], distinct).cpu())
         self.seen.append(self.seen_item_mask[targets.cpu()])
 
     def row_values(self, key):

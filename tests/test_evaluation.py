@@ -155,3 +155,20 @@ def test_ranked_scores_keep_the_list_order_at_zero_with_denormals_flushed_and_sk
                         torch.ones(1, 5, dtype=torch.bool))
     assert out[0].topk(4).indices.tolist() == [1, 3, 4, 5] and out[0, 2] == -math.inf
     assert topk_hits(out, torch.tensor([3]), max_k=4).item() == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ranks_of_ranked_lists_by_counting_equal_those_of_a_top_k(seed):
+    """``distinct=True`` (a :func:`ranked_scores` matrix, as the γ grid hands over) counts the scores above the target
+    instead of a top-k: the same rank for targets in the list, after the K-th place, off the list and in short lists."""
+    g = torch.Generator().manual_seed(seed)
+    n, B, K = 40, 64, 10
+    items = torch.stack([torch.randperm(n - 1, generator=g)[:K + 5] + 1 for _ in range(B)])  # lists of 15 > K
+    scores = torch.randint(-6, 0, items.shape, generator=g).float().sort(dim=1, descending=True).values  # ties
+    valid = torch.rand(items.shape, generator=g) > 0.2  # holes and short lists
+    out = ranked_scores(n, items, scores, valid)
+    targets = torch.where(torch.rand(B, generator=g) < 0.7, items[:, torch.randint(0, K + 5, (1,), generator=g)][:, 0],
+                          torch.randint(1, n, (B,), generator=g))
+    counted = topk_hits(out, targets, K, distinct=True)
+    assert torch.equal(counted, topk_hits(out, targets, K))
+    assert (counted < K).any() and (counted == K).any()

@@ -623,16 +623,16 @@ class SpeculativeRecommender:
         beam_keys = beams.scores.float() * (self.n_digits / beams.depth) + setting.draft_weight * beam_logits
         items = torch.cat([items, beam_items], dim=1)  # [B, M + β]
         keys = torch.cat([keys, beam_keys.masked_fill(~beam_ok, -math.inf)], dim=1)
-        # one key per item, its largest: by item id (largest key first within an item), the first of each item kept
-        by_key = keys.argsort(dim=1, descending=True, stable=True)
-        items, keys = items.gather(1, by_key), keys.gather(1, by_key)
-        by_item = items.argsort(dim=1, stable=True)
-        items, keys = items.gather(1, by_item), keys.gather(1, by_item)
-        repeat = torch.zeros_like(items, dtype=torch.bool)
-        repeat[:, 1:] = items[:, 1:] == items[:, :-1]
-        keys = keys.masked_fill(repeat | (items == 0), -math.inf)
-        top_keys, cols, ok = padded_topk(keys, self.topk, stable=True)  # equal keys: the lower item id first
-        return items.gather(1, cols), top_keys, ok
+        # one key per item, its largest, kept at the item's first column; the top-K of those columns, not of [B, n]
+        n_users, n_cols = items.shape
+        best = torch.full((n_users, self.n_items), -math.inf, device=items.device)  # [B, n]
+        best.scatter_reduce_(1, items, keys, reduce="amax")
+        cols = torch.arange(n_cols, device=items.device).expand(n_users, -1)  # [B, M + β]
+        first = torch.full((n_users, self.n_items), n_cols, device=items.device, dtype=torch.long)
+        first.scatter_reduce_(1, items, cols, reduce="amin")
+        once = (first.gather(1, items) == cols) & (items != 0)
+        top_keys, top_cols, ok = padded_topk(best.gather(1, items).masked_fill(~once, -math.inf), self.topk)
+        return items.gather(1, top_cols), top_keys, ok
 
 
 def _check_text_weight(setting: Thresholds, text_prior: Optional[TextPrior]) -> None:
