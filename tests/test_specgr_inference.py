@@ -583,8 +583,8 @@ def test_beams_are_decoded_only_for_users_that_still_need_them():
         def __getattr__(self, name):
             return getattr(verifier, name)
 
-        def beam_search(self, enc, beam_size, item_mask=None, exclude=None, keep_log_probs=False):
-            return iter(list(verifier.beam_search(enc, beam_size, item_mask, exclude, keep_log_probs)))
+        def beam_search(self, enc, beam_size, item_mask=None, exclude=None):  # the protocol before keep_log_probs
+            return iter(list(verifier.beam_search(enc, beam_size, item_mask, exclude)))
 
     full = SpeculativeRecommender(IgnoresSend(), drafter, seen, **kwargs).recommend(*user_seq(range(n_users)))
     assert torch.equal(out.scores, full.scores) and torch.equal(out.drafts, full.drafts)
@@ -903,3 +903,40 @@ def test_a_grid_with_the_papers_ranking_verifies_unseen_drafts():
             n_unseen += not seen[item]
             assert float(out.draft_scores[user, r, k]) == pytest.approx(eq2(verifier, user, item, seen), abs=1e-6)
     assert n_unseen > 0
+
+
+def test_a_joint_grid_keeps_equal_keys_in_the_order_of_a_run_alone():
+    """Unseen items with one drafter vector get equal joint keys; a grid runs extra (empty) rounds for its stricter
+    settings, and the pick among the equal keys at the K-th place must not depend on that (found in review)."""
+    n_items, n_unseen, n_users = 200, 100, 8
+    mismatches, more_rounds = 0, 0
+    for seed in range(4):
+        item2codes, seen = make_catalog(n_items, 3, 6, n_unseen, seed=seed)
+        verifier = TableVerifier(item2codes, n_users, generable=seen, seed=seed)
+        g = torch.Generator().manual_seed(seed + 100)
+        items = torch.randn(n_items + 1, DIM, generator=g)
+        items[~seen] = items[~seen][0]  # every unseen item (and the padding row, zeroed below) one vector
+        items[0] = 0
+        drafter = FixedDrafter(torch.randn(n_users, DIM, generator=g), items)
+        for unseen_score in (-0.5, -1.0, -1.5, -2.0, -3.0):
+            grid = [Thresholds(-9.0, -9.0, 1.0, unseen_score), Thresholds(-0.3, -0.3, 1.0, unseen_score)]
+            rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=40, num_beams=10, topk=10)
+            swept = next(iter(rec.recommend_thresholds(*user_seq(range(n_users)), grid)))
+            rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight = grid[0]
+            alone = rec.recommend(*user_seq(range(n_users)))
+            more_rounds += swept.drafts.size(1) > alone.drafts.size(1)
+            mismatches += not torch.equal(swept.scores, alone.scores)
+    assert more_rounds > 0 and mismatches == 0
+
+
+def test_a_joint_ranking_refuses_a_beam_search_that_stops_early():
+    verifier, drafter, seen = build(seed=7)
+    search = verifier.beam_search
+
+    class Short(NoBeamTables):
+        def beam_search(self, enc, beam_size, item_mask=None, exclude=None, keep_log_probs=False):
+            return iter(list(search(enc, beam_size, item_mask, exclude, keep_log_probs))[:-1])
+
+    rec = SpeculativeRecommender(Short(verifier), drafter, seen, draft_size=3, num_beams=4, topk=3, draft_weight=1.0)
+    with pytest.raises(ValueError, match="verifier.beam_search: yielded 2 beam sets, expected n_digits = 3"):
+        rec.recommend(*user_seq(range(N_USERS)))

@@ -39,7 +39,8 @@ class BeamStep(NamedTuple):
     ``valid`` False for beams that do not exist (fewer than β real prefixes). At j == l, ``items`` holds the
     RecBole item id that each complete beam spells (0 where invalid); before that it is None. ``log_probs``, when the
     search was asked to keep them, holds what this step decoded: log P(digit j = c | prefix) for every code c after
-    each beam of B_{j−1} (one row, the empty prefix, at j = 1), −inf for users no longer decoded.
+    each beam of B_{j−1} (one row, the empty prefix, at j = 1), −inf for users no longer decoded; the rows of beams a
+    user does not have (B_{j−1}'s ``valid`` False) mean nothing.
     """
 
     depth: int  # j

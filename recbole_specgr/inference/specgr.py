@@ -354,7 +354,8 @@ class SpeculativeRecommender:
     ) -> Iterator[SpecGROutput]:
         """:meth:`recommend` at several thresholds for the cost of one pass: one output per entry of ``thresholds``
         (a γ, meaning the same γ for every item, or a :class:`Thresholds` pair), each equal to :meth:`recommend` with
-        those thresholds. The drafting and verification run (and the settings are checked) in this call; each output
+        those thresholds (to float rounding for a setting of the paper's ranking in a grid that also ranks jointly:
+        its drafts' V is then read from the complete beams where they hold it, ~1e-6 from decoding). The drafting and verification run (and the settings are checked) in this call; each output
         is ranked when the iterator reaches it, so a grid of hundreds of settings holds one ``[B, n]`` output at a
         time (a list of them was 364 × ``[1024, 3,884]`` floats, 5.8 GB, for SpecGR_Aux's grid on ML-1M).
 
@@ -413,10 +414,14 @@ class SpeculativeRecommender:
             enc = share_decoding(enc, self.draft_size)
         session = self.draft_index.session(self.draft_queries(item_seq, item_seq_len, enc))
         exclude = None if allowed is None or subset_ranking else ~allowed.expand(n_users, -1)  # [B, n]
-        beam_steps = self.verifier.beam_search(enc, self.num_beams, exclude=exclude, keep_log_probs=all_beams)
+        keep = {"keep_log_probs": True} if all_beams else {}  # (a verifier written before it needs no such key)
+        beam_steps = self.verifier.beam_search(enc, self.num_beams, exclude=exclude, **keep)
         complete = None  # B_1 … B_l with their log-probs, when decoded first
         if all_beams:
             complete = list(beam_steps)
+            if len(complete) != self.n_digits:
+                raise ValueError(f"verifier.beam_search: yielded {len(complete)} beam sets, expected "
+                                 f"n_digits = {self.n_digits}")
             beam_steps = iter(complete)
             if any(step.log_probs is None for step in complete):  # a verifier that keeps none: decode every draft
                 complete = None
@@ -551,11 +556,12 @@ class SpeculativeRecommender:
         padding up to N stays small when the counts differ: ~17 of δ = 50 on average on ml-100k, up to 50)."""
         rows = torch.nonzero(todo.any(dim=1)).squeeze(1)  # [B'] users with drafts to decode
         count = todo[rows].sum(dim=1)  # [B']
-        by_count = count.argsort(descending=True, stable=True)
-        rows, count = rows[by_count], count[by_count]
+        if len(user_groups(len(rows), int(count.max()) * (self.n_digits - 1), items.device)) > 1:
+            by_count = count.argsort(descending=True, stable=True)  # several calls: each padded to its own largest
+            rows, count = rows[by_count], count[by_count]
         counts, start = count.tolist(), 0
         while start < len(counts):
-            n = counts[start]  # the group's largest count
+            n = max(counts[start:])  # the group's largest count (users sorted by it when there are several groups)
             first, last = user_groups(len(counts) - start, n * (self.n_digits - 1), items.device)[0]
             users, mine = rows[start : start + last], todo[rows[start : start + last]]  # [G], [G, δ]
             order = (~mine).to(torch.uint8).argsort(dim=1, stable=True)[:, :n]  # [G, n] the user's drafts first
@@ -631,7 +637,9 @@ class SpeculativeRecommender:
         first = torch.full((n_users, self.n_items), n_cols, device=items.device, dtype=torch.long)
         first.scatter_reduce_(1, items, cols, reduce="amin")
         once = (first.gather(1, items) == cols) & (items != 0)
-        top_keys, top_cols, ok = padded_topk(best.gather(1, items).masked_fill(~once, -math.inf), self.topk)
+        # stable: equal keys keep their column order, which a grid's extra (empty) rounds do not change
+        top_keys, top_cols, ok = padded_topk(best.gather(1, items).masked_fill(~once, -math.inf), self.topk,
+                                             stable=True)
         return items.gather(1, top_cols), top_keys, ok
 
 

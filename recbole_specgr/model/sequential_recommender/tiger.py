@@ -451,7 +451,7 @@ class TIGER(SequentialRecommender):
 
     def reorder_decoding(self, state, rows: torch.Tensor, users: Optional[torch.Tensor] = None):
         if isinstance(state, _FromShared):
-            kept = users if state.users is None or users is None else state.users[users]
+            kept = state.users if users is None else (users if state.users is None else state.users[users])
             return state._replace(users=kept, row_users=state.row_users[rows])
         return T5.reorder_cache(state, rows, users)
 
