@@ -135,10 +135,20 @@ def main():
     if args.child:
         print(MARK + json.dumps(child(args.checkpoint, args.threads)), flush=True)
         return
+    if args.repeats < 1:
+        sys.exit(f"--repeats: expected an int >= 1, got {args.repeats}")
     if not Path(args.checkpoint).is_file():
         sys.exit(f"--checkpoint: no such file {args.checkpoint}")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+    if changed:  # this checkout runs as it is: name it apart from its last commit
+        head += "+uncommitted"
+    baseline_commit = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT, capture_output=True,
+                                     text=True).stdout.strip()
+    if baseline_commit == head:
+        sys.exit(f"--baseline: {args.baseline} is this checkout's own code; nothing to compare")
     rows = []
     with tempfile.TemporaryDirectory(prefix="specgr-baseline-") as tmp:
         roots = {args.baseline: export_revision(args.baseline, Path(tmp)), head: ROOT}

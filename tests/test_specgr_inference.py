@@ -9,8 +9,9 @@ import torch
 from recbole_specgr.inference.drafting import DraftIndex, DraftMask
 from recbole_specgr.inference.interfaces import BeamStep
 from recbole_specgr.inference.prefix_index import PrefixIndex
-from recbole_specgr.inference.specgr import (SpeculativeRecommender, Thresholds, beam_log_probs, beam_nodes,
-                                            verification_scores)
+from recbole_specgr.inference.specgr import (CompleteBeams, SpeculativeRecommender, Thresholds, beam_log_probs,
+                                            beam_nodes, verification_scores)
+from recbole_specgr.inference import text_prior as text_prior_module
 from recbole_specgr.inference.text_prior import TextPrior
 from fakes import FixedDrafter, NoBeamTables, TableVerifier, make_catalog, user_seq
 
@@ -383,6 +384,22 @@ def test_text_prior_adds_beta_times_its_logit_to_unseen_items_only():
         shift = 0.0 if seen[i] else 3.0 * text_logit(prior, 2, i, tau=0.5)
         assert text.scores[0, i].item() == pytest.approx(plain.scores[0, i].item() + shift, abs=1e-4), i
     assert any(abs(text_logit(prior, 2, i)) > 0.1 for i in range(1, N_ITEMS + 1) if not seen[i])
+
+
+@pytest.mark.parametrize("distinct_per_column", [0, 10 ** 6])  # always gathered / always one product
+def test_text_prior_cosines_are_each_users_own_in_both_ways_of_computing_them(monkeypatch, distinct_per_column):
+    monkeypatch.setattr(text_prior_module, "DISTINCT_ITEMS_PER_COLUMN", distinct_per_column)
+    texts = torch.randn(31, 5, generator=torch.Generator().manual_seed(4))
+    prior = TextPrior(texts, last_n=2, center=0.1)
+    item_seq = torch.tensor([[3, 7, 9], [5, 0, 0], [11, 2, 0]])
+    lengths = torch.tensor([3, 1, 2])
+    items = torch.randint(0, 31, (3, 6), generator=torch.Generator().manual_seed(5))
+    items[:, 0] = torch.tensor([0, 5, 30])  # padding, an item twice (history and candidate), the last item
+    x = torch.nn.functional.normalize(texts, dim=-1)
+    got = prior.cosines(item_seq, lengths, items)
+    for user, recent in enumerate([[7, 9], [5], [11, 2]]):
+        query = torch.nn.functional.normalize(x[recent].mean(dim=0), dim=0)
+        assert got[user].tolist() == pytest.approx((x[items[user]] @ query - 0.1).tolist(), abs=1e-6)
 
 
 def test_text_prior_centre_is_the_mean_cosine_of_history_and_next_item():
@@ -842,7 +859,8 @@ def test_beam_log_probs_are_known_exactly_where_every_prefix_is_a_beam():
     verifier, _, _ = build(seed=4)
     steps = list(verifier.beam_search(verifier.encode(*user_seq(range(N_USERS))), 3, keep_log_probs=True))
     items = torch.arange(N_ITEMS + 1).expand(N_USERS, -1)
-    table, known = beam_log_probs(verifier.prefix_index, verifier.item2codes, steps, items)
+    table, known = beam_log_probs(verifier.prefix_index, verifier.item2codes,
+                                   CompleteBeams.of(verifier.prefix_index, steps), items)
     for user in range(N_USERS):
         beams = [{tuple(step.prefixes[user, k].tolist()) for k in range(3) if step.valid[user, k]} for step in steps]
         for item in range(1, N_ITEMS + 1):
@@ -880,7 +898,8 @@ def test_joint_ranking_decodes_only_the_seen_drafts_its_beams_did_not(case):
     steps = list(verifier.beam_search(verifier.encode(*user_seq(range(N_USERS))), kwargs["num_beams"],
                                       keep_log_probs=True))
     drafts = out.drafts.flatten(1)
-    _, known = beam_log_probs(verifier.prefix_index, verifier.item2codes, steps, drafts)
+    _, known = beam_log_probs(verifier.prefix_index, verifier.item2codes,
+                              CompleteBeams.of(verifier.prefix_index, steps), drafts)
     needed = {(u, int(i)) for u in range(N_USERS) for i, k in zip(drafts[u], known[u]) if i and seen[i] and not k}
     assert needed and needed <= decoded and decoded - needed <= {(u, rec.stand_in_item) for u in range(N_USERS)}
     unseen = (out.drafts != 0) & ~seen[out.drafts]

@@ -631,7 +631,7 @@ def test_joint_speculative_inference_reads_the_beams_log_probs_as_decoding_gives
     decodes every draft does."""
     from fakes import FixedDrafter, NoBeamTables
 
-    from recbole_specgr.inference.specgr import SpeculativeRecommender, beam_log_probs
+    from recbole_specgr.inference.specgr import CompleteBeams, SpeculativeRecommender, beam_log_probs
 
     model = make_tiger(seed=2)
     inter = histories(B=4, seed=2)
@@ -640,7 +640,8 @@ def test_joint_speculative_inference_reads_the_beams_log_probs_as_decoding_gives
         enc = model.encode(item_seq, lengths)
         steps = list(model.beam_search(enc, K, keep_log_probs=True))
         items = torch.arange(N_ITEMS + 1).expand(4, -1)
-        table, known = beam_log_probs(model.prefix_index, model.item2codes, steps, items)
+        table, known = beam_log_probs(model.prefix_index, model.item2codes, CompleteBeams.of(model.prefix_index, steps),
+                                      items)
         decoded = model.digit_log_probs(enc, items)
     assert known.sum() > 4 * K and not known[:, 1:].all()
     assert torch.allclose(table[known], decoded[known], atol=1e-5)

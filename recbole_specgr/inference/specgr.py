@@ -13,7 +13,7 @@ Reference:
 import logging
 import math
 from dataclasses import dataclass, fields
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional
 
 import torch
 
@@ -52,24 +52,34 @@ def beam_nodes(prefix_index: PrefixIndex, step: BeamStep) -> torch.Tensor:
     return node.masked_fill(~step.valid, -1)
 
 
-def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, steps, items: torch.Tensor):
+class CompleteBeams(NamedTuple):
+    """The verifier's complete beam search, decoded before the draft-verify rounds (joint ranking), with the prefix
+    node of each beam, looked up once per batch for every round's :func:`beam_log_probs`."""
+
+    steps: List[BeamStep]  # B_1 … B_l, each with its ``log_probs``
+    nodes: List[torch.Tensor]  # [B, β] the node of each beam of B_1 … B_{l−1} (:func:`beam_nodes`)
+
+    @classmethod
+    def of(cls, prefix_index: PrefixIndex, steps: List[BeamStep]) -> "CompleteBeams":
+        return cls(steps, [beam_nodes(prefix_index, step) for step in steps[:-1]])
+
+
+def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, beams: CompleteBeams, items: torch.Tensor):
     """The digit log-probabilities of ``items`` [B, N] that the beam search already decoded: beam step j computed
     log P(digit j | prefix) after every beam of B_{j−1} (:attr:`BeamStep.log_probs`), so an item whose (j−1)-digit
     prefix is a beam of B_{j−1}, for every j ≤ l, needs no decoding of its own.
 
-    Args:
-        steps: B_1 … B_l, each with its ``log_probs``.
     Returns:
         log-probs [B, N, l] and known [B, N] bool (True where every digit was found; the other rows are arbitrary).
     """
     codes = item2codes[items].clamp(min=0)  # [B, N, l]
     known = items != 0
     digits = []
-    for depth, step in enumerate(steps):  # step B_{depth+1} holds digit depth+1's log-probs after B_depth
+    for depth, step in enumerate(beams.steps):  # step B_{depth+1} holds digit depth+1's log-probs after B_depth
         n_users, n_parents, n_codes = step.log_probs.shape
         parent = torch.zeros_like(items)  # B_0: the one empty prefix
         if depth > 0:
-            nodes = beam_nodes(prefix_index, steps[depth - 1])  # [B, β] nodes of B_depth
+            nodes = beams.nodes[depth - 1]  # [B, β] nodes of B_depth
             mine = prefix_index.item_nodes(depth)[items]  # [B, N] each item's node of that depth
             match = (mine.unsqueeze(2) == nodes.unsqueeze(1)) & (nodes >= 0).unsqueeze(1)  # [B, N, β]
             known &= match.any(dim=2)
@@ -152,7 +162,8 @@ class _Rounds:
     cand: torch.Tensor  # [B, R, δ] drafted items (0 = none)
     cand_scores: torch.Tensor  # [B, R, δ] their verification scores V
     cand_logits: torch.Tensor  # [B, R, δ] their drafter logits s_d (-inf = none)
-    cand_text: Optional[torch.Tensor]  # [B, R, δ] their text-prior logits s_t (None: no setting uses them)
+    cand_text: Optional[torch.Tensor]  # [B, R, δ] the text-prior logits s_t of unseen drafts (seen drafts: those of
+    # item 0; None: no setting uses them)
     session: DraftSession  # the drafter's queries for the batch (logits of beam items)
     ran: torch.Tensor  # [B, R] bool, rounds each user drafted in
     beam_steps: Iterator[BeamStep]  # the verifier's beam search, advanced on demand
@@ -419,13 +430,13 @@ class SpeculativeRecommender:
         beam_steps = self.verifier.beam_search(enc, self.num_beams, exclude=exclude, **keep)
         complete = None  # B_1 … B_l with their log-probs, when decoded first
         if all_beams:
-            complete = list(beam_steps)
-            if len(complete) != self.n_digits:
-                raise ValueError(f"verifier.beam_search: yielded {len(complete)} beam sets, expected "
+            steps = list(beam_steps)
+            if len(steps) != self.n_digits:
+                raise ValueError(f"verifier.beam_search: yielded {len(steps)} beam sets, expected "
                                  f"n_digits = {self.n_digits}")
-            beam_steps = iter(complete)
-            if any(step.log_probs is None for step in complete):  # a verifier that keeps none: decode every draft
-                complete = None
+            beam_steps = iter(steps)
+            if all(step.log_probs is not None for step in steps):  # a verifier that keeps none: decode every draft
+                complete = CompleteBeams.of(self.prefix_index, steps)
         beams: Optional[BeamStep] = None
         drafted = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)  # [B, n]
         n_strict = torch.zeros(n_users, dtype=torch.long, device=device)  # [B] accepted at the strictest γ
@@ -454,8 +465,9 @@ class SpeculativeRecommender:
         short = torch.ones_like(active) if all_beams else active
         cand = torch.stack(drafts, dim=1)  # [B, R, δ]
         cand_text = None
-        if text:  # s_t = (cos − c̄) / τ, on the drafter's scale
-            cand_text = self.text_prior.cosines(item_seq, item_seq_len, cand.flatten(1)).view(cand.shape)
+        if text:  # s_t = (cos − c̄) / τ, on the drafter's scale, of the unseen drafts (the only ones weighed by it)
+            unseen_cand = cand.masked_fill(seen[cand], 0).flatten(1)
+            cand_text = self.text_prior.cosines(item_seq, item_seq_len, unseen_cand).view(cand.shape)
             cand_text = cand_text.float() / self.drafter_temperature
         return _Rounds(cand, torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1), cand_text,
                        session, torch.stack(ran, dim=1), beam_steps, beams, seen, short)
@@ -528,7 +540,7 @@ class SpeculativeRecommender:
         return beams
 
     def _verify(self, enc: EncoderState, items: torch.Tensor, seen: torch.Tensor,
-                active: Optional[torch.Tensor] = None, beams=None,
+                active: Optional[torch.Tensor] = None, beams: Optional[CompleteBeams] = None,
                 unverified: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Eq. 2 scores of drafts ``items`` [B, δ] (0 = none -> -inf). Only the drafts that need it are decoded
         (:meth:`_decode`): those of the users still drafting (``active`` [B], the others' rows are all -inf), not
