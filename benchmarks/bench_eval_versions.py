@@ -141,12 +141,12 @@ def main():
         sys.exit(f"--checkpoint: no such file {args.checkpoint}")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip()
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "recbole_specgr"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-    if changed:  # this checkout runs as it is: name it apart from its last commit
+    if changed:  # this checkout's package runs as it is (new files included): name it apart from its last commit
         head += "+uncommitted"
-    baseline_commit = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT, capture_output=True,
-                                     text=True).stdout.strip()
+    baseline_commit = subprocess.run(["git", "rev-parse", "--short", args.baseline + "^{commit}"], cwd=ROOT,
+                                     capture_output=True, text=True).stdout.strip()
     if baseline_commit == head:
         sys.exit(f"--baseline: {args.baseline} is this checkout's own code; nothing to compare")
     rows = []

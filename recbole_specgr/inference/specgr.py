@@ -69,6 +69,8 @@ def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, beams: C
     log P(digit j | prefix) after every beam of B_{j−1} (:attr:`BeamStep.log_probs`), so an item whose (j−1)-digit
     prefix is a beam of B_{j−1}, for every j ≤ l, needs no decoding of its own.
 
+    Args:
+        beams: B_1 … B_l with their ``log_probs`` and prefix nodes (:meth:`CompleteBeams.of`).
     Returns:
         log-probs [B, N, l] and known [B, N] bool (True where every digit was found; the other rows are arbitrary).
     """

@@ -20,7 +20,7 @@ from recbole_specgr.evaluation import SplitMetrics  # noqa: E402
 
 
 def text_prior_cosines(rec, seq, seq_len, enc, seen):
-    """cos(item text, mean text of the last items) of every item (s_t before centring and τ)."""
+    """cos(item text, mean text of the last items) − c̄ of every item (s_t before the division by τ)."""
     all_items = torch.arange(rec.n_items)
     return {"st": rec.text_prior.cosines(seq, seq_len, all_items.expand(seq.size(0), -1))}
 
