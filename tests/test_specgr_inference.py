@@ -910,6 +910,27 @@ def test_joint_ranking_decodes_only_the_seen_drafts_its_beams_did_not(case):
     assert torch.equal(out.draft_scores[~unseen], everything.draft_scores[~unseen])
 
 
+def test_a_joint_grid_asks_the_drafter_for_the_beams_logits_once(monkeypatch):
+    """Every joint setting of a pass ranks the same complete beams: their s_d is computed once per batch, not once per
+    setting (the grid's lists are still each those of a run alone)."""
+    from recbole_specgr.inference import drafting
+
+    verifier, drafter, seen = build(seed=7)
+    calls = []
+    item_scores = drafting.DraftSession.item_scores
+    monkeypatch.setattr(drafting.DraftSession, "item_scores",
+                        lambda self, items: calls.append(items.shape) or item_scores(self, items))
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=3, num_beams=4, topk=6)
+    grid = [Thresholds(-1.2, -1.2, 0.5, -1.0), Thresholds(-0.8, -0.8, 1.0, -2.0), Thresholds(-2.0, -2.0, 2.0, -0.5)]
+    outputs = list(rec.recommend_thresholds(*user_seq(range(N_USERS)), grid))
+    n_grid = len(calls)
+    calls.clear()
+    alone = [next(rec.recommend_thresholds(*user_seq(range(N_USERS)), [setting])) for setting in grid]
+    assert n_grid == len(calls) // len(grid) >= 1
+    for out, ref in zip(outputs, alone):
+        assert torch.equal(out.scores, ref.scores)
+
+
 def test_a_grid_with_the_papers_ranking_verifies_unseen_drafts():
     """With a setting of the paper's ranking in the grid, every draft's V is Eq. 2, unseen drafts' included."""
     verifier, drafter, seen = build(seed=6)

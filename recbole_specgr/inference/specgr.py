@@ -173,6 +173,7 @@ class _Rounds:
     seen: torch.Tensor  # [n] bool, items seen in training
     short: torch.Tensor  # [B] bool, users whose complete beams some setting needs (short of K at the strictest
     # thresholds; every user when a setting ranks jointly)
+    beam_logits: Optional[torch.Tensor] = None  # [B, β] s_d of the complete beams' items, once a setting needs them
 
 
 class SpecGROutput(NamedTuple):
@@ -511,20 +512,25 @@ class SpeculativeRecommender:
             if setting.text_weight > 0:  # β·s_t on unseen drafts (see Thresholds)
                 logits = logits + (setting.text_weight / setting.draft_weight) * rounds.cand_text.masked_fill(
                     seen[cand], 0.0)
-            items, item_scores, ok = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill, rounds.session,
-                                                      seen, setting, allowed)  # [B, K] each
+            if rounds.beam_logits is None:  # the beams' s_d: the same for every setting of the pass
+                beam_items = fill.items.masked_fill(~fill.valid, 0)
+                rounds.beam_logits = rounds.session.item_scores(beam_items).float() / self.drafter_temperature
+            # the list: its top-K, already in order
+            items, item_scores, listed = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill,
+                                                          rounds.beam_logits, seen, setting, allowed)  # [B, K] each
         else:
             items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
-        _, cols, listed = padded_topk(item_scores.masked_fill(~ok, -math.inf), self.topk, stable=True)  # the list
-        out = ranked_scores(self.n_items, items.gather(1, cols), item_scores.gather(1, cols), listed)
+            _, cols, listed = padded_topk(item_scores.masked_fill(~ok, -math.inf), self.topk, stable=True)  # the list
+            items, item_scores = items.gather(1, cols), item_scores.gather(1, cols)
+        out = ranked_scores(self.n_items, items, item_scores, listed)
         stats = SpecGRStats(
             n_users=n_users,
             n_drafted=int((gamma_cand != 0).sum()),
             n_accepted=int(accepted.sum()),
             n_rounds=int((used & rounds.ran).sum()),
             n_beam_steps=0 if rounds.beams is None else rounds.beams.depth,
-            n_output=int(ok.sum()),
-            n_output_unseen=int((ok & ~seen[items]).sum()),
+            n_output=int(listed.sum()),
+            n_output_unseen=int((listed & ~seen[items]).sum()),
         )
         return SpecGROutput(out, gamma_cand, gamma_scores, accepted, stats)
 
@@ -623,15 +629,15 @@ class SpeculativeRecommender:
         return items, scores, ok
 
 
-    def _rank_joint(self, cand, cand_scores, cand_logits, cand_accepted, beams: BeamStep, session: DraftSession,
+    def _rank_joint(self, cand, cand_scores, cand_logits, cand_accepted, beams: BeamStep, beam_logits: torch.Tensor,
                     seen: torch.Tensor, setting: Thresholds, allowed: Optional[torch.Tensor]):
         """The joint top-K (α > 0, see :class:`Thresholds`): accepted drafts and complete beams B_l together, by
         ``l·V + α·s_d`` with V = v_u for items not seen in training. A seen item that is both drafted and a beam has
         the same l·V either way (its teacher-forced log-likelihood), so it is counted once. ``cand_logits`` of unseen
-        drafts already hold s_d + (β/α)·s_t.
+        drafts already hold s_d + (β/α)·s_t; ``beam_logits`` [B, β] are the beams' items' s_d.
 
         Returns:
-            items [B, K], their keys [B, K] and validity [B, K].
+            items [B, K], their keys [B, K] and validity [B, K]: the list, keys descending, the valid entries first.
         """
         verified = torch.where(seen[cand], cand_scores, torch.full_like(cand_scores, setting.unseen_score))
         keys = (self.n_digits * verified + setting.draft_weight * cand_logits).masked_fill(~cand_accepted, -math.inf)
@@ -640,7 +646,6 @@ class SpeculativeRecommender:
         beam_ok = beam_items != 0
         if allowed is not None:
             beam_ok &= _allowed_at(allowed, beam_items)
-        beam_logits = session.item_scores(beam_items).float() / self.drafter_temperature
         beam_keys = beams.scores.float() * (self.n_digits / beams.depth) + setting.draft_weight * beam_logits
         items = torch.cat([items, beam_items], dim=1)  # [B, M + β]
         keys = torch.cat([keys, beam_keys.masked_fill(~beam_ok, -math.inf)], dim=1)
