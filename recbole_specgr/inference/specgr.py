@@ -19,7 +19,7 @@ import torch
 
 from recbole_specgr.evaluation import ranked_scores
 from recbole_specgr.inference.beam_search import user_groups
-from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, check_backend, padded_topk
+from recbole_specgr.inference.drafting import DraftIndex, DraftMask, check_backend, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.text_prior import TextPrior
@@ -166,14 +166,13 @@ class _Rounds:
     cand_logits: torch.Tensor  # [B, R, δ] their drafter logits s_d (-inf = none)
     cand_text: Optional[torch.Tensor]  # [B, R, δ] the text-prior logits s_t of unseen drafts (seen drafts: those of
     # item 0; None: no setting uses them)
-    session: DraftSession  # the drafter's queries for the batch (logits of beam items)
+    beam_logits: Optional[torch.Tensor]  # [B, β] s_d of the complete beams' items (None: no setting ranks jointly)
     ran: torch.Tensor  # [B, R] bool, rounds each user drafted in
     beam_steps: Iterator[BeamStep]  # the verifier's beam search, advanced on demand
     beams: Optional[BeamStep]  # the deepest beams B_j consumed so far
     seen: torch.Tensor  # [n] bool, items seen in training
     short: torch.Tensor  # [B] bool, users whose complete beams some setting needs (short of K at the strictest
     # thresholds; every user when a setting ranks jointly)
-    beam_logits: Optional[torch.Tensor] = None  # [B, β] s_d of the complete beams' items, once a setting needs them
 
 
 class SpecGROutput(NamedTuple):
@@ -431,7 +430,7 @@ class SpeculativeRecommender:
         exclude = None if allowed is None or subset_ranking else ~allowed.expand(n_users, -1)  # [B, n]
         keep = {"keep_log_probs": True} if all_beams else {}  # (a verifier written before it needs no such key)
         beam_steps = self.verifier.beam_search(enc, self.num_beams, exclude=exclude, **keep)
-        complete = None  # B_1 … B_l with their log-probs, when decoded first
+        complete, beam_logits = None, None  # B_1 … B_l with their log-probs, when decoded first
         if all_beams:
             steps = list(beam_steps)
             if len(steps) != self.n_digits:
@@ -440,6 +439,8 @@ class SpeculativeRecommender:
             beam_steps = iter(steps)
             if all(step.log_probs is not None for step in steps):  # a verifier that keeps none: decode every draft
                 complete = CompleteBeams.of(self.prefix_index, steps)
+            beam_items = steps[-1].items.masked_fill(~steps[-1].valid, 0)  # the joint rankings' s_d of B_l, once
+            beam_logits = session.item_scores(beam_items).float() / self.drafter_temperature
         beams: Optional[BeamStep] = None
         drafted = torch.zeros(n_users, self.n_items, dtype=torch.bool, device=device)  # [B, n]
         n_strict = torch.zeros(n_users, dtype=torch.long, device=device)  # [B] accepted at the strictest γ
@@ -473,7 +474,7 @@ class SpeculativeRecommender:
             cand_text = self.text_prior.cosines(item_seq, item_seq_len, unseen_cand).view(cand.shape)
             cand_text = cand_text.float() / self.drafter_temperature
         return _Rounds(cand, torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1), cand_text,
-                       session, torch.stack(ran, dim=1), beam_steps, beams, seen, short)
+                       beam_logits, torch.stack(ran, dim=1), beam_steps, beams, seen, short)
 
     def _guided(self, mask: DraftMask, depth: int, nodes: torch.Tensor) -> DraftMask:
         """``mask`` restricted to the items under the beam prefixes ``nodes`` [B, β] of B_depth: their list
@@ -512,9 +513,6 @@ class SpeculativeRecommender:
             if setting.text_weight > 0:  # β·s_t on unseen drafts (see Thresholds)
                 logits = logits + (setting.text_weight / setting.draft_weight) * rounds.cand_text.masked_fill(
                     seen[cand], 0.0)
-            if rounds.beam_logits is None:  # the beams' s_d: the same for every setting of the pass
-                beam_items = fill.items.masked_fill(~fill.valid, 0)
-                rounds.beam_logits = rounds.session.item_scores(beam_items).float() / self.drafter_temperature
             # the list: its top-K, already in order
             items, item_scores, listed = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill,
                                                           rounds.beam_logits, seen, setting, allowed)  # [B, K] each
@@ -583,7 +581,7 @@ class SpeculativeRecommender:
         counts, start = count.tolist(), 0
         while start < len(counts):
             n = max(counts[start:])  # the group's largest count (users sorted by it when there are several groups)
-            first, last = user_groups(len(counts) - start, n * (self.n_digits - 1), items.device)[0]
+            _, last = user_groups(len(counts) - start, n * (self.n_digits - 1), items.device)[0]
             users, mine = rows[start : start + last], todo[rows[start : start + last]]  # [G], [G, δ]
             order = (~mine).to(torch.uint8).argsort(dim=1, stable=True)[:, :n]  # [G, n] the user's drafts first
             listed = torch.arange(n, device=items.device) < count[start : start + last].unsqueeze(1)  # [G, n]

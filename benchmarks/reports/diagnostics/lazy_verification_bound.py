@@ -69,8 +69,7 @@ def counting(self, rounds, setting, allowed, subset_ranking):
     final_kth = torch.where(listed.sum(dim=1) >= self.topk, final_kth, torch.full_like(final_kth, -math.inf))
     last = steps[-1]  # the K-th best key among candidates known without decoding
     beam_items = last.items.masked_fill(~last.valid, 0)
-    beam_keys = (last.scores.float() + alpha * rounds.session.item_scores(beam_items).float()
-                 / self.drafter_temperature).masked_fill(beam_items == 0, -math.inf)
+    beam_keys = (last.scores.float() + alpha * rounds.beam_logits).masked_fill(beam_items == 0, -math.inf)
     text = rounds.cand_text.flatten(1) if rounds.cand_text is not None else torch.zeros_like(logits)
     unseen_draft = used & ~seen[flat]
     draft_keys = torch.where(unseen_draft, l * setting.unseen_score + alpha * logits + setting.text_weight * text,
