@@ -147,6 +147,8 @@ def main():
         head += "+uncommitted"
     baseline_commit = subprocess.run(["git", "rev-parse", "--short", args.baseline + "^{commit}"], cwd=ROOT,
                                      capture_output=True, text=True).stdout.strip()
+    if not baseline_commit:
+        sys.exit(f"--baseline: {args.baseline} is not a git revision of this repository")
     if baseline_commit == head:
         sys.exit(f"--baseline: {args.baseline} is this checkout's own code; nothing to compare")
     rows = []
