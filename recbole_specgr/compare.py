@@ -4,7 +4,7 @@ recbole_specgr.compare
 Side-by-side comparison of models on one dataset and split: runs each model through
 :func:`recbole_specgr.quick_start.run_recbole_specgr` with the same configuration (hence the same seed and split) and
 writes one result JSON per model plus a table (``<out>.md`` and ``<out>.csv``) in the layout of SpecGR's Table 3:
-overall / in-sample / unseen × Recall@10, NDCG@10, Recall@50, NDCG@50, with #params and training time.
+overall / in-sample / unseen × Recall@10, NDCG@10, Recall@50, NDCG@50, with #params (trainable) and training time.
 
 Command line::
 

@@ -29,7 +29,7 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     """Train ``model`` on ``dataset`` with early stopping on validation, evaluate on test.
 
     Returns:
-        dict: ``model, dataset, n_params, train_time_s, eval_time_s, checkpoint, config, valid, test`` where
+        dict: ``model, dataset, n_params`` (trainable), ``n_params_all`` (frozen ones too), ``train_time_s, eval_time_s, checkpoint, config, valid, test`` where
         ``valid``/``test`` are ``{"overall": {...}, "in_sample": {...}, "unseen": {...}}`` (metrics plus
         ``n_cases``); SpecGR runs with ``specgr_threshold_grid`` add the chosen ``specgr_threshold`` and the
         validation ``threshold_sweep``; also written to ``result_json`` when given.
@@ -54,8 +54,10 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.debug(model)
-    logger.info(f"{config['model']}: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable "
-                f"parameters (the full module dump is logged at debug level)")
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    logger.info(f"{config['model']}: {n_trainable:,} trainable parameters ({n_all:,} with the frozen ones; the full "
+                f"module dump is logged at debug level)")
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     start = time.perf_counter()
@@ -68,7 +70,8 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     result = {
         "model": config["model"],
         "dataset": config["dataset"],
-        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "n_params": n_trainable,  # RecBole's count; SpecGR++'s frozen stage-2 item tower is in n_params_all only
+        "n_params_all": n_all,
         "train_time_s": round(train_time, 3),
         "eval_time_s": round(eval_time, 3),
         "checkpoint": _saved_file(trainer) if saved else None,

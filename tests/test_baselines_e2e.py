@@ -39,6 +39,7 @@ def test_compare_cli_runs_every_baseline(small_config, run_dir):
         for split, cases in SPLIT_CASES.items():
             assert tuple(result[split][s]["n_cases"] for s in ("overall", "in_sample", "unseen")) == cases, model
         assert result["n_params"] > 0 and result["train_time_s"] > 0, model
+        assert result["n_params_all"] == result["n_params"], model  # nothing frozen in these models
         # one epoch already ranks well above chance: a random scorer's expected Recall@50 is 50 / 1682
         assert result["test"]["overall"]["recall@50"] > 2 * RANDOM_RECALL_50, model
         assert result["test"]["overall"]["ndcg@50"] <= result["test"]["overall"]["recall@50"], model

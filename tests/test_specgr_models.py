@@ -584,6 +584,9 @@ def test_specgrpp_end_to_end(specgrpp_run):
     assert other["item_tokens"][0] == "[PAD]"
     assert len(other["item_tokens"]) == len(checkpoint["state_dict"]["item2codes"])
     assert torch.equal(other["tokenizer_state"]["codes"], checkpoint["state_dict"]["item2codes"])
+    # n_params counts the trainable weights as RecBole does; n_params_all adds exactly the frozen item tower
+    tower = sum(value.numel() for key, value in state.items() if key.startswith("item_tower."))
+    assert tower > 0 and result["n_params_all"] - result["n_params"] == tower
 
 
 def test_stage2_continues_a_trained_specgrpp_from_exactly_its_weights(specgrpp_run, tmp_path, ml100k_slice,
@@ -598,7 +601,16 @@ def test_stage2_continues_a_trained_specgrpp_from_exactly_its_weights(specgrpp_r
               "specgr_threshold": -100.0, **NO_GRID, **TINY_T5, **FAST_TOKENIZER, **FAST_RUN}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["pytest"])
+    read = []  # the files read by the trainer and the model: the init checkpoint once
+
+    def counted(path, *args, **kwargs):
+        read.append(str(path))
+        return compat.load_checkpoint(path, *args, **kwargs)
+
+    for module in ("recbole_specgr.trainer.inductive_trainer", "recbole_specgr.model.sequential_recommender.specgrpp"):
+        monkeypatch.setattr(f"{module}.load_checkpoint", counted)
     result = objective_function(config)
+    assert read.count(checkpoint_path) == 1
     start, *finetune = result["learning_curve"]
     assert start["stage"] == "init_checkpoint" and [c["stage"] for c in finetune] == ["finetune"]
     for subset in ("overall", "in_sample", "unseen"):  # the source's selected weights, every one of them

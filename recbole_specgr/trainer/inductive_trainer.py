@@ -71,7 +71,7 @@ class InductiveTrainer(Trainer):
     :meth:`fit` is always validated, even when ``eval_step`` does not divide the number of epochs.
 
     ``init_checkpoint``: weights to start from, loaded when the trainer is built — through the model's
-    ``load_init_checkpoint(path)`` when it has one (SpecGR++ takes a TIGER's T5), else strictly as a checkpoint of
+    ``load_init_checkpoint(path, checkpoint)`` (the file as read) when it has one (SpecGR++ takes a TIGER's T5), else strictly as a checkpoint of
     the same model. With ``epochs: 0`` this evaluates a trained model as it is (e.g. TIGER_C over TIGER's weights).
 
     ``progress_file``: a file the trainer rewrites after every epoch of :meth:`fit` (weights, optimizer and schedule,
@@ -165,7 +165,7 @@ class InductiveTrainer(Trainer):
         checkpoint = load_checkpoint(path, map_location=self.device)
         check_same_split("init_checkpoint", path, checkpoint, self.config, getattr(self.model, "seen_item_mask", None))
         if hasattr(self.model, "load_init_checkpoint"):
-            self.model.load_init_checkpoint(path)
+            self.model.load_init_checkpoint(path, checkpoint)
             return
         try:
             self.model.load_state_dict(checkpoint["state_dict"])

@@ -149,15 +149,17 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         nn.init.zeros_(self.projection.bias)
         self._init_speculative(config, dataset)
 
-    def load_init_checkpoint(self, path):
+    def load_init_checkpoint(self, path, checkpoint=None):
         """``init_checkpoint`` (see :class:`~recbole_specgr.trainer.InductiveTrainer`): start from a trained TIGER,
         copying its whole T5 (same backbone sizes) after checking that it was trained on the same semantic IDs (its
         split is the trainer's check) — the SpecGR++ head stays as initialised, so stage 1 trains it from there — or
         from a trained SpecGR++, copying every weight, head included (e.g. stage 2 of a model trained with
         ``specgrpp_finetune_epochs: 0``: ``specgrpp_pretrain_epochs: 0`` here; its item tower, which such a model
         lacks, is filled when stage 2 starts). Stage 2 always fills the item tower from the encoder it starts with,
-        so a stage-2 model trained further gets a tower of its fine-tuned encoder, not of its stage-1 one."""
-        checkpoint = load_checkpoint(path, map_location="cpu")
+        so a stage-2 model trained further gets a tower of its fine-tuned encoder, not of its stage-1 one.
+        ``checkpoint``: the file's contents when the caller has read them (the trainer has), else read here."""
+        if checkpoint is None:
+            checkpoint = load_checkpoint(path, map_location="cpu")
         state = checkpoint["state_dict"]
         model_name = checkpoint["config"]["model"] if "config" in checkpoint else None
         if model_name not in (None, "TIGER", "SpecGRPP"):
