@@ -45,6 +45,8 @@ def check_writable(path):
         raise OSError(err.errno, f"cannot write {path}: {err.strerror} ({folder})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OSError(13, f"cannot write {path}: its folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise OSError(21, f"cannot write {path}: it is a folder (give a file name)")
 
 
 def _umask():

@@ -168,6 +168,14 @@ class PandasCompatDatasetMixin:
             columns.append(field)
             usecols.append(field_type)
             dtype[field_type] = str  # float columns are converted below, with an error naming a bad value
+        if load_col is not None:  # RecBole skipped a listed field the file lacks without a word
+            header = [field_type.split(":")[0] for field_type in head.split(field_separator)]
+            roles = {self.config[key]: key for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD", "RATING_FIELD")}
+            absent = [f"{field!r}" + (f" ({roles[field]})" if field in roles else "")
+                      for field in sorted(set(load_col) - set(header))]
+            if absent:
+                raise ValueError(f"{filepath}: field {', '.join(absent)} is not in its header (load_col lists it); "
+                                 f"header: {header}")
         if not columns:
             self.logger.warning(f"No columns has been loaded from [{source}]")
             return None

@@ -17,6 +17,7 @@ Precedence, lowest first (a later source overrides an earlier one):
 
 import difflib
 import functools
+import math
 import os
 import re
 import sys
@@ -138,7 +139,9 @@ class Config(RecBoleConfig):
             if CHECK_COMMAND_LINE_KEYS:
                 check_known_keys(self.cmd_config_dict or {}, "the command line")
         self._check_types()
+        self._check_no_nan()
         self._check_ranges(final)
+        self._check_reals(final)
         self._check_choices(final)
         return final
 
@@ -153,6 +156,15 @@ class Config(RecBoleConfig):
         if self._source_of("show_progress") and not isinstance(final.get("show_progress"), (bool, type(None))):
             raise ValueError(f"show_progress: expected true, false or ~, got {final['show_progress']!r}"
                              f"{self._source_of('show_progress')}")
+        for key, names in CHOICES.items():
+            value = final.get(key)
+            if self._source_of(key) and not (isinstance(value, str) and value.lower() in names):
+                raise ValueError(f"{key}: expected one of {', '.join(names)}, got {value!r}{self._source_of(key)}")
+        clip = final.get("clip_grad_norm")
+        if clip is not None and not (isinstance(clip, dict) and "max_norm" in clip and _real(clip["max_norm"])
+                                     and clip["max_norm"] > 0):
+            raise ValueError(f"clip_grad_norm: expected ~ or a mapping such as {{max_norm: 1.0}} with max_norm > 0, "
+                             f"got {clip!r}{self._source_of('clip_grad_norm')}")
 
     def _check_ranges(self, final):
         """Counts and sizes must be at least their :data:`MINIMUMS` (``--epochs=-1`` trained nothing and saved the
@@ -160,10 +172,32 @@ class Config(RecBoleConfig):
         for key, minimum in MINIMUMS.items():
             value = final.get(key)
             values = value if isinstance(value, (list, tuple)) else [value]
-            if value is None or all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+            if value is None or (values and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+                                                for v in values) and (key not in LIST_KEYS or values is value)):
                 continue
-            kind = "a list of ints" if isinstance(value, (list, tuple)) else "an int"
+            kind = "a list of ints" if isinstance(value, (list, tuple)) or key in LIST_KEYS else "an int"
+            kind = f"a non-empty {kind[2:]}" if value == [] or value == () else kind
             raise ValueError(f"{key}: expected {kind} >= {minimum}, got {value!r}{self._source_of(key)}")
+
+    def _check_reals(self, final):
+        """Rates, scales and probabilities in their range: a negative ``rqvae_commitment_weight`` trained without a
+        word, ``layer_norm_eps: -1`` to NaN, ``dropout_prob: 1.5`` failed in torch without naming the key."""
+        for keys, test, expected in ((POSITIVE_REALS, lambda v: v > 0, "a number > 0"),
+                                     (NON_NEGATIVE_REALS, lambda v: v >= 0, "a number >= 0"),
+                                     (PROBABILITIES, lambda v: 0 <= v < 1, "a probability in [0, 1)")):
+            for key in keys:
+                value = final.get(key)
+                if value is not None and not (_real(value) and math.isfinite(value) and test(value)):
+                    raise ValueError(f"{key}: expected {expected}, got {value!r}{self._source_of(key)}")
+
+    def _check_no_nan(self):
+        """No user value is NaN (YAML ``.nan``): every comparison with it is false, so a threshold of NaN accepted
+        nothing and a temperature of NaN passed its ``<= 0`` check and trained to NaN."""
+        for source, values in self._user_settings():
+            for key, value in values.items():
+                items = value if isinstance(value, (list, tuple)) else [value]
+                if any(isinstance(v, float) and math.isnan(v) for v in items):
+                    raise ValueError(f"{key}: expected a number, got {value!r} from {source}")
 
     def _user_settings(self):
         """(source, settings) of what the user gave, the highest precedence first."""
@@ -195,6 +229,14 @@ class Config(RecBoleConfig):
             os.path.join(data_path, self.dataset, f"{self.dataset}.inter")
         ):
             self.final_config_dict["data_path"] = os.path.join(data_path, self.dataset)
+
+
+class ComponentConfig(Config):
+    """A :class:`Config` of ``config_dict`` and files only, for a model another one builds (SpecGR_Aux's verifier and
+    drafter): the command line belongs to the run, which passes on what the component should get."""
+
+    def _load_cmd_line(self):
+        return {}
 
 
 def split_setting(arg):
@@ -274,7 +316,30 @@ MINIMUMS = {
     "n_layers_enc": 1, "n_layers_dec": 1, "d_kv": 1, "text_batch_size": 1, "rqvae_latent_dim": 1, "rqvae_epochs": 0,
     "rqvae_batch_size": 1, "rqvae_hidden_sizes": 1, "specgrpp_projection_size": 1, "specgrpp_pretrain_epochs": 0,
     "specgrpp_finetune_epochs": 0, "specgrpp_finetune_warmup_steps": 0, "specgrpp_finetune_total_steps": 1,
+    "n_exps": 1, "rel_pos_buckets": 4, "rel_pos_max_distance": 1,
 }
+
+
+# Keys that hold a list (RecBole reads ``topk: 10`` as [10], but a model iterating an int fails far from the key).
+LIST_KEYS = ("rqvae_hidden_sizes",)
+
+# Rates, scales and weights: finite, > 0 / >= 0; dropout probabilities in [0, 1).
+POSITIVE_REALS = ("learning_rate", "rqvae_learning_rate", "specgrpp_finetune_learning_rate", "initializer_range",
+                  "layer_norm_eps", "specgrpp_temperature", "temperature")
+NON_NEGATIVE_REALS = ("weight_decay", "rqvae_commitment_weight", "specgrpp_lambda_cl", "specgrpp_lambda_ce",
+                      "aap_weight", "mip_weight", "map_weight", "sp_weight")
+PROBABILITIES = ("dropout_prob", "hidden_dropout_prob", "attn_dropout_prob", "adaptor_dropout_prob")
+
+# Names a user value must be one of (case-insensitive): RecBole's optimizers (another name fell back to Adam with a
+# log warning) and its transformer's activations.
+CHOICES = {
+    "learner": ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam"),
+    "hidden_act": ("gelu", "relu", "swish", "tanh", "sigmoid"),
+}
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _expected_type(default):

@@ -35,7 +35,11 @@ def read_new_items(path):
     """
     ids, texts, seen = [], [], set()
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+        try:
+            lines = f.readlines()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        for number, line in enumerate(lines, start=1):
             fields = line.rstrip("\r\n").split("\t")
             if number == 1:
                 if fields != HEADER:
@@ -86,6 +90,18 @@ def add_new_items(model, item_ids, texts, batch_size=64):
         torch.Tensor: the new items' internal ids ``[m]``.
     """
     config = model.config
+    item_ids, texts = list(item_ids), list(texts)
+    if len(item_ids) != len(texts) or not item_ids:
+        raise ValueError(f"--items: expected one text per item id, got {len(item_ids)} ids and {len(texts)} texts")
+    bad = [i for i in item_ids if not isinstance(i, str) or not i.strip()]
+    if bad:
+        raise ValueError(f"--items: expected non-empty string ids, got {bad[:5]}")
+    empty = [i for i, text in zip(item_ids, texts) if not isinstance(text, str) or not text.strip()]
+    if empty:
+        raise ValueError(f"--items: expected a non-empty text for every item, none for {empty[:5]}")
+    repeated = sorted({i for i in item_ids if item_ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"--items: item ids given twice: {repeated[:5]}")
     known = set(model.item_tokens)
     clash = [i for i in item_ids if i in known]
     if clash:
@@ -106,6 +122,8 @@ def add_new_items(model, item_ids, texts, batch_size=64):
 def recommend(model, history, topk=10):
     """Top-``topk`` items after ``history`` (raw ids, oldest first): ``[(raw id, score, internal id)]``, best first,
     at most max(``topk`` of the config) items."""
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"--topk: expected an int >= 1, got {topk!r}")
     index = {token: i for i, token in enumerate(model.item_tokens) if i > 0}
     unknown = [h for h in history if h not in index]
     if not history or unknown:
@@ -131,6 +149,14 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
+        if args.topk < 1:  # checked before the model loads
+            raise ValueError(f"--topk: expected an int >= 1, got {args.topk}")
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as err:
+            raise ValueError(f"--device: {err}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device: {args.device}, but torch sees no CUDA device")
         item_ids, texts = read_new_items(args.items)
         model = load_model(args.checkpoint, device=args.device)
         first_new = model.n_items

@@ -14,7 +14,7 @@ from logging import getLogger
 
 from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.data import data_preparation
-from recbole.utils import init_logger, init_seed
+from recbole.utils import FeatureSource, init_logger, init_seed
 
 from recbole_specgr.allocator import keep_freed_memory
 from recbole_specgr.atomic import atomic_write, check_writable
@@ -49,6 +49,7 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
 
     dataset = create_dataset(config)
     logger.info(dataset)
+    check_feature_fields(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -90,6 +91,25 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     if result_json:
         write_json_atomic(result_json, result)
     return result
+
+
+# Keys naming item fields that RecBole's feature-aware models read (FDSA, S3Rec): an unknown name failed with a bare
+# KeyError when the model was built.
+FEATURE_FIELD_KEYS = {"FDSA": "selected_features", "S3Rec": "item_attribute"}
+
+
+def check_feature_fields(config, dataset):
+    """ValueError naming the key unless the fields the model's :data:`FEATURE_FIELD_KEYS` key lists are item fields
+    the dataset loaded."""
+    key = FEATURE_FIELD_KEYS.get(config["model"])
+    value = config[key] if key else None
+    if value is None:
+        return
+    names = [value] if isinstance(value, str) else list(value)
+    loaded = sorted(field for field in dataset.field2type if dataset.field2source.get(field) == FeatureSource.ITEM)
+    unknown = [name for name in names if name not in loaded]
+    if unknown:
+        raise ValueError(f"{key}: {unknown} are not item fields of '{config['dataset']}' (loaded: {loaded})")
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):

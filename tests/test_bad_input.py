@@ -66,11 +66,16 @@ def edit(text, old, new):
         ("item", lambda t: "\n".join([t.splitlines()[0]] + [line.split("\t")[0] + "\t\t1990\t"
                                                              for line in t.splitlines()[1:]]) + "\n",
          r"text_fields \['title', 'genre'\]: every item of 'tiny' has empty text"),
+        ("item", lambda t: t.replace("title:token", "name:token"),
+         r"tiny\.item: field 'title' is not in its header \(load_col lists it\); header: \['item_id', 'name'"),
+        ("item", lambda t: t.replace("item_id:token", "iid:token"),
+         r"tiny\.item: field 'item_id' \(ITEM_ID_FIELD\) is not in its header"),
     ],
     ids=["empty", "bad-header", "bad-type", "header-only", "short-row", "long-row", "non-numeric-time",
          "non-numeric-item-field", "byte-order-mark", "space-separated-header", "two-colons", "column-twice", "empty-time", "infinite-time",
          "empty-user",
-         "no-time-field", "item-twice", "missing-item-file", "not-utf-8", "all-empty-texts"],
+         "no-time-field", "item-twice", "missing-item-file", "not-utf-8", "all-empty-texts", "renamed-text-column",
+         "no-item-id-column"],
 )
 def test_malformed_atomic_files(tiny_config, tmp_path, which, mutate, message):
     data = tmp_path / "data"
@@ -163,6 +168,38 @@ def tiny_run(**overrides):
         (["--model=Pop", *tiny_run()], r"error: model 'Pop': expected a sequential model \(.*SASRec, FDSA, S3Rec"),
         (["--model=SASRec,BPR", *tiny_run()], r"error: model 'BPR': expected a sequential model .* got a general "
                                               r"recommender"),
+        (["--model=SASRec", "--clip_grad_norm={'max_norm':-1}"],
+         r"error: clip_grad_norm: expected ~ or a mapping such as \{max_norm: 1\.0\} with max_norm > 0, got "
+         r"\{'max_norm': -1\} from the command line"),
+        (["--model=SASRec", "--clip_grad_norm=5"], r"error: clip_grad_norm: expected ~ or a mapping .* got 5 from"),
+        (["--model=SpecGRPP", "--specgrpp_finetune_learning_rate=0"],
+         r"error: specgrpp_finetune_learning_rate: expected a number > 0, got 0 from the command line"),
+        (["--model=SASRec", "--config_files=nan.yaml"], r"error: specgr_threshold: expected a number, got nan from "
+                                                        r"--config_files"),
+        (["--model=TIGER", "--rel_pos_buckets=0"], r"error: rel_pos_buckets: expected an int >= 4, got 0"),
+        (["--model=TIGER", *tiny_run(num_beams=2, rel_pos_max_distance=4)],
+         r"error: rel_pos_max_distance: expected more than rel_pos_buckets // 2 = 16, got 4"),
+        (["--model=SASRec", "--topk=[]"], r"error: topk: expected a non-empty list of ints >= 1, got \[\]"),
+        (["--model=RQVAE", "--rqvae_hidden_sizes=64"], r"error: rqvae_hidden_sizes: expected a list of ints >= 1, "
+                                                        r"got 64"),
+        (["--model=SASRec", "--hidden_dropout_prob=1.5"],
+         r"error: hidden_dropout_prob: expected a probability in \[0, 1\), got 1\.5"),
+        (["--model=SASRec", "--layer_norm_eps=-1"], r"error: layer_norm_eps: expected a number > 0, got -1"),
+        (["--model=RQVAE", "--rqvae_commitment_weight=-1"],
+         r"error: rqvae_commitment_weight: expected a number >= 0, got -1"),
+        (["--model=SASRec", "--learner=foo"], r"error: learner: expected one of adam, adamw, sgd, .* got 'foo'"),
+        (["--model=SASRec", "--hidden_act=foo"], r"error: hidden_act: expected one of gelu, relu, .* got 'foo'"),
+        (["--model=UniSRec", "--n_exps=0"], r"error: n_exps: expected an int >= 1, got 0"),
+        (["--model=SpecGRAux", "--n_layers_enc=1"], r"error: n_layers_enc: a setting of SpecGRAux's component model, "
+                                                    r"not passed on .* give it in specgr_aux_verifier_config \(TIGER\)"),
+        (["--model=SASRec", *tiny_run(split_timestamps="~", split_time_quantiles="[]")],
+         r"error: split_time_quantiles: expected \[q_valid, q_test\] .* got \[\]"),
+        (["--model=SASRec", *tiny_run(text_fields=5)],
+         r"error: text_fields: expected a field name or a list of \.item field names, got 5"),
+        (["--model=FDSA", *tiny_run(selected_features="['nope']")],
+         r"error: selected_features: \['nope'\] are not item fields of 'tiny' \(loaded: \['genre', 'title', 'year'\]\)"),
+        (["--model=SASRec", *tiny_run(), "--result_json=adir"], r"error: \[Errno 21\] cannot write adir: it is a "
+                                                               r"folder"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "none-for-a-number", "unsupported-metric", "progress-not-a-bool",
          "single-cutoff", "unwritable-result-file", "abbreviated-option", "negative-epochs",
@@ -172,7 +209,11 @@ def tiny_run(**overrides):
          "beam-below-k", "negative-draft-size", "negative-finetune-warmup", "finetune-decay-within-warmup",
          "unknown-drafting-backend", "unseen-threshold-as-text", "text-prior-without-texts",
          "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
-         "repeated-key", "general-model", "general-model-in-a-comparison"],
+         "repeated-key", "general-model", "general-model-in-a-comparison",
+         "negative-clip", "clip-not-a-mapping", "zero-finetune-rate", "nan-threshold", "no-position-buckets",
+         "position-distance-within-exact-buckets", "empty-topk", "hidden-sizes-not-a-list", "dropout-above-one",
+         "negative-layer-norm-eps", "negative-commitment", "unknown-learner", "unknown-activation", "no-experts",
+         "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "unknown-feature-field", "result-file-a-folder"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
                                                           message):
@@ -181,6 +222,8 @@ def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache
     (run_dir / "twice.yaml").write_text("epochs: 1\nlearning_rate: 0.01\nepochs: 2\n")
     (run_dir / "afile").write_text("a file where a folder is expected\n")
     (run_dir / "typo.yaml").write_text("learning_rat: 0.5\n")
+    (run_dir / "nan.yaml").write_text("specgr_threshold: .nan\n")
+    (run_dir / "adir").mkdir()
     argv = ["run_recbole_specgr.py", *args, f"--cache_dir={run_dir / 'cache'}", f"--checkpoint_dir={run_dir / 'saved'}"]
     monkeypatch.setattr("sys.argv", argv)  # RecBole's Config reads sys.argv itself
     with pytest.raises(SystemExit) as exit_info:
@@ -191,6 +234,27 @@ def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache
     assert len(error_lines) == 1 and "Traceback" not in err, err
     assert re.search(message, error_lines[0]), error_lines[0]
     assert files_under(run_dir / "saved") == []
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"split_timestamps": [5, 8]', r"tiny\.split\.json: not valid JSON \(Expecting .*\); expected "
+                                   r"\{\"split_timestamps\": \[t_valid, t_test\]\}"),
+    ("[5, 8]", r"tiny\.split\.json: expected \{\"split_timestamps\": \[t_valid, t_test\]\}, got \[5, 8\]"),
+    ("null", r"tiny\.split\.json: expected .*, got null"),
+    ('{"split_timestmps": [5, 8]}', r"tiny\.split\.json: expected .*, got \{\"split_timestmps\": \[5, 8\]\}"),
+], ids=["bad-json", "a-list", "null", "misspelt-key"])
+def test_a_malformed_split_file_is_named(tiny_config, tmp_path, content, message):
+    """``split_timestamps: file`` reads ``<dataset>.split.json``; a file without the cut-offs was a raw JSON or
+    AttributeError, and a misspelt key fell back to the time quantiles without a word."""
+    data = tmp_path / "data"
+    shutil.copytree(TINY, data / "tiny")
+    (data / "tiny" / "tiny.split.json").write_text(content)
+    tiny_config.update(data_path=str(data), cache_dir=str(tmp_path / "cache"), split_timestamps="file")
+    with pytest.raises(ValueError, match=message):
+        InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
+    (data / "tiny" / "tiny.split.json").write_text('{"split_timestamps": [5, 8]}')  # the well-formed file works
+    dataset = InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
+    assert dataset.split_timestamps == (5.0, 8.0)
 
 
 @pytest.mark.parametrize("model, key", [("TIGER", "init_checkpoint"), ("SpecGRAux", "specgr_aux_verifier_checkpoint")],
@@ -210,9 +274,12 @@ def test_a_checkpoint_of_another_split_is_refused_before_training(run_dir, monke
          "--result_json=tiger.json")
     checkpoint = json.loads((run_dir / "tiger.json").read_text())["checkpoint"]
     capsys.readouterr()
+    args = tiny_run(split_timestamps="[6,8]", num_beams=2, valid_metric="Recall@2")
+    if model == "SpecGRAux":  # TIGER's sizes are not SpecGRAux's keys (they go in specgr_aux_verifier_config)
+        args = [arg for arg in args if arg.split("=")[0][2:] not in ("n_layers_enc", "n_layers_dec", "hidden_size",
+                                                                    "inner_size")]
     with pytest.raises(SystemExit) as exit_info:
-        main(f"--model={model}", *tiny_run(split_timestamps="[6,8]", num_beams=2, valid_metric="Recall@2"),
-             f"--{key}={checkpoint}", f"--checkpoint_dir={run_dir / 'saved'}")
+        main(f"--model={model}", *args, f"--{key}={checkpoint}", f"--checkpoint_dir={run_dir / 'saved'}")
     error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert exit_info.value.code == 2 and len(error_lines) == 1
     assert re.fullmatch(rf"error: {key}: {re.escape(checkpoint)} was trained on another split \(split_timestamps "
@@ -356,3 +423,40 @@ def test_valid_edge_values_are_accepted(run_dir, tmp_path, monkeypatch):
                     config_dict={"strict_keys": False})  # "base" is not a setting
     assert config["clip_grad_norm"] == {"max_norm": 1.0, "norm_type": 2}
     assert config["show_progress"] is None and config["eval_step"] == 0 and config["stopping_step"] == 0
+
+
+@pytest.mark.parametrize("item_ids, texts, message", [
+    (["a", "b"], ["only one text"], r"--items: expected one text per item id, got 2 ids and 1 texts"),
+    (["a"], ["  "], r"--items: expected a non-empty text for every item, none for \['a'\]"),
+    (["a", "a"], ["one", "two"], r"--items: item ids given twice: \['a'\]"),
+    ([""], ["text"], r"--items: expected non-empty string ids, got \[''\]"),
+    (["old"], ["text"], r"--items: item ids already in the model: \['old'\]"),
+], ids=["fewer-texts", "empty-text", "id-twice", "empty-id", "known-id"])
+def test_new_items_api_refuses_what_the_items_file_reader_refuses(item_ids, texts, message):
+    """``add_new_items`` is the Python API behind ``--items``: two ids and one text added one item to the model's
+    tables and two to its ids (a later recommendation failed with an IndexError)."""
+    from types import SimpleNamespace
+
+    from recbole_specgr import new_items
+
+    model = SimpleNamespace(config={}, item_tokens=["[PAD]", "old"])
+    with pytest.raises(ValueError, match=message):
+        new_items.add_new_items(model, item_ids, texts)
+    assert model.item_tokens == ["[PAD]", "old"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--topk", "0"], r"error: --topk: expected an int >= 1, got 0"),
+    (["--device", "foo"], r"error: --device: "),
+    (["--items", "latin1.tsv"], r"error: .*latin1\.tsv: not UTF-8 text \(invalid continuation byte at byte \d+\)"),
+], ids=["zero-topk", "unknown-device", "latin-1-items"])
+def test_new_items_command_line_mistakes_are_one_line(tmp_path, monkeypatch, args, message):
+    from recbole_specgr import new_items
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "new.tsv").write_text("item_id\ttext\nx\tA film\n")
+    (tmp_path / "latin1.tsv").write_bytes("item_id\ttext\nx\tAlph\u00e4 film\n".encode("latin-1"))
+    argv = ["--checkpoint", "missing.pth", "--items", "new.tsv", "--history", "1", *args]
+    with pytest.raises(SystemExit) as exit_info:
+        new_items.main(argv)
+    assert re.fullmatch(message + ".*", str(exit_info.value.code)), exit_info.value.code

@@ -639,15 +639,41 @@ def test_specgraux_component_gets_the_users_shared_keys_and_nothing_of_the_compo
 
     user = {"data_path": str(tmp_path), "epochs": 3, "learning_rate": 0.01, "rqvae_codebook_size": 8,
             "cold_start_items": "release_year > 1990", "init_checkpoint": "saved/TIGER-x.pth",
-            "specgr_threshold": -3.0, "hidden_size": 48}
+            "specgr_threshold": -3.0}
     composition = Config(model="SpecGRAux", dataset="ml-100k", config_dict=user)
     drafter = component_config(composition, "UniSRec", {"n_layers": 1})
-    defaults = model_defaults("UniSRec")
     assert (drafter["epochs"], drafter["learning_rate"], drafter["rqvae_codebook_size"]) == (3, 0.01, 8)
     assert drafter["cold_start_items"] == "release_year > 1990" and drafter["n_layers"] == 1
     assert drafter["init_checkpoint"] is None  # names the composition's weights, not the drafter's
-    assert drafter["hidden_size"] == defaults["hidden_size"]  # a model key: the component keeps its own
     assert drafter["specgr_threshold"] is None
+
+
+def test_specgraux_component_overrides_are_not_outranked_by_the_command_line(tmp_path, monkeypatch):
+    """The component's Config does not read sys.argv again: the run's command line reached the component through
+    the composition's shared keys only, and ``specgr_aux_<role>_config`` is what sets its model keys."""
+    from recbole_specgr.model.sequential_recommender.specgraux import component_config
+
+    monkeypatch.setattr("sys.argv", ["run_recbole_specgr.py", "--n_layers=3", "--epochs=2"])
+    composition = Config(model="SpecGRAux", dataset="ml-100k", config_dict={"data_path": str(tmp_path)})
+    drafter = component_config(composition, "UniSRec", {"n_layers": 1})
+    assert drafter["n_layers"] == 1  # the override, not the command line's 3
+    assert drafter["epochs"] == 2  # a shared key of the command line, passed on
+
+
+@pytest.mark.parametrize("key, value, roles", [("hidden_size", 48, ["verifier", "drafter"]),
+                                               ("n_layers_enc", 1, ["verifier"]), ("n_exps", 2, ["drafter"])])
+def test_specgraux_refuses_a_components_model_key_set_on_the_composition(tmp_path, key, value, roles):
+    """Such a key would reach no component (they take their model keys from specgr_aux_<role>_config only)."""
+    from recbole_specgr.model.sequential_recommender.specgraux import check_no_component_keys
+
+    composition = Config(model="SpecGRAux", dataset="ml-100k", config_dict={"data_path": str(tmp_path), key: value})
+    with pytest.raises(ValueError) as err:
+        check_no_component_keys(composition)
+    message = str(err.value)
+    assert message.startswith(f"{key}: ")
+    assert [role for role in ("verifier", "drafter") if f"specgr_aux_{role}_config" in message] == roles
+    check_no_component_keys(Config(model="SpecGRAux", dataset="ml-100k",  # shared and own keys pass
+                                   config_dict={"data_path": str(tmp_path), "epochs": 2, "num_beams": 20}))
 
 
 def test_specgraux_loads_component_checkpoints(small_config, specgrpp_run):

@@ -68,9 +68,13 @@ class InductiveSequentialDataset(SequentialDataset):
     def __init__(self, config):
         # load parameters info (before super().__init__: the base constructor fires the hooks below)
         self.split_timestamps_arg = config["split_timestamps"]
-        self.split_time_quantiles = config["split_time_quantiles"] or [0.8, 0.9]
+        quantiles = config["split_time_quantiles"]
+        self.split_time_quantiles = [0.8, 0.9] if quantiles is None else quantiles  # [] is refused, not defaulted
         self.cold_start_rule = config["cold_start_items"]
         fields = config["text_fields"] or []
+        if not isinstance(fields, (str, list, tuple)) or not all(isinstance(f, str) for f in
+                                                                  ([fields] if isinstance(fields, str) else fields)):
+            raise ValueError(f"text_fields: expected a field name or a list of .item field names, got {fields!r}")
         self.text_fields = [fields] if isinstance(fields, str) else list(fields)  # one name: that field alone
         self.text_encoder = config["text_encoder"] or DEFAULT_ENCODER
         self.text_batch_size = config["text_batch_size"] or 64
@@ -297,8 +301,15 @@ class InductiveSequentialDataset(SequentialDataset):
             path = os.path.join(self.dataset_path, f"{self.dataset_name}.split.json")
             if not os.path.isfile(path):
                 raise ValueError(f"split_timestamps: 'file' needs {path} with {{\"split_timestamps\": [t_valid, t_test]}}")
-            with open(path) as f:
-                arg = json.load(f).get("split_timestamps")
+            expected = '{"split_timestamps": [t_valid, t_test]}'
+            with open(path, encoding="utf-8") as f:
+                try:
+                    saved = json.load(f)
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    raise ValueError(f"{path}: not valid JSON ({err}); expected {expected}") from None
+            if not isinstance(saved, dict) or saved.get("split_timestamps") is None:
+                raise ValueError(f"{path}: expected {expected}, got {json.dumps(saved)[:80]}")
+            arg = saved["split_timestamps"]
         if arg is None:
             q = self.split_time_quantiles
             if not _number_pair(q) or not 0 < q[0] < q[1] < 1:

@@ -44,7 +44,8 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
         pretrain_epochs = config["specgrpp_pretrain_epochs"]
         self.pretrain_epochs = int(self.epochs if pretrain_epochs is None else pretrain_epochs)
         self.finetune_epochs = int(config["specgrpp_finetune_epochs"] or 0)
-        self.finetune_learning_rate = float(config["specgrpp_finetune_learning_rate"] or self.learning_rate)
+        finetune_rate = config["specgrpp_finetune_learning_rate"]  # ~: stage 1's (a 0 is refused by the Config)
+        self.finetune_learning_rate = float(self.learning_rate if finetune_rate is None else finetune_rate)
         self.finetune_schedule = read_schedule(config, warmup_key="specgrpp_finetune_warmup_steps",
                                                total_key="specgrpp_finetune_total_steps")
         self.pretrain_valid_metric = str(config["specgrpp_pretrain_valid_metric"] or "recall@50").lower()

@@ -124,6 +124,9 @@ class TIGER(SequentialRecommender):
         self.dropout_prob = config["dropout_prob"]
         self.rel_pos_buckets = config["rel_pos_buckets"]
         self.rel_pos_max_distance = config["rel_pos_max_distance"]
+        if self.rel_pos_max_distance <= self.rel_pos_buckets // 2:  # the log-spaced buckets need room above the exact
+            raise ValueError(f"rel_pos_max_distance: expected more than rel_pos_buckets // 2 = "
+                             f"{self.rel_pos_buckets // 2}, got {self.rel_pos_max_distance}")
         self.layer_norm_eps = config["layer_norm_eps"]
         self.initializer_range = config["initializer_range"]
         self.num_beams = config["num_beams"]
