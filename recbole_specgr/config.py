@@ -139,6 +139,8 @@ class Config(RecBoleConfig):
             if CHECK_COMMAND_LINE_KEYS:
                 check_known_keys(self.cmd_config_dict or {}, "the command line")
         self._check_types()
+        if self.model == "SpecGRAux":
+            check_no_component_keys(self.external_config_dict, final, self.dataset)
         self._check_no_nan()
         self._check_ranges(final)
         self._check_reals(final)
@@ -158,13 +160,14 @@ class Config(RecBoleConfig):
                              f"{self._source_of('show_progress')}")
         for key, names in CHOICES.items():
             value = final.get(key)
-            if self._source_of(key) and not (isinstance(value, str) and value.lower() in names):
+            name = value.lower() if isinstance(value, str) and key in ANY_CASE else value
+            if self._source_of(key) and name not in names:
                 raise ValueError(f"{key}: expected one of {', '.join(names)}, got {value!r}{self._source_of(key)}")
         clip = final.get("clip_grad_norm")
-        if clip is not None and not (isinstance(clip, dict) and "max_norm" in clip and _real(clip["max_norm"])
-                                     and clip["max_norm"] > 0):
-            raise ValueError(f"clip_grad_norm: expected ~ or a mapping such as {{max_norm: 1.0}} with max_norm > 0, "
-                             f"got {clip!r}{self._source_of('clip_grad_norm')}")
+        if clip not in (None, {}) and not (isinstance(clip, dict) and "max_norm" in clip and _real(clip["max_norm"])
+                                           and clip["max_norm"] > 0):
+            raise ValueError(f"clip_grad_norm: expected ~ or {{}} (no clipping) or a mapping such as {{max_norm: 1.0}} "
+                             f"with max_norm > 0, got {clip!r}{self._source_of('clip_grad_norm')}")
 
     def _check_ranges(self, final):
         """Counts and sizes must be at least their :data:`MINIMUMS` (``--epochs=-1`` trained nothing and saved the
@@ -172,8 +175,9 @@ class Config(RecBoleConfig):
         for key, minimum in MINIMUMS.items():
             value = final.get(key)
             values = value if isinstance(value, (list, tuple)) else [value]
-            if value is None or (values and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-                                                for v in values) and (key not in LIST_KEYS or values is value)):
+            if value is None or ((values or key in LIST_KEYS)  # rqvae_hidden_sizes: []: a linear encoder
+                                 and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+                                         for v in values) and (key not in LIST_KEYS or values is value)):
                 continue
             kind = "a list of ints" if isinstance(value, (list, tuple)) or key in LIST_KEYS else "an int"
             kind = f"a non-empty {kind[2:]}" if value == [] or value == () else kind
@@ -237,6 +241,37 @@ class ComponentConfig(Config):
 
     def _load_cmd_line(self):
         return {}
+
+
+def check_no_component_keys(user_settings, final, dataset):
+    """ValueError for a key the user set on SpecGR_Aux (``user_settings``; ``final``: its resolved settings) that
+    only a component's model reads (``--hidden_size``, ``n_layers_enc``): components take their model keys from
+    ``specgr_aux_<role>_config`` alone (:func:`~recbole_specgr.model.sequential_recommender.specgraux.component_config`),
+    so it would change nothing; the message names the key to give it in."""
+    own = set(model_defaults("SpecGRAux")) | shared_keys(dataset)
+    for key in user_settings or {}:
+        if key in own:
+            continue
+        roles = [role for role in ("verifier", "drafter") if key in _model_keys(final[f"specgr_aux_{role}_model"])]
+        if roles:
+            where = " / ".join(f"specgr_aux_{role}_config ({final[f'specgr_aux_{role}_model']})" for role in roles)
+            raise ValueError(f"{key}: a setting of SpecGRAux's component model, not passed on from the composition's "
+                             f"settings; give it in {where}, e.g. {{{key}: ...}}")
+
+
+def _model_keys(model_name) -> set:
+    """The keys of a model's YAML: this package's (with its base layers) or RecBole's."""
+    if not isinstance(model_name, str):
+        return set()
+    if (PROPERTIES_DIR / "model" / f"{model_name}.yaml").is_file():
+        return set(model_defaults(model_name))
+    import recbole
+
+    path = Path(recbole.__file__).resolve().parent / "properties" / "model" / f"{model_name}.yaml"
+    if not path.is_file():
+        return set()
+    with open(path, encoding="utf-8") as f:
+        return set(yaml.safe_load(f) or {})
 
 
 def split_setting(arg):
@@ -330,12 +365,13 @@ NON_NEGATIVE_REALS = ("weight_decay", "rqvae_commitment_weight", "specgrpp_lambd
                       "aap_weight", "mip_weight", "map_weight", "sp_weight")
 PROBABILITIES = ("dropout_prob", "hidden_dropout_prob", "attn_dropout_prob", "adaptor_dropout_prob")
 
-# Names a user value must be one of (case-insensitive): RecBole's optimizers (another name fell back to Adam with a
-# log warning) and its transformer's activations.
+# Names a user value must be one of: RecBole's optimizers (another name fell back to Adam with a log warning; RecBole
+# lowercases it, hence ANY_CASE) and its transformer's activations (looked up as written).
 CHOICES = {
     "learner": ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam"),
     "hidden_act": ("gelu", "relu", "swish", "tanh", "sigmoid"),
 }
+ANY_CASE = ("learner",)
 
 
 def _real(value) -> bool:

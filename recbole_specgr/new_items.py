@@ -16,6 +16,7 @@ for items added here.
 
 import argparse
 import sys
+from collections import Counter
 
 import torch
 from recbole.data.interaction import Interaction
@@ -99,7 +100,7 @@ def add_new_items(model, item_ids, texts, batch_size=64):
     empty = [i for i, text in zip(item_ids, texts) if not isinstance(text, str) or not text.strip()]
     if empty:
         raise ValueError(f"--items: expected a non-empty text for every item, none for {empty[:5]}")
-    repeated = sorted({i for i in item_ids if item_ids.count(i) > 1})
+    repeated = sorted(item for item, count in Counter(item_ids).items() if count > 1)
     if repeated:
         raise ValueError(f"--items: item ids given twice: {repeated[:5]}")
     known = set(model.item_tokens)

@@ -105,6 +105,9 @@ def check_feature_fields(config, dataset):
     value = config[key] if key else None
     if value is None:
         return
+    if (key == "item_attribute") != isinstance(value, str):  # S3Rec reads one field, FDSA a list of them
+        expected = "an item field name" if key == "item_attribute" else "a list of item field names"
+        raise ValueError(f"{key}: expected {expected}, got {value!r}")
     names = [value] if isinstance(value, str) else list(value)
     loaded = sorted(field for field in dataset.field2type if dataset.field2source.get(field) == FeatureSource.ITEM)
     unknown = [name for name in names if name not in loaded]

@@ -169,16 +169,21 @@ def tiny_run(**overrides):
         (["--model=SASRec,BPR", *tiny_run()], r"error: model 'BPR': expected a sequential model .* got a general "
                                               r"recommender"),
         (["--model=SASRec", "--clip_grad_norm={'max_norm':-1}"],
-         r"error: clip_grad_norm: expected ~ or a mapping such as \{max_norm: 1\.0\} with max_norm > 0, got "
+         r"error: clip_grad_norm: expected ~ or \{\} \(no clipping\) or a mapping such as \{max_norm: 1\.0\} with "
+         r"max_norm > 0, got "
          r"\{'max_norm': -1\} from the command line"),
-        (["--model=SASRec", "--clip_grad_norm=5"], r"error: clip_grad_norm: expected ~ or a mapping .* got 5 from"),
+        (["--model=SASRec", "--clip_grad_norm=5"], r"error: clip_grad_norm: expected ~ or .* got 5 from"),
         (["--model=SpecGRPP", "--specgrpp_finetune_learning_rate=0"],
          r"error: specgrpp_finetune_learning_rate: expected a number > 0, got 0 from the command line"),
         (["--model=SASRec", "--config_files=nan.yaml"], r"error: specgr_threshold: expected a number, got nan from "
                                                         r"--config_files"),
         (["--model=TIGER", "--rel_pos_buckets=0"], r"error: rel_pos_buckets: expected an int >= 4, got 0"),
-        (["--model=TIGER", *tiny_run(num_beams=2, rel_pos_max_distance=4)],
-         r"error: rel_pos_max_distance: expected more than rel_pos_buckets // 2 = 16, got 4"),
+        (["--model=TIGER", *tiny_run(num_beams=2, rel_pos_max_distance=8)],
+         r"error: rel_pos_max_distance: expected more than 8, the encoder's exact distances for rel_pos_buckets, "
+         r"got 8"),
+        (["--model=TIGER", *tiny_run(num_beams=2, rel_pos_buckets=6, rel_pos_max_distance=3)],
+         r"error: rel_pos_max_distance: expected more than 3, the decoder's exact distances for rel_pos_buckets, "
+         r"got 3"),
         (["--model=SASRec", "--topk=[]"], r"error: topk: expected a non-empty list of ints >= 1, got \[\]"),
         (["--model=RQVAE", "--rqvae_hidden_sizes=64"], r"error: rqvae_hidden_sizes: expected a list of ints >= 1, "
                                                         r"got 64"),
@@ -196,6 +201,9 @@ def tiny_run(**overrides):
          r"error: split_time_quantiles: expected \[q_valid, q_test\] .* got \[\]"),
         (["--model=SASRec", *tiny_run(text_fields=5)],
          r"error: text_fields: expected a field name or a list of \.item field names, got 5"),
+        (["--model=FDSA", *tiny_run(selected_features="genre")],
+         r"error: selected_features: expected a list of item field names, got 'genre'"),
+        (["--model=SASRec", "--hidden_act=GELU"], r"error: hidden_act: expected one of gelu, .* got 'GELU'"),
         (["--model=FDSA", *tiny_run(selected_features="['nope']")],
          r"error: selected_features: \['nope'\] are not item fields of 'tiny' \(loaded: \['genre', 'title', 'year'\]\)"),
         (["--model=SASRec", *tiny_run(), "--result_json=adir"], r"error: \[Errno 21\] cannot write adir: it is a "
@@ -211,9 +219,9 @@ def tiny_run(**overrides):
          "impossible-codebook", "reversed-cutoffs", "bad-cold-rule",
          "repeated-key", "general-model", "general-model-in-a-comparison",
          "negative-clip", "clip-not-a-mapping", "zero-finetune-rate", "nan-threshold", "no-position-buckets",
-         "position-distance-within-exact-buckets", "empty-topk", "hidden-sizes-not-a-list", "dropout-above-one",
+         "distance-within-encoder-exact-buckets", "distance-within-decoder-exact-buckets", "empty-topk", "hidden-sizes-not-a-list", "dropout-above-one",
          "negative-layer-norm-eps", "negative-commitment", "unknown-learner", "unknown-activation", "no-experts",
-         "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "unknown-feature-field", "result-file-a-folder"],
+         "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "feature-fields-not-a-list", "activation-case", "unknown-feature-field", "result-file-a-folder"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
                                                           message):

@@ -144,6 +144,7 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch):
     ("SASRec,NoSuchRec", [], "model 'NoSuchRec' is neither"),
     ("SASRec,FDSA", ["--epochs=abc"], "epochs: expected int"),
     ("SASRec,FDSA", ["--epoch=3"], "epoch: no model or dataset has this setting .*did you mean 'epochs'"),
+    ("SASRec,SpecGRAux", ["--hidden_size=64"], "hidden_size: a setting of SpecGRAux's component model"),
 ])
 def test_every_model_and_setting_is_checked_before_the_first_model_runs(tmp_path, monkeypatch, models, settings,
                                                                         message):

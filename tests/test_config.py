@@ -157,3 +157,13 @@ def test_model_yaml_layers_its_base_configs():
     assert defaults["hidden_size"] == base["hidden_size"] and base["item_text_input"] is False
     assert defaults["item_text_input"] is True  # the model file overrides its base
     assert config_module.model_defaults("SpecGRAux")["specgr_no_reranking"] is False  # from base/speculative.yaml
+
+
+def test_values_that_turn_a_feature_off_are_still_accepted(tmp_path):
+    """The range checks refuse impossible values only: clip_grad_norm {} (no clipping, e.g. to undo TIGER's) and
+    rqvae_hidden_sizes [] (a linear RQ-VAE encoder) mean something; topk [] does not."""
+    config = Config(model="TIGER", dataset="ml-100k", config_dict={"data_path": str(tmp_path), "clip_grad_norm": {},
+                                                                    "rqvae_hidden_sizes": []})
+    assert config["clip_grad_norm"] == {} and config["rqvae_hidden_sizes"] == []
+    with pytest.raises(ValueError, match=r"topk: expected a non-empty list of ints >= 1, got \[\]"):
+        Config(model="TIGER", dataset="ml-100k", config_dict={"data_path": str(tmp_path), "topk": []})

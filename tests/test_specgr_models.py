@@ -653,8 +653,10 @@ def test_specgraux_component_overrides_are_not_outranked_by_the_command_line(tmp
     the composition's shared keys only, and ``specgr_aux_<role>_config`` is what sets its model keys."""
     from recbole_specgr.model.sequential_recommender.specgraux import component_config
 
-    monkeypatch.setattr("sys.argv", ["run_recbole_specgr.py", "--n_layers=3", "--epochs=2"])
+    monkeypatch.setattr("sys.argv", ["run_recbole_specgr.py", "--epochs=2"])
     composition = Config(model="SpecGRAux", dataset="ml-100k", config_dict={"data_path": str(tmp_path)})
+    # (the composition refuses --n_layers itself: test_specgraux_refuses_a_components_model_key_set_on_the_composition)
+    monkeypatch.setattr("sys.argv", ["run_recbole_specgr.py", "--n_layers=3", "--epochs=2"])
     drafter = component_config(composition, "UniSRec", {"n_layers": 1})
     assert drafter["n_layers"] == 1  # the override, not the command line's 3
     assert drafter["epochs"] == 2  # a shared key of the command line, passed on
@@ -663,17 +665,16 @@ def test_specgraux_component_overrides_are_not_outranked_by_the_command_line(tmp
 @pytest.mark.parametrize("key, value, roles", [("hidden_size", 48, ["verifier", "drafter"]),
                                                ("n_layers_enc", 1, ["verifier"]), ("n_exps", 2, ["drafter"])])
 def test_specgraux_refuses_a_components_model_key_set_on_the_composition(tmp_path, key, value, roles):
-    """Such a key would reach no component (they take their model keys from specgr_aux_<role>_config only)."""
-    from recbole_specgr.model.sequential_recommender.specgraux import check_no_component_keys
-
-    composition = Config(model="SpecGRAux", dataset="ml-100k", config_dict={"data_path": str(tmp_path), key: value})
+    """Such a key would reach no component (they take their model keys from specgr_aux_<role>_config only); it is
+    refused when the Config is built, before any dataset or earlier model of a comparison."""
     with pytest.raises(ValueError) as err:
-        check_no_component_keys(composition)
+        Config(model="SpecGRAux", dataset="ml-100k", config_dict={"data_path": str(tmp_path), key: value})
     message = str(err.value)
     assert message.startswith(f"{key}: ")
     assert [role for role in ("verifier", "drafter") if f"specgr_aux_{role}_config" in message] == roles
-    check_no_component_keys(Config(model="SpecGRAux", dataset="ml-100k",  # shared and own keys pass
-                                   config_dict={"data_path": str(tmp_path), "epochs": 2, "num_beams": 20}))
+    Config(model="SpecGRAux", dataset="ml-100k",  # shared and own keys pass, and a component's key in its override
+           config_dict={"data_path": str(tmp_path), "epochs": 2, "num_beams": 20,
+                        "specgr_aux_verifier_config": {"n_layers_enc": 1}})
 
 
 def test_specgraux_loads_component_checkpoints(small_config, specgrpp_run):

@@ -693,3 +693,24 @@ def test_beam_search_reads_the_positions_the_shared_decoding_holds(monkeypatch, 
         assert torch.allclose(a.scores[a.valid], b.scores[b.valid], atol=1e-5)
         assert torch.allclose(a.log_probs, b.log_probs, atol=1e-5)  # −inf rows (user 1) alike
     assert torch.equal(plain[-1].items, reading[-1].items) and not reading[-1].valid[1].any()
+
+
+@pytest.mark.parametrize("buckets, max_distance, refused", [
+    (32, 16, None), (32, 12, None), (64, 32, None), (32, 9, None), (32, 8, "encoder"), (4, 3, None),
+    (4, 2, "decoder"), (4, 1, "encoder")])
+def test_position_buckets_are_refused_only_where_far_distances_would_fold_back(buckets, max_distance, refused):
+    """rel_pos_max_distance must exceed the distances counted exactly (buckets // 4 in the encoder; the decoder's
+    buckets // 2 only once its l positions reach them: l = 3 digits here reach them for 4 buckets, never for 32).
+    Where it is accepted, every distance of the encoder's and the decoder's gets an in-range bucket, larger distances
+    no nearer buckets than smaller ones (a 4 for 32 buckets folded distances 9-40 back into buckets 23...6)."""
+    if refused:
+        with pytest.raises(ValueError, match=rf"rel_pos_max_distance: expected more than \d+, the {refused}'s exact"):
+            make_tiger(rel_pos_buckets=buckets, rel_pos_max_distance=max_distance)
+        return
+    model = make_tiger(rel_pos_buckets=buckets, rel_pos_max_distance=max_distance)
+    for bias, rel in ((model.t5.enc_pos, torch.arange(-60, 61)), (model.t5.dec_pos, -torch.arange(0, model.n_digits))):
+        got = bias._bucket(rel)
+        assert int(got.min()) >= 0 and int(got.max()) < buckets
+        for side in ((rel >= 0), (rel <= 0)):  # each direction: buckets never decrease with the distance
+            ordered = got[side][rel[side].abs().argsort()]
+            assert bool((ordered[1:] >= ordered[:-1]).all()), (bias.bidirectional, ordered.tolist())

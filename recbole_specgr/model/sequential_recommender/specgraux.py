@@ -9,8 +9,6 @@ Reference:
     Section 3.3.1.
 """
 
-from pathlib import Path
-
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
@@ -37,42 +35,6 @@ def component_config(config, model_name, overrides=None):
     carried_keys = (shared_keys(config["dataset"]) | {"device"}) - set(NOT_CARRIED)
     carried = {key: value for key, value in config.external_config_dict.items() if key in carried_keys}
     return ComponentConfig(model=model_name, dataset=config["dataset"], config_dict={**carried, **(overrides or {})})
-
-
-def check_no_component_keys(config):
-    """ValueError for a key the user set on the composition that only a component's model reads (``--hidden_size``,
-    ``n_layers_enc``): it is not passed on (:func:`component_config`), so it would change nothing; the message names
-    the ``specgr_aux_<role>_config`` to give it in."""
-    from recbole_specgr.config import model_defaults, shared_keys
-
-    user_keys = getattr(config, "external_config_dict", None)  # None: a saved config, checked when it was run
-    if not user_keys:
-        return
-    own = set(model_defaults("SpecGRAux")) | shared_keys(config["dataset"])
-    for key in user_keys:
-        if key in own:
-            continue
-        roles = [role for role in ROLES if key in _model_keys(config[f"specgr_aux_{role}_model"])]
-        if roles:
-            where = " / ".join(f"specgr_aux_{role}_config ({config[f'specgr_aux_{role}_model']})" for role in roles)
-            raise ValueError(f"{key}: a setting of SpecGRAux's component model, not passed on from the composition's "
-                             f"settings; give it in {where}, e.g. {{{key}: ...}}")
-
-
-def _model_keys(model_name) -> set:
-    """The keys of a model's YAML: this package's (with its base layers) or RecBole's."""
-    from recbole_specgr.config import PROPERTIES_DIR, model_defaults
-
-    if (PROPERTIES_DIR / "model" / f"{model_name}.yaml").is_file():
-        return set(model_defaults(model_name))
-    import recbole
-    import yaml
-
-    path = Path(recbole.__file__).resolve().parent / "properties" / "model" / f"{model_name}.yaml"
-    if not path.is_file():
-        return set()
-    with open(path, encoding="utf-8") as f:
-        return set(yaml.safe_load(f) or {})
 
 
 class SpecGRAux(SpeculativeEvalMixin, SequentialRecommender):
@@ -104,7 +66,6 @@ class SpecGRAux(SpeculativeEvalMixin, SequentialRecommender):
         for role, overrides in self.component_overrides.items():
             if not isinstance(overrides, dict):
                 raise ValueError(f"specgr_aux_{role}_config: expected a dict of config keys, got {overrides!r}")
-        check_no_component_keys(config)
         seen = getattr(dataset, "seen_item_mask", None)
         if seen is None or tuple(seen.shape) != (self.n_items,):
             raise ValueError(f"SpecGRAux: dataset.seen_item_mask must be a bool tensor [{self.n_items}]")

@@ -124,9 +124,7 @@ class TIGER(SequentialRecommender):
         self.dropout_prob = config["dropout_prob"]
         self.rel_pos_buckets = config["rel_pos_buckets"]
         self.rel_pos_max_distance = config["rel_pos_max_distance"]
-        if self.rel_pos_max_distance <= self.rel_pos_buckets // 2:  # the log-spaced buckets need room above the exact
-            raise ValueError(f"rel_pos_max_distance: expected more than rel_pos_buckets // 2 = "
-                             f"{self.rel_pos_buckets // 2}, got {self.rel_pos_max_distance}")
+        _check_position_buckets(self.rel_pos_buckets // 4, self.rel_pos_max_distance, "the encoder's")
         self.layer_norm_eps = config["layer_norm_eps"]
         self.initializer_range = config["initializer_range"]
         self.num_beams = config["num_beams"]
@@ -147,6 +145,8 @@ class TIGER(SequentialRecommender):
             seen[0] = False
         self._check_args(item2codes, seen)
         self.n_digits = item2codes.shape[1]  # l
+        if self.n_digits - 1 >= self.rel_pos_buckets // 2:  # the decoder's l positions reach its log-spaced buckets
+            _check_position_buckets(self.rel_pos_buckets // 2, self.rel_pos_max_distance, "the decoder's")
         self.codebook_size = codebook_size  # C
         self.n_unseen_slots = int(unseen_slots(self.c_unseen_share, self.max_topk))
         text_emb = None
@@ -530,3 +530,12 @@ class TIGER(SequentialRecommender):
             candidate = candidate.masked_fill(excluded[:, self.unseen_item_ids], float("-inf"))
         top, idx, _ = padded_topk(candidate, self.n_unseen_slots, stable=True)  # equal scores: by item id
         return self.unseen_item_ids[idx], top
+
+
+def _check_position_buckets(n_exact: int, max_distance: int, whose: str) -> None:
+    """Distances from ``n_exact`` up to ``rel_pos_max_distance`` share log-spaced buckets, so it must exceed
+    ``n_exact`` (the buckets of the distances counted exactly: rel_pos_buckets // 4 in the bidirectional encoder,
+    // 2 in the causal decoder); at or below it the far distances fell back into the near buckets, or out of range."""
+    if max_distance <= n_exact:
+        raise ValueError(f"rel_pos_max_distance: expected more than {n_exact}, {whose} exact distances for "
+                         f"rel_pos_buckets, got {max_distance}")
