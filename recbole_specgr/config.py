@@ -163,11 +163,28 @@ class Config(RecBoleConfig):
             name = value.lower() if isinstance(value, str) and key in ANY_CASE else value
             if self._source_of(key) and name not in names:
                 raise ValueError(f"{key}: expected one of {', '.join(names)}, got {value!r}{self._source_of(key)}")
+        self._check_joint_grids(final)
         clip = final.get("clip_grad_norm")
         if clip not in (None, {}) and not (isinstance(clip, dict) and "max_norm" in clip and _real(clip["max_norm"])
                                            and clip["max_norm"] > 0):
             raise ValueError(f"clip_grad_norm: expected ~ or {{}} (no clipping) or a mapping such as {{max_norm: 1.0}} "
                              f"with max_norm > 0, got {clip!r}{self._source_of('clip_grad_norm')}")
+
+    def _check_joint_grids(self, final):
+        """A grid of v_u or β (joint-ranking settings) that the user set, where every α tried is 0 (the paper's
+        ranking only): its values were never tried, without a word."""
+        weights = final.get("specgr_draft_weight_grid")
+        weights = weights if isinstance(weights, (list, tuple)) else [final.get("specgr_draft_weight") or 0]
+        if not all(_real(w) and w == 0 for w in weights):
+            return
+        for key, unused in (("specgr_unseen_score_grid", lambda values: True),
+                            ("specgr_text_weight_grid", lambda values: any(v != 0 for v in values))):
+            values = final.get(key)
+            if self._source_of(key) and isinstance(values, (list, tuple)) and unused(values):
+                raise ValueError(f"{key}: {values} is tried with every α > 0 only (the joint ranking), and every α "
+                                 f"here is 0 (specgr_draft_weight_grid {final.get('specgr_draft_weight_grid')}, "
+                                 f"specgr_draft_weight {final.get('specgr_draft_weight')}); add an α > 0 or drop "
+                                 f"this grid{self._source_of(key)}")
 
     def _check_ranges(self, final):
         """Counts and sizes must be at least their :data:`MINIMUMS` (``--epochs=-1`` trained nothing and saved the

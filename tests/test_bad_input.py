@@ -206,6 +206,12 @@ def tiny_run(**overrides):
         (["--model=SASRec", "--hidden_act=GELU"], r"error: hidden_act: expected one of gelu, .* got 'GELU'"),
         (["--model=FDSA", *tiny_run(selected_features="['nope']")],
          r"error: selected_features: \['nope'\] are not item fields of 'tiny' \(loaded: \['genre', 'title', 'year'\]\)"),
+        (["--model=SpecGRPP", "--specgr_draft_weight_grid=[0]", "--specgr_text_weight_grid=[1]"],
+         r"error: specgr_text_weight_grid: \[1\] is tried with every α > 0 only \(the joint ranking\), and every α "
+         r"here is 0 .* from the command line"),
+        (["--model=SpecGRAux", "--specgr_unseen_score_grid=[-2.0]"],
+         r"error: specgr_unseen_score_grid: \[-2\.0\] is tried with every α > 0 only .*specgr_draft_weight_grid "
+         r"None, specgr_draft_weight 0\.0\)"),
         (["--model=SASRec", *tiny_run(), "--result_json=adir"], r"error: \[Errno 21\] cannot write adir: it is a "
                                                                r"folder"),
     ],
@@ -221,7 +227,8 @@ def tiny_run(**overrides):
          "negative-clip", "clip-not-a-mapping", "zero-finetune-rate", "nan-threshold", "no-position-buckets",
          "distance-within-encoder-exact-buckets", "distance-within-decoder-exact-buckets", "empty-topk", "hidden-sizes-not-a-list", "dropout-above-one",
          "negative-layer-norm-eps", "negative-commitment", "unknown-learner", "unknown-activation", "no-experts",
-         "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "feature-fields-not-a-list", "activation-case", "unknown-feature-field", "result-file-a-folder"],
+         "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "feature-fields-not-a-list", "activation-case", "unknown-feature-field", "text-grid-without-joint-ranking",
+         "unseen-score-grid-without-joint-ranking", "result-file-a-folder"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
                                                           message):
