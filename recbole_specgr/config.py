@@ -191,13 +191,16 @@ class Config(RecBoleConfig):
         untrained model; ``--hidden_size=0`` built an empty model); the error names the key and its source."""
         for key, minimum in MINIMUMS.items():
             value = final.get(key)
-            values = value if isinstance(value, (list, tuple)) else [value]
-            if value is None or ((values or key in LIST_KEYS)  # rqvae_hidden_sizes: []: a linear encoder
-                                 and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-                                         for v in values) and (key not in LIST_KEYS or values is value)):
+            if value is None:
                 continue
-            kind = "a list of ints" if isinstance(value, (list, tuple)) or key in LIST_KEYS else "an int"
-            kind = f"a non-empty {kind[2:]}" if value == [] or value == () else kind
+            is_list = isinstance(value, (list, tuple))
+            values = value if is_list else [value]
+            kind = "a list of ints" if is_list or key in LIST_KEYS else "an int"
+            if is_list and not values and key not in LIST_KEYS:  # topk: []; rqvae_hidden_sizes: [] is a linear encoder
+                kind = "a non-empty list of ints"
+            elif (is_list or key not in LIST_KEYS) and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+                continue
             raise ValueError(f"{key}: expected {kind} >= {minimum}, got {value!r}{self._source_of(key)}")
 
     def _check_reals(self, final):

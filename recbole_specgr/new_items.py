@@ -123,8 +123,7 @@ def add_new_items(model, item_ids, texts, batch_size=64):
 def recommend(model, history, topk=10):
     """Top-``topk`` items after ``history`` (raw ids, oldest first): ``[(raw id, score, internal id)]``, best first,
     at most max(``topk`` of the config) items."""
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise ValueError(f"--topk: expected an int >= 1, got {topk!r}")
+    _check_topk(topk)
     index = {token: i for i, token in enumerate(model.item_tokens) if i > 0}
     unknown = [h for h in history if h not in index]
     if not history or unknown:
@@ -141,6 +140,11 @@ def recommend(model, history, topk=10):
     return [(model.item_tokens[i], float(s), i) for s, i in zip(top.tolist(), items.tolist())]
 
 
+def _check_topk(topk):
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"--topk: expected an int >= 1, got {topk!r}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Add new items to a SpecGR++ checkpoint and recommend.")
     parser.add_argument("--checkpoint", required=True, help="a SpecGRPP checkpoint (.pth)")
@@ -150,8 +154,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
-        if args.topk < 1:  # checked before the model loads
-            raise ValueError(f"--topk: expected an int >= 1, got {args.topk}")
+        _check_topk(args.topk)  # before the model loads
         try:
             device = torch.device(args.device)
         except RuntimeError as err:

@@ -29,8 +29,8 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     """Train ``model`` on ``dataset`` with early stopping on validation, evaluate on test.
 
     Returns:
-        dict: ``model, dataset, n_params`` (trainable), ``n_params_all`` (frozen ones too), ``train_time_s, eval_time_s, checkpoint, config, valid, test`` where
-        ``valid``/``test`` are ``{"overall": {...}, "in_sample": {...}, "unseen": {...}}`` (metrics plus
+        dict: ``model, dataset, n_params`` (trainable), ``n_params_all`` (frozen ones too), ``train_time_s,
+        eval_time_s, checkpoint, config, valid, test`` where ``valid``/``test`` are ``{"overall": {...}, "in_sample": {...}, "unseen": {...}}`` (metrics plus
         ``n_cases``); SpecGR runs with ``specgr_threshold_grid`` add the chosen ``specgr_threshold`` and the
         validation ``threshold_sweep``; also written to ``result_json`` when given.
     """

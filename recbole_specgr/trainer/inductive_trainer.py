@@ -71,8 +71,8 @@ class InductiveTrainer(Trainer):
     :meth:`fit` is always validated, even when ``eval_step`` does not divide the number of epochs.
 
     ``init_checkpoint``: weights to start from, loaded when the trainer is built — through the model's
-    ``load_init_checkpoint(path, checkpoint)`` (the file as read) when it has one (SpecGR++ takes a TIGER's T5), else strictly as a checkpoint of
-    the same model. With ``epochs: 0`` this evaluates a trained model as it is (e.g. TIGER_C over TIGER's weights).
+    ``load_init_checkpoint(path, checkpoint)`` (the file as read) when it has one (SpecGR++ takes a TIGER's T5), else
+    strictly as a checkpoint of the same model. With ``epochs: 0`` this evaluates a trained model as it is (e.g. TIGER_C over TIGER's weights).
 
     ``progress_file``: a file the trainer rewrites after every epoch of :meth:`fit` (weights, optimizer and schedule,
     early-stopping state, learning curve, the random states of torch, numpy, Python and the training loader) and
