@@ -191,7 +191,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--n_items", type=int, default=111480, help="catalog size (Phones: 111,480)")
-    parser.add_argument("--unseen_share", type=float, default=0.15, help="share of unseen items (Phones: 15%)")
+    parser.add_argument("--unseen_share", type=float, default=0.15, help="share of unseen items (Phones: 15%%)")
     parser.add_argument("--n_digits", type=int, default=4)
     parser.add_argument("--codebook_size", type=int, default=256)
     parser.add_argument("--history", type=int, default=20)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from recbole_specgr.compare import write_seed_table, write_table  # noqa: E402
+from recbole_specgr.config import check_known_keys  # noqa: E402
 from recbole_specgr.quick_start import run_recbole_specgr  # noqa: E402
 from recbole_specgr.utils import check_sequential_model  # noqa: E402
 
@@ -129,8 +130,9 @@ def main(argv=None):
 def run_plan(plan, shared, out, only=None, made_by=None):
     """Run (or read back) every run of the plan with the ``shared`` keys; write ``<out>.md`` / ``.csv`` of those that
     exist. Returns their results, in plan order."""
-    for run in plan["runs"]:  # a model that cannot run is named before the first one trains
+    for run, name in zip(plan["runs"], run_names(plan)):  # a model or key that cannot run is named before any trains
         check_sequential_model(run["model"])
+        check_known_keys({**shared, **(run.get("config") or {})}, f"run {name} of the plan")
     checkpoints, results, skipped = {}, [], set()  # skipped: runs outside --only that have no result yet
     for run, name in zip(plan["runs"], run_names(plan)):
         path = f"{out}_{name}.json"

@@ -42,6 +42,27 @@ def test_a_plan_with_a_non_sequential_model_stops_before_the_first_run_trains(ru
     assert not (run_dir / "saved").exists() and not list(run_dir.glob("table*"))
 
 
+def test_a_plan_with_a_misspelt_key_stops_before_the_first_run_trains(run_table, small_config, run_dir):
+    plan = {"dataset": "ml-100k", "shared": {**small_config, "checkpoint_dir": str(run_dir / "saved")},
+            "runs": [{"model": "SASRec"}, {"model": "SASRec", "name": "later", "config": {"stoping_step": 2}}]}
+    (run_dir / "plan.yaml").write_text(yaml.safe_dump(plan))
+    with pytest.raises(ValueError, match=r"stoping_step: no model or dataset has this setting \(from run later of the "
+                                         r"plan\); did you mean 'stopping_step'"):
+        run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table")])
+    assert not (run_dir / "saved").exists() and not list(run_dir.glob("table*"))
+
+
+@pytest.mark.parametrize("plan", sorted(Path(__file__).resolve().parents[1].glob("benchmarks/plans/*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_committed_plan_names_known_models_and_keys(run_table, plan):
+    loaded = yaml.safe_load(plan.read_text())
+    names = run_table.run_names(loaded)
+    assert len(names) >= 2
+    for run, name in zip(loaded["runs"], names):
+        run_table.check_sequential_model(run["model"])
+        run_table.check_known_keys({**(loaded.get("shared") or {}), **(run.get("config") or {})}, name)
+
+
 def test_a_killed_plan_resumes_its_run_and_reads_back_finished_ones(run_table, small_config, run_dir, monkeypatch):
     plan, out = write_plan(run_dir, small_config), str(run_dir / "table")
     trained = []
