@@ -9,7 +9,8 @@ import itertools
 import pytest
 import torch
 
-from recbole_specgr.inference.beam_search import ConstrainedBeamSearch, constrained_beam_search
+from recbole_specgr.inference import beam_search as beam_search_module
+from recbole_specgr.inference.beam_search import ConstrainedBeamSearch, constrained_beam_search, user_groups
 from recbole_specgr.inference.interfaces import EncoderState
 from recbole_specgr.inference.prefix_index import PrefixIndex
 
@@ -38,6 +39,7 @@ class TableDecoder:
         self.C = codebook_size
         self.n_steps = 0
         self.n_rows = 0  # decoder rows over all steps
+        self.call_users = []  # per decode_step call: the users its rows belong to
 
     def start_decoding(self, enc):
         users = enc.hidden[:, 0, 0].long()  # [B]
@@ -49,6 +51,7 @@ class TableDecoder:
             radix = radix * self.C + codes
         self.n_steps += 1
         self.n_rows += users.numel()
+        self.call_users.append(set(users.tolist()))
         return self.log_probs[users, depth, radix], (users, radix, depth + 1)
 
     def reorder_decoding(self, state, rows, users=None):  # every row carries its user: nothing per user to keep
@@ -257,15 +260,38 @@ def test_users_searched_in_groups_give_exactly_the_beams_of_one_search(max_rows)
     def steps_of(max_rows):
         decoder = TableDecoder(5, 3, 4, seed=8)
         steps = constrained_beam_search(decoder, encoder_state(users), 6, tables, alive, max_rows=max_rows)
-        return [next(steps)] + [steps.send(mask) for mask in masks], decoder.n_rows
+        return [next(steps)] + [steps.send(mask) for mask in masks], decoder
 
-    (whole, whole_rows), (grouped, grouped_rows) = steps_of(None), steps_of(max_rows)
-    assert len(grouped) == 3 and grouped_rows == whole_rows == 5 + 4 * 4 + 2 * 6  # B_1: the C = 4 first digits
+    (whole, whole_decoder), (grouped, grouped_decoder) = steps_of(None), steps_of(max_rows)
+    assert len(grouped) == 3 and grouped_decoder.n_rows == whole_decoder.n_rows == 5 + 4 * 4 + 2 * 6  # B_1: C = 4
+    # the grouped path was taken: every call decodes the users of one group, and the first step visits each group
+    per_group = max(1, max_rows // 6)
+    groups = [set(range(start, min(start + per_group, 5))) for start in range(0, 5, per_group)]
+    assert all(any(called <= group for group in groups) for called in grouped_decoder.call_users)
+    assert grouped_decoder.call_users[:len(groups)] == groups
+    assert whole_decoder.call_users[0] == set(users)
     for got, expect in zip(grouped, whole):
         assert got.depth == expect.depth
         for field in ("prefixes", "scores", "valid") + (("items",) if expect.items is not None else ()):
             assert torch.equal(getattr(got, field), getattr(expect, field)), (got.depth, field)
     assert not (grouped[-1].items[:, :, None] == torch.tensor([3, 9, 27, 41, 58])[:, None, None]).any()
+
+
+@pytest.mark.parametrize("n_users, rows_per_user, max_rows, expected", [
+    (5, 6, 13, [(0, 2), (2, 4), (4, 5)]),  # 13 // 6 = 2 users per group
+    (5, 6, 1, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]),  # fewer rows than one user needs: one user per group
+    (5, 6, None, [(0, 5)]),
+    (4, 0, 3, [(0, 3), (3, 4)]),  # a user with no rows counts as one
+    (0, 6, 13, []),
+])
+def test_user_groups_split_users_into_consecutive_groups_of_at_most_max_rows(n_users, rows_per_user, max_rows, expected):
+    assert user_groups(n_users, rows_per_user, "cpu", max_rows) == expected
+
+
+def test_user_groups_use_the_cpu_cap_only_on_a_cpu(monkeypatch):
+    monkeypatch.setattr(beam_search_module, "CPU_MAX_ROWS", 12)
+    assert user_groups(5, 6, "cpu") == [(0, 2), (2, 4), (4, 5)]
+    assert user_groups(5, 6, "meta") == [(0, 5)]
 
 
 def test_max_rows_must_be_positive():

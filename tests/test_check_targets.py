@@ -74,7 +74,7 @@ def test_convergence_of_a_run_started_from_trained_weights(check_targets):
         "best at epoch 1 of 2 trained (ended by the last of 2 epochs); last validation +0.0047 over the one before")
 
 
-def test_tiger_rows_are_named_by_the_user(check_targets, tmp_path):
+def test_tiger_rows_are_named_by_the_user(check_targets, tmp_path, capsys):
     """``--tiger`` puts each named TIGER row's in-sample R@50 next to SASRec's; a name without a result is one
     error line naming the option and the run, and no report is written."""
     rows = {"SASRec": result(0.30, 0.070, 0.000, 0.40), "TIGER": result(0.29, 0.074, 0.000, 0.37),
@@ -90,8 +90,12 @@ def test_tiger_rows_are_named_by_the_user(check_targets, tmp_path):
     assert "- TIGER_20: no validation recorded" in text
 
     (tmp_path / "table_targets.md").unlink()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         check_targets.main(["--out", str(out), "--tiger", "TIGER_30"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2 and error.endswith(
+        f"error: --tiger: no result JSON under {out}_ for TIGER_30 (runs with results: SASRec, SpecGRPP, TIGER, "
+        f"TIGER_20)")
     assert not (tmp_path / "table_targets.md").exists()
 
     check_targets.main(["--out", str(out)])  # the default: the TIGER row only

@@ -100,13 +100,3 @@ def test_bad_dataset_settings_raise_one_clear_error(tiny_config, override, messa
     tiny_config.update(override)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build(tiny_config)
-
-
-def test_malformed_atomic_header_names_the_file(tiny_config, tmp_path):
-    folder = tmp_path / "data" / "tiny"
-    folder.mkdir(parents=True)
-    (folder / "tiny.inter").write_text("user_id\titem_id:token\ttimestamp:float\nu1\ti1\t1\n")
-    tiny_config.update({"data_path": str(tmp_path / "data"), "load_col": None, "text_fields": None,
-                        "cold_start_items": None})
-    with pytest.raises(ValueError, match=r"tiny\.inter: header column 'user_id' is not 'name:type'"):
-        build(tiny_config)

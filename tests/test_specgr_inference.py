@@ -38,6 +38,19 @@ def text_logit(prior, user, item, tau=1.0):
     return (float(x[user] @ x[item]) / float(x[user].norm() * x[item].norm()) - prior.center) / tau
 
 
+def count_calls(monkeypatch, owner, name):
+    """A list that grows by one at each call of ``owner.name`` (the call itself unchanged): tells which way a
+    function that has two equal-valued paths went."""
+    calls, original = [], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 def ranked(scores_row):
     """(item, score) of the finite entries of a [n] score row, best first."""
     finite = torch.nonzero(scores_row > -math.inf).squeeze(1)
@@ -396,7 +409,9 @@ def test_text_prior_cosines_are_each_users_own_in_both_ways_of_computing_them(mo
     items = torch.randint(0, 31, (3, 6), generator=torch.Generator().manual_seed(5))
     items[:, 0] = torch.tensor([0, 5, 30])  # padding, an item twice (history and candidate), the last item
     x = torch.nn.functional.normalize(texts, dim=-1)
+    columns = count_calls(monkeypatch, torch, "cumsum")  # the product's columns: that way only
     got = prior.cosines(item_seq, lengths, items)
+    assert len(columns) == (0 if distinct_per_column == 0 else 1)
     for user, recent in enumerate([[7, 9], [5], [11, 2]]):
         query = torch.nn.functional.normalize(x[recent].mean(dim=0), dim=0)
         assert got[user].tolist() == pytest.approx((x[items[user]] @ query - 0.1).tolist(), abs=1e-6)
@@ -412,6 +427,9 @@ def test_text_prior_centre_is_the_mean_cosine_of_history_and_next_item():
     expect = (1.0 + 1 / 2 ** 0.5 + float(q3[1])) / 3
     got = TextPrior.typical_cosine(texts, item_seq, lengths, targets, last_n=2)
     assert got == pytest.approx(expect, abs=1e-6)
+    # at most max_rows rows, evenly spaced over the split: the first and the last here
+    got = TextPrior.typical_cosine(texts, item_seq, lengths, targets, last_n=2, max_rows=2)
+    assert got == pytest.approx((1.0 + float(q3[1])) / 2, abs=1e-6)
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -673,7 +691,9 @@ def test_items_under_matches_brute_force(depth, monkeypatch):
     repeated = torch.cat([nodes, nodes[:, :2]], dim=1)  # a node given twice counts once
     assert torch.equal(index.items_under(depth, repeated), got)
     monkeypatch.setattr("recbole_specgr.inference.prefix_index.ITEMS_UNDER_CHUNK", got.size(1) * 2)
+    chunks = count_calls(monkeypatch, torch, "searchsorted")  # once per chunk
     assert torch.equal(index.items_under(depth, nodes), got)  # two users per chunk
+    assert len(chunks) == 3
     for b in range(5):
         wanted = set(nodes[b][nodes[b] >= 0].tolist())
         expect = [i for i in range(1, 201) if int(index.item_nodes(depth)[i]) in wanted]
@@ -735,7 +755,9 @@ def test_item_scores_in_user_chunks_equal_one_product(monkeypatch):
     expect = torch.stack([vectors[items[b]] @ queries[b] for b in range(7)])
     monkeypatch.setattr("recbole_specgr.inference.drafting.ITEM_SCORE_CHUNK", 2 * 6 * 4)  # two users per chunk
     session = DraftIndex(vectors, "dense").session(queries)
+    chunks = count_calls(monkeypatch, torch, "einsum")  # once per chunk
     assert torch.allclose(session.item_scores(items), expect, atol=1e-6)
+    assert len(chunks) == 4  # users 0-1, 2-3, 4-5, 6
     assert session.item_scores(items[:0]).shape == (0, 6)
 
 
@@ -785,12 +807,24 @@ def test_faiss_session_over_fetch_falls_back_to_dense_when_too_few_survive(one_f
 @pytest.mark.parametrize("backend", ["dense", "faiss"])
 def test_guided_rounds_give_the_same_drafts_listed_or_masked(backend, monkeypatch, one_faiss_thread):
     """Guided rounds list the items under the beam prefixes when few, else mask the catalog: the same drafts."""
+    from recbole_specgr.inference.prefix_index import PrefixIndex
+
     verifier, drafter, seen = build(seed=2)
-    out = {}
+    calls = {"items_under": 0, "under_mask": 0}
+    for name in calls:  # count which way each guided round went
+        def counted(self, *args, _original=getattr(PrefixIndex, name), _name=name):
+            calls[_name] += 1
+            return _original(self, *args)
+        monkeypatch.setattr(PrefixIndex, name, counted)
+    out, ways = {}, {}
     for share in (1, 10**9):  # every round listed / every round masked
         monkeypatch.setattr("recbole_specgr.inference.specgr.GUIDED_LIST_SHARE", share)
         rec = SpeculativeRecommender(verifier, drafter, seen, drafting_backend=backend, **JOINT_CASES[0])
         out[share] = rec.recommend(*user_seq(range(N_USERS)))
+        ways[share] = dict(calls)
+        calls.update(items_under=0, under_mask=0)
+    assert ways[1]["items_under"] > 0 and ways[1]["under_mask"] == 0
+    assert ways[10**9]["under_mask"] > 0 and ways[10**9]["items_under"] == 0
     assert torch.equal(out[1].drafts, out[10**9].drafts) and torch.equal(out[1].scores, out[10**9].scores)
 
 

@@ -96,7 +96,7 @@ def test_failed_encoding_leaves_no_cache_file(tmp_path, monkeypatch):
         raise RuntimeError("encoder crashed")
 
     monkeypatch.setattr(te, "encode_texts", broken)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^encoder crashed$"):
         te.load_or_encode(["x"], "enc", str(tmp_path), show_progress=False)
     assert not (tmp_path / "text_emb").exists() or not os.listdir(tmp_path / "text_emb")
 
