@@ -151,6 +151,54 @@ def test_stage2_item_vectors_frozen():
         assert not torch.allclose(model.sequence_vectors(inter["item_id_list"], inter["item_length"]), seq_vec)
 
 
+def test_stage2_sampled_candidates_loss_by_hand():
+    """specgrpp_num_candidates = n < #seen: L_CE is the softmax over the seen items drawn by
+    ``torch.randint(#seen, (n,))`` (positions in the sorted seen ids) together with the batch's targets, each once."""
+    model = make_model(seed=5, specgrpp_num_candidates=4)
+    inter = batch(seed=5)
+    model.start_finetune()  # eval mode: no dropout, so the only draw of the RNG is the candidates'
+    seen_ids = torch.nonzero(model.seen_item_mask).squeeze(1).tolist()
+    targets = inter["item_id"].tolist()
+    seed = 9
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        drawn = [seen_ids[i] for i in torch.randint(len(seen_ids), (4,)).tolist()]
+        candidates = sorted(set(targets) | set(drawn))
+        assert set(drawn) & set(targets)  # a drawn item that is a target too counts once (as does target 5)
+        assert len(set(targets)) < len(candidates) < len(seen_ids)  # some items sampled, far from all of them
+        seq_vec = model.sequence_vectors(inter["item_id_list"], inter["item_length"])  # [4, P]
+        item_vec = {i: model.item_vectors(torch.tensor([i]))[0] for i in candidates}  # frozen tower's vectors
+        rows = []
+        for b, target in enumerate(targets):
+            logits = torch.stack([seq_vec[b] @ item_vec[i] for i in candidates]) / 0.5
+            rows.append(logits.logsumexp(0) - seq_vec[b] @ item_vec[target] / 0.5)
+        expected = model.lambda_ce * torch.stack(rows).mean()
+        full = model.lambda_ce * F.cross_entropy(seq_vec @ model.item_vectors(torch.tensor(seen_ids)).t() / 0.5,
+                                                 torch.tensor([seen_ids.index(t) for t in targets]))
+        torch.manual_seed(seed)
+        ce, _ = model.calculate_loss(inter)
+    torch.testing.assert_close(ce, expected)
+    assert ce.item() < full.item() - 0.1  # fewer negatives than the full softmax over the seen items
+
+
+def test_sequence_vector_pools_over_real_tokens_only():
+    """A history's vector is the projected mean of the encoder states of its real tokens ([bos, IDs, eos]), so the
+    same alone as in a batch padded to a longer history."""
+    model = make_model(seed=6)
+    inter = batch(seed=6)  # lengths 4, 1, 3, 2: rows 1 to 3 padded
+    item_seq, lengths = inter["item_id_list"], inter["item_length"]
+    with torch.no_grad():
+        together = model.sequence_vectors(item_seq, lengths)
+        enc = model.encode(item_seq, lengths)
+        for b in range(4):
+            real = 2 + L * int(lengths[b])  # bos, l tokens per item, eos
+            assert enc.mask[b].sum() == real and enc.mask[b, :real].all()
+            by_hand = F.normalize(model.projection(enc.hidden[b, :real].mean(dim=0)), dim=-1)
+            torch.testing.assert_close(together[b], by_hand)
+            alone = model.sequence_vectors(item_seq[b:b + 1, : int(lengths[b])], lengths[b:b + 1])  # no padding
+            torch.testing.assert_close(together[b], alone[0])
+
+
 def test_item_tower_is_saved_and_restored():
     model = make_model(seed=2)
     with torch.no_grad():
@@ -677,14 +725,32 @@ def test_specgraux_refuses_a_components_model_key_set_on_the_composition(tmp_pat
                         "specgr_aux_verifier_config": {"n_layers_enc": 1}})
 
 
-def test_specgraux_loads_component_checkpoints(small_config, specgrpp_run):
-    # a SpecGR++ checkpoint can serve as the verifier (and as the drafter) of SpecGR_Aux
+def test_specgraux_loads_component_checkpoints(small_config, specgrpp_run, monkeypatch):
+    """A SpecGR++ checkpoint can serve as the verifier (and as the drafter) of SpecGR_Aux: both components hold
+    exactly its weights, and nothing is trained."""
+    from recbole_specgr.model.sequential_recommender.specgraux import SpecGRAux
+
     _, checkpoint_path = specgrpp_run
+    built = []  # the composition(s) the run builds
+    init = SpecGRAux.__init__
+
+    def recorded(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(SpecGRAux, "__init__", recorded)
     config = {**small_config, "model": "SpecGRAux", "dataset": "ml-100k", **FAST_TOKENIZER, **FAST_RUN,
               "specgr_aux_verifier_checkpoint": checkpoint_path, "specgr_aux_drafter_checkpoint": checkpoint_path}
     result = objective_function(config)
     assert result["test"]["overall"]["n_cases"] > 0 and "acceptance_rate" in result["test"]["extra"]
     assert not list(Path(small_config["checkpoint_dir"]).glob("TIGER-*.pth"))  # nothing trained
+    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
+    composition, = built
+    for component in (composition.verifier, composition.drafter):
+        state = component.state_dict()
+        assert set(state) == set(saved)
+        assert all(torch.equal(value.cpu(), saved[name]) for name, value in state.items()), \
+            [name for name, value in state.items() if not torch.equal(value.cpu(), saved[name])][:3]
 
 
 # ---------------------------------------------------------------- items added after training
