@@ -1,5 +1,6 @@
 """TIGER and its T5 on tiny random models (CPU): caching, batched scoring, beam search vs brute force, TIGER_C."""
 
+import math
 
 import pytest
 import torch
@@ -377,35 +378,82 @@ def test_excluded_items_take_no_beams():
         model.prefix_index.alive_nodes(excluded[0])
 
 
-def test_tiger_c_gives_exact_unseen_share_in_every_top_k():
-    # every unseen item shares its first l-1 digits with a seen one, so unseen candidates always exist; pairs of unseen
-    # items share their prefix (equal scores): they are listed by item id
+def tiger_c_case():
+    """A TIGER_C model (share 0.4, k = 5) on 12 seen and 8 unseen items where every unseen item shares its first l-1
+    digits with a seen one, so unseen candidates always exist; pairs of unseen items share their prefix (equal
+    scores): items 13 + i and 17 + i under seen item 1 + i's prefix (i < 4). Returns model, histories, seen mask."""
     seen_codes = torch.tensor([[a, b, 0] for a in range(C) for b in range(C)][:12])
     unseen_codes = torch.cat([seen_codes[:4].clone(), seen_codes[:4].clone()])
     unseen_codes[:4, 2], unseen_codes[4:, 2] = 1, 2
     item2codes = torch.cat([torch.full((1, L), -1), seen_codes, unseen_codes]).long()
     seen = torch.zeros(21, dtype=torch.bool)
     seen[1:13] = True
-    share, k = 0.4, 5  # floor(0.4·k + ½) unseen items in the top k = 0, 1, 1, 2, 2 for k = 1 … 5
-    model = make_tiger(seed=5, item2codes=item2codes, seen=seen, num_beams=20, tiger_c_unseen_share=share)
+    model = make_tiger(seed=5, item2codes=item2codes, seen=seen, num_beams=20, tiger_c_unseen_share=0.4)
     inter = histories(B=4, seed=5)
     inter["item_id_list"] = inter["item_id_list"].clamp(max=20)
+    return model, inter, seen
+
+
+def tiger_c_expected_rankings(model, inter, seen):
+    """By brute force: [B, n] full log-likelihood of the seen items (−inf elsewhere) and prefix log-likelihood of the
+    unseen ones (one score per prefix, −inf elsewhere)."""
+    with torch.no_grad():
+        enc = model.encode(inter["item_id_list"], inter["item_length"])
+        lp = model.digit_log_probs(enc, torch.arange(21).expand(len(inter["item_length"]), -1))  # [B, n, l]
+    full = lp.sum(-1).masked_fill(~seen, NEG_INF)
+    prefix = lp[..., :-1].sum(-1).masked_fill(seen, NEG_INF)
+    prefix[:, 17:] = prefix[:, 13:17]  # one score per prefix
+    return full, prefix
+
+
+def test_tiger_c_gives_exact_unseen_share_in_every_top_k():
+    model, inter, seen = tiger_c_case()
+    k = 5  # floor(0.4·k + ½) unseen items in the top k = 0, 1, 1, 2, 2 for k = 1 … 5
     with torch.no_grad():
         scores = model.full_sort_predict(inter)
-        enc = model.encode(inter["item_id_list"], inter["item_length"])
-        lp = model.digit_log_probs(enc, torch.arange(21).expand(4, -1))  # [B, n, l]
     listed = scores.topk(k, dim=1).indices  # the evaluator's reading of the list
     assert torch.isfinite(scores).sum(dim=1).tolist() == [k] * 4
     assert (~seen[listed]).long().cumsum(dim=1).tolist() == [[0, 1, 1, 2, 2]] * 4
     # the seen slots: TIGER's top-3 in order; the unseen slots: by prefix log-likelihood, equal ones by item id
-    full = lp.sum(-1).masked_fill(~seen, NEG_INF)
-    prefix = lp[..., :-1].sum(-1).masked_fill(seen, NEG_INF)
-    prefix[:, 17:] = prefix[:, 13:17]  # one score per prefix
+    full, prefix = tiger_c_expected_rankings(model, inter, seen)
     for b in range(4):
         best_seen = sorted(range(21), key=lambda i: -float(full[b, i]))[:3]
         best_unseen = sorted(range(21), key=lambda i: (-float(prefix[b, i]), i))[:2]
         assert listed[b].tolist() == [best_seen[0], best_unseen[0], best_seen[1], best_unseen[1], best_seen[2]]
         assert best_unseen[1] == best_unseen[0] + 4  # the two share their prefix: a tie, broken by item id
+
+
+def test_tiger_c_never_lists_excluded_items_and_keeps_the_exact_unseen_share():
+    """History exclusion (``interaction[EXCLUDED_ITEMS]``, what the trainer's ``eval_exclude_history`` adds) under
+    TIGER_C: a user's excluded unseen items take no unseen slot (the next unseen items by prefix score take them),
+    excluded seen items no seen slot, and every top-k still holds exactly floor(0.4·k + ½) unseen items."""
+    model, inter, seen = tiger_c_case()
+    k = 5
+    full, prefix = tiger_c_expected_rankings(model, inter, seen)
+    by_prefix = [sorted((i for i in range(21) if not seen[i] and i > 0), key=lambda i: (-float(prefix[b, i]), i))
+                 for b in range(4)]
+    excluded = torch.zeros(4, 21, dtype=torch.bool)
+    excluded[0, by_prefix[0][:2]] = True  # the best prefix's two unseen items
+    excluded[1, by_prefix[1][0]] = True  # the best unseen item only: its twin (same prefix) stays listable
+    excluded[2, by_prefix[2][:3]] = True
+    # seen items whose prefixes no unseen item shares (5 … 12): user 0's best such one, user 3's best two
+    by_score = [sorted(range(5, 13), key=lambda i: -float(full[b, i])) for b in range(4)]
+    excluded[0, by_score[0][0]] = excluded[3, by_score[3][0]] = excluded[3, by_score[3][1]] = True
+    with torch.no_grad():
+        plain = model.full_sort_predict(inter)
+        inter.update(Interaction({EXCLUDED_ITEMS: excluded}))
+        scores = model.full_sort_predict(inter)
+    for b in range(3):  # without exclusion these users' best unseen item is listed
+        assert torch.isfinite(plain[b, by_prefix[b][0]])
+    assert torch.isfinite(plain[3, by_score[3][0]]) and torch.isfinite(plain[3, by_score[3][1]])  # ... and seen ones
+    listed = scores.topk(k, dim=1).indices
+    assert torch.isfinite(scores).sum(dim=1).tolist() == [k] * 4
+    assert not excluded.gather(1, listed).any() and not torch.isfinite(scores[excluded]).any()
+    assert (~seen[listed]).long().cumsum(dim=1).tolist() == [[0, 1, 1, 2, 2]] * 4
+    for b in range(4):
+        best_seen = sorted((i for i in range(21) if not excluded[b, i]), key=lambda i: -float(full[b, i]))[:3]
+        best_unseen = [i for i in by_prefix[b] if not excluded[b, i]][:2]
+        assert listed[b].tolist() == [best_seen[0], best_unseen[0], best_seen[1], best_unseen[1], best_seen[2]]
 
 
 def test_predict_is_eq2_score():
@@ -714,3 +762,48 @@ def test_position_buckets_are_refused_only_where_far_distances_would_fold_back(b
         for side in ((rel >= 0), (rel <= 0)):  # each direction: buckets never decrease with the distance
             ordered = got[side][rel[side].abs().argsort()]
             assert bool((ordered[1:] >= ordered[:-1]).all()), (bias.bidirectional, ordered.tolist())
+
+
+def t5_relative_position_bucket(relative_position, num_buckets, max_distance, bidirectional):
+    """The published T5 bucketing (Raffel et al. 2020; ``T5Attention._relative_position_bucket`` of Hugging Face's
+    transformers), for one distance key − query, in plain Python."""
+    bucket = 0
+    if bidirectional:
+        num_buckets //= 2
+        if relative_position > 0:
+            bucket += num_buckets
+        n = abs(relative_position)
+    else:
+        n = max(-relative_position, 0)
+    max_exact = num_buckets // 2
+    if n < max_exact:
+        return bucket + n
+    large = max_exact + int(math.log(n / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+    return bucket + min(large, num_buckets - 1)
+
+
+DISTANCES = [*range(0, 13), 15, 16, 17, 20, 24, 31, 32, 33, 45, 50, 63, 64, 100, 127, 128, 129, 500]
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("buckets, max_distance", [(32, 128), (16, 20), (8, 6)])
+def test_position_buckets_are_t5s(buckets, max_distance, bidirectional):
+    """Every distance (keys after and before the query) gets the bucket of T5's formula, worked out apart from the
+    code; for 32 buckets and distance 128 (T5's own setting) a few of them by hand."""
+    from recbole_specgr.model.t5 import RelativePositionBias
+
+    rel = sorted(set(DISTANCES) | {-d for d in DISTANCES})
+    expected = [t5_relative_position_bucket(r, buckets, max_distance, bidirectional) for r in rel]
+    got = RelativePositionBias(1, buckets, max_distance, bidirectional)._bucket(torch.tensor(rel))
+    assert got.tolist() == expected
+    if (buckets, max_distance) == (32, 128):
+        by_hand = ({0: 0, -1: 1, -7: 7, -8: 8, -16: 10, -50: 13, -127: 15, -500: 15, 1: 17, 7: 23, 8: 24, 16: 26,
+                    50: 29, 127: 31, 500: 31} if bidirectional else
+                   {0: 0, 5: 0, 500: 0, -1: 1, -8: 8, -15: 15, -16: 16, -50: 24, -127: 31, -500: 31})
+        assert {r: expected[rel.index(r)] for r in by_hand} == by_hand
+    try:
+        from transformers.models.t5.modeling_t5 import T5Attention
+    except ImportError:
+        return
+    hf = T5Attention._relative_position_bucket(torch.tensor(rel), bidirectional, buckets, max_distance)
+    assert got.tolist() == hf.tolist()

@@ -35,17 +35,21 @@ def test_lr_multiplier_decays_to_the_floor():
 def test_scheduler_advances_once_per_optimizer_step():
     weight = torch.nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.SGD([weight], lr=0.4)
-    _, handle = attach_lr_scheduler(optimizer, "cosine", warmup_steps=2, total_steps=6)
+    _, handle = attach_lr_scheduler(optimizer, "cosine", warmup_steps=2, total_steps=20)
     seen = []
     for _ in range(7):
         seen.append(optimizer.param_groups[0]["lr"])
         weight.grad = torch.ones(2)
         optimizer.step()
-    assert seen == pytest.approx([0.4 * lr_multiplier(s, 2, 6, "cosine") for s in range(7)])
+    assert seen == pytest.approx([0.4 * lr_multiplier(s, 2, 20, "cosine") for s in range(7)])
     assert seen[:3] == pytest.approx([0.0, 0.2, 0.4])
+    after_seven = optimizer.param_groups[0]["lr"]
+    assert after_seven == pytest.approx(0.4 * lr_multiplier(7, 2, 20, "cosine"))
+    # mid-decay, the next step would move the rate (step 8's multiplier differs from step 7's) ...
+    assert abs(lr_multiplier(8, 2, 20, "cosine") - lr_multiplier(7, 2, 20, "cosine")) > 0.01
     handle.remove()
     optimizer.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(seen[-1] * 0 + 0.4 * lr_multiplier(7, 2, 6, "cosine"))
+    assert optimizer.param_groups[0]["lr"] == after_seven  # ... but a detached scheduler no longer steps
 
 
 @pytest.mark.parametrize("key, value, message", [
