@@ -21,7 +21,7 @@ from recbole_specgr.inference.text_prior import recent_text_query
 
 class TextSim(SequentialRecommender):
     r"""``score(i) = cos(mean_{t > T - n} x_{s_t}, x_i)`` with ``x`` the frozen item text embeddings
-    (``dataset.item_text_emb``) and n = ``textsim_last_n``.
+    (``dataset.item_text_emb``) scaled to unit length (as all-MiniLM-L6-v2's already are) and n = ``textsim_last_n``.
 
     It has nothing to learn: ``calculate_loss`` returns a constant zero with a gradient (RecBole's Trainer needs one),
     so one epoch is only a pass over the data.
