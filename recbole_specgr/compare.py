@@ -116,7 +116,7 @@ def _format(value, column, markdown):
     return f"{float(value):.4f}"
 
 
-def write_table(result_jsons, out_prefix, split="test", made_by=None):
+def write_table(result_jsons, out_prefix, split="test", made_by=None, failed=()):
     """Write ``<out_prefix>.md`` and ``<out_prefix>.csv`` comparing the given results.
 
     Args:
@@ -125,6 +125,7 @@ def write_table(result_jsons, out_prefix, split="test", made_by=None):
         out_prefix (str): path without extension.
         split (str): ``"test"`` or ``"valid"``.
         made_by (str, optional): the command that makes the table, stated under its title.
+        failed (sequence of str): models that were run for this table but failed, named under it.
 
     Returns:
         (str, str): the Markdown and CSV paths. Missing values (a subset without cases, an absent metric) are "–".
@@ -154,6 +155,8 @@ def write_table(result_jsons, out_prefix, split="test", made_by=None):
     for row in rows:
         lines.append("| " + " | ".join(_format(v, c, True) for v, c in zip(row, columns)) + " |")
     lines += loaded_note(results)
+    if failed:
+        lines += ["", f"Failed, so not in the table: {', '.join(failed)} (the run's log has the reason)."]
     with atomic_write(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     with atomic_write(csv_path, "w", encoding="utf-8", newline="") as f:
@@ -307,11 +310,14 @@ def run_comparison(models, dataset, config_file_list=None, config_dict=None, out
                     result_json=f"{out_prefix}_{model}.json",
                 )
             )
-        except Exception:  # keep the other models' rows; report the failure at the end
+        except (ValueError, KeyError, OSError) as err:  # bad data or settings found while it ran: one line
+            logger.error(f"compare: {model} on {dataset} failed: {err.args[0] if isinstance(err, KeyError) else err}")
+            failed.append(model)
+        except Exception:  # anything else is a bug: its traceback; the other models' rows are kept
             logger.exception(f"compare: {model} on {dataset} failed")
             failed.append(model)
     if results:
-        md_path, csv_path = write_table(results, out_prefix, split=split, made_by=made_by)
+        md_path, csv_path = write_table(results, out_prefix, split=split, made_by=made_by, failed=failed)
         logger.info(f"compare: wrote {md_path} and {csv_path}")
     if failed:
         logger.error(f"compare: failed models: {', '.join(failed)}")

@@ -121,9 +121,17 @@ def add_new_items(model, item_ids, texts, batch_size=64):
 
 @torch.no_grad()
 def recommend(model, history, topk=10):
-    """Top-``topk`` items after ``history`` (raw ids, oldest first): ``[(raw id, score, internal id)]``, best first,
-    at most max(``topk`` of the config) items."""
+    """Top-``topk`` items after ``history`` (raw ids, oldest first): ``[(raw id, score, internal id)]``, best first.
+
+    Raises:
+        ValueError: ``topk`` above the K = max(``topk`` of the config) items speculative inference lists, or an
+            unknown history item.
+    """
     _check_topk(topk)
+    listed = model.speculative_recommender().topk  # K
+    if topk > listed:
+        raise ValueError(f"--topk: expected at most {listed}, the K items this model's speculative inference lists "
+                         f"(max of its config's topk), got {topk}")
     index = {token: i for i, token in enumerate(model.item_tokens) if i > 0}
     unknown = [h for h in history if h not in index]
     if not history or unknown:
@@ -150,7 +158,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, help="a SpecGRPP checkpoint (.pth)")
     parser.add_argument("--items", required=True, help="TSV file with header 'item_id<TAB>text'")
     parser.add_argument("--history", required=True, help="space-separated raw item ids, oldest first")
-    parser.add_argument("--topk", type=int, default=10, help="number of items to print")
+    parser.add_argument("--topk", type=int, default=10,
+                        help="number of items to print, at most the model's K (max of its config's topk, e.g. 50)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:

@@ -142,6 +142,34 @@ def test_existing_atomic_files_are_kept(data_path):
     assert left_in_output_folder(data_path) == sorted(OUTPUTS)
 
 
+def test_atomic_files_older_than_a_raw_file_are_converted_again(data_path, caplog):
+    amazon.ensure_atomic_files(NAME, data_path)
+    with caplog.at_level("INFO"):
+        amazon.ensure_atomic_files(NAME, data_path)
+    assert f"[DATA] {NAME}: using the atomic files in" in caplog.text
+    before = open(out(data_path, f"{NAME}.inter"), encoding="utf-8").read()
+    path = raw(data_path, "Video_Games.test.csv")
+    with open(path, "a", encoding="utf-8") as f:  # one more test interaction, written after the conversion
+        f.write("AUJZDEGXDNCF32EPF3DHODZDOCIS,B06XKZ1D4G,4.0,1690000000000,B00ZQ4PDGM\n")
+    later = os.path.getmtime(out(data_path, f"{NAME}.inter")) + 10
+    os.utime(path, (later, later))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        amazon.ensure_atomic_files(NAME, data_path)
+    assert "Video_Games.test.csv changed since the atomic files were written: converting again" in caplog.text
+    after = open(out(data_path, f"{NAME}.inter"), encoding="utf-8").read()
+    assert after.count("\n") == before.count("\n") + 1 and "1690000000000" in after
+
+
+def test_cli_errors_are_one_line(data_path, capsys):
+    edit_line(raw(data_path, "Video_Games.train.csv"), 6, "AB5WKH7DNSIPZZ7FK4ZRI3R2WYOJ,B06XKZ1D4G,four,1504609018606,")
+    with pytest.raises(SystemExit) as stopped:
+        amazon.main(["--dataset", NAME, "--data_path", data_path])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: ") and "train.csv: line 6: rating must be a number, got 'four'" in err
+
+
 def test_cli_summary(data_path, capsys):
     amazon.main(["--dataset", NAME, "--data_path", data_path])
     assert capsys.readouterr().out == (
@@ -169,6 +197,9 @@ def test_cli_summary(data_path, capsys):
      r"valid\.csv: line 8: parent_asin must be a non-empty id"),
     ("Video_Games.valid.csv", 2, "AUJZDEGXDNCF32EPF3DHODZDOCIS,B09MZ4K1TB,2.0,1541345778568,B00ZQ4PDGM",
      r"train\.csv: latest timestamp 1541345778569 is after the first timestamp 1541345778568 .* not a clean time"),
+    ("Video_Games.test.csv", 2, "AUJZDEGXDNCF32EPF3DHODZDOCIS,B0BN93L7QX,5.0,1657000000,B00ZQ4PDGM",
+     r"valid\.csv: latest timestamp \d+ is after the first timestamp 1657000000 of .*test\.csv; the files are not a "
+     r"clean time split \(one looks like seconds, the other like milliseconds"),
     ("Video_Games.train.csv", 6, "AB5WKH7D\tNSIPZZ7FK4ZRI3R2WYOJ,B06XKZ1D4G,4.0,1504609018606,",
      r"train\.csv: line 6: user_id must be free of tabs and carriage returns"),
     ("Video_Games.train.csv", 6, "AB5WKH7DNSIPZZ7FK4ZRI3R2WYOJ,B06XKZ1D4G,4.0,99999999999999999999999,",

@@ -115,7 +115,7 @@ def test_parse_args_models_files_and_overrides():
         compare.parse_args(["--models", "SASRec", "--dataset", "ml-100k", "--out", "x", "stray"])
 
 
-def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch):
+def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch, caplog):
     from recbole_specgr import quick_start
 
     calls = []
@@ -124,6 +124,8 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch):
         calls.append((model, dataset, config_file_list, config_dict))
         if model == "UniSRec":
             raise RuntimeError("boom")
+        if model == "S3Rec":
+            raise ValueError("item_attribute: no such field")
         result = dict(SASREC, model=model)
         with open(result_json, "w", encoding="utf-8") as f:
             json.dump(result, f)
@@ -131,12 +133,19 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch):
 
     monkeypatch.setattr(quick_start, "run_recbole_specgr", fake_run)
     out = str(tmp_path / "cmp")
-    status = compare.main(["--models", "SASRec,UniSRec,FDSA", "--dataset", "ml-100k", "--seed=7", "--out", out])
-    assert status == 1  # one model failed, the others are still in the table
-    assert [c[0] for c in calls] == ["SASRec", "UniSRec", "FDSA"]
+    status = compare.main(["--models", "SASRec,UniSRec,S3Rec,FDSA", "--dataset", "ml-100k", "--seed=7", "--out", out])
+    assert status == 1  # two models failed, the others are still in the table
+    assert [c[0] for c in calls] == ["SASRec", "UniSRec", "S3Rec", "FDSA"]
     assert all(c[1] == "ml-100k" and c[3] == {"seed": "7"} for c in calls)
     rows = list(csv.reader(open(out + ".csv", newline="", encoding="utf-8")))
     assert [r[0] for r in rows[1:]] == ["SASRec", "FDSA"]
+    assert open(out + ".md", encoding="utf-8").read().rstrip().endswith(
+        "Failed, so not in the table: UniSRec, S3Rec (the run's log has the reason).")
+    # a bug keeps its traceback; bad data or settings found while running are one line
+    failures = {r.message: r.exc_info is not None for r in caplog.records if "failed" in r.message}
+    assert failures == {"compare: UniSRec on ml-100k failed": True,
+                        "compare: S3Rec on ml-100k failed: item_attribute: no such field": False,
+                        "compare: failed models: UniSRec, S3Rec": False}
     assert json.load(open(out + "_FDSA.json", encoding="utf-8"))["model"] == "FDSA"
 
 

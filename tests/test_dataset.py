@@ -14,6 +14,8 @@ Seen items = {i1, i2, i3, i4}: i4 occurs in the training period only as u3's fir
 it), and counts as seen as in the paper (its train split holds that interaction); the cold items i5 and i6 are unseen.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,20 @@ def test_bad_dataset_settings_raise_one_clear_error(tiny_config, override, messa
     tiny_config.update(override)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build(tiny_config)
+
+
+def test_a_time_field_left_out_of_load_col_names_the_fix(tiny_config):
+    tiny_config["load_col"] = {"inter": ["user_id", "item_id"], "item": ["item_id", "title", "year", "genre"]}
+    with pytest.raises(ValueError, match=re.escape(
+            "tiny.inter: field 'timestamp' (TIME_FIELD) is dropped by load_col.inter ['user_id', 'item_id'] (list it "
+            "there, e.g. in your dataset YAML: load_col: {inter: [user_id, item_id, rating, timestamp]}; README, "
+            "'Your own data'); header: ['user_id', 'item_id', 'rating', 'timestamp']")):
+        build(tiny_config)
+
+
+def test_text_models_on_a_dataset_without_text_fields_name_the_key(tiny_config):
+    tiny_config["text_fields"] = None
+    dataset = build(tiny_config)
+    with pytest.raises(ValueError, match=re.escape("text_fields: dataset 'tiny' has none configured; text models need "
+                                                   "them (the item fields joined into each item's text")):
+        dataset.item_texts

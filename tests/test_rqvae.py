@@ -232,6 +232,18 @@ def test_overfull_prefix_raises(tmp_path):
     assert torch.equal(tokenizer.codes, before)  # nothing half-added
 
 
+def test_a_codebook_larger_than_the_seen_items_is_named_in_a_warning(tmp_path, caplog):
+    config = make_config(tmp_path, rqvae_method="faiss_rq", rqvae_codebook_size=N_SEEN + 1)
+    with caplog.at_level("WARNING"):
+        SemanticIDTokenizer(config).fit(clustered_items(), seen_mask())
+    assert f"rqvae_codebook_size: C = {N_SEEN + 1} codewords per digit for {N_SEEN} seen items" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        SemanticIDTokenizer(make_config(tmp_path, rqvae_method="faiss_rq", rqvae_codebook_size=N_SEEN)).fit(
+            clustered_items(), seen_mask())
+    assert "rqvae_codebook_size" not in caplog.text
+
+
 def test_bad_inputs_raise(tmp_path):
     with pytest.raises(ValueError, match="rqvae_method"):
         SemanticIDTokenizer(make_config(tmp_path, rqvae_method="pq"))

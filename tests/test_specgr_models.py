@@ -519,7 +519,7 @@ def test_a_warmup_longer_than_its_stage_is_reported(run_dir, caplog):
     assert max(rates["finetune"]) < 0.001
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "warmup" in r.getMessage()]
     assert warned == ["[TRAIN] 10 warmup steps >= the 8 steps of this schedule: the learning rate never reaches 0.001; "
-                      "lower the warmup (e.g. a profile's for a small dataset)"]
+                      "lower warmup_steps (SpecGR++'s stage 2: specgrpp_finetune_warmup_steps) or train more steps"]
 
 
 def test_trainer_keeps_stage1_when_finetuning_does_not_help(run_dir):
@@ -792,6 +792,11 @@ def test_new_item_is_drafted_scored_and_recommended(specgrpp_run, monkeypatch):
     top = new_items.recommend(model, history, topk=5)
     assert top[0] == ("toy-story-2", 0.0, new_id) and len(top) == 5
     assert [s for _, s, _ in top] == sorted((s for _, s, _ in top), reverse=True)
+    listed = max(model.config["topk"])  # K: speculative inference lists no more
+    assert len(new_items.recommend(model, history, topk=listed)) == listed
+    with pytest.raises(ValueError, match=rf"^--topk: expected at most {listed}, the K items this model's speculative "
+                                         rf"inference lists \(max of its config's topk\), got {listed + 1}$"):
+        new_items.recommend(model, history, topk=listed + 1)
 
 
 def test_new_items_cli(specgrpp_run, tmp_path, capsys):

@@ -82,6 +82,9 @@ def ensure_atomic_files(dataset_name: str, data_path: str) -> None:
         dataset_name: one of :data:`AMAZON_DATASETS` (e.g. ``amazon_games``).
         data_path: the RecBole ``data_path`` folder.
 
+    Atomic files older than a raw file in ``raw/`` are converted again (the raw files were replaced or edited); with
+    no raw files left, the atomic files are used as they are.
+
     Raises:
         ValueError: unknown dataset name, or malformed raw files (the message names the file and line).
         FileNotFoundError: raw files absent from ``raw/`` and not downloadable (the message names them and the folder).
@@ -89,10 +92,18 @@ def ensure_atomic_files(dataset_name: str, data_path: str) -> None:
     if dataset_name not in AMAZON_DATASETS:
         raise ValueError(f"dataset: unknown Amazon dataset {dataset_name!r}, expected one of {sorted(AMAZON_DATASETS)}")
     paths = atomic_file_paths(dataset_name, data_path)
-    if os.path.isfile(paths["inter"]) and os.path.isfile(paths["item"]):
-        return
     category = AMAZON_DATASETS[dataset_name]
     raw_dir = os.path.join(data_path, dataset_name, "raw")
+    if all(os.path.isfile(path) for path in paths.values()):
+        written = min(os.path.getmtime(path) for path in paths.values())
+        newer = [name for name in raw_file_names(category) if os.path.isfile(os.path.join(raw_dir, name))
+                 and os.path.getmtime(os.path.join(raw_dir, name)) > written]
+        if not newer:
+            _logger.info(f"[DATA] {dataset_name}: using the atomic files in {os.path.dirname(paths['inter'])} "
+                         f"(converted earlier; a raw file changed since is converted again)")
+            return
+        _logger.info(f"[DATA] {dataset_name}: {', '.join(newer)} changed since the atomic files were written: "
+                     f"converting again")
     fetch_raw_files(category, raw_dir)
     convert(category, raw_dir, paths)
 
@@ -255,8 +266,10 @@ def split_cutoffs(frames: list, paths: list) -> tuple:
     for earlier, path, start, next_path in zip(frames[:-1], paths[:-1], starts, paths[1:]):
         latest = int(earlier["timestamp"].max())
         if latest > start:
+            units = (" (one looks like seconds, the other like milliseconds: the published files hold milliseconds)"
+                     if min(latest, start) < 10 ** 11 <= max(latest, start) else "")
             raise ValueError(f"{path}: latest timestamp {latest} is after the first timestamp {start} of "
-                             f"{next_path}; the files are not a clean time split")
+                             f"{next_path}; the files are not a clean time split{units}")
         n_tied = int((earlier["timestamp"] == start).sum())
         if n_tied:
             _logger.warning(f"[DATA] {path}: {n_tied} rows have the timestamp {start} that starts {next_path}; "
@@ -355,7 +368,10 @@ def main(argv=None) -> None:
     parser.add_argument("--data_path", default="dataset/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    ensure_atomic_files(args.dataset, args.data_path)
+    try:
+        ensure_atomic_files(args.dataset, args.data_path)
+    except (ValueError, OSError) as err:  # malformed or missing raw files: one line, as argparse does
+        parser.exit(2, f"error: {err}\n")
     s = summarize(args.dataset, args.data_path)
     print(f"{args.dataset}: {s['users']} users, {s['items']} items, {s['interactions']} interactions, "
           f"split_timestamps (ms) {s['split_timestamps']}")

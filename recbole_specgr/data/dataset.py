@@ -118,7 +118,12 @@ class InductiveSequentialDataset(SequentialDataset):
                 with open(filepath, encoding=self.config["encoding"]) as f:
                     header = [column.split(":")[0] for column in f.readline().rstrip("\r\n").split(
                         self.config["field_separator"])]
-                why = "is dropped by load_col.inter" if field in header else "is not in its header"
+                if field in header:
+                    loaded = (self.config["load_col"] or {}).get("inter")
+                    why = (f"is dropped by load_col.inter {loaded} (list it there, e.g. in your dataset YAML: "
+                           f"load_col: {{inter: [{', '.join(header)}]}}; README, 'Your own data')")
+                else:
+                    why = "is not in its header"
                 raise ValueError(f"{filepath}: field {field!r} ({key}) {why}; header: {header}")
             column = feat[field]
             missing = column.isna() | (~np.isfinite(column) if pd.api.types.is_numeric_dtype(column) else False)
@@ -218,7 +223,9 @@ class InductiveSequentialDataset(SequentialDataset):
     @property
     def item_texts(self):
         if self._shared.get("item_texts") is None:
-            raise ValueError(f"text_fields: dataset '{self.dataset_name}' has none configured; text models need them")
+            raise ValueError(f"text_fields: dataset '{self.dataset_name}' has none configured; text models need them "
+                             f"(the item fields joined into each item's text, e.g. text_fields: [title, genre] in your "
+                             f"dataset YAML; README, 'Your own data')")
         return self._shared["item_texts"]
 
     @property

@@ -148,6 +148,12 @@ class SemanticIDTokenizer:
             f"[TOKENIZER] fitting {self.method} on {len(train_x)} seen of {len(x) - 1} items "
             f"(L={self.num_levels}, C={self.codebook_size})"
         )
+        if self.codebook_size > len(train_x):
+            self.logger.warning(
+                f"[TOKENIZER] rqvae_codebook_size: C = {self.codebook_size} codewords per digit for {len(train_x)} seen "
+                f"items: most codes stay unused and the first digits hardly group similar items (an unseen item then "
+                f"rarely shares a prefix with a seen one); set a C several times smaller than the seen items (ml-100k: "
+                f"16 for 1,682 items)")
         if self.method == "rqvae":
             with one_cpu_thread(self.device):
                 self._train_rqvae(train_x)

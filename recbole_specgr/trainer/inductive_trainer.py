@@ -209,7 +209,8 @@ class InductiveTrainer(Trainer):
                          f"to {min_ratio:g} × {peak:g}")
         if warmup >= total:
             self.logger.warning(f"[TRAIN] {warmup} warmup steps >= the {total} steps of this schedule: the learning "
-                                f"rate never reaches {peak:g}; lower the warmup (e.g. a profile's for a small dataset)")
+                                f"rate never reaches {peak:g}; lower warmup_steps (SpecGR++'s stage 2: "
+                                f"specgrpp_finetune_warmup_steps) or train more steps")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch_starts(epoch_idx)

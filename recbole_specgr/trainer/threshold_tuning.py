@@ -212,7 +212,7 @@ class ThresholdTuningMixin:
         k = max(self.topk)
         for row in rows:
             shown = {key: row[key] for key in (f"recall@{k}", f"in_sample/recall@{k}", f"unseen/recall@{k}",
-                                               "acceptance_rate", "mean_rounds")}
+                                               "acceptance_rate", "mean_rounds") if key != self.threshold_metric}
             self.logger.info(f"[SpecGR] {_setting(row)}: {self.threshold_metric} {row[self.threshold_metric]:.6f}, "
                              + ", ".join(f"{key} {v:.4f}" for key, v in shown.items()))
         self.logger.info(set_color(f"[SpecGR] {_setting(best)} chosen on validation "
