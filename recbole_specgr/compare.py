@@ -245,10 +245,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m recbole_specgr.compare",
         description="Run models on one dataset and split; write result JSONs and an overall / in-sample / unseen table.",
+        epilog="Any setting as --key=value applies to every model (e.g. --epochs=5 --seed=2021), as in "
+               "run_recbole_specgr.py.",
     )
     parser.add_argument("--models", "-m", required=True, help="comma-separated model names")
     parser.add_argument("--dataset", "-d", required=True)
-    parser.add_argument("--config_files", nargs="+", default=None, help="YAML files, in order")
+    parser.add_argument("--config_files", nargs="+", default=None,
+                        help="YAML files, in order (several arguments, or one separated by spaces or commas)")
     parser.add_argument(
         "--out", default=None, help="output prefix: <out>.md, <out>.csv, <out>_<Model>.json (default: "
         "results/compare_<dataset>)"
