@@ -1014,3 +1014,27 @@ def test_a_joint_ranking_refuses_a_beam_search_that_stops_early():
     rec = SpeculativeRecommender(Short(verifier), drafter, seen, draft_size=3, num_beams=4, topk=3, draft_weight=1.0)
     with pytest.raises(ValueError, match="verifier.beam_search: yielded 2 beam sets, expected n_digits = 3"):
         rec.recommend(*user_seq(range(N_USERS)))
+
+
+@pytest.mark.parametrize("kwargs", [ORACLE_CASES[0], JOINT_CASES[0], JOINT_CASES[1]])
+@pytest.mark.parametrize("allowed_kind", ["shared", "per_user"])
+def test_a_verifier_whose_beams_ignore_the_exclusion_still_yields_only_allowed_items(kwargs, allowed_kind):
+    """The list is filtered by ``allowed_items`` itself: a verifier that spells excluded items in its beams (the
+    protocol asks it not to) loses those beams, never the contract."""
+
+    class IgnoresExclusion(TableVerifier):
+        def beam_search(self, enc, beam_size, item_mask=None, exclude=None, keep_log_probs=False):
+            return super().beam_search(enc, beam_size, item_mask, None, keep_log_probs)
+
+    for seed in range(3):
+        _, drafter, seen = build(seed=seed)
+        plain = build(seed=seed)[0]
+        verifier = IgnoresExclusion(plain.item2codes, N_USERS, generable=plain.generable, seed=seed,
+                                    codebook_size=plain.codebook_size)
+        verifier.log_probs = plain.log_probs
+        allowed = allowed_mask(allowed_kind, seed)
+        out = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*user_seq(range(N_USERS)),
+                                                                                 allowed_items=allowed)
+        for user in range(N_USERS):
+            listed = [i for i, _ in ranked(out.scores[user])]
+            assert listed and all(user_row(allowed, user)[i] for i in listed), (seed, user, listed)
