@@ -123,8 +123,8 @@ class Thresholds(NamedTuple):
     seen in training if V > ``unseen`` (γ_u). The paper uses one γ for both; a lower γ_u admits new items, whose
     semantic prefixes the verifier never generated in training and so scores low (measured on ml-100k: V ≈ −4 … −6).
 
-    Ranking: with ``draft_weight`` α = 0 (the paper) accepted drafts are ranked by V, then the beam fill by its
-    length-normalised score. With α > 0 (joint ranking, not in the paper) accepted drafts and the complete beams
+    Ranking: with ``draft_weight`` α = 0 (the paper) the list is the accepted drafts (the K best by V), completed to K
+    by the beam fill, and ranked by their scores together: V for drafts, the length-normalised score for beams. With α > 0 (joint ranking, not in the paper) accepted drafts and the complete beams
     B_l are ranked together by ``l·V + α·s_d``: the verifier's log-likelihood of the item plus α times the drafter's
     logit s_d (inner product / τ), a product of the two models' distributions. An unseen item's V is replaced by
     ``unseen_score`` v_u (per digit, like V and γ): Eq. 2 cannot rank codes the verifier never generated, so the
