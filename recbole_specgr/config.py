@@ -169,6 +169,10 @@ class Config(RecBoleConfig):
                                            and clip["max_norm"] > 0):
             raise ValueError(f"clip_grad_norm: expected ~ or {{}} (no clipping) or a mapping such as {{max_norm: 1.0}} "
                              f"with max_norm > 0, got {clip!r}{self._source_of('clip_grad_norm')}")
+        if clip not in (None, {}) and final.get("enable_scaler"):
+            raise ValueError(f"enable_scaler: RecBole's trainer clips the gradients while the scaler still multiplies "
+                             f"them (no unscale_ first), so clip_grad_norm {clip} would clip far below max_norm; set "
+                             f"one of the two{self._source_of('enable_scaler')}")
 
     def _check_joint_grids(self, final):
         """A grid of v_u or β (joint-ranking settings) that the user set, where every α tried is 0 (the paper's

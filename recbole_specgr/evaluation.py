@@ -12,6 +12,7 @@ into the interaction under :data:`EXCLUDED_ITEMS`; models that generate a top-K 
 generating, and every model's scores at those items are set to −inf before ranking.
 """
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -64,13 +65,15 @@ def topk_hits(scores, targets, max_k, distinct=False):
     """0-based rank of each target inside the top ``max_k`` (``max_k`` where it is absent or scored −inf).
 
     Args:
-        scores: ``[B, n_items]`` scores, −inf = not recommended.
+        scores: ``[B, n_items]`` scores, −inf = not recommended (so is NaN, in both ways of ranking).
         targets: ``[B]`` target item ids.
         distinct: the finite scores of a row are all different (a :func:`ranked_scores` matrix): the rank is the
             number of scores above the target's, one comparison instead of a top-k (a γ grid ranks hundreds of them).
     Returns:
         ``[B]`` long tensor of ranks.
     """
+    if torch.isnan(scores).any():  # topk would put NaN above every score; the comparison below ignores it
+        scores = scores.masked_fill(torch.isnan(scores), -math.inf)
     if distinct:
         target = scores.gather(1, targets[:, None])  # [B, 1]
         rank = (scores > target).sum(dim=1)

@@ -196,6 +196,8 @@ def tiny_run(**overrides):
         (["--model=SASRec", "--hidden_act=foo"], r"error: hidden_act: expected one of gelu, relu, .* got 'foo'"),
         (["--model=UniSRec", "--n_exps=0"], r"error: n_exps: expected an int >= 1, got 0"),
         (["--model=TextSim", "--textsim_last_n=0"], r"error: textsim_last_n: expected an int >= 1, got 0"),
+        (["--model=TIGER", "--enable_scaler=True"], r"error: enable_scaler: RecBole's trainer clips the gradients "
+                                                    r"while the scaler still multiplies them .* set one of the two"),
         (["--model=SpecGRPP", "--specgr_text_last_n=0"], r"error: specgr_text_last_n: expected an int >= 1, got 0"),
         (["--model=SpecGRAux", "--n_layers_enc=1"], r"error: n_layers_enc: a setting of SpecGRAux's component model, "
                                                     r"not passed on .* give it in specgr_aux_verifier_config \(TIGER\)"),
@@ -229,7 +231,7 @@ def tiny_run(**overrides):
          "negative-clip", "clip-not-a-mapping", "zero-finetune-rate", "nan-threshold", "no-position-buckets",
          "distance-within-encoder-exact-buckets", "distance-within-decoder-exact-buckets", "empty-topk", "hidden-sizes-not-a-list", "dropout-above-one",
          "negative-layer-norm-eps", "negative-commitment", "unknown-learner", "unknown-activation", "no-experts",
-         "textsim-last-n-zero", "text-prior-last-n-zero",
+         "textsim-last-n-zero", "scaler-with-clipping", "text-prior-last-n-zero",
          "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "feature-fields-not-a-list", "activation-case", "unknown-feature-field", "text-grid-without-joint-ranking",
          "unseen-score-grid-without-joint-ranking", "result-file-a-folder"],
 )

@@ -49,6 +49,13 @@ def test_a_target_past_k_is_absent_even_when_it_would_rank_next():
     assert topk_hits(scores, targets, max_k=3).tolist() == [3]
 
 
+@pytest.mark.parametrize("distinct", [False, True])
+def test_a_nan_score_is_not_recommended_in_either_way_of_ranking(distinct):
+    inf, nan = float("inf"), float("nan")
+    scores = torch.tensor([[-inf, 1.0, nan, 0.5, 0.2], [-inf, nan, nan, 0.1, 0.3]])
+    assert topk_hits(scores, torch.tensor([3, 2]), 2, distinct=distinct).tolist() == [1, 2]  # 2nd; NaN target: absent
+
+
 def test_fewer_than_k_finite_scores():
     """A model may recommend fewer than K items: its −inf slots are never hits, its finite ones still are."""
     scores = torch.tensor([[-INF, 5.0, 4.0, -INF]] * 3)

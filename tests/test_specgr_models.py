@@ -529,6 +529,17 @@ def test_trainer_keeps_stage1_when_finetuning_does_not_help(run_dir):
     assert float(checkpoint["state_dict"]["projection.bias"][0]) == 1.0
 
 
+@pytest.mark.parametrize("eval_step", [1, 2])
+def test_a_tie_keeps_the_later_epoch_whichever_validation_scores_it(run_dir, eval_step):
+    """Stage-2 epoch 2 ties the stage-1 model (0.4): RecBole's loop (eval_step 1) and the forced validation of a
+    stage's last epoch (eval_step 2) keep it alike, so the tested model does not depend on eval_step."""
+    _, _, _, best, checkpoint = scripted_fit(
+        run_dir, drafter_scores={0: 0.3}, speculative_scores={0: 0.4, 1: 0.3, 2: 0.4}, epochs=1, finetune_epochs=2,
+        eval_step=eval_step)
+    assert best[0] == 0.4 and checkpoint["epoch"] == 2
+    assert float(checkpoint["state_dict"]["projection.bias"][0]) == 2.0
+
+
 def test_stage2_without_stage1_starts_its_curve_with_the_loaded_weights(run_dir):
     """No stage-1 epoch (the weights of init_checkpoint): their speculative validation opens the learning curve."""
     trainer, trained, validations, best, _ = scripted_fit(

@@ -250,10 +250,12 @@ class InductiveTrainer(Trainer):
                         self.tensorboard.add_scalar(f"{key}/{subset}/{metric}", value, step)
 
     def _validate_final_epoch(self, epoch_idx, valid_data, verbose, saved, show_progress):
-        """Validate the last epoch (RecBole validates only every ``eval_step`` epochs) and keep it if it is best."""
+        """Validate the last epoch (RecBole validates only every ``eval_step`` epochs) and keep it if it is best; a tie
+        keeps it too, as RecBole's early stopping does (so ``eval_step`` does not decide which of two equal epochs is
+        tested)."""
         valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
         better = self.best_valid_result is None or (
-            valid_score > self.best_valid_score if self.valid_metric_bigger else valid_score < self.best_valid_score
+            valid_score >= self.best_valid_score if self.valid_metric_bigger else valid_score <= self.best_valid_score
         )
         if verbose:
             self.logger.info(set_color(f"epoch {epoch_idx} (last) evaluating", "green")

@@ -30,7 +30,8 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
     - stage 2 (and the final model) is validated by speculative inference on ``valid_metric``. With
       ``specgr_threshold_grid`` every such validation evaluates the whole γ grid in one pass and scores the best γ,
       so the checkpoint and γ are chosen together on validation. The best stage-1 checkpoint is validated this way
-      first, and a stage-2 epoch is kept only if it beats it. Without stage 2, the stage-1 best gets that one pass.
+      first, and a stage-2 epoch is kept only if it scores at least as high (a tie keeps the later epoch, as RecBole's
+      early stopping does). Without stage 2, the stage-1 best gets that one pass.
 
     Both stages write the same checkpoint file, which ends up holding the selected model. ``init_checkpoint``
     (see :class:`InductiveTrainer`) starts stage 1 from a trained TIGER. ``progress_file`` records the stage, so a
@@ -105,6 +106,7 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
                 self.tune_threshold(valid_data)
             else:
                 self.best_valid_result = self.use_threshold(rows)
+                self.best_valid_score = self.best_valid_result[self.valid_metric]  # without the floors' −1 penalty
             if saved:
                 self.save_chosen_setting()
         self.logger.info(f"[SpecGR++] training done; best {self.valid_metric} {self.best_valid_score:.6f}")
