@@ -563,8 +563,8 @@ def test_every_stage_is_validated_at_its_last_epoch(run_dir):
 @pytest.mark.parametrize("kill_epoch, expected_epochs, expected_validations", [
     (1, [1, 2, 3], [("drafter", 1), ("speculative", 0), ("speculative", 2), ("drafter", 2), ("speculative", 3),
                     ("drafter", 3)]),  # in stage 1: its rest, the stage-1 baseline, stage 2
-    (2, [2, 3], [("speculative", 0), ("speculative", 2), ("drafter", 2), ("speculative", 3), ("drafter", 3)]),
-    # between the stages (the file holds stage 1 finished): the stage-1 baseline, stage 2
+    (2, [2, 3], [("speculative", 2), ("drafter", 2), ("speculative", 3), ("drafter", 3)]),
+    # at stage 2's first epoch (the file holds stage 2's start, the baseline validated): stage 2
     (3, [3], [("speculative", 3), ("drafter", 3)]),  # in stage 2: stage 1 and the baseline are not repeated
 ])
 def test_a_killed_run_resumes_in_its_stage(run_dir, kill_epoch, expected_epochs, expected_validations, monkeypatch):
@@ -581,9 +581,8 @@ def test_a_killed_run_resumes_in_its_stage(run_dir, kill_epoch, expected_epochs,
 
     monkeypatch.setattr("recbole_specgr.trainer.inductive_trainer.load_checkpoint", counted_load)
     trainer, trained, validations, best, checkpoint = scripted_fit(run_dir, **scores, progress_file=progress)
-    # the stage check and the resume share one read of each version of the file; a run resumed between the stages
-    # reads its version once more when stage 2 starts (to find that it holds stage 1's progress)
-    assert reads and len(reads) - len(set(reads)) == (1 if kill_epoch == 2 else 0)
+    # the stage check and the resume share one read of each version of the file
+    assert reads and len(reads) == len(set(reads))
     assert [e for e, _, _ in trained] == expected_epochs and validations == expected_validations
     assert trained[-1][1] and trained[-1][2] == 2.0  # the last epoch fine-tunes, from the weights of epoch 2
     # the selection of the uninterrupted run (test above): stage 2's epoch 3, at the stage-2 learning rate
@@ -595,6 +594,34 @@ def test_a_killed_run_resumes_in_its_stage(run_dir, kill_epoch, expected_epochs,
     assert trainer.lr_scheduler.base_lrs == [0.123] and trainer.lr_scheduler.last_epoch == 0
     assert [c["epoch"] for c in trainer.learning_curve] == [0, 1, 2, 3]
     assert [c.get("valid_score") for c in trainer.learning_curve] == [0.3, 0.1, 0.25, 0.4]
+
+
+def test_a_run_killed_after_stage2_saved_its_first_epoch_resumes_from_the_stage1_model(run_dir, monkeypatch):
+    """Stage 2's epoch 1 beats the baseline and overwrites the checkpoint file; the run dies before epoch 2 records
+    its progress. The resumed run continues stage 2 from the stage-1 model (bias 0), as the uninterrupted run did,
+    and never takes the fine-tuned file for the stage-1 best."""
+    scores = dict(drafter_scores={0: 0.3}, speculative_scores={0: 0.2, 1: 0.5, 2: 0.4})
+    _, uninterrupted, _, best, _ = scripted_fit(run_dir / "whole", **scores, epochs=1, finetune_epochs=2)
+    progress = str(run_dir / "run.progress.pth")
+    save = SpecGRPPTrainer._save_checkpoint
+
+    def save_then_die(self, epoch, verbose=True, **kwargs):
+        save(self, epoch, verbose=verbose, **kwargs)
+        if self.stage == "finetune" and epoch == 1:
+            raise Killed
+
+    monkeypatch.setattr(SpecGRPPTrainer, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        scripted_fit(run_dir / "run", **scores, epochs=1, finetune_epochs=2, progress_file=progress)
+    monkeypatch.setattr(SpecGRPPTrainer, "_save_checkpoint", save)
+    trainer, trained, validations, resumed_best, checkpoint = scripted_fit(
+        run_dir / "run", **scores, epochs=1, finetune_epochs=2, progress_file=progress)
+    assert uninterrupted == [(0, False, 0.0), (1, True, 0.0), (2, True, 1.0)]
+    assert trained == uninterrupted[1:]  # stage 2 again from the stage-1 weights
+    assert validations[0] == ("speculative", 1) and resumed_best == best == (0.5, {"recall@50": 0.5})
+    assert checkpoint["epoch"] == 1 and float(checkpoint["state_dict"]["projection.bias"][0]) == 1.0
+    baseline = [c for c in trainer.learning_curve if "valid_speculative_score" in c]
+    assert [c["valid_speculative_score"] for c in baseline] == [0.2]  # the stage-1 model's, not epoch 1's (0.5)
 
 
 # ---------------------------------------------------------------- end to end on the ml-100k slice

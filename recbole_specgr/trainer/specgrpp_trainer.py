@@ -93,6 +93,8 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
             )
             if saved and not in_finetune:
                 self._save_checkpoint(self.pretrain_epochs - 1, verbose=verbose)  # the baseline, item tower on
+                if self.progress_file:
+                    self._write_stage2_start(train_data)
             end = self.pretrain_epochs + self.finetune_epochs
             self._run_stage(self.pretrain_epochs, end, train_data, valid_data, verbose, saved, show_progress,
                             callback_fn, keep_best=True)
@@ -111,6 +113,14 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
                 self.save_chosen_setting()
         self.logger.info(f"[SpecGR++] training done; best {self.valid_metric} {self.best_valid_score:.6f}")
         return self.best_valid_score, self.best_valid_result
+
+    def _write_stage2_start(self, train_data):
+        """Progress at the start of stage 2 (the baseline just saved, a fresh optimizer, no schedule yet): a run killed
+        after stage 2's first better epoch overwrote the checkpoint file, but before the next epoch recorded its
+        progress, then continues stage 2 from here instead of reloading that file as the stage-1 best."""
+        self.lr_scheduler = None  # stage 1's (on its own optimizer): stage 2 attaches its own when it starts
+        self.cur_step, self._fit_first_epoch = 0, self.pretrain_epochs
+        self._write_progress(self.pretrain_epochs - 1, train_data)
 
     def _stage_schedule(self):
         """Stage 2 warms up and decays over its own steps (``specgrpp_finetune_*``), not stage 1's."""
