@@ -301,7 +301,7 @@ class Killed(Exception):
 
 
 def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetune_epochs=2, eval_step=1,
-                 progress_file=None, kill_epoch=None, grid_best=None):
+                 progress_file=None, kill_epoch=None, grid_best=None, **model_settings):
     """Run SpecGRPPTrainer.fit with stubbed epochs and evaluations: epoch e sets projection.bias to e; a validation
     scores the current weights (bias b) by ``drafter_scores[b]`` in the drafter role and ``speculative_scores[b]``
     otherwise. ``kill_epoch``: raise :class:`Killed` when that epoch starts (after the trainer has recorded its
@@ -312,7 +312,7 @@ def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetun
         "checkpoint_dir": str(tmp_path / "saved"), "epochs": epochs, "specgrpp_finetune_epochs": finetune_epochs,
         "eval_step": eval_step, "stopping_step": 5, "specgrpp_finetune_learning_rate": 0.123, "state": "ERROR",
         **NO_GRID, "progress_file": progress_file, **({"specgr_threshold_grid": [-1.5, -3.0]} if grid_best else {})})
-    model = make_model(seed=5)
+    model = make_model(seed=5, **model_settings)
     trainer = SpecGRPPTrainer(config, model)
     trained, validations = [], []
 
@@ -527,6 +527,17 @@ def test_trainer_keeps_stage1_when_finetuning_does_not_help(run_dir):
         run_dir, drafter_scores={0: 0.1, 1: 0.3}, speculative_scores={1: 0.5, 2: 0.25, 3: 0.4})
     assert best[0] == 0.5 and checkpoint["epoch"] == 1
     assert float(checkpoint["state_dict"]["projection.bias"][0]) == 1.0
+
+
+def test_without_l_cl_stage1_is_selected_by_speculative_inference(run_dir):
+    """λ1 = 0 (ablations 2.1 / 2.2): the drafter is untrained, so its ranking (here best at epoch 0) must not pick the
+    stage-1 model; speculative inference does (epoch 1)."""
+    _, trained, validations, best, checkpoint = scripted_fit(
+        run_dir, drafter_scores={0: 0.9, 1: 0.1}, speculative_scores={0: 0.2, 1: 0.5, 2: 0.3}, epochs=2,
+        finetune_epochs=1, specgrpp_lambda_cl=0.0)
+    assert validations[:2] == [("speculative", 0), ("speculative", 1)]  # stage 1, every epoch
+    assert trained[-1] == (2, True, 1.0)  # stage 2 from the stage-1 model of epoch 1
+    assert best[0] == 0.5 and checkpoint["epoch"] == 1
 
 
 @pytest.mark.parametrize("eval_step", [1, 2])

@@ -27,6 +27,7 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
 
     - stage 1 trains the drafter: validated by the drafter's own full ranking (``eval_role = "drafter"``) on
       ``specgrpp_pretrain_valid_metric`` (default ``recall@50``, as the reference selects the contrastive stage);
+      with λ1 = 0 (no L_CL: the drafter is not trained) by speculative inference on ``valid_metric`` instead;
     - stage 2 (and the final model) is validated by speculative inference on ``valid_metric``. With
       ``specgr_threshold_grid`` every such validation evaluates the whole γ grid in one pass and scores the best γ,
       so the checkpoint and γ are chosen together on validation. The best stage-1 checkpoint is validated this way
@@ -67,15 +68,20 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
         inference). With ``progress_file`` a finished stage 1 is not repeated and an interrupted stage continues."""
         in_finetune = self.progress_stage() == "finetune"  # a resumed run already past stage 1
         if not in_finetune:
+            # λ1 = 0 (the paper's ablations 2.1 / 2.2) leaves the drafter untrained: its ranking would pick an
+            # arbitrary epoch, so stage 1 is then validated by speculative inference instead
+            role, metric = (("drafter", self.pretrain_valid_metric) if self.model.lambda_cl > 0
+                            else ("speculative", self.final_valid_metric))
             self.logger.info(f"[SpecGR++] stage 1: pretraining (λ1·L_CL + L_Gen), {self.pretrain_epochs} epochs, "
-                             f"validated by the drafter's {self.pretrain_valid_metric}")
-            self._enter_stage("pretrain", "drafter", self.pretrain_valid_metric)
+                             f"validated by {'the drafter' if role == 'drafter' else 'speculative inference'}'s "
+                             f"{metric}")
+            self._enter_stage("pretrain", role, metric)
             self._run_stage(0, self.pretrain_epochs, train_data, valid_data, verbose, saved, show_progress,
                             callback_fn)
             selected = saved and valid_data and self.best_valid_result is not None
             if selected:
                 self.load_model(self.saved_model_file)
-                self.logger.info(f"[SpecGR++] stage 1 best checkpoint reloaded (drafter {self.pretrain_valid_metric} "
+                self.logger.info(f"[SpecGR++] stage 1 best checkpoint reloaded ({role} {metric} "
                                  f"{self.best_valid_score:.6f})")
         self._enter_stage("finetune", "speculative", self.final_valid_metric)
         if valid_data and not in_finetune:  # the speculative baseline every stage-2 epoch must beat
