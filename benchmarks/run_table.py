@@ -130,11 +130,12 @@ def main(argv=None):
 def run_plan(plan, shared, out, only=None, made_by=None):
     """Run (or read back) every run of the plan with the ``shared`` keys; write ``<out>.md`` / ``.csv`` of those that
     exist. Returns their results, in plan order."""
-    for run, name in zip(plan["runs"], run_names(plan)):  # a model or key that cannot run is named before any trains
+    names = run_names(plan)
+    for run, name in zip(plan["runs"], names):  # a model or key that cannot run is named before any trains
         check_sequential_model(run["model"])
         check_known_keys({**shared, **(run.get("config") or {})}, f"run {name} of the plan")
     checkpoints, results, skipped = {}, [], set()  # skipped: runs outside --only that have no result yet
-    for run, name in zip(plan["runs"], run_names(plan)):
+    for run, name in zip(plan["runs"], names):
         path = f"{out}_{name}.json"
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:

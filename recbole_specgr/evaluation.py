@@ -72,12 +72,13 @@ def topk_hits(scores, targets, max_k, distinct=False):
     Returns:
         ``[B]`` long tensor of ranks.
     """
-    if torch.isnan(scores).any():  # topk would put NaN above every score; the comparison below ignores it
-        scores = scores.masked_fill(torch.isnan(scores), -math.inf)
-    if distinct:
+    if distinct:  # NaN compares False and is not finite: neither above the target nor a hit
         target = scores.gather(1, targets[:, None])  # [B, 1]
         rank = (scores > target).sum(dim=1)
         return torch.where(torch.isfinite(target[:, 0]) & (rank < max_k), rank, torch.full_like(targets, max_k))
+    nan = torch.isnan(scores)
+    if nan.any():  # topk would put NaN above every score
+        scores = scores.masked_fill(nan, -math.inf)
     top_scores, top_items = torch.topk(scores, max_k, dim=1)  # [B, K]
     hit = (top_items == targets[:, None]) & torch.isfinite(top_scores)
     rank = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), torch.full_like(targets, max_k))

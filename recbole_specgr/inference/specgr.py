@@ -124,17 +124,18 @@ class Thresholds(NamedTuple):
     semantic prefixes the verifier never generated in training and so scores low (measured on ml-100k: V ≈ −4 … −6).
 
     Ranking: with ``draft_weight`` α = 0 (the paper) the list is the accepted drafts (the K best by V), completed to K
-    by the beam fill, and ranked by their scores together: V for drafts, the length-normalised score for beams. With α > 0 (joint ranking, not in the paper) accepted drafts and the complete beams
-    B_l are ranked together by ``l·V + α·s_d``: the verifier's log-likelihood of the item plus α times the drafter's
-    logit s_d (inner product / τ), a product of the two models' distributions. An unseen item's V is replaced by
-    ``unseen_score`` v_u (per digit, like V and γ): Eq. 2 cannot rank codes the verifier never generated, so the
-    drafter ranks unseen items and v_u sets how they interleave with seen ones. For the same reason the verifier
-    neither accepts nor rejects unseen drafts there (γ_u plays no part): each is a candidate, and the adaptive exit
-    counts accepted seen drafts. ``text_weight`` β adds β·s_t to an unseen item's key, s_t the text prior's logit
+    by the beam fill, and ranked by their scores together: V for drafts, the length-normalised score for beams.
+    With α > 0 (joint ranking, not in the paper) accepted drafts and the complete beams B_l are ranked together by
+    ``l·V + α·s_d``: the verifier's log-likelihood of the item plus α times the drafter's logit s_d (inner product /
+    τ), a product of the two models' distributions. An unseen item's V is replaced by ``unseen_score`` v_u (per digit, like
+    V and γ): Eq. 2 cannot rank codes the verifier never generated, so the drafter ranks unseen items and v_u sets how
+    they interleave with seen ones. For the same reason the verifier neither accepts nor rejects unseen drafts there
+    (γ_u plays no part): each is a candidate, and the adaptive exit counts accepted seen drafts. ``text_weight`` β
+    adds β·s_t to an unseen item's key, s_t the text prior's logit
     (:class:`~recbole_specgr.inference.text_prior.TextPrior`: the cosine between the item's text and the user's last
     items' texts, minus that of a typical next item, over the drafter's τ): evidence for unseen items from an encoder
-    never fitted to the seen ones (measured on ml-100k: more unseen and more overall recall; on seen items it
-    hurts, so they do not get it)."""
+    never fitted to the seen ones (measured on ml-100k: more unseen and more overall recall; on seen items it hurts,
+    so they do not get it)."""
 
     seen: float
     unseen: float
