@@ -1,4 +1,4 @@
-"""Choose a trained SpecGR model's inference setting (γ, γ_u, α, v_u, β) again on validation, then test once, without
+"""Choose a trained SpecGR model's inference setting (γ, γ_u, α, v_u, β, η) again on validation, then test once, without
 retraining: the weights stay those the run selected. Reads a result JSON of ``run_table.py`` (its checkpoint must be on
 this machine) and writes the same record with ``valid``, ``test``, the chosen setting and ``threshold_sweep``
 replaced, plus ``retuned`` (the source JSON and the overrides). Its ``checkpoint`` is a copy of the source's with the

@@ -182,7 +182,8 @@ class Config(RecBoleConfig):
         if not all(_real(w) and w == 0 for w in weights):
             return
         for key, unused in (("specgr_unseen_score_grid", lambda values: True),
-                            ("specgr_text_weight_grid", lambda values: any(v != 0 for v in values))):
+                            ("specgr_text_weight_grid", lambda values: any(v != 0 for v in values)),
+                            ("specgr_novelty_weight_grid", lambda values: any(v != 0 for v in values))):
             values = final.get(key)
             if self._source_of(key) and isinstance(values, (list, tuple)) and unused(values):
                 raise ValueError(f"{key}: {values} is tried with every α > 0 only (the joint ranking), and every α "
@@ -376,6 +377,7 @@ MINIMUMS = {
     "rqvae_batch_size": 1, "rqvae_hidden_sizes": 1, "specgrpp_projection_size": 1, "specgrpp_pretrain_epochs": 0,
     "specgrpp_finetune_epochs": 0, "specgrpp_finetune_warmup_steps": 0, "specgrpp_finetune_total_steps": 1,
     "n_exps": 1, "rel_pos_buckets": 4, "rel_pos_max_distance": 1, "textsim_last_n": 1, "specgr_text_last_n": 1,
+    "specgr_novelty_last_n": 1,
 }
 
 
@@ -422,6 +424,10 @@ def _fits(value, expected):
 # Keys RecBole derives from the others (enums, the device and its process group): never saved, set again where a
 # config is rebuilt.
 DERIVED_KEYS = ("MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "local_rank", "single_spec")
+
+# Keys added after checkpoints were already saved, with the value that gives those checkpoints' behaviour: a saved
+# config without the key gets this value, not today's default, so an old checkpoint recommends as it reported.
+KEYS_ADDED_LATER = {"specgr_rank_all_unseen": False}
 
 
 def _plain(value):
@@ -480,10 +486,12 @@ def _split_value(value):
 def config_from_saved(saved: dict, **overrides) -> Config:
     """A full :class:`Config` rebuilt from a checkpoint's :func:`plain_config` (plus ``overrides``), e.g. to reload its
     dataset: the saved values that differ from the model's and dataset's defaults are given as ``config_dict`` (keys
-    RecBole normalises, such as ``train_neg_sample_args``, are equal to the defaults and so not given again)."""
+    RecBole normalises, such as ``train_neg_sample_args``, are equal to the defaults and so not given again); a key of
+    :data:`KEYS_ADDED_LATER` the checkpoint predates takes its value from there."""
     defaults = plain_config(Config(model=saved["model"], dataset=saved["dataset"]))
     settings = {key: value for key, value in saved.items()
                 if key not in DERIVED_KEYS and defaults.get(key, object()) != value}
+    settings.update({key: value for key, value in KEYS_ADDED_LATER.items() if key not in saved and key in defaults})
     settings.update(overrides)
     data_path = settings.get("data_path")
     if data_path and os.path.basename(os.path.normpath(data_path)) == saved.get("dataset"):

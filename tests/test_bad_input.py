@@ -213,6 +213,9 @@ def tiny_run(**overrides):
         (["--model=SpecGRPP", "--specgr_draft_weight_grid=[0]", "--specgr_text_weight_grid=[1]"],
          r"error: specgr_text_weight_grid: \[1\] is tried with every α > 0 only \(the joint ranking\), and every α "
          r"here is 0 .* from the command line"),
+        (["--model=SpecGRPP", "--specgr_draft_weight_grid=[0]", "--specgr_novelty_weight_grid=[0, 8]"],
+         r"error: specgr_novelty_weight_grid: \[0, 8\] is tried with every α > 0 only \(the joint ranking\)"),
+        (["--model=SpecGRPP", "--specgr_novelty_last_n=0"], r"error: specgr_novelty_last_n: expected an int >= 1, got 0"),
         (["--model=SpecGRAux", "--specgr_unseen_score_grid=[-2.0]"],
          r"error: specgr_unseen_score_grid: \[-2\.0\] is tried with every α > 0 only .*specgr_draft_weight_grid "
          r"None, specgr_draft_weight 0\.0\)"),
@@ -233,6 +236,7 @@ def tiny_run(**overrides):
          "negative-layer-norm-eps", "negative-commitment", "unknown-learner", "unknown-activation", "no-experts",
          "textsim-last-n-zero", "scaler-with-clipping", "text-prior-last-n-zero",
          "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "feature-fields-not-a-list", "activation-case", "unknown-feature-field", "text-grid-without-joint-ranking",
+         "novelty-grid-without-joint-ranking", "novelty-last-n-zero",
          "unseen-score-grid-without-joint-ranking", "result-file-a-folder"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,

@@ -151,6 +151,17 @@ def test_saved_plain_config_rebuilds_the_same_settings(run_dir, tmp_path):
     assert same == {k: v for k, v in saved.items() if k != "eval_batch_size"}
 
 
+def test_a_checkpoint_saved_before_a_key_existed_keeps_its_behaviour(run_dir, tmp_path):
+    from recbole_specgr.config import KEYS_ADDED_LATER, config_from_saved, plain_config
+
+    saved = plain_config(Config(model="SpecGRPP", dataset="ml-100k", config_dict={"data_path": str(tmp_path)}))
+    assert saved["specgr_rank_all_unseen"] is True  # today's default
+    assert config_from_saved(saved)["specgr_rank_all_unseen"] is True
+    older = {k: v for k, v in saved.items() if k not in KEYS_ADDED_LATER}
+    assert config_from_saved(older)["specgr_rank_all_unseen"] is False  # as the checkpoint was evaluated
+    assert config_from_saved(older, specgr_rank_all_unseen=True)["specgr_rank_all_unseen"] is True
+
+
 def test_model_yaml_layers_its_base_configs():
     defaults = config_module.model_defaults("SpecGRPP")
     base = yaml.safe_load((PROPERTIES_DIR / "model" / "base" / "t5.yaml").read_text())

@@ -10,7 +10,7 @@ from recbole_specgr.inference.drafting import DraftIndex, DraftMask
 from recbole_specgr.inference.interfaces import BeamStep
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.specgr import (CompleteBeams, SpeculativeRecommender, Thresholds, beam_log_probs,
-                                            beam_nodes, verification_scores)
+                                            beam_nodes, recent_unseen_share, verification_scores)
 from recbole_specgr.inference import text_prior as text_prior_module
 from recbole_specgr.inference.text_prior import TextPrior
 from fakes import FixedDrafter, NoBeamTables, TableVerifier, make_catalog, user_seq
@@ -303,7 +303,8 @@ def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, all
     rounds_seen = set()
     for gamma, got in zip(grid, swept):
         setting = gamma if isinstance(gamma, Thresholds) else Thresholds(gamma, gamma)
-        rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight = setting
+        (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
+         rec.novelty_weight) = setting
         alone = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed, subset_ranking=subset)
         assert torch.equal(got.scores, alone.scores), gamma
         rounds = alone.drafts.size(1)
@@ -326,17 +327,30 @@ JOINT_CASES = [
     dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6, draft_weight=0.5, unseen_score=-1.0, text_weight=2.0),
     dict(draft_size=2, num_beams=3, threshold=-math.inf, topk=5, draft_weight=2.0, unseen_score=-0.2,
          text_weight=0.7),
+    # only the drafted unseen items (as before rank_all_unseen), with and without the text prior
+    dict(draft_size=2, num_beams=3, threshold=-math.inf, topk=5, draft_weight=2.0, unseen_score=-0.2,
+         rank_all_unseen=False),
+    dict(draft_size=3, num_beams=4, threshold=-1.2, topk=6, draft_weight=0.5, unseen_score=-1.0, text_weight=2.0,
+         rank_all_unseen=False),
+    dict(draft_size=1, num_beams=2, threshold=-1.0, topk=4, draft_weight=1.0, unseen_score=0.5, text_weight=1.0,
+         rank_all_unseen=False),
+    dict(draft_size=1, num_beams=2, threshold=-1.0, topk=4, draft_weight=1.0, unseen_score=0.5, text_weight=1.0),
 ]
 
 
 def joint_oracle(verifier, drafter, seen, user, kwargs, allowed=None, prior=None):
     """Joint ranking for one user in plain Python: accepted drafts of the rounds run and complete beams B_l
-    (allowed ones), each item once, by l·V + α·s_d with V = v_u for unseen items, which also get β·s_t."""
+    (allowed ones), each item once, by l·V + α·s_d with V = v_u for unseen items, which also get β·s_t; with
+    ``rank_all_unseen`` (the default) the unseen items are every allowed one, drafted or not."""
     l, alpha, beta = verifier.n_digits, kwargs["draft_weight"], kwargs.get("text_weight", 0.0)
+    rank_all = kwargs.get("rank_all_unseen", True)
     records, beams, dscore = oracle_rounds(
         verifier, drafter, seen, user, kwargs["draft_size"], kwargs["num_beams"], kwargs["threshold"],
         kwargs["topk"], allowed, no_exit=kwargs.get("no_adaptive_exit", False),
         gamma_unseen=kwargs.get("unseen_threshold"), joint=True)
+    if rank_all:
+        records = [r for r in records if seen[r[0]]]
+        records += [(i, None, True) for i in range(1, len(seen)) if not seen[i] and (allowed is None or allowed[i])]
     keys = {}
     for i, v, accepted in records:
         if accepted:
@@ -365,8 +379,77 @@ def test_joint_ranking_matches_per_user_oracle(case, seed, allowed_kind):
         assert [s for _, s in got] == pytest.approx([s for _, s in expect], abs=1e-4), (user, got, expect)
         assert_same_ranking(got, expect, seen)  # the items too, except tied unseen items cut at the end
         n_unseen_out += sum(not seen[i] for i, _ in got)
-    if case == 1:
+    if case in (1, 6):
         assert n_unseen_out > 0  # a high v_u brings unseen items in
+
+
+def test_ranking_every_unseen_item_lists_unseen_items_that_were_never_drafted():
+    """One draft per round: few unseen items are drafted, and rank_all_unseen lists others, by the same key."""
+    verifier, drafter, seen = build(seed=1)
+    kwargs = dict(draft_size=1, num_beams=2, threshold=-1.0, topk=4, draft_weight=1.0, unseen_score=5.0)
+    drafted = SpeculativeRecommender(verifier, drafter, seen, rank_all_unseen=False, **kwargs).recommend(
+        *user_seq(range(N_USERS)))
+    every = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*user_seq(range(N_USERS)))
+    listed = lambda out, u: {i for i, _ in ranked(out.scores[u])}
+    never_drafted = 0
+    for user in range(N_USERS):
+        unseen_first = sorted((i for i in range(1, N_ITEMS + 1) if not seen[i]),
+                              key=lambda i: -float(drafter.items[i] @ drafter.user_vectors[user]))
+        assert [i for i, _ in ranked(every.scores[user])] == unseen_first[:4]  # v_u = 5 puts them first
+        assert {i for i in listed(drafted, user) if not seen[i]} <= set(drafted.drafts[user].flatten().tolist())
+        never_drafted += len(listed(every, user) - set(drafted.drafts[user].flatten().tolist()))
+    assert never_drafted > 0
+
+
+def history_seq(histories):
+    """Sequences of the fake users from their histories: the first item names the user (see ``user_seq``)."""
+    width = max(len(h) for h in histories)
+    seq = torch.tensor([h + [0] * (width - len(h)) for h in histories])
+    return seq, torch.tensor([len(h) for h in histories])
+
+
+def test_a_grid_over_eta_and_beta_equals_one_run_per_setting():
+    verifier, drafter, seen = build(seed=4)
+    unseen = [i for i in range(1, N_ITEMS + 1) if not seen[i]]
+    histories = [[0, unseen[0]], [1, 2, unseen[1]], [2], [3, unseen[2], unseen[3]], [4, 5]]
+    grid = [Thresholds(-1.0, -1.0, 0.5, -1.0, 0.0, 0.0), Thresholds(-1.0, -1.0, 0.5, -1.0, 1.5, 2.0),
+            Thresholds(-1.0, -1.0, 1.0, -0.5, 1.5, 6.0), Thresholds(-1.0, -1.0, 1.0, -0.5, 0.0, 6.0)]
+    for rank_all_unseen in (False, True):
+        rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=2, num_beams=3, topk=5,
+                                     text_prior=text_prior(4), rank_all_unseen=rank_all_unseen)
+        swept = list(rec.recommend_thresholds(*history_seq(histories), grid))
+        outputs = set()
+        for setting, got in zip(grid, swept):
+            (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
+             rec.novelty_weight) = setting
+            alone = rec.recommend(*history_seq(histories))
+            assert torch.equal(got.scores, alone.scores), (rank_all_unseen, setting)
+            outputs.add(tuple(torch.isfinite(alone.scores).flatten().tolist()))
+        assert len(outputs) > 1  # the settings do list different items
+
+
+def test_recent_unseen_share_counts_the_last_n_real_items():
+    seen = torch.tensor([False, True, True, False, False, True])  # item 0 is padding
+    seq, length = history_seq([[1, 3, 2], [1, 2, 3, 4], [3], [0], [2, 5, 1, 2]])
+    assert recent_unseen_share(seq, length, seen, 3).tolist() == pytest.approx([1 / 3, 2 / 3, 1.0, 0.0, 0.0])
+    assert recent_unseen_share(seq, length, seen, 1).tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_novelty_prior_adds_eta_times_the_recent_unseen_share_to_unseen_items_only():
+    verifier, drafter, seen = build(seed=3)
+    unseen = [i for i in range(1, N_ITEMS + 1) if not seen[i]]
+    histories = [[2, unseen[0], 1], [3, unseen[1], unseen[2], 4], [1, 2]]  # ρ_u = 1/3 (of the last 3), 2/3, 0
+    kwargs = dict(draft_size=N_ITEMS, num_beams=4, threshold=-math.inf, topk=N_ITEMS, draft_weight=1.0,
+                  unseen_score=-1.0)
+    plain = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*history_seq(histories))
+    novel = SpeculativeRecommender(verifier, drafter, seen, novelty_weight=3.0, **kwargs).recommend(
+        *history_seq(histories))
+    for row, share in enumerate([1 / 3, 2 / 3, 0.0]):
+        for i in range(1, N_ITEMS + 1):
+            if torch.isfinite(plain.scores[row, i]):
+                shift = 0.0 if seen[i] else 3.0 * share
+                assert novel.scores[row, i].item() == pytest.approx(plain.scores[row, i].item() + shift, abs=1e-4)
+    assert torch.equal(torch.isfinite(novel.scores), torch.isfinite(plain.scores))
 
 
 def test_joint_ranking_uses_the_drafter_temperature_and_v_u_moves_unseen_items():
@@ -439,6 +522,11 @@ def test_text_prior_centre_is_the_mean_cosine_of_history_and_next_item():
     ("text_weight", -1.0, "specgr_text_weight: expected a number >= 0"),
     ("text_weight", float("inf"), "specgr_text_weight: expected a finite number"),
     ("text_weight", 1.0, "specgr_text_weight: the text prior weighs unseen items in the joint ranking only"),
+    ("novelty_weight", -2.0, "specgr_novelty_weight: expected a number >= 0"),
+    ("novelty_weight", float("nan"), "specgr_novelty_weight: expected a finite number"),
+    ("novelty_weight", 4.0, "specgr_novelty_weight: the novelty prior weighs unseen items in the joint ranking only"),
+    ("novelty_last_n", 0, "specgr_novelty_last_n: expected an int >= 1, got 0"),
+    ("rank_all_unseen", "yes", "specgr_rank_all_unseen: expected True or False, got 'yes'"),
 ])
 def test_bad_joint_ranking_settings_are_named(key, value, message):
     verifier, drafter, seen = build()
@@ -979,7 +1067,8 @@ def test_a_grid_with_the_papers_ranking_verifies_unseen_drafts():
     assert n_unseen > 0
 
 
-def test_a_joint_grid_keeps_equal_keys_in_the_order_of_a_run_alone():
+@pytest.mark.parametrize("rank_all_unseen", [False, True])
+def test_a_joint_grid_keeps_equal_keys_in_the_order_of_a_run_alone(rank_all_unseen):
     """Unseen items with one drafter vector get equal joint keys; a grid runs extra (empty) rounds for its stricter
     settings, and the pick among the equal keys at the K-th place must not depend on that (found in review)."""
     n_items, n_unseen, n_users = 200, 100, 8
@@ -994,9 +1083,11 @@ def test_a_joint_grid_keeps_equal_keys_in_the_order_of_a_run_alone():
         drafter = FixedDrafter(torch.randn(n_users, DIM, generator=g), items)
         for unseen_score in (-0.5, -1.0, -1.5, -2.0, -3.0):
             grid = [Thresholds(-9.0, -9.0, 1.0, unseen_score), Thresholds(-0.3, -0.3, 1.0, unseen_score)]
-            rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=40, num_beams=10, topk=10)
+            rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=40, num_beams=10, topk=10,
+                                         rank_all_unseen=rank_all_unseen)
             swept = next(iter(rec.recommend_thresholds(*user_seq(range(n_users)), grid)))
-            rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight = grid[0]
+            (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
+             rec.novelty_weight) = grid[0]
             alone = rec.recommend(*user_seq(range(n_users)))
             more_rounds += swept.drafts.size(1) > alone.drafts.size(1)
             mismatches += not torch.equal(swept.scores, alone.scores)

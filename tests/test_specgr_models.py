@@ -29,7 +29,8 @@ FAST_TOKENIZER = dict(rqvae_method="faiss_rq", rqvae_codebook_size=32)  # k-mean
 FAST_RUN = dict(MAX_ITEM_LIST_LENGTH=5, topk=[5, 10], num_beams=10, specgr_draft_size=10,  # K = δ = 10
                 valid_metric="Recall@10", specgrpp_pretrain_valid_metric="recall@10")
 NO_GRID = dict(specgr_threshold_grid=None, specgr_draft_weight_grid=None, specgr_unseen_score_grid=None,
-               specgr_text_weight_grid=None)  # the configured setting only (SpecGRPP.yaml's defaults tune α, v_u, β)
+               specgr_text_weight_grid=None, specgr_novelty_weight_grid=None)  # the configured setting only
+# (SpecGRPP.yaml's defaults tune α, v_u, β, η)
 
 
 @pytest.fixture(autouse=True)
@@ -898,7 +899,7 @@ def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_gri
     if monkeypatch is not None:
         def sweep(trainer, valid_data, thresholds):
             joint = "specgr_draft_weight_grid" in extra
-            width = 5 if "specgr_text_weight_grid" in extra else 4
+            width = 6 if "specgr_novelty_weight_grid" in extra else 5 if "specgr_text_weight_grid" in extra else 4
             return [{**setting_keys(t), "acceptance_rate": 0.5, "mean_rounds": 1.0, "recall@50": 0.0,
                      "in_sample/recall@50": 0.0,
                      **results[tuple(t[:width]) if joint else t.seen if unseen_grid is None else tuple(t[:2])]}
@@ -909,6 +910,7 @@ def scripted_tuner(grid, metric=None, results=None, monkeypatch=None, unseen_gri
     config = {"specgr_threshold_grid": grid, "specgr_unseen_threshold_grid": unseen_grid, "specgr_threshold": -1.5,
               "specgr_draft_weight_grid": None, "specgr_unseen_score_grid": None, "specgr_draft_weight": None,
               "specgr_unseen_score": None, "specgr_text_weight_grid": None, "specgr_text_weight": None,
+              "specgr_novelty_weight_grid": None, "specgr_novelty_weight": None,
               "specgr_threshold_tiebreak": None, "specgr_threshold_floors": None, "specgr_threshold_metric": metric,
               "valid_metric": "NDCG@10",
               "topk": [10, 50], **extra}
@@ -958,7 +960,7 @@ def test_threshold_tuning_tries_every_draft_weight_with_every_unseen_score(monke
     # α = 0 (the paper's ranking) once per γ, v_u only with α > 0
     assert [tuple(row[k] for k in ("specgr_threshold", "specgr_unseen_threshold", "specgr_draft_weight",
                                    "specgr_unseen_score")) for row in tuner.threshold_sweep] == grid
-    assert tuner.model.specgr_setting == (-2.0, -2.0, 2.0, -1.5, 0.0)
+    assert tuner.model.specgr_setting == (-2.0, -2.0, 2.0, -1.5, 0.0, 0.0)
     assert "specgr_draft_weight" not in best and best["ndcg@10"] == 0.4
     with pytest.raises(ValueError, match=r"specgr_draft_weight_grid: expected numbers >= 0"):
         scripted_tuner([-1.0], specgr_draft_weight_grid=[-1.0])
@@ -972,10 +974,26 @@ def test_threshold_tuning_tries_every_text_weight_with_every_joint_setting(monke
                            specgr_unseen_score_grid=[-2.0, -1.5], specgr_text_weight_grid=[0, 1.5])
     tuner.tune_threshold(valid_data=[1])
     # β only with α > 0 (the paper's ranking has no text prior), with every v_u
-    assert [tuple(row[k] for k in setting_keys(Thresholds(0, 0))) for row in tuner.threshold_sweep] == grid
-    assert tuner.model.specgr_setting == (-1.0, -1.0, 2.0, -2.0, 1.5)
+    assert [tuple(row[k] for k in setting_keys(Thresholds(0, 0)))[:5] for row in tuner.threshold_sweep] == grid
+    assert tuner.model.specgr_setting == (-1.0, -1.0, 2.0, -2.0, 1.5, 0.0)
     with pytest.raises(ValueError, match=r"specgr_text_weight_grid: expected numbers >= 0"):
         scripted_tuner([-1.0], specgr_text_weight_grid=[-1.0])
+
+
+def test_threshold_tuning_tries_every_novelty_weight_with_every_joint_setting(monkeypatch):
+    grid = [(-1.0, -1.0, 0.0, -1.75, 0.0, 0.0)] + [(-1.0, -1.0, 2.0, -2.0, b, e) for b in (0.0, 1.5)
+                                                  for e in (0.0, 16.0)]
+    results = {setting: {"ndcg@10": 0.0, "unseen/recall@50": 0.0} for setting in grid}
+    results[(-1.0, -1.0, 2.0, -2.0, 0.0, 16.0)]["ndcg@10"] = 0.4
+    tuner = scripted_tuner([-1.0], None, results, monkeypatch, specgr_draft_weight_grid=[0, 2],
+                           specgr_unseen_score_grid=[-2.0], specgr_text_weight_grid=[0, 1.5],
+                           specgr_novelty_weight_grid=[0, 16])
+    tuner.tune_threshold(valid_data=[1])
+    # η only with α > 0, with every β
+    assert [tuple(row[k] for k in setting_keys(Thresholds(0, 0))) for row in tuner.threshold_sweep] == grid
+    assert tuner.model.specgr_setting == (-1.0, -1.0, 2.0, -2.0, 0.0, 16.0)
+    with pytest.raises(ValueError, match=r"specgr_novelty_weight_grid: expected numbers >= 0"):
+        scripted_tuner([-1.0], specgr_novelty_weight_grid=[-1.0])
 
 
 def test_threshold_tuning_rejects_bad_settings():

@@ -248,6 +248,14 @@ class DraftSession:
             self._dense_scores = self.queries.to(vectors.dtype) @ vectors.T  # [B, n]
         return self._dense_scores
 
+    def catalog_scores(self, items: torch.Tensor) -> torch.Tensor:
+        """Inner products of every query with the same ``items`` [m]: [B, m] (the dense scores' columns once
+        computed, else one product)."""
+        if self._dense_scores is not None:
+            return self._dense_scores[:, items]
+        vectors = self.index.item_vectors
+        return self.queries.to(vectors.dtype) @ vectors[items].T
+
     def item_scores(self, items: torch.Tensor) -> torch.Tensor:
         """Inner products of each user's query with its own ``items`` [B, M] (any ids, 0 included): [B, M], computed
         for these entries only, a chunk of users at a time (at most ``ITEM_SCORE_CHUNK`` gathered vector entries)."""

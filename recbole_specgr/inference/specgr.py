@@ -22,7 +22,7 @@ from recbole_specgr.inference.beam_search import user_groups
 from recbole_specgr.inference.drafting import DraftIndex, DraftMask, check_backend, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
-from recbole_specgr.inference.text_prior import TextPrior
+from recbole_specgr.inference.text_prior import TextPrior, recent_positions
 
 
 def verification_scores(log_probs: torch.Tensor, unseen: torch.Tensor, adjust: bool = True) -> torch.Tensor:
@@ -135,13 +135,17 @@ class Thresholds(NamedTuple):
     (:class:`~recbole_specgr.inference.text_prior.TextPrior`: the cosine between the item's text and the user's last
     items' texts, minus that of a typical next item, over the drafter's τ): evidence for unseen items from an encoder
     never fitted to the seen ones (measured on ml-100k: more unseen and more overall recall; on seen items it hurts,
-    so they do not get it)."""
+    so they do not get it). ``novelty_weight`` η adds η·ρ_u to every unseen item's key, ρ_u the share of the user's
+    last n history items that were not seen in training (:func:`recent_unseen_share`): how many of the list's places
+    go to new items then follows the user's own recent taste for new items, where v_u alone gives every user the
+    same (not in the paper either)."""
 
     seen: float
     unseen: float
     draft_weight: float = 0.0
     unseen_score: float = -1.75
     text_weight: float = 0.0
+    novelty_weight: float = 0.0
 
     @classmethod
     def of(cls, value) -> "Thresholds":
@@ -157,6 +161,20 @@ class Thresholds(NamedTuple):
         """``[n]`` threshold of each item from the ``[n]`` bool seen mask."""
         return torch.where(seen, self.seen, self.unseen)
 
+    @property
+    def text_ratio(self) -> float:
+        """β/α: the text prior's weight relative to the drafter's logit, which orders a user's unseen items."""
+        return self.text_weight / self.draft_weight if self.joint else 0.0
+
+
+def recent_unseen_share(item_seq: torch.Tensor, item_seq_len: torch.Tensor, seen: torch.Tensor,
+                        last_n: int) -> torch.Tensor:
+    """``[B]`` ρ_u: the share of the last ``last_n`` items of each (left-aligned) history ``item_seq`` [B, T] that
+    were not seen in training (``seen`` [n] bool; padding is not counted)."""
+    recent = recent_positions(item_seq, item_seq_len, last_n) & (item_seq != 0)  # [B, T]
+    new = recent & ~seen[item_seq]
+    return new.sum(dim=1).float() / recent.sum(dim=1).clamp(min=1).float()
+
 
 @dataclass
 class _Rounds:
@@ -167,6 +185,9 @@ class _Rounds:
     cand_logits: torch.Tensor  # [B, R, δ] their drafter logits s_d (-inf = none)
     cand_text: Optional[torch.Tensor]  # [B, R, δ] the text-prior logits s_t of unseen drafts (seen drafts: those of
     # item 0; None: no setting uses them)
+    novelty: Optional[torch.Tensor]  # [B] ρ_u, each user's recent share of unseen items (None: no setting uses it)
+    unseen_pool: Optional[dict]  # rank_all_unseen: β/α -> (items [B, K], logits [B, K]), each user's K best allowed
+    # unseen items by s_d + (β/α)·s_t (0 = none); None: unseen items come from the drafts
     beam_logits: Optional[torch.Tensor]  # [B, β] s_d of the complete beams' items (None: no setting ranks jointly)
     ran: torch.Tensor  # [B, R] bool, rounds each user drafted in
     beam_steps: Iterator[BeamStep]  # the verifier's beam search, advanced on demand
@@ -174,6 +195,7 @@ class _Rounds:
     seen: torch.Tensor  # [n] bool, items seen in training
     short: torch.Tensor  # [B] bool, users whose complete beams some setting needs (short of K at the strictest
     # thresholds; every user when a setting ranks jointly)
+    session: Optional[object] = None  # the batch's DraftSession (the drafter's queries), for the unseen pool
 
 
 class SpecGROutput(NamedTuple):
@@ -204,6 +226,12 @@ class SpeculativeRecommender:
         unseen_score (float): v_u, the per-digit score an unseen item takes in place of V in the joint ranking.
         text_weight (float): β ≥ 0, the weight of the text prior's logit in an unseen item's joint key (needs
             ``text_prior`` and α > 0).
+        novelty_weight (float): η ≥ 0, the weight of the user's recent share of unseen items ρ_u in an unseen
+            item's joint key (needs α > 0).
+        novelty_last_n (int): n, the history items ρ_u counts.
+        rank_all_unseen (bool): in the joint ranking, every allowed unseen item is a candidate, ranked by the same
+            key (the K best of each user by s_d + (β/α)·s_t, found by one product over the unseen items); False:
+            only the unseen items drafted (as in the paper, where they reach the list through drafting alone).
         text_prior (TextPrior, optional): the item texts' similarity prior (:mod:`recbole_specgr.inference.text_prior`).
         topk (int): K, items recommended per user.
         drafting_backend (str): ``dense`` or ``faiss`` (see :mod:`recbole_specgr.inference.drafting`).
@@ -228,6 +256,9 @@ class SpeculativeRecommender:
         unseen_score: float = -1.75,
         text_weight: float = 0.0,
         text_prior: Optional[TextPrior] = None,
+        novelty_weight: float = 0.0,
+        novelty_last_n: int = 3,
+        rank_all_unseen: bool = True,
         topk: int = 10,
         drafting_backend: str = "dense",
         faiss_index: str = "flat",
@@ -248,7 +279,7 @@ class SpeculativeRecommender:
             raise ValueError(f"specgr_unseen_threshold: expected a number or ~, got {unseen_threshold!r}")
         self.unseen_threshold = None if unseen_threshold is None else float(unseen_threshold)
         for key, value in (("specgr_draft_weight", draft_weight), ("specgr_unseen_score", unseen_score),
-                           ("specgr_text_weight", text_weight)):
+                           ("specgr_text_weight", text_weight), ("specgr_novelty_weight", novelty_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{key}: expected a finite number, got {value!r}")
         if draft_weight < 0:
@@ -257,7 +288,14 @@ class SpeculativeRecommender:
         self.unseen_score = float(unseen_score)
         self.text_prior = text_prior
         self.text_weight = float(text_weight)
+        self.novelty_weight = float(novelty_weight)
         _check_text_weight(self.thresholds, text_prior)
+        if isinstance(novelty_last_n, bool) or not isinstance(novelty_last_n, int) or novelty_last_n < 1:
+            raise ValueError(f"specgr_novelty_last_n: expected an int >= 1, got {novelty_last_n!r}")
+        self.novelty_last_n = novelty_last_n
+        if not isinstance(rank_all_unseen, bool):
+            raise ValueError(f"specgr_rank_all_unseen: expected True or False, got {rank_all_unseen!r}")
+        self.rank_all_unseen = rank_all_unseen
         self.topk = int(topk)
         check_backend(drafting_backend, faiss_index)  # here, not when the index is first built after training
         self.drafting_backend = drafting_backend
@@ -293,7 +331,7 @@ class SpeculativeRecommender:
                     text_prior: Optional[TextPrior] = None):
         """Build from a RecBole config: ``specgr_draft_size``, ``num_beams``, ``specgr_threshold``, ``specgr_unseen_threshold``,
         ``specgr_draft_weight``, ``specgr_unseen_score``, ``specgr_text_weight``,
-        ``topk`` (K = its largest value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
+        ``specgr_novelty_weight``, ``specgr_novelty_last_n``, ``specgr_rank_all_unseen``, ``topk`` (K = its largest value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
         ``specgr_no_inductive_drafting``, ``specgr_no_likelihood_adjustment``, ``specgr_no_guided_redrafting``,
         ``specgr_no_reranking``, ``specgr_no_adaptive_exit``. Missing keys take the constructor defaults."""
         keys = {
@@ -304,6 +342,9 @@ class SpeculativeRecommender:
             "draft_weight": "specgr_draft_weight",
             "unseen_score": "specgr_unseen_score",
             "text_weight": "specgr_text_weight",
+            "novelty_weight": "specgr_novelty_weight",
+            "novelty_last_n": "specgr_novelty_last_n",
+            "rank_all_unseen": "specgr_rank_all_unseen",
             "drafting_backend": "specgr_drafting_backend",
             "faiss_index": "specgr_faiss_index",
             "no_inductive_drafting": "specgr_no_inductive_drafting",
@@ -352,10 +393,11 @@ class SpeculativeRecommender:
 
     @property
     def thresholds(self) -> Thresholds:
-        """The setting in use: (γ, γ_u, α, v_u, β) from ``threshold``, ``unseen_threshold`` (γ when that is None),
-        ``draft_weight``, ``unseen_score`` and ``text_weight``."""
+        """The setting in use: (γ, γ_u, α, v_u, β, η) from ``threshold``, ``unseen_threshold`` (γ when that is
+        None), ``draft_weight``, ``unseen_score``, ``text_weight`` and ``novelty_weight``."""
         unseen = self.threshold if self.unseen_threshold is None else self.unseen_threshold
-        return Thresholds(self.threshold, unseen, self.draft_weight, self.unseen_score, self.text_weight)
+        return Thresholds(self.threshold, unseen, self.draft_weight, self.unseen_score, self.text_weight,
+                          self.novelty_weight)
 
     @torch.no_grad()
     def recommend_thresholds(
@@ -394,6 +436,11 @@ class SpeculativeRecommender:
         text = any(t.text_weight > 0 for t in settings)
         rounds = self._draft_rounds(item_seq, item_seq_len, strictest, allowed, all_beams, text, subset_ranking,
                                     verify_unseen)
+        if any(t.novelty_weight > 0 for t in settings):
+            rounds.novelty = recent_unseen_share(item_seq, item_seq_len, rounds.seen, self.novelty_last_n)
+        if self.rank_all_unseen and all_beams and not self.no_inductive_drafting:
+            ratios = sorted({t.text_ratio for t in settings if t.joint})
+            rounds.unseen_pool = self._unseen_pool(item_seq, item_seq_len, rounds, ratios, allowed)
         return (self._output(rounds, setting, allowed, subset_ranking) for setting in settings)
 
     def draft_queries(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, enc: EncoderState) -> torch.Tensor:
@@ -474,8 +521,30 @@ class SpeculativeRecommender:
             unseen_cand = cand.masked_fill(seen[cand], 0).flatten(1)
             cand_text = self.text_prior.cosines(item_seq, item_seq_len, unseen_cand).view(cand.shape)
             cand_text = cand_text.float() / self.drafter_temperature
-        return _Rounds(cand, torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1), cand_text,
-                       beam_logits, torch.stack(ran, dim=1), beam_steps, beams, seen, short)
+        return _Rounds(cand, torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1), cand_text, None,
+                       None, beam_logits, torch.stack(ran, dim=1), beam_steps, beams, seen, short, session)
+
+    def _unseen_pool(self, item_seq, item_seq_len, rounds: "_Rounds", ratios: List[float], allowed) -> dict:
+        """``rank_all_unseen``: for each β/α of ``ratios``, each user's K best allowed unseen items by
+        s_d + (β/α)·s_t, and those logits. A user's unseen items all share v_u and η·ρ_u in the joint key, so these
+        K hold every unseen item the user's list can take at any setting with that ratio."""
+        unseen = torch.nonzero(~rounds.seen).squeeze(1)
+        unseen = unseen[unseen != 0]  # [m] the unseen items (0 is padding)
+        n_users = item_seq.size(0)
+        logits = rounds.session.catalog_scores(unseen).float() / self.drafter_temperature  # [B, m] s_d
+        texts = None
+        if any(r > 0 for r in ratios):
+            texts = self.text_prior.cosines(item_seq, item_seq_len, unseen.expand(n_users, -1)).float()
+            texts = texts / self.drafter_temperature  # [B, m] s_t
+        ok = None if allowed is None else (allowed[unseen] if allowed.dim() == 1 else allowed[:, unseen])
+        pool, k = {}, min(self.topk, unseen.numel())
+        for ratio in ratios:
+            key = logits if ratio == 0 else logits + ratio * texts
+            if ok is not None:
+                key = key.masked_fill(~ok, -math.inf)
+            top = key.topk(k, dim=1)  # [B, K]
+            pool[ratio] = (unseen[top.indices].masked_fill(top.values == -math.inf, 0), top.values)
+        return pool
 
     def _guided(self, mask: DraftMask, depth: int, nodes: torch.Tensor) -> DraftMask:
         """``mask`` restricted to the items under the beam prefixes ``nodes`` [B, β] of B_depth: their list
@@ -512,11 +581,16 @@ class SpeculativeRecommender:
         if setting.joint:
             logits = rounds.cand_logits.masked_fill(~used.unsqueeze(2), -math.inf)
             if setting.text_weight > 0:  # β·s_t on unseen drafts (see Thresholds)
-                logits = logits + (setting.text_weight / setting.draft_weight) * rounds.cand_text.masked_fill(
-                    seen[cand], 0.0)
+                logits = logits + setting.text_ratio * rounds.cand_text.masked_fill(seen[cand], 0.0)
+            pool = None
+            if rounds.unseen_pool is not None:  # every unseen item ranks: the drafted ones give way to the pool
+                accepted = accepted & seen[cand]
+                pool = rounds.unseen_pool[setting.text_ratio]
+            offset = setting.novelty_weight * rounds.novelty if setting.novelty_weight > 0 else None  # [B] η·ρ_u
             # the list: its top-K, already in order
             items, item_scores, listed = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill,
-                                                          rounds.beam_logits, seen, setting, allowed)  # [B, K] each
+                                                          rounds.beam_logits, seen, setting, allowed, pool,
+                                                          offset)  # [B, K] each
         else:
             items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
             _, cols, listed = padded_topk(item_scores.masked_fill(~ok, -math.inf), self.topk, stable=True)  # the list
@@ -629,17 +703,22 @@ class SpeculativeRecommender:
 
 
     def _rank_joint(self, cand, cand_scores, cand_logits, cand_accepted, beams: BeamStep, beam_logits: torch.Tensor,
-                    seen: torch.Tensor, setting: Thresholds, allowed: Optional[torch.Tensor]):
-        """The joint top-K (α > 0, see :class:`Thresholds`): accepted drafts and complete beams B_l together, by
-        ``l·V + α·s_d`` with V = v_u for items not seen in training. A seen item that is both drafted and a beam has
-        the same l·V either way (its teacher-forced log-likelihood), so it is counted once. ``cand_logits`` of unseen
-        drafts already hold s_d + (β/α)·s_t; ``beam_logits`` [B, β] are the beams' items' s_d.
+                    seen: torch.Tensor, setting: Thresholds, allowed: Optional[torch.Tensor],
+                    pool: Optional[tuple] = None, offset: Optional[torch.Tensor] = None):
+        """The joint top-K (α > 0, see :class:`Thresholds`): accepted drafts, complete beams B_l and the unseen
+        ``pool`` together, by ``l·V + α·s_d`` with V = v_u for items not seen in training, which also get ``offset``
+        [B] (η·ρ_u). A seen item that is both drafted and a beam has the same l·V either way (its teacher-forced
+        log-likelihood), so it is counted once. ``cand_logits`` of unseen drafts, and the pool's logits, already hold
+        s_d + (β/α)·s_t; ``beam_logits`` [B, β] are the beams' items' s_d; ``pool``: (items [B, P], logits [B, P]).
 
         Returns:
             items [B, K], their keys [B, K] and validity [B, K]: the list, keys descending, the valid entries first.
         """
         verified = torch.where(seen[cand], cand_scores, torch.full_like(cand_scores, setting.unseen_score))
-        keys = (self.n_digits * verified + setting.draft_weight * cand_logits).masked_fill(~cand_accepted, -math.inf)
+        keys = self.n_digits * verified + setting.draft_weight * cand_logits
+        if offset is not None:
+            keys = keys + offset[:, None, None].masked_fill(seen[cand], 0.0)
+        keys = keys.masked_fill(~cand_accepted, -math.inf)
         items, keys = cand.flatten(1), keys.flatten(1)  # [B, M]
         beam_items = beams.items.masked_fill(~beams.valid, 0)  # [B, β]
         beam_ok = beam_items != 0
@@ -648,6 +727,13 @@ class SpeculativeRecommender:
         beam_keys = beams.scores.float() * (self.n_digits / beams.depth) + setting.draft_weight * beam_logits
         items = torch.cat([items, beam_items], dim=1)  # [B, M + β]
         keys = torch.cat([keys, beam_keys.masked_fill(~beam_ok, -math.inf)], dim=1)
+        if pool is not None:
+            pool_items, pool_logits = pool  # [B, P]
+            pool_keys = self.n_digits * setting.unseen_score + setting.draft_weight * pool_logits
+            if offset is not None:
+                pool_keys = pool_keys + offset[:, None]
+            items = torch.cat([items, pool_items], dim=1)  # [B, M + β + P]
+            keys = torch.cat([keys, pool_keys.masked_fill(pool_items == 0, -math.inf)], dim=1)
         # one key per item, its largest, kept at the item's first column; the top-K of those columns, not of [B, n]
         n_users, n_cols = items.shape
         best = torch.full((n_users, self.n_items), -math.inf, device=items.device)  # [B, n]
@@ -663,6 +749,12 @@ class SpeculativeRecommender:
 
 
 def _check_text_weight(setting: Thresholds, text_prior: Optional[TextPrior]) -> None:
+    """β and η of ``setting``: numbers ≥ 0, used by the joint ranking only; β also needs the text prior."""
+    if setting.novelty_weight < 0:
+        raise ValueError(f"specgr_novelty_weight: expected a number >= 0, got {setting.novelty_weight}")
+    if setting.novelty_weight > 0 and not setting.joint:
+        raise ValueError("specgr_novelty_weight: the novelty prior weighs unseen items in the joint ranking only; set "
+                         "specgr_draft_weight > 0 (or specgr_novelty_weight: 0)")
     if setting.text_weight < 0:
         raise ValueError(f"specgr_text_weight: expected a number >= 0, got {setting.text_weight}")
     if setting.text_weight > 0 and not setting.joint:

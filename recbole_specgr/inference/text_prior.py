@@ -16,12 +16,17 @@ import torch
 import torch.nn.functional as F
 
 
+def recent_positions(item_seq: torch.Tensor, item_seq_len: torch.Tensor, last_n: int) -> torch.Tensor:
+    """``[B, T]`` bool: the positions of the last ``last_n`` items of each (left-aligned) history."""
+    positions = torch.arange(item_seq.size(1), device=item_seq.device)[None, :]  # [1, T]
+    return (positions < item_seq_len[:, None]) & (positions >= item_seq_len[:, None] - last_n)
+
+
 def recent_text_query(item_vectors: torch.Tensor, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
                       last_n: int) -> torch.Tensor:
     """``[B, T], [B] -> [B, d]``: the normalised mean of ``item_vectors`` ``[n, d]`` over the last ``last_n`` items
     of each (left-aligned) history."""
-    positions = torch.arange(item_seq.size(1), device=item_seq.device)[None, :]  # [1, T]
-    recent = (positions < item_seq_len[:, None]) & (positions >= item_seq_len[:, None] - last_n)  # [B, T]
+    recent = recent_positions(item_seq, item_seq_len, last_n)  # [B, T]
     weights = recent.to(item_vectors.dtype) / recent.sum(dim=1, keepdim=True).clamp(min=1)
     return F.normalize(torch.einsum("bt,btd->bd", weights, item_vectors[item_seq]), dim=-1)
 

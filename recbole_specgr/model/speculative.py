@@ -58,7 +58,7 @@ class SpeculativeEvalMixin:
             logging.getLogger().info(f"[SPECGR] text prior: the last {self._text_prior.last_n} items' texts, centre "
                                      f"c̄ = {self._text_prior.center:.4f} (mean cosine of training (history, next item))")
         self._recommender = self._make_recommender(*self.speculative_parts(), text_prior=self._text_prior)
-        self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u, β); set_specgr_threshold changes them
+        self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u, β, η); set_specgr_threshold changes them
         self._recommender_key = None  # (device, n_items, prefix index) the recommender was built for
         self._weights_version = 0
         self._index_version = -1
@@ -77,28 +77,29 @@ class SpeculativeEvalMixin:
 
     @property
     def specgr_setting(self) -> Thresholds:
-        """(γ, γ_u, α, v_u, β) currently used by :meth:`full_sort_predict`."""
+        """(γ, γ_u, α, v_u, β, η) currently used by :meth:`full_sort_predict`."""
         return self._thresholds
 
     def set_specgr_threshold(self, threshold: float, unseen_threshold: Optional[float] = None,
                              draft_weight: Optional[float] = None, unseen_score: Optional[float] = None,
-                             text_weight: Optional[float] = None) -> None:
+                             text_weight: Optional[float] = None, novelty_weight: Optional[float] = None) -> None:
         """Use γ = ``threshold`` and γ_u = ``unseen_threshold`` (None = γ) from the next prediction on (e.g. the
-        values chosen on validation data), and the joint ranking's α = ``draft_weight``, v_u = ``unseen_score`` and
-        β = ``text_weight`` (None = keep the current ones)."""
+        values chosen on validation data), and the joint ranking's α = ``draft_weight``, v_u = ``unseen_score``,
+        β = ``text_weight`` and η = ``novelty_weight`` (None = keep the current ones)."""
         unseen = threshold if unseen_threshold is None else unseen_threshold
         current = self._thresholds
         self._thresholds = Thresholds(float(threshold), float(unseen),
                                       current.draft_weight if draft_weight is None else float(draft_weight),
                                       current.unseen_score if unseen_score is None else float(unseen_score),
-                                      current.text_weight if text_weight is None else float(text_weight))
+                                      current.text_weight if text_weight is None else float(text_weight),
+                                      current.novelty_weight if novelty_weight is None else float(novelty_weight))
         self._use_thresholds()
 
     def _use_thresholds(self):
         recommender, setting = self._recommender, self._thresholds
         recommender.threshold, recommender.unseen_threshold = setting.seen, setting.unseen
         recommender.draft_weight, recommender.unseen_score = setting.draft_weight, setting.unseen_score
-        recommender.text_weight = setting.text_weight
+        recommender.text_weight, recommender.novelty_weight = setting.text_weight, setting.novelty_weight
 
     def weights_changed(self):
         """Mark the drafting index stale (call after changing weights from outside ``train()``)."""

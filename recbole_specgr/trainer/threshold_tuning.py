@@ -99,7 +99,9 @@ class ThresholdTuningMixin:
     ``specgr_unseen_threshold_grid`` (list of γ_u tried with every γ; ``~`` = γ_u = γ, the paper),
     ``specgr_draft_weight_grid`` (list of α tried with every (γ, γ_u); ``~`` = keep ``specgr_draft_weight``),
     ``specgr_unseen_score_grid`` (list of v_u tried with every α > 0; ``~`` = keep ``specgr_unseen_score``),
-    ``specgr_text_weight_grid`` (list of β tried with every α > 0 and v_u; ``~`` = keep ``specgr_text_weight``) and
+    ``specgr_text_weight_grid`` (list of β tried with every α > 0 and v_u; ``~`` = keep ``specgr_text_weight``),
+    ``specgr_novelty_weight_grid`` (list of η tried with every α > 0, v_u and β; ``~`` = keep
+    ``specgr_novelty_weight``) and
     ``specgr_threshold_metric`` (a key of :func:`threshold_metric_keys`, e.g. ``unseen/recall@50``; ``~`` =
     ``valid_metric``). :meth:`tune_threshold` keeps the first setting of the grid with the highest value, or with
     ``specgr_threshold_tiebreak`` (another such key, e.g. ``ndcg@10``) the best by it among the settings within one
@@ -119,9 +121,11 @@ class ThresholdTuningMixin:
         weight_grid = _number_list(config, "specgr_draft_weight_grid")
         score_grid = _number_list(config, "specgr_unseen_score_grid")
         text_grid = _number_list(config, "specgr_text_weight_grid")
-        self.threshold_grid = None  # [(γ, γ_u, α, v_u, β)] tried on validation, grid order
-        if any(g is not None for g in (grid, unseen_grid, weight_grid, score_grid, text_grid)):
-            for key, values in (("specgr_draft_weight_grid", weight_grid), ("specgr_text_weight_grid", text_grid)):
+        novelty_grid = _number_list(config, "specgr_novelty_weight_grid")
+        self.threshold_grid = None  # [(γ, γ_u, α, v_u, β, η)] tried on validation, grid order
+        if any(g is not None for g in (grid, unseen_grid, weight_grid, score_grid, text_grid, novelty_grid)):
+            for key, values in (("specgr_draft_weight_grid", weight_grid), ("specgr_text_weight_grid", text_grid),
+                                ("specgr_novelty_weight_grid", novelty_grid)):
                 if values is not None and min(values) < 0:
                     raise ValueError(f"{key}: expected numbers >= 0, got {values}")
             grid = grid or [config["specgr_threshold"]]
@@ -130,11 +134,13 @@ class ThresholdTuningMixin:
             unseen_score = _or(config["specgr_unseen_score"], default.unseen_score)
             scores = score_grid or [unseen_score]
             texts = text_grid or [_or(config["specgr_text_weight"], default.text_weight)]
-            self.threshold_grid = [  # v_u and β matter only for a joint ranking (α > 0): α = 0 is tried once
+            novelties = novelty_grid or [_or(config["specgr_novelty_weight"], default.novelty_weight)]
+            self.threshold_grid = [  # v_u, β and η matter only for a joint ranking (α > 0): α = 0 is tried once
                 Thresholds(float(g), float(g if u is None else u), float(a), float(v) if a > 0 else unseen_score,
-                           float(b) if a > 0 else 0.0)
+                           float(b) if a > 0 else 0.0, float(e) if a > 0 else 0.0)
                 for g in grid for u in (unseen_grid or [None]) for a in weights
-                for v in (scores if a > 0 else [None]) for b in (texts if a > 0 else [None])]
+                for v in (scores if a > 0 else [None]) for b in (texts if a > 0 else [None])
+                for e in (novelties if a > 0 else [None])]
         if self.threshold_grid is not None and any(t.text_weight > 0 for t in self.threshold_grid) \
                 and model.item_text_embeddings() is None:  # found now, not after training
             raise ValueError(f"specgr_text_weight_grid: {text_grid} needs the item texts of the text prior, which this "
@@ -207,7 +213,7 @@ class ThresholdTuningMixin:
         best = self.best_threshold_row(rows)
         self.model.set_specgr_threshold(best["specgr_threshold"], best.get("specgr_unseen_threshold"),
                                         best.get("specgr_draft_weight"), best.get("specgr_unseen_score"),
-                                        best.get("specgr_text_weight"))
+                                        best.get("specgr_text_weight"), best.get("specgr_novelty_weight"))
         self.threshold_sweep = rows
         k = max(self.topk)
         for row in rows:
@@ -220,7 +226,7 @@ class ThresholdTuningMixin:
         return _without_threshold(best)
 
     def save_chosen_setting(self, path=None):
-        """Write the setting chosen on validation (γ, γ_u, α, v_u, β) into this run's checkpoint (or into a copy of it
+        """Write the setting chosen on validation (γ, γ_u, α, v_u, β, η) into this run's checkpoint (or into a copy of it
         at ``path``), as its config's ``specgr_*`` values, so that a model rebuilt from the file alone
         (``from_checkpoint``, :mod:`~recbole_specgr.new_items`) recommends with it. Nothing else in the file changes;
         no-op before a choice or without the file."""
@@ -233,10 +239,10 @@ class ThresholdTuningMixin:
 
 
 def setting_keys(setting: Thresholds) -> dict:
-    """The result keys of one setting (γ, γ_u, α, v_u, β), as sweep rows and result JSONs hold them."""
+    """The result keys of one setting (γ, γ_u, α, v_u, β, η), as sweep rows and result JSONs hold them."""
     return {"specgr_threshold": setting.seen, "specgr_unseen_threshold": setting.unseen,
             "specgr_draft_weight": setting.draft_weight, "specgr_unseen_score": setting.unseen_score,
-            "specgr_text_weight": setting.text_weight}
+            "specgr_text_weight": setting.text_weight, "specgr_novelty_weight": setting.novelty_weight}
 
 
 def _setting(row):
@@ -246,6 +252,8 @@ def _setting(row):
         text += f", α = {row['specgr_draft_weight']:g}, v_u = {row['specgr_unseen_score']:g}"
         if row.get("specgr_text_weight", 0) > 0:
             text += f", β = {row['specgr_text_weight']:g}"
+        if row.get("specgr_novelty_weight", 0) > 0:
+            text += f", η = {row['specgr_novelty_weight']:g}"
     return text
 
 
