@@ -175,17 +175,13 @@ class Config(RecBoleConfig):
                              f"one of the two{self._source_of('enable_scaler')}")
 
     def _check_joint_grids(self, final):
-        """A grid of v_u or β (joint-ranking settings) that the user set, where every α tried is 0 (the paper's
+        """A grid of v_u, β or η (joint-ranking settings) that the user set, where every α tried is 0 (the paper's
         ranking only): its values were never tried, without a word."""
-        weights = final.get("specgr_draft_weight_grid")
-        weights = weights if isinstance(weights, (list, tuple)) else [final.get("specgr_draft_weight") or 0]
-        if not all(_real(w) and w == 0 for w in weights):
+        if not _paper_ranking_only(final):
             return
-        for key, unused in (("specgr_unseen_score_grid", lambda values: True),
-                            ("specgr_text_weight_grid", lambda values: any(v != 0 for v in values)),
-                            ("specgr_novelty_weight_grid", lambda values: any(v != 0 for v in values))):
+        for key in JOINT_ONLY_GRIDS:
             values = final.get(key)
-            if self._source_of(key) and isinstance(values, (list, tuple)) and unused(values):
+            if self._source_of(key) and isinstance(values, (list, tuple)) and _tried_jointly(key, values):
                 raise ValueError(f"{key}: {values} is tried with every α > 0 only (the joint ranking), and every α "
                                  f"here is 0 (specgr_draft_weight_grid {final.get('specgr_draft_weight_grid')}, "
                                  f"specgr_draft_weight {final.get('specgr_draft_weight')}); add an α > 0 or drop "
@@ -425,6 +421,21 @@ def _fits(value, expected):
 # config is rebuilt.
 DERIVED_KEYS = ("MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "local_rank", "single_spec")
 
+# Grids tried with every α > 0 only (the joint ranking); a grid of zeros (no text or novelty prior) is no grid.
+JOINT_ONLY_GRIDS = ("specgr_unseen_score_grid", "specgr_text_weight_grid", "specgr_novelty_weight_grid")
+
+
+def _paper_ranking_only(config) -> bool:
+    """True when every α ``config`` tries is 0 (its grid, else ``specgr_draft_weight``)."""
+    weights = config.get("specgr_draft_weight_grid")
+    weights = weights if isinstance(weights, (list, tuple)) else [config.get("specgr_draft_weight") or 0]
+    return all(_real(w) and w == 0 for w in weights)
+
+
+def _tried_jointly(key, values) -> bool:
+    return key == "specgr_unseen_score_grid" or any(v != 0 for v in values)
+
+
 # Keys added after checkpoints were already saved, with the value that gives those checkpoints' behaviour: a saved
 # config without the key gets this value, not today's default, so an old checkpoint recommends as it reported.
 KEYS_ADDED_LATER = {"specgr_rank_all_unseen": False}
@@ -487,11 +498,15 @@ def config_from_saved(saved: dict, **overrides) -> Config:
     """A full :class:`Config` rebuilt from a checkpoint's :func:`plain_config` (plus ``overrides``), e.g. to reload its
     dataset: the saved values that differ from the model's and dataset's defaults are given as ``config_dict`` (keys
     RecBole normalises, such as ``train_neg_sample_args``, are equal to the defaults and so not given again); a key of
-    :data:`KEYS_ADDED_LATER` the checkpoint predates takes its value from there."""
+    :data:`KEYS_ADDED_LATER` the checkpoint predates takes its value from there, and the joint-ranking grids of a run
+    that tried the paper's ranking only (:data:`JOINT_ONLY_GRIDS`, never used there) are not given again."""
     defaults = plain_config(Config(model=saved["model"], dataset=saved["dataset"]))
     settings = {key: value for key, value in saved.items()
                 if key not in DERIVED_KEYS and defaults.get(key, object()) != value}
     settings.update({key: value for key, value in KEYS_ADDED_LATER.items() if key not in saved and key in defaults})
+    if _paper_ranking_only(saved):  # its joint-ranking grids were never tried: not given again (today's defaults may
+        for key in JOINT_ONLY_GRIDS:  # differ, and a grid given with every α 0 is refused as a mistake)
+            settings.pop(key, None)
     settings.update(overrides)
     data_path = settings.get("data_path")
     if data_path and os.path.basename(os.path.normpath(data_path)) == saved.get("dataset"):

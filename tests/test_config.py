@@ -162,6 +162,19 @@ def test_a_checkpoint_saved_before_a_key_existed_keeps_its_behaviour(run_dir, tm
     assert config_from_saved(older, specgr_rank_all_unseen=True)["specgr_rank_all_unseen"] is True
 
 
+def test_a_paper_ranking_checkpoint_rebuilds_when_the_joint_grids_defaults_change(run_dir, tmp_path):
+    from recbole_specgr.config import config_from_saved, plain_config
+
+    saved = plain_config(Config(model="SpecGRPP", dataset="ml-100k", config_dict={
+        "data_path": str(tmp_path), "specgr_draft_weight_grid": [0]}))
+    saved["specgr_unseen_score_grid"] = [-2.0, -1.75]  # an older default, never tried with α = 0
+    rebuilt = config_from_saved(saved)  # not refused as an unused grid
+    assert rebuilt["specgr_draft_weight_grid"] == [0]
+    assert rebuilt["specgr_unseen_score_grid"] == Config(model="SpecGRPP", dataset="ml-100k")["specgr_unseen_score_grid"]
+    joint = config_from_saved({**saved, "specgr_draft_weight_grid": [0, 1]})  # tried there: kept
+    assert joint["specgr_unseen_score_grid"] == [-2.0, -1.75]
+
+
 def test_model_yaml_layers_its_base_configs():
     defaults = config_module.model_defaults("SpecGRPP")
     base = yaml.safe_load((PROPERTIES_DIR / "model" / "base" / "t5.yaml").read_text())

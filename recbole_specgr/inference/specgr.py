@@ -19,7 +19,7 @@ import torch
 
 from recbole_specgr.evaluation import ranked_scores
 from recbole_specgr.inference.beam_search import user_groups
-from recbole_specgr.inference.drafting import DraftIndex, DraftMask, check_backend, padded_topk
+from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, check_backend, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.text_prior import TextPrior, recent_positions
@@ -185,9 +185,6 @@ class _Rounds:
     cand_logits: torch.Tensor  # [B, R, δ] their drafter logits s_d (-inf = none)
     cand_text: Optional[torch.Tensor]  # [B, R, δ] the text-prior logits s_t of unseen drafts (seen drafts: those of
     # item 0; None: no setting uses them)
-    novelty: Optional[torch.Tensor]  # [B] ρ_u, each user's recent share of unseen items (None: no setting uses it)
-    unseen_pool: Optional[dict]  # rank_all_unseen: β/α -> (items [B, K], logits [B, K]), each user's K best allowed
-    # unseen items by s_d + (β/α)·s_t (0 = none); None: unseen items come from the drafts
     beam_logits: Optional[torch.Tensor]  # [B, β] s_d of the complete beams' items (None: no setting ranks jointly)
     ran: torch.Tensor  # [B, R] bool, rounds each user drafted in
     beam_steps: Iterator[BeamStep]  # the verifier's beam search, advanced on demand
@@ -195,7 +192,11 @@ class _Rounds:
     seen: torch.Tensor  # [n] bool, items seen in training
     short: torch.Tensor  # [B] bool, users whose complete beams some setting needs (short of K at the strictest
     # thresholds; every user when a setting ranks jointly)
-    session: Optional[object] = None  # the batch's DraftSession (the drafter's queries), for the unseen pool
+    session: DraftSession  # the batch's drafting session (the drafter's queries)
+    novelty: Optional[torch.Tensor] = None  # [B] ρ_u, each user's recent share of unseen items (None: no setting
+    # uses it)
+    unseen_pool: Optional[dict] = None  # rank_all_unseen: β/α -> (items [B, K], logits [B, K]), each user's K best
+    # allowed unseen items by s_d + (β/α)·s_t (0 = none); None: unseen items come from the drafts
 
 
 class SpecGROutput(NamedTuple):
@@ -329,9 +330,10 @@ class SpeculativeRecommender:
     @classmethod
     def from_config(cls, config, verifier: Verifier, drafter: Drafter, seen_item_mask: torch.Tensor,
                     text_prior: Optional[TextPrior] = None):
-        """Build from a RecBole config: ``specgr_draft_size``, ``num_beams``, ``specgr_threshold``, ``specgr_unseen_threshold``,
-        ``specgr_draft_weight``, ``specgr_unseen_score``, ``specgr_text_weight``,
-        ``specgr_novelty_weight``, ``specgr_novelty_last_n``, ``specgr_rank_all_unseen``, ``topk`` (K = its largest value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
+        """Build from a RecBole config: ``specgr_draft_size``, ``num_beams``, ``specgr_threshold``,
+        ``specgr_unseen_threshold``, ``specgr_draft_weight``, ``specgr_unseen_score``, ``specgr_text_weight``,
+        ``specgr_novelty_weight``, ``specgr_novelty_last_n``, ``specgr_rank_all_unseen``, ``topk`` (K = its largest
+        value), ``specgr_drafting_backend``, ``specgr_faiss_index`` and the ablation switches
         ``specgr_no_inductive_drafting``, ``specgr_no_likelihood_adjustment``, ``specgr_no_guided_redrafting``,
         ``specgr_no_reranking``, ``specgr_no_adaptive_exit``. Missing keys take the constructor defaults."""
         keys = {
@@ -521,8 +523,8 @@ class SpeculativeRecommender:
             unseen_cand = cand.masked_fill(seen[cand], 0).flatten(1)
             cand_text = self.text_prior.cosines(item_seq, item_seq_len, unseen_cand).view(cand.shape)
             cand_text = cand_text.float() / self.drafter_temperature
-        return _Rounds(cand, torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1), cand_text, None,
-                       None, beam_logits, torch.stack(ran, dim=1), beam_steps, beams, seen, short, session)
+        return _Rounds(cand, torch.stack(draft_scores, dim=1), torch.stack(draft_logits, dim=1), cand_text,
+                       beam_logits, torch.stack(ran, dim=1), beam_steps, beams, seen, short, session)
 
     def _unseen_pool(self, item_seq, item_seq_len, rounds: "_Rounds", ratios: List[float], allowed) -> dict:
         """``rank_all_unseen``: for each β/α of ``ratios``, each user's K best allowed unseen items by
