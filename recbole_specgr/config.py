@@ -504,9 +504,10 @@ def config_from_saved(saved: dict, **overrides) -> Config:
     settings = {key: value for key, value in saved.items()
                 if key not in DERIVED_KEYS and defaults.get(key, object()) != value}
     settings.update({key: value for key, value in KEYS_ADDED_LATER.items() if key not in saved and key in defaults})
-    if _paper_ranking_only(saved):  # its joint-ranking grids were never tried: not given again (today's defaults may
-        for key in JOINT_ONLY_GRIDS:  # differ, and a grid given with every α 0 is refused as a mistake)
-            settings.pop(key, None)
+    if _paper_ranking_only({**saved, **overrides}):  # its joint-ranking grids were never tried and will not be: not
+        for key in JOINT_ONLY_GRIDS:  # given again (today's defaults may differ, and a grid given with every α 0 is
+            if key not in overrides:  # refused as a mistake)
+                settings.pop(key, None)
     settings.update(overrides)
     data_path = settings.get("data_path")
     if data_path and os.path.basename(os.path.normpath(data_path)) == saved.get("dataset"):

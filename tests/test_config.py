@@ -173,6 +173,8 @@ def test_a_paper_ranking_checkpoint_rebuilds_when_the_joint_grids_defaults_chang
     assert rebuilt["specgr_unseen_score_grid"] == Config(model="SpecGRPP", dataset="ml-100k")["specgr_unseen_score_grid"]
     joint = config_from_saved({**saved, "specgr_draft_weight_grid": [0, 1]})  # tried there: kept
     assert joint["specgr_unseen_score_grid"] == [-2.0, -1.75]
+    retuned = config_from_saved(saved, specgr_draft_weight_grid=[0, 1])  # tried from now on: kept as saved
+    assert retuned["specgr_unseen_score_grid"] == [-2.0, -1.75]
 
 
 def test_model_yaml_layers_its_base_configs():

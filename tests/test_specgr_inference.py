@@ -401,6 +401,18 @@ def test_ranking_every_unseen_item_lists_unseen_items_that_were_never_drafted():
     assert never_drafted > 0
 
 
+def test_no_inductive_drafting_lists_no_unseen_item_in_the_joint_ranking_either():
+    """Ablation (1.1) drafts seen items only, and the pool of every unseen item is off with it."""
+    verifier, drafter, seen = build(seed=2)
+    kwargs = dict(draft_size=3, num_beams=4, threshold=-1.0, topk=6, draft_weight=1.0, unseen_score=50.0)
+    ablated = SpeculativeRecommender(verifier, drafter, seen, no_inductive_drafting=True, **kwargs).recommend(
+        *user_seq(range(N_USERS)))
+    full = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*user_seq(range(N_USERS)))
+    listed = lambda out: {i for user in range(N_USERS) for i, _ in ranked(out.scores[user])}
+    assert not any(not seen[i] for i in listed(ablated))
+    assert any(not seen[i] for i in listed(full))  # v_u = 50 would list them
+
+
 def history_seq(histories):
     """Sequences of the fake users from their histories: the first item names the user (see ``user_seq``)."""
     width = max(len(h) for h in histories)
@@ -435,12 +447,13 @@ def test_recent_unseen_share_counts_the_last_n_real_items():
     assert recent_unseen_share(seq, length, seen, 1).tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
 
 
-def test_novelty_prior_adds_eta_times_the_recent_unseen_share_to_unseen_items_only():
+@pytest.mark.parametrize("rank_all_unseen", [True, False])
+def test_novelty_prior_adds_eta_times_the_recent_unseen_share_to_unseen_items_only(rank_all_unseen):
     verifier, drafter, seen = build(seed=3)
     unseen = [i for i in range(1, N_ITEMS + 1) if not seen[i]]
     histories = [[2, unseen[0], 1], [3, unseen[1], unseen[2], 4], [1, 2]]  # ρ_u = 1/3 (of the last 3), 2/3, 0
     kwargs = dict(draft_size=N_ITEMS, num_beams=4, threshold=-math.inf, topk=N_ITEMS, draft_weight=1.0,
-                  unseen_score=-1.0)
+                  unseen_score=-1.0, rank_all_unseen=rank_all_unseen)
     plain = SpeculativeRecommender(verifier, drafter, seen, **kwargs).recommend(*history_seq(histories))
     novel = SpeculativeRecommender(verifier, drafter, seen, novelty_weight=3.0, **kwargs).recommend(
         *history_seq(histories))
@@ -525,6 +538,7 @@ def test_text_prior_centre_is_the_mean_cosine_of_history_and_next_item():
     ("novelty_weight", -2.0, "specgr_novelty_weight: expected a number >= 0"),
     ("novelty_weight", float("nan"), "specgr_novelty_weight: expected a finite number"),
     ("novelty_weight", 4.0, "specgr_novelty_weight: the novelty prior weighs unseen items in the joint ranking only"),
+    ("novelty_weight", float("inf"), "specgr_novelty_weight: expected a finite number"),
     ("novelty_last_n", 0, "specgr_novelty_last_n: expected an int >= 1, got 0"),
     ("rank_all_unseen", "yes", "specgr_rank_all_unseen: expected True or False, got 'yes'"),
 ])

@@ -962,7 +962,7 @@ def test_threshold_tuning_tries_every_draft_weight_with_every_unseen_score(monke
                                    "specgr_unseen_score")) for row in tuner.threshold_sweep] == grid
     assert tuner.model.specgr_setting == (-2.0, -2.0, 2.0, -1.5, 0.0, 0.0)
     assert "specgr_draft_weight" not in best and best["ndcg@10"] == 0.4
-    with pytest.raises(ValueError, match=r"specgr_draft_weight_grid: expected numbers >= 0"):
+    with pytest.raises(ValueError, match=r"specgr_draft_weight_grid: expected finite numbers >= 0"):
         scripted_tuner([-1.0], specgr_draft_weight_grid=[-1.0])
 
 
@@ -976,7 +976,7 @@ def test_threshold_tuning_tries_every_text_weight_with_every_joint_setting(monke
     # β only with α > 0 (the paper's ranking has no text prior), with every v_u
     assert [tuple(row[k] for k in setting_keys(Thresholds(0, 0)))[:5] for row in tuner.threshold_sweep] == grid
     assert tuner.model.specgr_setting == (-1.0, -1.0, 2.0, -2.0, 1.5, 0.0)
-    with pytest.raises(ValueError, match=r"specgr_text_weight_grid: expected numbers >= 0"):
+    with pytest.raises(ValueError, match=r"specgr_text_weight_grid: expected finite numbers >= 0"):
         scripted_tuner([-1.0], specgr_text_weight_grid=[-1.0])
 
 
@@ -992,8 +992,10 @@ def test_threshold_tuning_tries_every_novelty_weight_with_every_joint_setting(mo
     # η only with α > 0, with every β
     assert [tuple(row[k] for k in setting_keys(Thresholds(0, 0))) for row in tuner.threshold_sweep] == grid
     assert tuner.model.specgr_setting == (-1.0, -1.0, 2.0, -2.0, 0.0, 16.0)
-    with pytest.raises(ValueError, match=r"specgr_novelty_weight_grid: expected numbers >= 0"):
+    with pytest.raises(ValueError, match=r"specgr_novelty_weight_grid: expected finite numbers >= 0"):
         scripted_tuner([-1.0], specgr_novelty_weight_grid=[-1.0])
+    with pytest.raises(ValueError, match=r"specgr_novelty_weight_grid: expected finite numbers >= 0, got \[0, inf\]"):
+        scripted_tuner([-1.0], specgr_novelty_weight_grid=[0, float("inf")])
 
 
 def test_threshold_tuning_rejects_bad_settings():
@@ -1117,7 +1119,8 @@ def test_the_setting_chosen_on_validation_is_written_into_the_checkpoint(specgrp
     tuner.save_chosen_setting()
     before, after = compat.load_checkpoint(trained), compat.load_checkpoint(tuner.saved_model_file)
     assert tuner.model.specgr_threshold == -2.5
-    assert after["config"] == {**before["config"], **setting_keys(tuner.model.specgr_setting)}
+    assert after["config"] == {**before["config"], **setting_keys(tuner.model.specgr_setting),
+                               "specgr_rank_all_unseen": True, "specgr_novelty_last_n": 3}
     assert after["state_dict"].keys() == before["state_dict"].keys()
     assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
     assert after["other_parameter"]["text_prior_center"] == before["other_parameter"]["text_prior_center"]
@@ -1127,6 +1130,14 @@ def test_the_setting_chosen_on_validation_is_written_into_the_checkpoint(specgrp
     tuner.save_chosen_setting(copy)
     assert Path(tuner.saved_model_file).read_bytes() == Path(trained).read_bytes()
     assert new_items.load_model(copy).specgr_setting == tuner.model.specgr_setting
+    # a checkpoint saved before specgr_rank_all_unseen existed: rebuilt as it was run, until a setting chosen with
+    # the key on is written into it
+    older = compat.load_checkpoint(trained)
+    del older["config"]["specgr_rank_all_unseen"]
+    torch.save(older, tuner.saved_model_file)
+    assert new_items.load_model(tuner.saved_model_file).speculative_recommender().rank_all_unseen is False
+    tuner.save_chosen_setting(copy)
+    assert new_items.load_model(copy).speculative_recommender().rank_all_unseen is True
 
 
 def test_added_items_need_their_text_and_are_drafted_from_it():

@@ -751,7 +751,10 @@ class SpeculativeRecommender:
 
 
 def _check_text_weight(setting: Thresholds, text_prior: Optional[TextPrior]) -> None:
-    """β and η of ``setting``: numbers ≥ 0, used by the joint ranking only; β also needs the text prior."""
+    """β and η of ``setting``: finite numbers ≥ 0, used by the joint ranking only; β also needs the text prior."""
+    for key, value in (("specgr_text_weight", setting.text_weight), ("specgr_novelty_weight", setting.novelty_weight)):
+        if not math.isfinite(value):
+            raise ValueError(f"{key}: expected a finite number, got {value}")
     if setting.novelty_weight < 0:
         raise ValueError(f"specgr_novelty_weight: expected a number >= 0, got {setting.novelty_weight}")
     if setting.novelty_weight > 0 and not setting.joint:

@@ -10,6 +10,7 @@ Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
 """
 
+import math
 import os
 
 import torch
@@ -126,8 +127,8 @@ class ThresholdTuningMixin:
         if any(g is not None for g in (grid, unseen_grid, weight_grid, score_grid, text_grid, novelty_grid)):
             for key, values in (("specgr_draft_weight_grid", weight_grid), ("specgr_text_weight_grid", text_grid),
                                 ("specgr_novelty_weight_grid", novelty_grid)):
-                if values is not None and min(values) < 0:
-                    raise ValueError(f"{key}: expected numbers >= 0, got {values}")
+                if values is not None and (min(values) < 0 or not all(math.isfinite(v) for v in values)):
+                    raise ValueError(f"{key}: expected finite numbers >= 0, got {values}")
             grid = grid or [config["specgr_threshold"]]
             default = Thresholds(0.0, 0.0)
             weights = weight_grid or [_or(config["specgr_draft_weight"], default.draft_weight)]
@@ -226,16 +227,26 @@ class ThresholdTuningMixin:
         return _without_threshold(best)
 
     def save_chosen_setting(self, path=None):
-        """Write the setting chosen on validation (γ, γ_u, α, v_u, β, η) into this run's checkpoint (or into a copy of it
-        at ``path``), as its config's ``specgr_*`` values, so that a model rebuilt from the file alone
-        (``from_checkpoint``, :mod:`~recbole_specgr.new_items`) recommends with it. Nothing else in the file changes;
-        no-op before a choice or without the file."""
+        """Write the setting chosen on validation (γ, γ_u, α, v_u, β, η) into this run's checkpoint (or into a copy of
+        it at ``path``), as its config's ``specgr_*`` values (:func:`chosen_keys`: with how unseen items were ranked
+        when it was chosen), so that a model rebuilt from the file alone (``from_checkpoint``,
+        :mod:`~recbole_specgr.new_items`) recommends with it. Nothing else in the file changes; no-op before a choice
+        or without the file."""
         if self.threshold_sweep is None or not os.path.isfile(self.saved_model_file):
             return
         checkpoint = compat.load_checkpoint(self.saved_model_file, map_location="cpu")
-        checkpoint["config"].update(setting_keys(self.model.specgr_setting))
+        checkpoint["config"].update(chosen_keys(self.model))
         with atomic_write(path or self.saved_model_file) as f:
             torch.save(checkpoint, f)
+
+
+def chosen_keys(model) -> dict:
+    """The config keys a model rebuilt from its checkpoint needs to recommend as ``model`` does now: its setting
+    (:func:`setting_keys`) and the recommender's switches that the setting was chosen with (a retuned checkpoint saved
+    before ``specgr_rank_all_unseen`` existed would otherwise come back with the old value)."""
+    recommender = model.speculative_recommender()
+    return {**setting_keys(model.specgr_setting), "specgr_rank_all_unseen": recommender.rank_all_unseen,
+            "specgr_novelty_last_n": recommender.novelty_last_n}
 
 
 def setting_keys(setting: Thresholds) -> dict:
