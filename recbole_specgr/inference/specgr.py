@@ -290,7 +290,7 @@ class SpeculativeRecommender:
         self.text_prior = text_prior
         self.text_weight = float(text_weight)
         self.novelty_weight = float(novelty_weight)
-        _check_text_weight(self.thresholds, text_prior)
+        _check_unseen_weights(self.thresholds, text_prior)
         if isinstance(novelty_last_n, bool) or not isinstance(novelty_last_n, int) or novelty_last_n < 1:
             raise ValueError(f"specgr_novelty_last_n: expected an int >= 1, got {novelty_last_n!r}")
         self.novelty_last_n = novelty_last_n
@@ -429,7 +429,7 @@ class SpeculativeRecommender:
             raise ValueError("specgr_draft_weight: the joint ranking (α > 0) ranks drafts together with the complete "
                              "beams, which subset ranking does not use; rank a subset with α = 0")
         for setting in settings:
-            _check_text_weight(setting, self.text_prior)
+            _check_unseen_weights(setting, self.text_prior)
         unseen_counted = max(math.inf if t.joint else t.unseen for t in settings)  # joint: unseen drafts never count
         strictest = Thresholds(max(t.seen for t in settings), unseen_counted)
         allowed = None if allowed_items is None else allowed_items.to(device=item_seq.device, dtype=torch.bool)
@@ -750,7 +750,7 @@ class SpeculativeRecommender:
         return items.gather(1, top_cols), top_keys, ok
 
 
-def _check_text_weight(setting: Thresholds, text_prior: Optional[TextPrior]) -> None:
+def _check_unseen_weights(setting: Thresholds, text_prior: Optional[TextPrior]) -> None:
     """β and η of ``setting``: finite numbers ≥ 0, used by the joint ranking only; β also needs the text prior."""
     for key, value in (("specgr_text_weight", setting.text_weight), ("specgr_novelty_weight", setting.novelty_weight)):
         if not math.isfinite(value):
