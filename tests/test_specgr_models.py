@@ -636,6 +636,32 @@ def test_a_run_killed_after_stage2_saved_its_first_epoch_resumes_from_the_stage1
     assert [c["valid_speculative_score"] for c in baseline] == [0.2]  # the stage-1 model's, not epoch 1's (0.5)
 
 
+def test_stage2_alone_with_a_progress_file_records_its_training_time(run_dir, monkeypatch):
+    """No stage-1 epoch (init_checkpoint, specgrpp_pretrain_epochs: 0) with a progress file: stage 2 starts by writing
+    its progress, whose train_time_s must count from fit()'s start (it once met an unstarted clock and crashed), and
+    a run killed in stage 2 resumes to the uninterrupted result."""
+    scores = dict(drafter_scores={}, speculative_scores={0: 0.2, 1: 0.5, 2: 0.4})
+    _, uninterrupted, _, best, _ = scripted_fit(run_dir / "whole", **scores, epochs=0, finetune_epochs=2)
+    progress = str(run_dir / "run.progress.pth")
+    written = []
+    write = SpecGRPPTrainer._write_progress
+
+    def recorded_write(self, epoch, train_data, done=False):
+        write(self, epoch, train_data, done=done)
+        written.append(compat.load_checkpoint(progress)["progress"]["train_time_s"])
+
+    monkeypatch.setattr(SpecGRPPTrainer, "_write_progress", recorded_write)
+    with pytest.raises(Killed):
+        scripted_fit(run_dir / "run", **scores, epochs=0, finetune_epochs=2, progress_file=progress, kill_epoch=1)
+    assert written and all(isinstance(t, float) and 0.0 <= t < 60.0 for t in written)
+    before_kill = written[-1]
+    trainer, trained, _, resumed_best, _ = scripted_fit(run_dir / "run", **scores, epochs=0, finetune_epochs=2,
+                                                        progress_file=progress)
+    assert [e for e, _, _ in uninterrupted] == [0, 1] and [e for e, _, _ in trained] == [1]
+    assert resumed_best == best == (0.5, {"recall@50": 0.5})
+    assert trainer.resumed_train_time_s == before_kill  # the killed process's time, carried on
+
+
 # ---------------------------------------------------------------- end to end on the ml-100k slice
 @pytest.fixture(scope="module")
 def specgrpp_run(tmp_path_factory, ml100k_slice, session_cache):

@@ -123,15 +123,16 @@ class InductiveTrainer(Trainer):
         """RecBole's loop with this trainer's schedule, then a validation of the last epoch if the loop skipped it;
         continued from ``progress_file`` when it holds this stage's progress. The tensorboard writer is closed at the
         end (RecBole never closes it, and its flushing thread can outlive the run's folder; a later write reopens it).
-        Subclasses with another training procedure override :meth:`_fit`, so that this holds for them too."""
+        Subclasses with another training procedure override :meth:`_fit`, so that this holds for them too; the
+        training clock (``train_time_s`` of the progress file) starts here, before any subclass's own steps."""
+        if self._clock is None:
+            self._clock = time.perf_counter()
         try:
             return self._fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
         finally:
             self.tensorboard.close()
 
     def _fit(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
-        if self._clock is None:
-            self._clock = time.perf_counter()
         if self.progress_file:
             if not saved:
                 raise ValueError("progress_file: resuming needs the best checkpoint on disk; fit(saved=False) "
