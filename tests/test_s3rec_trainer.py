@@ -79,11 +79,14 @@ def test_pretrain_then_finetune_in_one_fit(run_dir):
     feature_before = model.feature_embedding.weight.detach().clone()
     stages = []
     original = model.calculate_loss
-    model.calculate_loss = lambda inter: (stages.append(model.train_stage), original(inter))[1]
+    clocks = []  # the training clock at each step: pre-training counts as training time too
+    model.calculate_loss = lambda inter: (stages.append(model.train_stage), clocks.append(trainer._clock),
+                                          original(inter))[2]
 
     trainer.fit(train_data, valid_data=None, saved=False)
 
     assert stages == ["pretrain"] * 3 + ["finetune"] * 2  # one batch per epoch
+    assert None not in clocks and len(set(clocks)) == 1  # started before pre-training, never restarted
     assert model.train_stage == "finetune"
     assert isinstance(model.loss_fct, nn.CrossEntropyLoss)
     assert trainer.optimizer is not pretrain_optimizer

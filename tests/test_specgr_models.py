@@ -4,6 +4,7 @@ checkpoint logic, end-to-end runs through quick_start, and items added to a trai
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -302,12 +303,13 @@ class Killed(Exception):
 
 
 def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetune_epochs=2, eval_step=1,
-                 progress_file=None, kill_epoch=None, grid_best=None, **model_settings):
+                 progress_file=None, kill_epoch=None, grid_best=None, valid_seconds=0.0, **model_settings):
     """Run SpecGRPPTrainer.fit with stubbed epochs and evaluations: epoch e sets projection.bias to e; a validation
     scores the current weights (bias b) by ``drafter_scores[b]`` in the drafter role and ``speculative_scores[b]``
     otherwise. ``kill_epoch``: raise :class:`Killed` when that epoch starts (after the trainer has recorded its
     progress). ``grid_best`` ({b: γ}): speculative validations sweep γ over [-1.5, -3.0] instead, the weights of bias
-    b scoring ``speculative_scores[b]`` at ``grid_best[b]`` and 0.1 less at the other γ. Returns the trainer, the
+    b scoring ``speculative_scores[b]`` at ``grid_best[b]`` and 0.1 less at the other γ. ``valid_seconds``: each
+    validation takes at least that long (a sleep), for the training clock. Returns the trainer, the
     trained epochs, the validations, the best and the checkpoint."""
     config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
         "checkpoint_dir": str(tmp_path / "saved"), "epochs": epochs, "specgrpp_finetune_epochs": finetune_epochs,
@@ -330,6 +332,7 @@ def scripted_fit(tmp_path, drafter_scores, speculative_scores, epochs=2, finetun
     def evaluate(valid_data, load_best_model=True, model_file=None, show_progress=False):
         bias = int(model.projection.bias[0].item())
         validations.append((model.eval_role, bias))
+        time.sleep(valid_seconds)
         if model.eval_role == "drafter":  # stage 2's drafter passes only feed the curve: any score
             score = drafter_scores.get(bias, 0.0) if trainer.stage == "finetune" else drafter_scores[bias]
         else:
@@ -638,10 +641,13 @@ def test_a_run_killed_after_stage2_saved_its_first_epoch_resumes_from_the_stage1
 
 def test_stage2_alone_with_a_progress_file_records_its_training_time(run_dir, monkeypatch):
     """No stage-1 epoch (init_checkpoint, specgrpp_pretrain_epochs: 0) with a progress file: stage 2 starts by writing
-    its progress, whose train_time_s must count from fit()'s start (it once met an unstarted clock and crashed), and
-    a run killed in stage 2 resumes to the uninterrupted result."""
-    scores = dict(drafter_scores={}, speculative_scores={0: 0.2, 1: 0.5, 2: 0.4})
-    _, uninterrupted, _, best, _ = scripted_fit(run_dir / "whole", **scores, epochs=0, finetune_epochs=2)
+    its progress, whose train_time_s must count from fit()'s start, the stage-1 model's validation included (it once
+    met an unstarted clock and crashed); reading back its own progress is no resume (the time before stage 2 was
+    once counted twice); a run killed in stage 2 resumes to the uninterrupted result."""
+    scores = dict(drafter_scores={}, speculative_scores={0: 0.2, 1: 0.5, 2: 0.4}, valid_seconds=0.2)
+    whole, uninterrupted, _, best, _ = scripted_fit(run_dir / "whole", **scores, epochs=0, finetune_epochs=2,
+                                                    progress_file=str(run_dir / "whole.progress.pth"))
+    assert whole.resumed_train_time_s == 0.0  # one process: nothing of earlier processes to add
     progress = str(run_dir / "run.progress.pth")
     written = []
     write = SpecGRPPTrainer._write_progress
@@ -653,7 +659,7 @@ def test_stage2_alone_with_a_progress_file_records_its_training_time(run_dir, mo
     monkeypatch.setattr(SpecGRPPTrainer, "_write_progress", recorded_write)
     with pytest.raises(Killed):
         scripted_fit(run_dir / "run", **scores, epochs=0, finetune_epochs=2, progress_file=progress, kill_epoch=1)
-    assert written and all(isinstance(t, float) and 0.0 <= t < 60.0 for t in written)
+    assert written and all(isinstance(t, float) and 0.2 <= t < 60.0 for t in written)  # after one validation
     before_kill = written[-1]
     trainer, trained, _, resumed_best, _ = scripted_fit(run_dir / "run", **scores, epochs=0, finetune_epochs=2,
                                                         progress_file=progress)

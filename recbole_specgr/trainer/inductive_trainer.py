@@ -10,6 +10,7 @@ import json
 import os
 import random
 import time
+import uuid
 
 import numpy as np
 import torch
@@ -108,6 +109,7 @@ class InductiveTrainer(Trainer):
         self.resumed_train_time_s = 0.0  # training time of the processes before this one (progress_file)
         self._progress_read = None  # (file stamp, state) read by progress_stage, for _resume_progress to reuse
         self._clock = None  # when this process started training
+        self._writer = uuid.uuid4().hex  # marks the progress this trainer writes: reading it back is no resume
         self._fit_first_epoch = 0  # the epoch the current fit started at, in the first process (the schedule's start)
         self._progress_loader = None  # the training loader while fit() writes progress
         check_metric("valid_metric", config["valid_metric"], self.topk)
@@ -124,13 +126,18 @@ class InductiveTrainer(Trainer):
         continued from ``progress_file`` when it holds this stage's progress. The tensorboard writer is closed at the
         end (RecBole never closes it, and its flushing thread can outlive the run's folder; a later write reopens it).
         Subclasses with another training procedure override :meth:`_fit`, so that this holds for them too; the
-        training clock (``train_time_s`` of the progress file) starts here, before any subclass's own steps."""
-        if self._clock is None:
-            self._clock = time.perf_counter()
+        training clock (``train_time_s`` of the progress file) starts here at the latest, before any subclass's ``_fit``
+        steps (S3Rec's ``fit`` starts it before its pre-training)."""
+        self._start_clock()
         try:
             return self._fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
         finally:
             self.tensorboard.close()
+
+    def _start_clock(self):
+        """Start the training clock of this process (once): ``train_time_s`` counts from here."""
+        if self._clock is None:
+            self._clock = time.perf_counter()
 
     def _fit(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
         if self.progress_file:
@@ -391,8 +398,9 @@ class InductiveTrainer(Trainer):
         self.saved_model_file = best_file
         self.best_valid_result = json.loads(meta["best_valid_result"]) if meta["best_valid_result"] else None
         self.learning_curve = json.loads(meta["learning_curve"])
-        self.resumed_train_time_s = meta["train_time_s"]
-        self._clock = time.perf_counter()
+        if meta.get("writer") != self._writer:  # another process's progress (not this trainer's own, read back when
+            self.resumed_train_time_s = meta["train_time_s"]  # SpecGR++ enters stage 2): its time, then this one's
+            self._clock = time.perf_counter()
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         np.random.set_state(("MT19937", rng["numpy_key"].numpy().astype(np.uint32), *rng["numpy_rest"]))
@@ -416,6 +424,7 @@ class InductiveTrainer(Trainer):
         }
         state["progress"] = {
             "stage": self._stage_name(),
+            "writer": self._writer,
             "done": done,
             "model": self.config["model"],
             "dataset": self.config["dataset"],

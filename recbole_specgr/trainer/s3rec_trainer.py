@@ -52,6 +52,7 @@ class S3RecTrainer(InductiveTrainer):
         Returns:
             (float, dict): best validation score and result of the fine-tuning stage.
         """
+        self._start_clock()  # pre-training counts as training time too
         if self.model.train_stage == "pretrain":
             resumed = self.start_epoch > 0  # resume_checkpoint restored fine-tuning's optimizer: keep it
             if not resumed and self.progress_stage() is None:  # resumed runs come from fine-tuning
