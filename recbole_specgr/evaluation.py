@@ -61,6 +61,21 @@ def _strictly_decreasing(scores, first_col):
     return scores
 
 
+def list_ranks(items, scores, valid, targets, max_k):
+    """0-based rank of each target in its ranked list (``max_k`` where it is absent or ranked ``max_k`` or below): what
+    :func:`topk_hits` with ``distinct`` gives on :func:`ranked_scores` of the same list, without its ``[B, n_items]``
+    matrix (a grid ranks hundreds of lists per batch).
+
+    Args:
+        items, scores, valid: ``[B, M]`` the lists, as :func:`ranked_scores` takes them.
+        targets: ``[B]`` target item ids.
+    """
+    valid = valid & ~scores.isnan() & (items != 0)  # what ranked_scores lists
+    position = valid.long().cumsum(dim=1) - 1  # [B, M] each entry's place among the listed ones
+    at_target = valid & (items == targets[:, None])
+    return torch.where(at_target, position, max_k).amin(dim=1).clamp(max=max_k)
+
+
 def topk_hits(scores, targets, max_k, distinct=False):
     """0-based rank of each target inside the top ``max_k`` (``max_k`` where it is absent or scored −inf).
 
@@ -98,6 +113,17 @@ class SplitMetrics:
         targets = targets.to(scores.device)
         self.ranks.append(topk_hits(scores, targets, self.topk[-1], distinct).cpu())
         self.seen.append(self.seen_item_mask[targets.cpu()])
+
+    def add_ranks(self, ranks, targets):
+        """One batch of known ranks: ``ranks`` [B] (0-based, ``max_k`` = a miss, see :func:`list_ranks`) of the
+        ``targets`` [B]."""
+        self.ranks.append(ranks.clamp(max=self.max_k).cpu())
+        self.seen.append(self.seen_item_mask[targets.cpu()])
+
+    @property
+    def max_k(self):
+        """The largest K: ranks at it or beyond are misses."""
+        return self.topk[-1]
 
     def row_values(self, key):
         """``[rows]`` float per-row contributions to the metric ``key`` (e.g. ``recall@50``, ``unseen/ndcg@10``): hit

@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from recbole_specgr.evaluation import SplitMetrics, nest_result, ranked_scores, topk_hits
+from recbole_specgr.evaluation import SplitMetrics, list_ranks, nest_result, ranked_scores, topk_hits
 
 INF = float("inf")
 ROWS = {  # name: (target, scores)
@@ -179,3 +179,29 @@ def test_ranks_of_ranked_lists_by_counting_equal_those_of_a_top_k(seed):
     counted = topk_hits(out, targets, K, distinct=True)
     assert torch.equal(counted, topk_hits(out, targets, K))
     assert (counted < K).any() and (counted == K).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ranks_read_off_the_lists_equal_those_of_the_score_matrix(seed):
+    """:func:`list_ranks` (the γ grid's way, no ``[B, n]`` matrix) gives each target the rank that
+    :func:`topk_hits` gives on :func:`ranked_scores` of the same lists: holes, NaN scores (not listed), the padding
+    item, targets after the K-th place and off the list."""
+    g = torch.Generator().manual_seed(seed)
+    n, B, K = 40, 64, 10
+    items = torch.stack([torch.randperm(n - 1, generator=g)[:K + 5] + 1 for _ in range(B)])
+    items[torch.rand(items.shape, generator=g) < 0.05] = 0  # the padding item in a list: never a hit
+    scores = torch.randint(-6, 0, items.shape, generator=g).float().sort(dim=1, descending=True).values
+    scores[torch.rand(items.shape, generator=g) < 0.1] = math.nan
+    valid = torch.rand(items.shape, generator=g) > 0.2
+    targets = torch.where(torch.rand(B, generator=g) < 0.7, items[:, torch.randint(0, K + 5, (1,), generator=g)][:, 0],
+                          torch.randint(1, n, (B,), generator=g)).clamp(min=1)
+    expected = topk_hits(ranked_scores(n, items, scores, valid), targets, K, distinct=True)
+    got = list_ranks(items, scores, valid, targets, K)
+    assert torch.equal(got, expected)
+    assert (got < K).any() and (got == K).any() and (got > 0).any()
+    metrics, by_matrix = SplitMetrics([5, K], torch.rand(n) < 0.5), SplitMetrics([5, K], torch.rand(n) < 0.5)
+    by_matrix.seen_item_mask = metrics.seen_item_mask
+    metrics.add_ranks(got, targets)
+    by_matrix.add(ranked_scores(n, items, scores, valid), targets, distinct=True)
+    assert metrics.result() == by_matrix.result()
+

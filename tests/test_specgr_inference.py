@@ -440,6 +440,36 @@ def test_a_grid_over_eta_and_beta_equals_one_run_per_setting():
         assert len(outputs) > 1  # the settings do list different items
 
 
+@pytest.mark.parametrize("rank_all_unseen", [False, True])
+def test_a_shuffled_grid_over_every_weight_equals_one_run_per_setting(rank_all_unseen):
+    """γ × α × v_u × β × η, the paper's ranking among them, in shuffled order: the work a grid shares between the
+    settings of one γ (and β/α) gives each setting exactly its run alone: list, scores, counts, and the ranks the
+    grid's sweep reads off the list."""
+    from recbole_specgr.evaluation import topk_hits
+
+    verifier, drafter, seen = build(seed=5)
+    unseen = [i for i in range(1, N_ITEMS + 1) if not seen[i]]
+    histories = [[0, unseen[0]], [1, 2, unseen[1]], [2], [3, unseen[2], unseen[3]], [4, 5]]
+    grid = [Thresholds(g, g) for g in (-0.5, -1.5, -3.0)] + [
+        Thresholds(g, g, a, v, b, e) for g, a, v, b, e in itertools.product((-0.5, -1.5, -3.0), (0.5, 1.0),
+                                                                             (-1.0, 0.5), (0.0, 1.5), (0.0, 3.0))]
+    grid = [grid[i] for i in torch.randperm(len(grid), generator=torch.Generator().manual_seed(0)).tolist()]
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=2, num_beams=3, topk=5,
+                                 text_prior=text_prior(4), rank_all_unseen=rank_all_unseen)
+    targets = torch.tensor([unseen[4], 3, 7, unseen[0], 1])
+    swept = list(rec.recommend_thresholds(*history_seq(histories), grid))
+    lists = set()
+    for setting, got in zip(grid, swept):
+        (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
+         rec.novelty_weight) = setting
+        alone = rec.recommend(*history_seq(histories))
+        assert torch.equal(got.scores, alone.scores), setting
+        assert got.stats == alone.stats, setting
+        assert torch.equal(got.target_ranks(targets, 5), topk_hits(alone.scores, targets, 5, distinct=True))
+        lists.add(tuple(got.items.masked_fill(~got.listed, 0).flatten().tolist()))
+    assert len(lists) > 10  # the settings do list different items
+
+
 def test_recent_unseen_share_counts_the_last_n_real_items():
     seen = torch.tensor([False, True, True, False, False, True])  # item 0 is padding
     seq, length = history_seq([[1, 3, 2], [1, 2, 3, 4], [3], [0], [2, 5, 1, 2]])

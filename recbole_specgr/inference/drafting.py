@@ -96,22 +96,22 @@ def padded_topk(key: torch.Tensor, k: int, stable: bool = False) -> Tuple[torch.
 
 
 def _stable_topk(key: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """What a stable descending sort's first k entries are, without sorting all M columns (TIGER_C ranks every unseen
-    item): ``topk``, whose pick among entries equal to the k-th value is redone in column order in the rows where
-    such entries are left out; then the k sorted, equal ones in column order."""
+    """What a stable descending sort's first k entries are (NaN first, as ``sort`` puts it; −0.0 equal to 0.0),
+    without sorting all M columns (TIGER_C ranks every unseen item): one ``topk`` over keys made distinct, each
+    float's order-preserving integer in the high 32 bits and the reversed column in the low ones, so that equal floats
+    come in column order (a float ``topk`` orders ties by M; this also spares redoing its pick among them)."""
     if k == 0:
         return key[:, :0], torch.zeros_like(key[:, :0], dtype=torch.long)
-    values, cols = key.topk(k, dim=1)
-    kth = values[:, -1:]  # [R, 1]
-    cut = torch.nonzero((key == kth).sum(dim=1) > (values == kth).sum(dim=1)).squeeze(1)  # rows with ties left out
-    if cut.numel() > 0:
-        rows, rows_kth = key[cut], kth[cut]
-        above, at = rows > rows_kth, rows == rows_kth
-        take = above | (at & (at.long().cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))  # k per row
-        cols[cut] = take.nonzero()[:, 1].view(cut.numel(), k)
-    cols = cols.sort(dim=1).values  # column order, then a stable sort by value
-    values, order = key.gather(1, cols).sort(dim=1, descending=True, stable=True)
-    return values, cols.gather(1, order)
+    if key.dtype != torch.float32:  # the integer keys are float32's; other floats: the sort itself
+        values, cols = key.sort(dim=1, descending=True, stable=True)
+        return values[:, :k], cols[:, :k]
+    n_cols = key.size(1)
+    canonical = torch.where(key.isnan(), math.nan, key + 0.0)  # one NaN, and −0.0 + 0.0 = +0.0
+    bits = canonical.view(torch.int32).long()  # a float's bits as an integer: ordered for x ≥ 0, reversed for x < 0
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # [R, M], ordered as the floats
+    reversed_cols = torch.arange(n_cols - 1, -1, -1, device=key.device)
+    _, cols = ((ordered << 32) | reversed_cols).topk(k, dim=1)  # [R, k]: distinct keys, so sorted with no ties
+    return key.gather(1, cols), cols
 
 
 def masked_topk(

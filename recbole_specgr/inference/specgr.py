@@ -12,12 +12,13 @@ Reference:
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Iterator, List, NamedTuple, Optional
 
 import torch
 
-from recbole_specgr.evaluation import ranked_scores
+from recbole_specgr.evaluation import list_ranks, ranked_scores
 from recbole_specgr.inference.beam_search import user_groups
 from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, check_backend, padded_topk
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
@@ -197,17 +198,60 @@ class _Rounds:
     # uses it)
     unseen_pool: Optional[dict] = None  # rank_all_unseen: β/α -> (items [B, K], logits [B, K]), each user's K best
     # allowed unseen items by s_d + (β/α)·s_t (0 = none); None: unseen items come from the drafts
+    cache: dict = field(default_factory=dict)  # per γ (and β/α): what the settings sharing it share (_Cut, ...)
 
 
-class SpecGROutput(NamedTuple):
-    """Result of :meth:`SpeculativeRecommender.recommend` for B users over R rounds."""
+class _Cut(NamedTuple):
+    """What one γ (and γ_u, for the paper's ranking) makes of the rounds, shared by the settings with that γ."""
 
-    scores: torch.Tensor  # [B, n], finite exactly at the recommended items, -inf elsewhere
+    used: torch.Tensor  # [B, R] bool, rounds run at this γ
+    cand: torch.Tensor  # [B, R, δ] their drafts (0 = none)
+    scores: torch.Tensor  # [B, R, δ] their V (-inf = none)
+    accepted: torch.Tensor  # [B, R, δ] bool: candidates of the list
+    fill: Optional[BeamStep]  # complete beams B_l, when some user may be short or the ranking is joint
+    stats: "SpecGRStats"  # n_users, n_drafted, n_accepted, n_rounds
+
+
+class _JointColumns(NamedTuple):
+    """The joint ranking's columns at one γ and β/α: drafts (R·δ), beams (β), pool (P), and what no other weight
+    changes."""
+
+    items: torch.Tensor  # [B, C] the item of each column (0 = none)
+    first: torch.Tensor  # [B, C] the first column holding the same item
+    once: torch.Tensor  # [B, C] bool, the column is its item's first (and a real item)
+    seen_cand: torch.Tensor  # [B, R, δ] bool, the draft is of a seen item
+    cand_logits: torch.Tensor  # [B, R, δ] s_d (+ (β/α)·s_t for unseen drafts), -inf off the γ's rounds
+    beam_scores: torch.Tensor  # [B, β] l·V of each beam's item
+    beam_ok: torch.Tensor  # [B, β] bool, a real, allowed beam
+    pool_logits: Optional[torch.Tensor]  # [B, P] the pool's s_d + (β/α)·s_t (None: no pool)
+    pool_ok: Optional[torch.Tensor]  # [B, P] bool, a real pool item
+
+
+@dataclass
+class SpecGROutput:
+    """Result of :meth:`SpeculativeRecommender.recommend` for B users over R rounds: each user's list of up to K
+    items, and what the rounds drafted."""
+
+    n_items: int
+    items: torch.Tensor  # [B, K] the list, in order (entries not ``listed`` are arbitrary)
+    item_scores: torch.Tensor  # [B, K] their ranking keys, non-increasing over the listed entries
+    listed: torch.Tensor  # [B, K] bool, the entry is an item (a user may get fewer than K)
     drafts: torch.Tensor  # [B, R, δ] items drafted in each round (0 = none)
     draft_scores: torch.Tensor  # [B, R, δ] verification scores V (-inf = none; NaN = an unseen draft not verified,
     # when every setting ranks jointly and so none reads its V)
     accepted: torch.Tensor  # [B, R, δ] bool, V > γ
-    stats: SpecGRStats
+    stats: "SpecGRStats"
+
+    @cached_property
+    def scores(self) -> torch.Tensor:
+        """``[B, n]``, finite exactly at the listed items, in list order (:func:`~recbole_specgr.evaluation.ranked_scores`),
+        -inf elsewhere: what ``full_sort_predict`` returns."""
+        return ranked_scores(self.n_items, self.items, self.item_scores, self.listed)
+
+    def target_ranks(self, targets: torch.Tensor, max_k: int) -> torch.Tensor:
+        """``[B]`` 0-based rank of each user's target in its list, ``max_k`` where it is absent or at ``max_k`` or
+        below: ``topk_hits(self.scores, targets, max_k, distinct=True)`` without the ``[B, n]`` matrix."""
+        return list_ranks(self.items, self.item_scores, self.listed, targets, max_k)
 
 
 class SpeculativeRecommender:
@@ -559,7 +603,26 @@ class SpeculativeRecommender:
 
     def _output(self, rounds: "_Rounds", setting: "Thresholds", allowed, subset_ranking: bool) -> SpecGROutput:
         """The top-K of ``rounds`` at thresholds ``setting``: the rounds it would have run, its accepted drafts,
-        the fill."""
+        the fill. What depends on γ alone is computed once per γ (:meth:`_cut`), what the joint ranking's key does
+        not change once per γ and β/α (:meth:`_joint_columns`): a grid's other settings only rank."""
+        cut = self._cut(rounds, setting, subset_ranking)
+        seen = rounds.seen
+        if setting.joint:  # the list: its top-K, already in order
+            items, item_scores, listed = self._rank_joint(rounds, cut, setting, allowed)  # [B, K] each
+        else:
+            items, item_scores, ok = self._rank(cut.cand, cut.scores, cut.accepted, cut.fill, allowed)  # [B, 2K] each
+            _, cols, listed = padded_topk(item_scores.masked_fill(~ok, -math.inf), self.topk, stable=True)  # the list
+            items, item_scores = items.gather(1, cols), item_scores.gather(1, cols)
+        stats = replace(cut.stats, n_beam_steps=0 if rounds.beams is None else rounds.beams.depth,
+                        n_output=int(listed.sum()), n_output_unseen=int((listed & ~seen[items]).sum()))
+        return SpecGROutput(self.n_items, items, item_scores, listed, cut.cand, cut.scores, cut.accepted, stats)
+
+    def _cut(self, rounds: "_Rounds", setting: "Thresholds", subset_ranking: bool) -> "_Cut":
+        """The rounds a user runs at ``setting``'s γ (γ_u too for the paper's ranking), its accepted drafts and the
+        fill, shared by every setting with the same γ (cached in ``rounds``)."""
+        key = ("cut", setting.seen, setting.joint, None if setting.joint else setting.unseen)
+        if key in rounds.cache:
+            return rounds.cache[key]
         cand, seen = rounds.cand, rounds.seen  # [B, R, δ], [n]
         n_users, device = cand.size(0), cand.device
         gamma = setting.per_item(seen)[cand]  # [B, R, δ] γ of each draft's item
@@ -580,34 +643,11 @@ class SpeculativeRecommender:
             # complete beams B_l, decoded only for the users that may be short (a user with K accepted drafts at the
             # strictest thresholds has K at every looser setting too) or, for a joint ranking, for every user
             rounds.beams = fill = self._advance(rounds.beam_steps, rounds.beams, self.n_digits, rounds.short)
-        if setting.joint:
-            logits = rounds.cand_logits.masked_fill(~used.unsqueeze(2), -math.inf)
-            if setting.text_weight > 0:  # β·s_t on unseen drafts (see Thresholds)
-                logits = logits + setting.text_ratio * rounds.cand_text.masked_fill(seen[cand], 0.0)
-            pool = None
-            if rounds.unseen_pool is not None:  # every unseen item ranks: the drafted ones give way to the pool
-                accepted = accepted & seen[cand]
-                pool = rounds.unseen_pool[setting.text_ratio]
-            offset = setting.novelty_weight * rounds.novelty if setting.novelty_weight > 0 else None  # [B] η·ρ_u
-            # the list: its top-K, already in order
-            items, item_scores, listed = self._rank_joint(gamma_cand, gamma_scores, logits, accepted, fill,
-                                                          rounds.beam_logits, seen, setting, allowed, pool,
-                                                          offset)  # [B, K] each
-        else:
-            items, item_scores, ok = self._rank(gamma_cand, gamma_scores, accepted, fill, allowed)  # [B, 2K] each
-            _, cols, listed = padded_topk(item_scores.masked_fill(~ok, -math.inf), self.topk, stable=True)  # the list
-            items, item_scores = items.gather(1, cols), item_scores.gather(1, cols)
-        out = ranked_scores(self.n_items, items, item_scores, listed)
-        stats = SpecGRStats(
-            n_users=n_users,
-            n_drafted=int((gamma_cand != 0).sum()),
-            n_accepted=int(accepted.sum()),
-            n_rounds=int((used & rounds.ran).sum()),
-            n_beam_steps=0 if rounds.beams is None else rounds.beams.depth,
-            n_output=int(listed.sum()),
-            n_output_unseen=int((listed & ~seen[items]).sum()),
-        )
-        return SpecGROutput(out, gamma_cand, gamma_scores, accepted, stats)
+        if setting.joint and rounds.unseen_pool is not None:  # every unseen item ranks: drafted ones give way to it
+            accepted = accepted & seen[cand]
+        stats = SpecGRStats(n_users, int((gamma_cand != 0).sum()), int(accepted.sum()), int((used & rounds.ran).sum()))
+        rounds.cache[key] = cut = _Cut(used, gamma_cand, gamma_scores, accepted, fill, stats)
+        return cut
 
     def _advance(self, beam_steps: Iterator[BeamStep], beams: Optional[BeamStep], depth: int,
                  users: Optional[torch.Tensor] = None) -> BeamStep:
@@ -704,50 +744,69 @@ class SpeculativeRecommender:
         return items, scores, ok
 
 
-    def _rank_joint(self, cand, cand_scores, cand_logits, cand_accepted, beams: BeamStep, beam_logits: torch.Tensor,
-                    seen: torch.Tensor, setting: Thresholds, allowed: Optional[torch.Tensor],
-                    pool: Optional[tuple] = None, offset: Optional[torch.Tensor] = None):
-        """The joint top-K (α > 0, see :class:`Thresholds`): accepted drafts, complete beams B_l and the unseen
-        ``pool`` together, by ``l·V + α·s_d`` with V = v_u for items not seen in training, which also get ``offset``
-        [B] (η·ρ_u). A seen item that is both drafted and a beam has the same l·V either way (its teacher-forced
-        log-likelihood), so it is counted once. ``cand_logits`` of unseen drafts, and the pool's logits, already hold
-        s_d + (β/α)·s_t; ``beam_logits`` [B, β] are the beams' items' s_d; ``pool``: (items [B, P], logits [B, P]).
+    def _rank_joint(self, rounds: "_Rounds", cut: "_Cut", setting: Thresholds, allowed: Optional[torch.Tensor]):
+        """The joint top-K (α > 0, see :class:`Thresholds`): accepted drafts, complete beams B_l and the unseen pool
+        together, by ``l·V + α·s_d`` with V = v_u for items not seen in training, which also get η·ρ_u. A seen item
+        that is both drafted and a beam has the same l·V either way (its teacher-forced log-likelihood), so it is
+        counted once, with its largest key, at its first column (:meth:`_joint_columns`).
 
         Returns:
             items [B, K], their keys [B, K] and validity [B, K]: the list, keys descending, the valid entries first.
         """
-        verified = torch.where(seen[cand], cand_scores, torch.full_like(cand_scores, setting.unseen_score))
-        keys = self.n_digits * verified + setting.draft_weight * cand_logits
+        columns = self._joint_columns(rounds, cut, setting, allowed)
+        alpha, unseen_key = setting.draft_weight, self.n_digits * setting.unseen_score
+        verified = cut.scores.masked_fill(~columns.seen_cand, setting.unseen_score)  # V, v_u for unseen drafts
+        keys = self.n_digits * verified + alpha * columns.cand_logits  # [B, R, δ]
+        offset = setting.novelty_weight * rounds.novelty if setting.novelty_weight > 0 else None  # [B] η·ρ_u
         if offset is not None:
-            keys = keys + offset[:, None, None].masked_fill(seen[cand], 0.0)
-        keys = keys.masked_fill(~cand_accepted, -math.inf)
-        items, keys = cand.flatten(1), keys.flatten(1)  # [B, M]
+            keys = keys + offset[:, None, None].masked_fill(columns.seen_cand, 0.0)
+        parts = [keys.masked_fill(~cut.accepted, -math.inf).flatten(1),
+                 (columns.beam_scores + alpha * rounds.beam_logits).masked_fill(~columns.beam_ok, -math.inf)]
+        if columns.pool_logits is not None:
+            pool_keys = unseen_key + alpha * columns.pool_logits
+            if offset is not None:
+                pool_keys = pool_keys + offset[:, None]
+            parts.append(pool_keys.masked_fill(~columns.pool_ok, -math.inf))
+        keys = torch.cat(parts, dim=1)  # [B, C]
+        best = torch.full_like(keys, -math.inf).scatter_reduce_(1, columns.first, keys, reduce="amax")
+        # stable: equal keys keep their column order, which a grid's extra (empty) rounds do not change
+        top_keys, top_cols, ok = padded_topk(best.masked_fill(~columns.once, -math.inf), self.topk, stable=True)
+        return columns.items.gather(1, top_cols), top_keys, ok
+
+    def _joint_columns(self, rounds: "_Rounds", cut: "_Cut", setting: Thresholds,
+                       allowed: Optional[torch.Tensor]) -> "_JointColumns":
+        """The joint ranking's columns at ``setting``'s γ and β/α (cached in ``rounds``): the drafts of ``cut``
+        (γ's), the beams of B_l, the pool of unseen items; and for each column the first column holding its item (an
+        item may be drafted and a beam, or drafted and in the pool)."""
+        text_ratio = setting.text_ratio
+        key = ("joint", setting.seen, text_ratio)
+        if key in rounds.cache:
+            return rounds.cache[key]
+        cand, seen, beams = cut.cand, rounds.seen, cut.fill  # [B, R, δ], [n], B_l
+        seen_cand = seen[cand]
+        logits = rounds.cand_logits.masked_fill(~cut.used.unsqueeze(2), -math.inf)  # s_d
+        if text_ratio > 0:  # + (β/α)·s_t on unseen drafts (see Thresholds)
+            logits = logits + text_ratio * rounds.cand_text.masked_fill(seen[rounds.cand], 0.0)
         beam_items = beams.items.masked_fill(~beams.valid, 0)  # [B, β]
         beam_ok = beam_items != 0
         if allowed is not None:
             beam_ok &= _allowed_at(allowed, beam_items)
-        beam_keys = beams.scores.float() * (self.n_digits / beams.depth) + setting.draft_weight * beam_logits
-        items = torch.cat([items, beam_items], dim=1)  # [B, M + β]
-        keys = torch.cat([keys, beam_keys.masked_fill(~beam_ok, -math.inf)], dim=1)
-        if pool is not None:
-            pool_items, pool_logits = pool  # [B, P]
-            pool_keys = self.n_digits * setting.unseen_score + setting.draft_weight * pool_logits
-            if offset is not None:
-                pool_keys = pool_keys + offset[:, None]
-            items = torch.cat([items, pool_items], dim=1)  # [B, M + β + P]
-            keys = torch.cat([keys, pool_keys.masked_fill(pool_items == 0, -math.inf)], dim=1)
-        # one key per item, its largest, kept at the item's first column; the top-K of those columns, not of [B, n]
+        beam_scores = beams.scores.float() * (self.n_digits / beams.depth)  # l·V of each beam's item
+        items = [cand.flatten(1), beam_items]
+        pool_items = pool_logits = pool_ok = None
+        if rounds.unseen_pool is not None:
+            pool_items, pool_logits = rounds.unseen_pool[text_ratio]  # [B, P]
+            pool_ok = pool_items != 0
+            items.append(pool_items)
+        items = torch.cat(items, dim=1)  # [B, C]
         n_users, n_cols = items.shape
-        best = torch.full((n_users, self.n_items), -math.inf, device=items.device)  # [B, n]
-        best.scatter_reduce_(1, items, keys, reduce="amax")
-        cols = torch.arange(n_cols, device=items.device).expand(n_users, -1)  # [B, M + β]
-        first = torch.full((n_users, self.n_items), n_cols, device=items.device, dtype=torch.long)
-        first.scatter_reduce_(1, items, cols, reduce="amin")
-        once = (first.gather(1, items) == cols) & (items != 0)
-        # stable: equal keys keep their column order, which a grid's extra (empty) rounds do not change
-        top_keys, top_cols, ok = padded_topk(best.gather(1, items).masked_fill(~once, -math.inf), self.topk,
-                                             stable=True)
-        return items.gather(1, top_cols), top_keys, ok
+        cols = torch.arange(n_cols, device=items.device).expand(n_users, -1)
+        first = torch.full((n_users, self.n_items), n_cols, device=items.device, dtype=torch.long)  # [B, n]
+        first = first.scatter_reduce_(1, items, cols, reduce="amin").gather(1, items)  # [B, C]
+        once = (first == cols) & (items != 0)
+        columns = _JointColumns(items, first, once, seen_cand, logits, beam_scores, beam_ok, pool_logits, pool_ok)
+        rounds.cache[key] = columns
+        return columns
 
 
 def _check_unseen_weights(setting: Thresholds, text_prior: Optional[TextPrior]) -> None:

@@ -60,7 +60,7 @@ def sweep_with_row_values(trainer, eval_data, thresholds, row_metric=None):
         interaction = trainer.with_exclusions(interaction, eval_data._dataset).to(trainer.device)
         targets = interaction[trainer.item_field]
         for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):
-            metrics[k].add(out.scores, targets, distinct=True)  # a ranked list; column 0 (padding) is −inf already
+            metrics[k].add_ranks(out.target_ranks(targets, metrics[k].max_k), targets)  # no [B, n] per setting
             stats[k] = stats[k] + out.stats
     rows = [{**setting_keys(t), **m.result(), **st.summary()} for t, m, st in zip(thresholds, metrics, stats)]
     values = None if row_metric is None else torch.stack([m.row_values(row_metric).float() for m in metrics])

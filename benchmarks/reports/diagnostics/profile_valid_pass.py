@@ -40,7 +40,7 @@ for part, key in (("per-setting ranking (SpecGR._output)", "specgr.py:_output"),
                   ("drafting, verification, beams (SpecGR._draft_rounds)", "specgr.py:_draft_rounds")):
     calls, _, _, cumulative, _ = by_name[key]
     print(f"{part}: {cumulative:.1f} s of {total:.1f} s ({cumulative / total:.0%}), {calls} calls")
-print(f"grid: {n_settings} settings; {len(valid_data.dataset)} valid rows (the complete beams are decoded inside the "
-      f"first joint setting's _output)\n")
+print(f"grid: {n_settings} settings; {len(valid_data.dataset)} valid rows (a joint grid decodes the complete beams "
+      f"in _draft_rounds)\n")
 stats.stream = sys.stdout
 stats.sort_stats("cumulative").print_stats(40)
