@@ -1,6 +1,6 @@
 """cProfile of the main job's validation pass (``tune_threshold``: drafting, verification and beams once, then the
 ranking of every setting of the grid) on a trained checkpoint, one thread; first the share of the per-setting
-ranking (``SpecGR._output``) in the pass (speed_cpu.md section 14). Run from the repository root:
+ranking (``SpecGR._output``) in the pass (speed_cpu.md sections 14 and 15). Run from the repository root:
 
     OMP_NUM_THREADS=1 python benchmarks/reports/diagnostics/profile_valid_pass.py saved/SpecGRPP-<date>.pth \\
         > benchmarks/reports/diagnostics/profile_valid_pass.txt
