@@ -459,8 +459,9 @@ class SpeculativeRecommender:
         those thresholds (to float rounding for a setting of the paper's ranking in a grid that also ranks jointly:
         its drafts' V is then read from the complete beams where they hold it, ~1e-6 from decoding). The drafting
         and verification run (and the settings are checked) in this call; each output is ranked when the iterator
-        reaches it, so a grid of hundreds of settings holds one ``[B, n]`` output at a time (a list of them was
-        364 × ``[1024, 3,884]`` floats, 5.8 GB, for SpecGR_Aux's grid on ML-1M).
+        reaches it, the work its γ (and β/α) shares with other settings done once, and holds its ``[B, K]`` list: the
+        ``[B, n]`` :attr:`SpecGROutput.scores` is built only when read (364 of them were 364 × ``[1024, 3,884]``
+        floats, 5.8 GB, for SpecGR_Aux's grid on ML-1M).
 
         Neither the drafts of a round (they depend on earlier drafts and on the beams B_j) nor their scores V depend
         on γ; only the adaptive exit does. So a user keeps drafting until even the strictest thresholds have K
