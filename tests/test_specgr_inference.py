@@ -470,6 +470,33 @@ def test_a_shuffled_grid_over_every_weight_equals_one_run_per_setting(rank_all_u
     assert len(lists) > 10  # the settings do list different items
 
 
+def test_a_grid_ranks_each_gammas_shared_work_once_and_holds_one_gamma_at_a_time(monkeypatch):
+    """A grid in its trainer's order (γ outermost; per γ the paper's ranking, then α × β): per γ one cut for the
+    paper's ranking and one shared by its joint settings, and one set of joint columns per β/α (0, 3, 1.5 here);
+    moving to the next γ drops the last γ's."""
+    from recbole_specgr.inference import specgr as specgr_module
+
+    made = {"cuts": 0, "columns": 0}
+
+    def counted(cls, key):
+        def make(*args):
+            made[key] += 1
+            return cls(*args)
+        return make
+
+    monkeypatch.setattr(specgr_module, "_Cut", counted(specgr_module._Cut, "cuts"))
+    monkeypatch.setattr(specgr_module, "_JointColumns", counted(specgr_module._JointColumns, "columns"))
+    verifier, drafter, seen = build(seed=5)
+    grid = [Thresholds(g, g, a, -1.0, b if a else 0.0) for g in (-0.5, -1.5) for a in (0.0, 0.5, 1.0)
+            for b in ((0.0, 1.5) if a else (0.0,))]
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=2, num_beams=3, topk=5, text_prior=text_prior(4))
+    assert len(list(rec.recommend_thresholds(*user_seq(range(N_USERS)), grid))) == len(grid) == 10
+    assert made == {"cuts": 4, "columns": 6}
+    made.update(cuts=0, columns=0)  # γ = −0.5's joint work again after γ = −1.5's: computed again, not kept
+    list(rec.recommend_thresholds(*user_seq(range(N_USERS)), grid + [grid[1]]))
+    assert made == {"cuts": 5, "columns": 7}
+
+
 def test_recent_unseen_share_counts_the_last_n_real_items():
     seen = torch.tensor([False, True, True, False, False, True])  # item 0 is padding
     seq, length = history_seq([[1, 3, 2], [1, 2, 3, 4], [3], [0], [2, 5, 1, 2]])
@@ -1003,19 +1030,23 @@ def test_items_with_equal_v_reach_the_evaluator_in_speculative_inference_order()
     assert metrics.result()["recall@1"] == 1.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("k", [0, 1, 5, 12, 20])
-def test_stable_padded_topk_is_the_head_of_a_stable_sort(k):
-    """Many exact ties and -inf entries: the k picks are a stable descending sort's first k (equal keys in column
-    order), padded with "none" past the 12 columns."""
+def test_stable_padded_topk_is_the_head_of_a_stable_sort(k, dtype):
+    """Many exact ties, negative keys, ±inf, NaN of either sign and −0.0 next to 0.0 (equal): the k picks are a
+    stable descending sort's first k (equal keys in column order, NaN first as the sort puts it), padded with "none"
+    past the 12 columns."""
     from recbole_specgr.inference.drafting import padded_topk
 
     g = torch.Generator().manual_seed(k)
-    key = torch.randint(0, 4, (6, 12), generator=g).float()
-    key[torch.rand(6, 12, generator=g) < 0.2] = -math.inf
+    key = (torch.randint(-3, 4, (6, 12), generator=g).float() / 2).to(dtype)
+    for value, share in ((-math.inf, 0.2), (math.inf, 0.05), (math.nan, 0.05), (-math.nan, 0.05), (-0.0, 0.1)):
+        key[torch.rand(6, 12, generator=g) < share] = value
     values, cols, valid = padded_topk(key, k, stable=True)
     sorted_values, sorted_cols = key.sort(dim=1, descending=True, stable=True)
     n = min(k, 12)
-    assert torch.equal(values[:, :n], sorted_values[:, :n]) and torch.equal(cols[:, :n], sorted_cols[:, :n])
+    assert torch.equal(cols[:, :n], sorted_cols[:, :n])
+    assert torch.allclose(values[:, :n], sorted_values[:, :n], equal_nan=True)
     assert values.shape == (6, k) and not valid[:, n:].any() and torch.equal(valid[:, :n], values[:, :n] > -math.inf)
 
 

@@ -12,7 +12,7 @@ Reference:
 
 import logging
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Iterator, List, NamedTuple, Optional
 
@@ -198,7 +198,7 @@ class _Rounds:
     # uses it)
     unseen_pool: Optional[dict] = None  # rank_all_unseen: β/α -> (items [B, K], logits [B, K]), each user's K best
     # allowed unseen items by s_d + (β/α)·s_t (0 = none); None: unseen items come from the drafts
-    cache: dict = field(default_factory=dict)  # per γ (and β/α): what the settings sharing it share (_Cut, ...)
+    joint_gamma: Optional["_JointGamma"] = None  # what the joint settings of the last γ ranked share
 
 
 class _Cut(NamedTuple):
@@ -210,6 +210,14 @@ class _Cut(NamedTuple):
     accepted: torch.Tensor  # [B, R, δ] bool: candidates of the list
     fill: Optional[BeamStep]  # complete beams B_l, when some user may be short or the ranking is joint
     stats: "SpecGRStats"  # n_users, n_drafted, n_accepted, n_rounds
+
+
+class _JointGamma(NamedTuple):
+    """What the joint settings of one γ share: its cut and, per β/α, the columns."""
+
+    gamma: float
+    cut: _Cut
+    columns: dict  # β/α -> _JointColumns
 
 
 class _JointColumns(NamedTuple):
@@ -620,10 +628,10 @@ class SpeculativeRecommender:
 
     def _cut(self, rounds: "_Rounds", setting: "Thresholds", subset_ranking: bool) -> "_Cut":
         """The rounds a user runs at ``setting``'s γ (γ_u too for the paper's ranking), its accepted drafts and the
-        fill, shared by every setting with the same γ (cached in ``rounds``)."""
-        key = ("cut", setting.seen, setting.joint, None if setting.joint else setting.unseen)
-        if key in rounds.cache:
-            return rounds.cache[key]
+        fill. A joint ranking's is kept for the joint settings with the same γ that follow (``rounds.joint_gamma``,
+        one γ at a time: a grid runs γ outermost, so each is computed once; any other order only computes again)."""
+        if setting.joint and rounds.joint_gamma is not None and rounds.joint_gamma.gamma == setting.seen:
+            return rounds.joint_gamma.cut
         cand, seen = rounds.cand, rounds.seen  # [B, R, δ], [n]
         n_users, device = cand.size(0), cand.device
         gamma = setting.per_item(seen)[cand]  # [B, R, δ] γ of each draft's item
@@ -647,7 +655,9 @@ class SpeculativeRecommender:
         if setting.joint and rounds.unseen_pool is not None:  # every unseen item ranks: drafted ones give way to it
             accepted = accepted & seen[cand]
         stats = SpecGRStats(n_users, int((gamma_cand != 0).sum()), int(accepted.sum()), int((used & rounds.ran).sum()))
-        rounds.cache[key] = cut = _Cut(used, gamma_cand, gamma_scores, accepted, fill, stats)
+        cut = _Cut(used, gamma_cand, gamma_scores, accepted, fill, stats)
+        if setting.joint:  # another γ's cut and columns are dropped
+            rounds.joint_gamma = _JointGamma(setting.seen, cut, {})
         return cut
 
     def _advance(self, beam_steps: Iterator[BeamStep], beams: Optional[BeamStep], depth: int,
@@ -776,13 +786,13 @@ class SpeculativeRecommender:
 
     def _joint_columns(self, rounds: "_Rounds", cut: "_Cut", setting: Thresholds,
                        allowed: Optional[torch.Tensor]) -> "_JointColumns":
-        """The joint ranking's columns at ``setting``'s γ and β/α (cached in ``rounds``): the drafts of ``cut``
-        (γ's), the beams of B_l, the pool of unseen items; and for each column the first column holding its item (an
-        item may be drafted and a beam, or drafted and in the pool)."""
+        """The joint ranking's columns at ``setting``'s γ and β/α (kept with γ's ``cut`` for the settings that
+        follow): the drafts of ``cut``, the beams of B_l, the pool of unseen items; and for each column the first
+        column holding its item (an item may be drafted and a beam, or drafted and in the pool)."""
         text_ratio = setting.text_ratio
-        key = ("joint", setting.seen, text_ratio)
-        if key in rounds.cache:
-            return rounds.cache[key]
+        kept = rounds.joint_gamma.columns  # the cut's γ is setting's (_cut ran first)
+        if text_ratio in kept:
+            return kept[text_ratio]
         cand, seen, beams = cut.cand, rounds.seen, cut.fill  # [B, R, δ], [n], B_l
         seen_cand = seen[cand]
         logits = rounds.cand_logits.masked_fill(~cut.used.unsqueeze(2), -math.inf)  # s_d
@@ -806,7 +816,7 @@ class SpeculativeRecommender:
         first = first.scatter_reduce_(1, items, cols, reduce="amin").gather(1, items)  # [B, C]
         once = (first == cols) & (items != 0)
         columns = _JointColumns(items, first, once, seen_cand, logits, beam_scores, beam_ok, pool_logits, pool_ok)
-        rounds.cache[key] = columns
+        kept[text_ratio] = columns
         return columns
 
 
