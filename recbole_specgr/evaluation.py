@@ -64,12 +64,15 @@ def _strictly_decreasing(scores, first_col):
 def list_ranks(items, scores, valid, targets, max_k):
     """0-based rank of each target in its ranked list (``max_k`` where it is absent or ranked ``max_k`` or below): what
     :func:`topk_hits` with ``distinct`` gives on :func:`ranked_scores` of the same list, without its ``[B, n_items]``
-    matrix (a grid ranks hundreds of lists per batch).
+    matrix (a grid ranks hundreds of lists per batch), for lists as SpecGR makes them: distinct items, finite
+    scores where listed (a repeated item or a listed ±inf score is ranked by its first entry here).
 
     Args:
         items, scores, valid: ``[B, M]`` the lists, as :func:`ranked_scores` takes them.
         targets: ``[B]`` target item ids.
     """
+    if items.size(1) == 0:  # empty lists: every target missed
+        return torch.full_like(targets, max_k)
     valid = valid & ~scores.isnan() & (items != 0)  # what ranked_scores lists
     position = valid.long().cumsum(dim=1) - 1  # [B, M] each entry's place among the listed ones
     at_target = valid & (items == targets[:, None])

@@ -199,6 +199,9 @@ def test_ranks_read_off_the_lists_equal_those_of_the_score_matrix(seed):
     got = list_ranks(items, scores, valid, targets, K)
     assert torch.equal(got, expected)
     assert (got < K).any() and (got == K).any() and (got > 0).any()
+    empty = list_ranks(items[:, :0], scores[:, :0], valid[:, :0], targets, K)  # no list at all: every target missed
+    assert torch.equal(empty, topk_hits(ranked_scores(n, items[:, :0], scores[:, :0], valid[:, :0]), targets, K,
+                                        distinct=True)) and (empty == K).all()
     metrics, by_matrix = SplitMetrics([5, K], torch.rand(n) < 0.5), SplitMetrics([5, K], torch.rand(n) < 0.5)
     by_matrix.seen_item_mask = metrics.seen_item_mask
     metrics.add_ranks(got, targets)

@@ -117,13 +117,15 @@ def _stable_topk(key: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]
 def masked_topk(
     scores: torch.Tensor, ok: torch.Tensor, k: int, ids: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Top-k columns of ``scores`` [R, M] among ``ok`` [R, M].
+    """Top-k columns of ``scores`` [R, M] among ``ok`` [R, M], equal scores in column order: over the catalog's
+    columns or over ascending candidate ids alike, ties go to the smaller item id (a grid's settings may draft the
+    same round either way, see ``SpeculativeRecommender._guided``).
 
     Returns:
         items [R, k] (the column, or ``ids[r, column]`` when ``ids`` [R, M] is given; 0 = none) and scores [R, k]
         (-inf = none).
     """
-    top_scores, cols, valid = padded_topk(scores.masked_fill(~ok, -math.inf), k)
+    top_scores, cols, valid = padded_topk(scores.masked_fill(~ok, -math.inf), k, stable=True)
     top_items = cols if ids is None or ids.size(1) == 0 else ids.gather(1, cols)  # M = 0: padding only
     return top_items.masked_fill(~valid, 0), top_scores
 

@@ -202,7 +202,8 @@ class _Rounds:
 
 
 class _Cut(NamedTuple):
-    """What one γ (and γ_u, for the paper's ranking) makes of the rounds, shared by the settings with that γ."""
+    """What one γ (and γ_u, for the paper's ranking) makes of the rounds; a joint ranking's serves the joint
+    settings of that γ that follow it in a grid."""
 
     used: torch.Tensor  # [B, R] bool, rounds run at this γ
     cand: torch.Tensor  # [B, R, δ] their drafts (0 = none)
@@ -238,7 +239,9 @@ class _JointColumns(NamedTuple):
 @dataclass
 class SpecGROutput:
     """Result of :meth:`SpeculativeRecommender.recommend` for B users over R rounds: each user's list of up to K
-    items, and what the rounds drafted."""
+    items, and what the rounds drafted. In a grid (:meth:`SpeculativeRecommender.recommend_thresholds`) the joint
+    settings of one γ share ``drafts``, ``draft_scores`` and ``accepted``, which the settings after them read:
+    treat them as read-only (clone before changing them)."""
 
     n_items: int
     items: torch.Tensor  # [B, K] the list, in order (entries not ``listed`` are arbitrary)
@@ -467,9 +470,9 @@ class SpeculativeRecommender:
         those thresholds (to float rounding for a setting of the paper's ranking in a grid that also ranks jointly:
         its drafts' V is then read from the complete beams where they hold it, ~1e-6 from decoding). The drafting
         and verification run (and the settings are checked) in this call; each output is ranked when the iterator
-        reaches it, the work its γ (and β/α) shares with other settings done once, and holds its ``[B, K]`` list: the
-        ``[B, n]`` :attr:`SpecGROutput.scores` is built only when read (364 of them were 364 × ``[1024, 3,884]``
-        floats, 5.8 GB, for SpecGR_Aux's grid on ML-1M).
+        reaches it (reusing what it shares with the joint settings of its γ just before it) and holds its ``[B, K]``
+        list: the ``[B, n]`` :attr:`SpecGROutput.scores` is built only when read (364 of them were
+        364 × ``[1024, 3,884]`` floats, 5.8 GB, for SpecGR_Aux's grid on ML-1M).
 
         Neither the drafts of a round (they depend on earlier drafts and on the beams B_j) nor their scores V depend
         on γ; only the adaptive exit does. So a user keeps drafting until even the strictest thresholds have K
@@ -612,8 +615,8 @@ class SpeculativeRecommender:
 
     def _output(self, rounds: "_Rounds", setting: "Thresholds", allowed, subset_ranking: bool) -> SpecGROutput:
         """The top-K of ``rounds`` at thresholds ``setting``: the rounds it would have run, its accepted drafts,
-        the fill. What depends on γ alone is computed once per γ (:meth:`_cut`), what the joint ranking's key does
-        not change once per γ and β/α (:meth:`_joint_columns`): a grid's other settings only rank."""
+        the fill (:meth:`_cut`) and, for a joint ranking, the columns it ranks (:meth:`_joint_columns`): both are
+        reused by the joint settings of the same γ (and β/α) that follow in a grid, which then only rank."""
         cut = self._cut(rounds, setting, subset_ranking)
         seen = rounds.seen
         if setting.joint:  # the list: its top-K, already in order
