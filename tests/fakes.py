@@ -80,14 +80,18 @@ class TableVerifier:
         users = item_seq[:, 0].float()
         return EncoderState(users[:, None, None], torch.ones(item_seq.size(0), 1, dtype=torch.bool))
 
-    def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
+    def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor,
+                        digits: Optional[int] = None) -> torch.Tensor:
         users = enc.hidden[:, 0, 0].long()  # [B]
         codes = self.item2codes[cand_items]  # [B, N, l]
         if (codes < 0).any():
             raise ValueError("digit_log_probs: padding item 0 has no codes")
         out = [self.log_probs[users[:, None], d, self.radix(codes[..., :d]), codes[..., d]] for d in
                range(self.n_digits)]
-        return torch.stack(out, dim=-1)  # [B, N, l]
+        out = torch.stack(out, dim=-1)  # [B, N, l]
+        if digits is not None:  # the digits not asked for: NaN, as a verifier that does not decode them may leave them
+            out[..., digits:] = float("nan")
+        return out
 
     def prefix_scores(self, users: torch.Tensor, prefixes: torch.Tensor) -> torch.Tensor:
         """Summed log-probs of prefixes [P, j] for users [B]: [B, P]."""

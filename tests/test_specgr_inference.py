@@ -1072,32 +1072,34 @@ def test_stable_padded_topk_is_the_head_of_a_stable_sort(k, dtype):
 
 
 def test_beam_log_probs_are_known_exactly_where_every_prefix_is_a_beam():
-    """An item's digit j is read from step j's rows when its (j−1)-digit prefix is a beam of B_{j−1}; the item is
-    known when that holds for every j (brute force over all users and items), and its log-probs are the table's."""
+    """An item's digit j is read from step j's rows when its (j−1)-digit prefix is a beam of B_{j−1}; its first d
+    digits are known when that holds for every j ≤ d (brute force over all users and items: ``known`` is the largest
+    such d), and their log-probs are the table's."""
     verifier, _, _ = build(seed=4)
     steps = list(verifier.beam_search(verifier.encode(*user_seq(range(N_USERS))), 3, keep_log_probs=True))
     items = torch.arange(N_ITEMS + 1).expand(N_USERS, -1)
     table, known = beam_log_probs(verifier.prefix_index, verifier.item2codes,
                                    CompleteBeams.of(verifier.prefix_index, steps), items)
+    l = verifier.n_digits
     for user in range(N_USERS):
         beams = [{tuple(step.prefixes[user, k].tolist()) for k in range(3) if step.valid[user, k]} for step in steps]
         for item in range(1, N_ITEMS + 1):
             codes = verifier.item2codes[item].tolist()
-            expect = all(tuple(codes[:j]) in beams[j - 1] for j in range(1, verifier.n_digits))
-            assert bool(known[user, item]) == expect, (user, item)
-            if expect:
-                assert table[user, item].tolist() == pytest.approx(verifier.digit_table(user, codes), abs=1e-6)
-    assert known[:, 1:].any() and not known[:, 1:].all() and not known[:, 0].any()
+            expect = max(d for d in range(l + 1) if all(tuple(codes[:j]) in beams[j - 1] for j in range(1, d)))
+            assert int(known[user, item]) == expect, (user, item)
+            assert table[user, item, :expect].tolist() == pytest.approx(verifier.digit_table(user, codes)[:expect],
+                                                                        abs=1e-6)
+    assert {l - 1, l} <= set(known[:, 1:].flatten().tolist()) and not known[:, 0].any()  # partly and fully known
 
 
 def _recording(verifier):
     """``verifier`` whose ``digit_log_probs`` records the (user, item) pairs it decodes."""
     decoded, digit_log_probs = set(), verifier.digit_log_probs
 
-    def record(enc, cand_items):
+    def record(enc, cand_items, digits=None):
         users = enc.hidden[:, 0, 0].long()
         decoded.update((int(u), int(i)) for u, row in zip(users, cand_items) for i in row)
-        return digit_log_probs(enc, cand_items)
+        return digit_log_probs(enc, cand_items, digits)
 
     verifier.digit_log_probs = record
     return decoded
@@ -1118,7 +1120,8 @@ def test_joint_ranking_decodes_only_the_seen_drafts_its_beams_did_not(case):
     drafts = out.drafts.flatten(1)
     _, known = beam_log_probs(verifier.prefix_index, verifier.item2codes,
                               CompleteBeams.of(verifier.prefix_index, steps), drafts)
-    needed = {(u, int(i)) for u in range(N_USERS) for i, k in zip(drafts[u], known[u]) if i and seen[i] and not k}
+    needed = {(u, int(i)) for u in range(N_USERS) for i, k in zip(drafts[u], known[u])
+              if i and seen[i] and k < verifier.n_digits}
     assert needed and needed <= decoded and decoded - needed <= {(u, rec.stand_in_item) for u in range(N_USERS)}
     unseen = (out.drafts != 0) & ~seen[out.drafts]
     assert unseen.any() and out.draft_scores[unseen].isnan().all()
@@ -1126,6 +1129,42 @@ def test_joint_ranking_decodes_only_the_seen_drafts_its_beams_did_not(case):
         *user_seq(range(N_USERS)))
     assert torch.equal(out.scores, everything.scores) and torch.equal(out.drafts, everything.drafts)
     assert torch.equal(out.draft_scores[~unseen], everything.draft_scores[~unseen])
+
+
+def test_unseen_drafts_are_decoded_only_up_to_the_digits_eq2_reads():
+    """Eq. 2 reads l − 1 digits of an unseen item: its drafts are decoded for those alone (seen ones for all l), and
+    in a grid with complete beams one whose first l − 1 digits the beams decoded is not decoded at all. A verifier
+    whose ``digit_log_probs`` takes no ``digits`` gets every digit asked for, and the same V."""
+    verifier, drafter, seen = build(seed=6)
+    l, asked = verifier.n_digits, {}
+    plain = verifier.digit_log_probs
+
+    def record(enc, cand_items, digits=None):
+        for u, row in zip(enc.hidden[:, 0, 0].long().tolist(), cand_items.tolist()):
+            asked.update({(u, i): digits for i in row})
+        return plain(enc, cand_items, digits)
+
+    verifier.digit_log_probs = record
+    grid = [Thresholds(-1.2, -1.2), Thresholds(-1.2, -1.2, 0.5, -1.0)]
+    for settings in (grid[:1], grid):
+        asked.clear()
+        rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=3, num_beams=4, topk=6)
+        out = next(rec.recommend_thresholds(*user_seq(range(N_USERS)), settings))
+        verifier.digit_log_probs = lambda enc, cand_items: plain(enc, cand_items)  # written before ``digits``
+        legacy = next(rec.recommend_thresholds(*user_seq(range(N_USERS)), settings))
+        verifier.digit_log_probs = record
+        assert torch.equal(out.draft_scores, legacy.draft_scores) and torch.equal(out.scores, legacy.scores)
+        unseen = {(u, int(i)) for u in range(N_USERS) for i in out.drafts[u].flatten().tolist() if i and not seen[i]}
+        assert unseen and not out.draft_scores.isnan().any()
+        assert {asked[key] for key in unseen if key in asked} == ({l - 1} if unseen & set(asked) else set())
+        assert len(settings) > 1 or unseen <= set(asked)  # alone, the paper's ranking decodes every draft
+        assert {d for (u, i), d in asked.items() if seen[i] and i != rec.stand_in_item} == {None}
+    steps = list(verifier.beam_search(verifier.encode(*user_seq(range(N_USERS))), 4, keep_log_probs=True))
+    drafts = out.drafts.flatten(1)
+    _, known = beam_log_probs(verifier.prefix_index, verifier.item2codes, CompleteBeams.of(verifier.prefix_index,
+                                                                                            steps), drafts)
+    read = {(u, int(i)) for u in range(N_USERS) for i, k in zip(drafts[u], known[u]) if i and not seen[i] and k == l - 1}
+    assert read and not read & set(asked)  # in the grid: read off the beams, not decoded
 
 
 def test_a_joint_grid_asks_the_drafter_for_the_beams_logits_once(monkeypatch):

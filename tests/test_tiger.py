@@ -691,8 +691,13 @@ def test_joint_speculative_inference_reads_the_beams_log_probs_as_decoding_gives
         table, known = beam_log_probs(model.prefix_index, model.item2codes, CompleteBeams.of(model.prefix_index, steps),
                                       items)
         decoded = model.digit_log_probs(enc, items)
-    assert known.sum() > 4 * K and not known[:, 1:].all()
-    assert torch.allclose(table[known], decoded[known], atol=1e-5)
+    full, l = known == model.n_digits, model.n_digits
+    assert full.sum() > 4 * K and not full[:, 1:].all()
+    for d in range(1, l + 1):  # the first d digits of the items with at least d found
+        assert torch.allclose(table[known >= d][:, :d], decoded[known >= d][:, :d], atol=1e-5)
+    assert (known[:, 1:] == l - 1).any()
+    first = model.digit_log_probs(enc, items, digits=l - 1)  # only the digits an unseen item's Eq. 2 reads
+    assert torch.allclose(first[..., :-1], decoded[..., :-1], atol=1e-5) and first[:, 1:, -1].isnan().all()
     g = torch.Generator().manual_seed(2)
     drafter = FixedDrafter(torch.randn(N_ITEMS + 1, 8, generator=g), torch.randn(N_ITEMS + 1, 8, generator=g))
     kwargs = dict(draft_size=8, num_beams=K, threshold=-2.0, topk=K, draft_weight=1.0, unseen_score=-1.5)

@@ -62,8 +62,10 @@ class Verifier(Protocol):
     def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> EncoderState:
         """Run the encoder once on ``[bos, ID_1 … ID_w, eos]``."""
 
-    def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced log P(c_i | c_<i, X) for every digit of every candidate: [B, N] -> [B, N, l]."""
+    def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor,
+                        digits: Optional[int] = None) -> torch.Tensor:
+        """Teacher-forced log P(c_i | c_<i, X) for every digit of every candidate: [B, N] -> [B, N, l]. ``digits``:
+        only the first ``digits`` are read (the rest may be anything, e.g. NaN); a verifier may then decode less."""
 
     # Optional: ``share_decoding(enc, n_candidates) -> EncoderState``, ``enc`` with the decoder positions that every
     # candidate of a user shares decoded once (:attr:`EncoderState.shared`), for a caller that will score about

@@ -10,6 +10,7 @@ Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
 """
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass, fields, replace
@@ -68,15 +69,18 @@ class CompleteBeams(NamedTuple):
 def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, beams: CompleteBeams, items: torch.Tensor):
     """The digit log-probabilities of ``items`` [B, N] that the beam search already decoded: beam step j computed
     log P(digit j | prefix) after every beam of B_{j−1} (:attr:`BeamStep.log_probs`), so an item whose (j−1)-digit
-    prefix is a beam of B_{j−1}, for every j ≤ l, needs no decoding of its own.
+    prefix is a beam of B_{j−1}, for every j ≤ d, needs no decoding of its first d digits (d = l: of any; an unseen
+    item's Eq. 2 reads d = l − 1).
 
     Args:
         beams: B_1 … B_l with their ``log_probs`` and prefix nodes (:meth:`CompleteBeams.of`).
     Returns:
-        log-probs [B, N, l] and known [B, N] bool (True where every digit was found; the other rows are arbitrary).
+        log-probs [B, N, l] and known [B, N] long: how many leading digits were found, 0 … l (the digits after them
+        are arbitrary).
     """
     codes = item2codes[items].clamp(min=0)  # [B, N, l]
-    known = items != 0
+    found = items != 0  # [B, N] every digit so far found
+    known = torch.zeros_like(items)
     digits = []
     for depth, step in enumerate(beams.steps):  # step B_{depth+1} holds digit depth+1's log-probs after B_depth
         n_users, n_parents, n_codes = step.log_probs.shape
@@ -85,8 +89,9 @@ def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, beams: C
             nodes = beams.nodes[depth - 1]  # [B, β] nodes of B_depth
             mine = prefix_index.item_nodes(depth)[items]  # [B, N] each item's node of that depth
             match = (mine.unsqueeze(2) == nodes.unsqueeze(1)) & (nodes >= 0).unsqueeze(1)  # [B, N, β]
-            known &= match.any(dim=2)
+            found &= match.any(dim=2)
             parent = match.long().argmax(dim=2)
+        known += found.long()
         flat = step.log_probs.reshape(n_users, n_parents * n_codes)
         digits.append(flat.gather(1, parent * n_codes + codes[..., depth]))
     return torch.stack(digits, dim=-1), known
@@ -682,37 +687,48 @@ class SpeculativeRecommender:
         """Eq. 2 scores of drafts ``items`` [B, δ] (0 = none -> -inf). Only the drafts that need it are decoded
         (:meth:`_decode`): those of the users still drafting (``active`` [B], the others' rows are all -inf), not
         ``unverified`` ([B, δ] bool, V = NaN: a score nobody reads) and not found in the complete beams ``beams``
-        (B_1 … B_l with their log-probs, see :func:`beam_log_probs`)."""
+        (B_1 … B_l with their log-probs, see :func:`beam_log_probs`). Only the digits Eq. 2 reads are looked up or
+        decoded: l for a seen item, l − 1 for an unseen one (all l in ablation 1.2)."""
         real = items != 0
         if active is not None:
             real &= active.unsqueeze(1)
         todo = real if unverified is None else real & ~unverified  # [B, δ]
+        adjust = not self.no_likelihood_adjustment
+        short = ~seen[items] & todo if adjust else torch.zeros_like(todo)  # [B, δ] unseen: l − 1 digits read
         log_probs = torch.full((*items.shape, self.n_digits), math.nan, device=items.device)  # [B, δ, l]
         if beams is not None:
             table, known = beam_log_probs(self.prefix_index, self.verifier.item2codes, beams, items)
-            known &= todo
-            log_probs[known] = table[known]
-            todo = todo & ~known
+            found = todo & (known >= self.n_digits - short.long())
+            log_probs[found] = table[found]
+            todo = todo & ~found
         if bool(todo.any()):
-            self._decode(enc, items, todo, log_probs)
-        scores = verification_scores(log_probs, ~seen[items], adjust=not self.no_likelihood_adjustment)
+            self._decode(enc, items, todo & ~short, log_probs)
+            self._decode(enc, items, todo & short, log_probs, self.n_digits - 1)
+        scores = verification_scores(log_probs, ~seen[items], adjust=adjust)
         return scores.masked_fill(~real, -math.inf)
 
-    def _decode(self, enc: EncoderState, items: torch.Tensor, todo: torch.Tensor, log_probs: torch.Tensor) -> None:
+    def _decode(self, enc: EncoderState, items: torch.Tensor, todo: torch.Tensor, log_probs: torch.Tensor,
+                digits: Optional[int] = None) -> None:
         """Write the verifier's digit log-probs of the drafts ``todo`` ([B, δ] bool) of ``items`` [B, δ] into
-        ``log_probs`` [B, δ, l]. A call decodes N candidates for each of its users, so each user's drafts to decode
-        are packed to the front of its row, and users are called in order of that count, in groups of
+        ``log_probs`` [B, δ, l]; ``digits``: only the first ``digits`` are read (the verifier is asked for those
+        alone when it takes ``digits``). A call decodes N candidates for each of its users, so each user's drafts to
+        decode are packed to the front of its row, and users are called in order of that count, in groups of
         :func:`~recbole_specgr.inference.beam_search.user_groups`'s size for the group's largest count (the
         padding up to N stays small when the counts differ: ~17 of δ = 50 on average on ml-100k, up to 50)."""
         rows = torch.nonzero(todo.any(dim=1)).squeeze(1)  # [B'] users with drafts to decode
+        if rows.numel() == 0:
+            return
         count = todo[rows].sum(dim=1)  # [B']
-        if len(user_groups(len(rows), int(count.max()) * (self.n_digits - 1), items.device)) > 1:
+        decode = self.verifier.digit_log_probs  # one written without ``digits`` decodes every digit
+        asked = {"digits": digits} if digits is not None and "digits" in inspect.signature(decode).parameters else {}
+        positions = max(1, (digits or self.n_digits) - 1)  # decoder positions per draft, about
+        if len(user_groups(len(rows), int(count.max()) * positions, items.device)) > 1:
             by_count = count.argsort(descending=True, stable=True)  # several calls: each padded to its own largest
             rows, count = rows[by_count], count[by_count]
         counts, start = count.tolist(), 0
         while start < len(counts):
             n = max(counts[start:])  # the group's largest count (users sorted by it when there are several groups)
-            _, last = user_groups(len(counts) - start, n * (self.n_digits - 1), items.device)[0]
+            _, last = user_groups(len(counts) - start, n * positions, items.device)[0]
             users, mine = rows[start : start + last], todo[rows[start : start + last]]  # [G], [G, δ]
             order = (~mine).to(torch.uint8).argsort(dim=1, stable=True)[:, :n]  # [G, n] the user's drafts first
             listed = torch.arange(n, device=items.device) < count[start : start + last].unsqueeze(1)  # [G, n]
@@ -720,7 +736,7 @@ class SpeculativeRecommender:
             every = last == items.size(0) and bool((users == torch.arange(last, device=users.device)).all())
             user_enc = enc if every else enc.select(users)
             part = log_probs[users]  # [G, δ, l]
-            part[mine] = self.verifier.digit_log_probs(user_enc, packed).float()[listed]  # row-major: same order
+            part[mine] = decode(user_enc, packed, **asked).float()[listed]  # row-major: the same order
             log_probs[users] = part
             start += last
 

@@ -359,7 +359,8 @@ class TIGER(SequentialRecommender):
             after_first = after_first - after_first.logsumexp(dim=-1, keepdim=True)
         return SharedDecoding(first, after_first, second, cache)
 
-    def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor) -> torch.Tensor:
+    def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor,
+                        digits: Optional[int] = None) -> torch.Tensor:
         """Teacher-forced log P(c_i | c_<i, X) of every digit of every candidate, all candidates of all users in one
         decoder call (on a CPU, of a few users at a time: :func:`~recbole_specgr.inference.beam_search.user_groups`).
         The positions a user's candidates share are decoded once (:meth:`share_decoding`, reused from ``enc`` when
@@ -368,14 +369,19 @@ class TIGER(SequentialRecommender):
         Args:
             enc: encoder output for B users.
             cand_items: [B, N] item ids (0 = padding, gets −inf).
+            digits: only the first ``digits`` digits are wanted (Eq. 2 of an unseen item reads l − 1): the positions
+                after them are not decoded and their entries are NaN; None = all l.
         Returns:
             [B, N, l] log-probabilities.
         """
+        digits = self.n_digits if digits is None else int(digits)
+        if not 1 <= digits <= self.n_digits:
+            raise ValueError(f"digits: expected 1 … {self.n_digits} (n_digits), got {digits}")
         if cand_items.size(1) == 0:
             return enc.hidden.new_zeros(cand_items.size(0), 0, self.n_digits)
-        groups = user_groups(cand_items.size(0), cand_items.size(1) * (self.n_digits - 1), cand_items.device)
+        groups = user_groups(cand_items.size(0), cand_items.size(1) * max(digits - 1, 1), cand_items.device)
         if len(groups) > 1:  # a CPU call of few users at a time keeps the [rows, V] logits in the cache
-            return torch.cat([self.digit_log_probs(enc.select(slice(start, end)), cand_items[start:end])
+            return torch.cat([self.digit_log_probs(enc.select(slice(start, end)), cand_items[start:end], digits)
                               for start, end in groups])
         shared = enc.shared if enc.shared is not None else self._shared_decoding(enc, cand_items.size(1))
         dec_in, targets = self._decoder_tokens(cand_items)  # [B, N, l] each, dec_in[..., 0] = bos
@@ -385,9 +391,13 @@ class TIGER(SequentialRecommender):
             rows = T5.fan_out_rows(dec_in[..., 1], shared.first_digits)  # [B, N]
             after_first = shared.after_first.flatten(0, 1)  # [B·C, V]
             known.append(after_first[rows, targets[..., 1]].unsqueeze(-1))  # [B, N, 1]
-        rest = self.t5.decode_after(dec_in[..., len(known):], shared.cache, rows).float()  # [B, N, l − known, V]
-        known.append(rest.gather(-1, targets[..., len(known):, None]).squeeze(-1) - rest.logsumexp(dim=-1))
-        return torch.cat(known, dim=-1).masked_fill(cand_items[..., None] == 0, float("-inf"))
+        if digits > len(known):  # the positions of the digits wanted after the shared ones
+            rest = self.t5.decode_after(dec_in[..., len(known):digits], shared.cache, rows).float()  # [B, N, d, V]
+            known.append(rest.gather(-1, targets[..., len(known):digits, None]).squeeze(-1) - rest.logsumexp(dim=-1))
+        out = torch.cat(known, dim=-1)[..., :digits]
+        if digits < self.n_digits:  # the digits not wanted: NaN
+            out = torch.cat([out, out.new_full((*out.shape[:2], self.n_digits - digits), float("nan"))], dim=-1)
+        return out.masked_fill(cand_items[..., None] == 0, float("-inf"))
 
     def beam_search(
         self,
