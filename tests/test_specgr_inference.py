@@ -1051,21 +1051,26 @@ def test_items_with_equal_v_reach_the_evaluator_in_speculative_inference_order()
     assert metrics.result()["recall@1"] == 1.0
 
 
+@pytest.mark.parametrize("n_cols, nan", [(12, True), (600, False), (600, True)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("k", [0, 1, 5, 12, 20])
-def test_stable_padded_topk_is_the_head_of_a_stable_sort(k, dtype):
+def test_stable_padded_topk_is_the_head_of_a_stable_sort(k, dtype, n_cols, nan):
     """Many exact ties, negative keys, ±inf, NaN of either sign and −0.0 next to 0.0 (equal): the k picks are a
     stable descending sort's first k (equal keys in column order, NaN first as the sort puts it), padded with "none"
-    past the 12 columns."""
-    from recbole_specgr.inference.drafting import padded_topk
+    past 12 columns; narrow rows and wide ones (another way, see ``drafting._stable_topk``), with and without NaN."""
+    from recbole_specgr.inference.drafting import PACKED_TOPK_MAX_COLS, padded_topk
 
+    assert (n_cols > PACKED_TOPK_MAX_COLS) == (n_cols == 600)
     g = torch.Generator().manual_seed(k)
-    key = (torch.randint(-3, 4, (6, 12), generator=g).float() / 2).to(dtype)
-    for value, share in ((-math.inf, 0.2), (math.inf, 0.05), (math.nan, 0.05), (-math.nan, 0.05), (-0.0, 0.1)):
-        key[torch.rand(6, 12, generator=g) < share] = value
+    key = (torch.randint(-3, 4, (6, n_cols), generator=g).float() / 2).to(dtype)
+    key[:, n_cols // 2:] = torch.where(key[:, n_cols // 2:] > 0, -math.inf, key[:, n_cols // 2:])  # short rows too
+    values = ((-math.inf, 0.2), (math.inf, 0.05), (-0.0, 0.1)) + (((math.nan, 0.05), (-math.nan, 0.05)) if nan else ())
+    for value, share in values:
+        key[torch.rand(6, n_cols, generator=g) < share] = value
+    key[0, :] = -math.inf  # a row with nothing to pick
     values, cols, valid = padded_topk(key, k, stable=True)
     sorted_values, sorted_cols = key.sort(dim=1, descending=True, stable=True)
-    n = min(k, 12)
+    n = min(k, n_cols)
     assert torch.equal(cols[:, :n], sorted_cols[:, :n])
     assert torch.allclose(values[:, :n], sorted_values[:, :n], equal_nan=True)
     assert values.shape == (6, k) and not valid[:, n:].any() and torch.equal(valid[:, :n], values[:, :n] > -math.inf)
