@@ -113,9 +113,7 @@ class SplitMetrics:
 
     def add(self, scores, targets, distinct=False):
         """One batch: ``scores`` [B, n] and ``targets`` [B]; ``distinct``: see :func:`topk_hits`."""
-        targets = targets.to(scores.device)
-        self.ranks.append(topk_hits(scores, targets, self.topk[-1], distinct).cpu())
-        self.seen.append(self.seen_item_mask[targets.cpu()])
+        self.add_ranks(topk_hits(scores, targets.to(scores.device), self.max_k, distinct), targets)
 
     def add_ranks(self, ranks, targets):
         """One batch of known ranks: ``ranks`` [B] (0-based, ``max_k`` = a miss, see :func:`list_ranks`) of the

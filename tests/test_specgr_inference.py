@@ -303,8 +303,7 @@ def test_one_pass_over_several_thresholds_equals_one_run_per_threshold(case, all
     rounds_seen = set()
     for gamma, got in zip(grid, swept):
         setting = gamma if isinstance(gamma, Thresholds) else Thresholds(gamma, gamma)
-        (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
-         rec.novelty_weight) = setting
+        use_setting(rec, setting)
         alone = rec.recommend(*user_seq(range(N_USERS)), allowed_items=allowed, subset_ranking=subset)
         assert torch.equal(got.scores, alone.scores), gamma
         rounds = alone.drafts.size(1)
@@ -413,6 +412,12 @@ def test_no_inductive_drafting_lists_no_unseen_item_in_the_joint_ranking_either(
     assert any(not seen[i] for i in listed(full))  # v_u = 50 would list them
 
 
+def use_setting(rec, setting):
+    """Make ``setting`` (γ, γ_u, α, v_u, β, η) the one ``rec.recommend`` runs at: a run alone, to hold a grid to."""
+    (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
+     rec.novelty_weight) = setting
+
+
 def history_seq(histories):
     """Sequences of the fake users from their histories: the first item names the user (see ``user_seq``)."""
     width = max(len(h) for h in histories)
@@ -432,8 +437,7 @@ def test_a_grid_over_eta_and_beta_equals_one_run_per_setting():
         swept = list(rec.recommend_thresholds(*history_seq(histories), grid))
         outputs = set()
         for setting, got in zip(grid, swept):
-            (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
-             rec.novelty_weight) = setting
+            use_setting(rec, setting)
             alone = rec.recommend(*history_seq(histories))
             assert torch.equal(got.scores, alone.scores), (rank_all_unseen, setting)
             outputs.add(tuple(torch.isfinite(alone.scores).flatten().tolist()))
@@ -460,8 +464,7 @@ def test_a_shuffled_grid_over_every_weight_equals_one_run_per_setting(rank_all_u
     swept = list(rec.recommend_thresholds(*history_seq(histories), grid))
     lists = set()
     for setting, got in zip(grid, swept):
-        (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
-         rec.novelty_weight) = setting
+        use_setting(rec, setting)
         alone = rec.recommend(*history_seq(histories))
         assert torch.equal(got.scores, alone.scores), setting
         assert got.stats == alone.stats, setting
@@ -1226,8 +1229,7 @@ def test_a_joint_grid_keeps_equal_keys_in_the_order_of_a_run_alone(rank_all_unse
             rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=40, num_beams=10, topk=10,
                                          rank_all_unseen=rank_all_unseen)
             swept = next(iter(rec.recommend_thresholds(*user_seq(range(n_users)), grid)))
-            (rec.threshold, rec.unseen_threshold, rec.draft_weight, rec.unseen_score, rec.text_weight,
-             rec.novelty_weight) = grid[0]
+            use_setting(rec, grid[0])
             alone = rec.recommend(*user_seq(range(n_users)))
             more_rounds += swept.drafts.size(1) > alone.drafts.size(1)
             mismatches += not torch.equal(swept.scores, alone.scores)
