@@ -1079,6 +1079,25 @@ def test_stable_padded_topk_is_the_head_of_a_stable_sort(k, dtype, n_cols, nan):
     assert values.shape == (6, k) and not valid[:, n:].any() and torch.equal(valid[:, :n], values[:, :n] > -math.inf)
 
 
+def test_packed_keys_read_back_and_rank_blocks_together_as_one_stable_sort():
+    """Two blocks packed with their own (interleaved) columns and ranked in one integer sort: the order of a stable
+    descending sort of all the columns (NaN first, −0.0 equal to 0.0, denormals, ±FLT_MAX, ±inf); each key reads
+    back as its float (−0.0 as 0.0, one NaN) and its column."""
+    from recbole_specgr.inference.drafting import packed_keys, unpacked
+
+    big, tiny = torch.finfo(torch.float32).max, 1e-45
+    key = torch.tensor([[0.0, -0.0, math.inf, -math.inf, -math.nan, tiny, -tiny, big, -big, 1.5, 1.5, -2.0, 1.5, 0.0]])
+    cols = torch.tensor([[7, 3, 0, 11, 5, 2, 9, 1, 4, 6, 8, 10, 13, 12]])
+    blocks = [(key[:, :6], cols[:, :6]), (key[:, 6:], cols[:, 6:])]
+    packed = torch.cat([packed_keys(k, c) for k, c in blocks], dim=1)
+    by_column = torch.full((1, 14), math.nan).scatter_(1, cols, key)  # the same keys, each at its column
+    assert torch.equal(unpacked(packed.sort(dim=1, descending=True).values)[1],
+                       by_column.sort(dim=1, descending=True, stable=True).indices)
+    values, back = unpacked(packed)
+    assert torch.equal(back, cols) and values.isnan().tolist() == key.isnan().tolist()
+    assert torch.equal(values[~key.isnan()], key[~key.isnan()]) and not values[0, 1].signbit()  # −0.0 read as 0.0
+
+
 def test_beam_log_probs_are_known_exactly_where_every_prefix_is_a_beam():
     """An item's digit j is read from step j's rows when its (j−1)-digit prefix is a beam of B_{j−1}; its first d
     digits are known when that holds for every j ≤ d (brute force over all users and items: ``known`` is the largest
@@ -1271,3 +1290,68 @@ def test_a_verifier_whose_beams_ignore_the_exclusion_still_yields_only_allowed_i
         for user in range(N_USERS):
             listed = [i for i, _ in ranked(out.scores[user])]
             assert listed and all(user_row(allowed, user)[i] for i in listed), (seed, user, listed)
+
+
+def plain_joint_ranking(rec, rounds, cut, setting, columns):
+    """The joint ranking as its definition reads: every column (drafts, complete beams, pool) in one stable
+    descending ranking, each item once, at its first column, with its largest key. (The code ranks the seen items'
+    top-K once per γ and α, and per setting only the unseen items' columns next to it.)"""
+    alpha = setting.draft_weight
+    verified = cut.scores.masked_fill(~columns.seen_cand, setting.unseen_score)
+    keys = rec.n_digits * verified + alpha * columns.cand_logits
+    offset = setting.novelty_weight * rounds.novelty if setting.novelty_weight > 0 else None
+    if offset is not None:
+        keys = keys + offset[:, None, None].masked_fill(columns.seen_cand, 0.0)
+    parts = [keys.masked_fill(~cut.accepted, -math.inf).flatten(1),
+             (columns.beam_scores + alpha * rounds.beam_logits).masked_fill(~columns.beam_ok, -math.inf)]
+    if columns.pool_logits is not None:
+        pool_keys = rec.n_digits * setting.unseen_score + alpha * columns.pool_logits
+        if offset is not None:
+            pool_keys = pool_keys + offset[:, None]
+        parts.append(pool_keys.masked_fill(~columns.pool_ok, -math.inf))
+    keys = torch.cat(parts, dim=1)
+    best = torch.full_like(keys, -math.inf).scatter_reduce_(1, columns.first, keys, reduce="amax")
+    once = columns.first == torch.arange(keys.size(1))  # the column is its item's first
+    best = best.masked_fill(~once | (columns.items == 0), -math.inf)
+    order = best.sort(dim=1, descending=True, stable=True).indices[:, : rec.topk]
+    top = best.gather(1, order)
+    return columns.items.gather(1, order), top, top > -math.inf
+
+
+@pytest.mark.parametrize("rank_all_unseen, unseen_beams", [(True, False), (False, False), (True, True), (False, True)])
+def test_the_split_joint_ranking_is_one_stable_ranking_of_all_columns(monkeypatch, rank_all_unseen, unseen_beams):
+    """Keys on a grid of halves and integers (so seen and unseen items tie often, at β = 0), the text prior (β),
+    histories with and without unseen items (η·ρ_u), beams that spell only seen items or every item (an unseen item then holds a beam and a draft or a
+    pool column): every setting's list equals the plain ranking of all columns, keys bitwise, ties in column order."""
+    n_items, n_unseen, n_users = 60, 20, 61
+    item2codes, seen = make_catalog(n_items, 3, 4, n_unseen, seed=3)
+    verifier = TableVerifier(item2codes, n_users, generable=None if unseen_beams else seen, seed=3)
+    g = torch.Generator().manual_seed(4)
+    verifier.log_probs = -0.5 * torch.randint(0, 5, verifier.log_probs.shape, generator=g).float()
+    drafter = FixedDrafter(torch.randint(-1, 2, (n_users, DIM), generator=g).float(),
+                           torch.randint(-1, 2, (n_items + 1, DIM), generator=g).float())
+    grid = [Thresholds(gamma, gamma, alpha, v_u, beta, eta) for gamma in (-9.0, -1.0) for alpha in (1.0, 2.0)
+            for v_u in (-2.0, -1.0, 0.0) for beta in (0.0, 1.5) for eta in (0.0, 3.0)]
+    rec = SpeculativeRecommender(verifier, drafter, seen, draft_size=6, num_beams=8, topk=10,
+                                 rank_all_unseen=rank_all_unseen, text_prior=text_prior(3, n_items))
+    split = SpeculativeRecommender._rank_joint
+    compared, ties = [], 0
+
+    def checked(self, rounds, cut, setting, allowed):
+        items, keys, ok = split(self, rounds, cut, setting, allowed)
+        want_items, want_keys, want_ok = plain_joint_ranking(
+            self, rounds, cut, setting, self._joint_columns(rounds, cut, setting, allowed))
+        assert torch.equal(ok, want_ok) and torch.equal(keys[ok], want_keys[want_ok]), setting
+        assert torch.equal(items[ok], want_items[want_ok]), setting
+        compared.append(setting)
+        nonlocal ties  # equal keys of a seen and an unseen item next to each other in a list
+        equal = (want_keys[:, 1:] == want_keys[:, :-1]) & want_ok[:, 1:]
+        ties += int((equal & (seen[want_items[:, 1:]] != seen[want_items[:, :-1]])).sum())
+        return items, keys, ok
+
+    monkeypatch.setattr(SpeculativeRecommender, "_rank_joint", checked)
+    users = [1, 45, 50, 3, 59, 7, 44, 12]  # items 41-60 are unseen: ρ_u is 1 for half of them
+    allowed = torch.rand(len(users), n_items + 1, generator=g) < 0.8
+    for out in rec.recommend_thresholds(*user_seq(users), grid, allowed_items=allowed):
+        assert out.listed.any()
+    assert len(compared) == len(grid) and ties > 0

@@ -126,15 +126,33 @@ def _stable_topk(key: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]
 
 
 def _packed_topk(key: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_stable_topk` of float32 ``key`` as one ``topk`` over keys made distinct: each float's order-preserving
-    integer in the high 32 bits, the reversed column in the low ones, so that equal floats come in column order."""
-    n_cols = key.size(1)
+    """:func:`_stable_topk` of float32 ``key`` as one ``topk`` over :func:`packed_keys` (distinct, so no ties)."""
+    _, cols = packed_keys(key).topk(k, dim=1)  # [R, k]
+    return key.gather(1, cols), cols
+
+
+LOW_BITS = 0x7FFFFFFF  # the largest column a packed key holds; the column is stored reversed, as LOW_BITS − column
+
+
+def packed_keys(key: torch.Tensor, cols: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """float32 ``key`` [R, M] as int64 keys, one per entry, ordered as a stable descending sort orders the entries:
+    each float's order-preserving integer in the high 32 bits (NaN above everything, −0.0 equal to 0.0), its reversed
+    column in the low ones (``cols`` [R, M], default 0 … M−1), so that among equal floats the earlier column is the
+    larger key. Keys of several blocks, packed with their own columns, rank together in one integer ``topk``;
+    :func:`unpacked` reads a key back."""
+    if cols is None:
+        cols = torch.arange(key.size(1), device=key.device)
     canonical = torch.where(key.isnan(), math.nan, key + 0.0)  # one NaN, and −0.0 + 0.0 = +0.0
     bits = canonical.view(torch.int32).long()  # a float's bits as an integer: ordered for x ≥ 0, reversed for x < 0
     ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # [R, M], ordered as the floats
-    reversed_cols = torch.arange(n_cols - 1, -1, -1, device=key.device)
-    _, cols = ((ordered << 32) | reversed_cols).topk(k, dim=1)  # [R, k]: distinct keys, so sorted with no ties
-    return key.gather(1, cols), cols
+    return (ordered << 32) | (LOW_BITS - cols)
+
+
+def unpacked(packed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The float32 values (canonical: one NaN, no −0.0) and columns of :func:`packed_keys` ``packed``."""
+    ordered = packed >> 32
+    bits = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).to(torch.int32)
+    return bits.view(torch.float32), LOW_BITS - (packed & 0xFFFFFFFF)
 
 
 def masked_topk(

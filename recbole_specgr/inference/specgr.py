@@ -21,7 +21,8 @@ import torch
 
 from recbole_specgr.evaluation import list_ranks, ranked_scores
 from recbole_specgr.inference.beam_search import user_groups
-from recbole_specgr.inference.drafting import DraftIndex, DraftMask, DraftSession, check_backend, padded_topk
+from recbole_specgr.inference.drafting import (DraftIndex, DraftMask, DraftSession, check_backend, packed_keys,
+                                               padded_topk, unpacked)
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.text_prior import TextPrior, recent_positions
@@ -219,11 +220,12 @@ class _Cut(NamedTuple):
 
 
 class _JointGamma(NamedTuple):
-    """What the joint settings of one γ share: its cut and, per β/α, the columns."""
+    """What the joint settings of one γ share: its cut, per β/α the columns and per α the seen items' top-K."""
 
     gamma: float
     cut: _Cut
     columns: dict  # β/α -> _JointColumns
+    seen_tops: dict  # α -> [B, ≤K] packed keys of the top-K among the seen items' columns (_joint_seen_top)
 
 
 class _JointColumns(NamedTuple):
@@ -232,11 +234,12 @@ class _JointColumns(NamedTuple):
 
     items: torch.Tensor  # [B, C] the item of each column (0 = none)
     first: torch.Tensor  # [B, C] the first column holding the same item
-    once: torch.Tensor  # [B, C] bool, the column is its item's first (and a real item)
     seen_cand: torch.Tensor  # [B, R, δ] bool, the draft is of a seen item
     cand_logits: torch.Tensor  # [B, R, δ] s_d (+ (β/α)·s_t for unseen drafts), -inf off the γ's rounds
     beam_scores: torch.Tensor  # [B, β] l·V of each beam's item
     beam_ok: torch.Tensor  # [B, β] bool, a real, allowed beam
+    beam_seen: torch.Tensor  # [B, β] bool, the beam's item was seen in training
+    unseen_beams: bool  # some real, allowed beam spells an unseen item (tiger_allow_unseen)
     pool_logits: Optional[torch.Tensor]  # [B, P] the pool's s_d + (β/α)·s_t (None: no pool)
     pool_ok: Optional[torch.Tensor]  # [B, P] bool, a real pool item
 
@@ -665,7 +668,7 @@ class SpeculativeRecommender:
         stats = SpecGRStats(n_users, int((gamma_cand != 0).sum()), int(accepted.sum()), int((used & rounds.ran).sum()))
         cut = _Cut(used, gamma_cand, gamma_scores, accepted, fill, stats)
         if setting.joint:  # another γ's cut and columns are dropped
-            rounds.joint_gamma = _JointGamma(setting.seen, cut, {})
+            rounds.joint_gamma = _JointGamma(setting.seen, cut, {}, {})
         return cut
 
     def _advance(self, beam_steps: Iterator[BeamStep], beams: Optional[BeamStep], depth: int,
@@ -780,28 +783,76 @@ class SpeculativeRecommender:
         that is both drafted and a beam has the same l·V either way (its teacher-forced log-likelihood), so it is
         counted once, with its largest key, at its first column (:meth:`_joint_columns`).
 
+        Keys split by item: a seen item's key depends on γ and α alone, so the top-K among the seen items' columns is
+        found once per γ and α (:meth:`_joint_seen_top`); only the unseen items' keys, which every v_u, β and η moves,
+        are made per setting (:meth:`_joint_unseen_keys`) and ranked together with those K (packed keys: equal keys
+        in column order, as one stable ranking of all the columns orders them).
+
         Returns:
             items [B, K], their keys [B, K] and validity [B, K]: the list, keys descending, the valid entries first.
         """
         columns = self._joint_columns(rounds, cut, setting, allowed)
-        alpha, unseen_key = setting.draft_weight, self.n_digits * setting.unseen_score
-        verified = cut.scores.masked_fill(~columns.seen_cand, setting.unseen_score)  # V, v_u for unseen drafts
-        keys = self.n_digits * verified + alpha * columns.cand_logits  # [B, R, δ]
+        unseen_keys, unseen_cols = self._joint_unseen_keys(rounds, cut, columns, setting)  # [B, U] each
+        packed = torch.cat([self._joint_seen_top(rounds, cut, columns, setting.draft_weight),
+                            packed_keys(unseen_keys, unseen_cols)], dim=1)
+        top_keys, top_cols = unpacked(packed.topk(min(self.topk, packed.size(1)), dim=1).values)  # [B, ≤K] sorted
+        if top_cols.size(1) < self.topk:  # fewer columns than K: pad with "none"
+            pad = self.topk - top_cols.size(1)
+            top_keys = torch.cat([top_keys, top_keys.new_full((top_keys.size(0), pad), -math.inf)], dim=1)
+            top_cols = torch.cat([top_cols, top_cols.new_zeros(top_cols.size(0), pad)], dim=1)
+        return columns.items.gather(1, top_cols), top_keys, top_keys > -math.inf
+
+    def _joint_seen_top(self, rounds: "_Rounds", cut: "_Cut", columns: "_JointColumns", alpha: float) -> torch.Tensor:
+        """[B, min(K, R·δ + β)] packed keys (:func:`~recbole_specgr.inference.drafting.packed_keys`) of the K best
+        columns of seen items at ``cut``'s γ and draft weight α: accepted drafts and beams, keyed l·V + α·s_d, an
+        item drafted and a beam once (its largest key, at its first column). No v_u, β or η changes them: kept for
+        the settings of the same γ and α that follow."""
+        kept = rounds.joint_gamma.seen_tops
+        if alpha in kept:
+            return kept[alpha]
+        draft_keys = self.n_digits * cut.scores + alpha * columns.cand_logits  # [B, R, δ]
+        beam_keys = columns.beam_scores + alpha * rounds.beam_logits  # [B, β]
+        keys = torch.cat([draft_keys.masked_fill(~(cut.accepted & columns.seen_cand), -math.inf).flatten(1),
+                          beam_keys.masked_fill(~(columns.beam_ok & columns.beam_seen), -math.inf)], dim=1)  # [B, F]
+        n_cols = keys.size(1)  # a seen item's first column is among these F; only first columns receive a key
+        best = torch.full_like(keys, -math.inf).scatter_reduce_(1, columns.first[:, :n_cols], keys, reduce="amax")
+        kept[alpha] = top = packed_keys(best).topk(min(self.topk, n_cols), dim=1).values
+        return top
+
+    def _joint_unseen_keys(self, rounds: "_Rounds", cut: "_Cut", columns: "_JointColumns", setting: Thresholds):
+        """The joint keys of the unseen items' columns at ``setting``: l·v_u + α·s_d (s_d + (β/α)·s_t in the columns)
+        + η·ρ_u for drafts and the pool, l·V + α·s_d for a beam; −inf off the candidates (and on seen items).
+
+        Returns:
+            keys [B, U] with at most one finite key per item, and the column each ranks at [B, U] (its item's first).
+        """
+        alpha, n_drafts = setting.draft_weight, cut.cand.shape[1] * cut.cand.shape[2]
         offset = setting.novelty_weight * rounds.novelty if setting.novelty_weight > 0 else None  # [B] η·ρ_u
-        if offset is not None:
-            keys = keys + offset[:, None, None].masked_fill(columns.seen_cand, 0.0)
-        parts = [keys.masked_fill(~cut.accepted, -math.inf).flatten(1),
-                 (columns.beam_scores + alpha * rounds.beam_logits).masked_fill(~columns.beam_ok, -math.inf)]
-        if columns.pool_logits is not None:
-            pool_keys = unseen_key + alpha * columns.pool_logits
+        pool = columns.pool_logits is not None
+        keys, spans = [], []
+        if not pool or columns.unseen_beams:  # with the pool, no unseen draft is a candidate (see _cut)
+            draft_keys = self.n_digits * torch.full_like(cut.scores, setting.unseen_score) + alpha * columns.cand_logits
+            if offset is not None:
+                draft_keys = draft_keys + offset[:, None, None]
+            keys.append(draft_keys.masked_fill(~cut.accepted | columns.seen_cand, -math.inf).flatten(1))
+            spans.append(slice(0, n_drafts))
+        if columns.unseen_beams:
+            beam_keys = columns.beam_scores + alpha * rounds.beam_logits  # [B, β]
+            keys.append(beam_keys.masked_fill(~columns.beam_ok | columns.beam_seen, -math.inf))
+            spans.append(slice(n_drafts, n_drafts + beam_keys.size(1)))
+        if pool:
+            pool_keys = self.n_digits * setting.unseen_score + alpha * columns.pool_logits  # [B, P]
             if offset is not None:
                 pool_keys = pool_keys + offset[:, None]
-            parts.append(pool_keys.masked_fill(~columns.pool_ok, -math.inf))
-        keys = torch.cat(parts, dim=1)  # [B, C]
-        best = torch.full_like(keys, -math.inf).scatter_reduce_(1, columns.first, keys, reduce="amax")
-        # stable: equal keys keep their column order, which a grid's extra (empty) rounds do not change
-        top_keys, top_cols, ok = padded_topk(best.masked_fill(~columns.once, -math.inf), self.topk, stable=True)
-        return columns.items.gather(1, top_cols), top_keys, ok
+            keys.append(pool_keys.masked_fill(~columns.pool_ok, -math.inf))
+            spans.append(slice(columns.items.size(1) - pool_keys.size(1), None))
+        keys = torch.cat(keys, dim=1)
+        if columns.unseen_beams:  # an unseen item may hold a draft, a beam and a pool column: all C columns, deduplicated
+            best = torch.full_like(keys, -math.inf).scatter_reduce_(1, columns.first, keys, reduce="amax")
+            return best, torch.arange(keys.size(1), device=keys.device)
+        # else each unseen item has one candidate column at most (drafts are distinct, the pool holds undrafted
+        # items or, when it holds a drafted one, that draft is no candidate): it ranks at its item's first column
+        return keys, torch.cat([columns.first[:, span] for span in spans], dim=1)
 
     def _joint_columns(self, rounds: "_Rounds", cut: "_Cut", setting: Thresholds,
                        allowed: Optional[torch.Tensor]) -> "_JointColumns":
@@ -833,8 +884,10 @@ class SpeculativeRecommender:
         cols = torch.arange(n_cols, device=items.device).expand(n_users, -1)
         first = torch.full((n_users, self.n_items), n_cols, device=items.device, dtype=torch.long)  # [B, n]
         first = first.scatter_reduce_(1, items, cols, reduce="amin").gather(1, items)  # [B, C]
-        once = (first == cols) & (items != 0)
-        columns = _JointColumns(items, first, once, seen_cand, logits, beam_scores, beam_ok, pool_logits, pool_ok)
+        beam_seen = seen[beam_items]
+        unseen_beams = bool((beam_ok & ~beam_seen).any())
+        columns = _JointColumns(items, first, seen_cand, logits, beam_scores, beam_ok, beam_seen, unseen_beams,
+                                pool_logits, pool_ok)
         kept[text_ratio] = columns
         return columns
 
