@@ -56,15 +56,25 @@ def beam_nodes(prefix_index: PrefixIndex, step: BeamStep) -> torch.Tensor:
 
 
 class CompleteBeams(NamedTuple):
-    """The verifier's complete beam search, decoded before the draft-verify rounds (joint ranking), with the prefix
-    node of each beam, looked up once per batch for every round's :func:`beam_log_probs`."""
+    """The verifier's complete beam search, decoded before the draft-verify rounds (joint ranking), with which beam
+    holds each prefix, looked up once per batch for every round's :func:`beam_log_probs`."""
 
     steps: List[BeamStep]  # B_1 … B_l, each with its ``log_probs``
-    nodes: List[torch.Tensor]  # [B, β] the node of each beam of B_1 … B_{l−1} (:func:`beam_nodes`)
+    beam_at: List[torch.Tensor]  # [B, P_d + 1] for d = 1 … l−1: the beam of B_d at each d-digit node, −1 for none
+    # (the last column: "no node", e.g. the padding item's)
 
     @classmethod
     def of(cls, prefix_index: PrefixIndex, steps: List[BeamStep]) -> "CompleteBeams":
-        return cls(steps, [beam_nodes(prefix_index, step) for step in steps[:-1]])
+        beam_at = []
+        for depth, step in enumerate(steps[:-1], start=1):
+            held = beam_nodes(prefix_index, step)  # [B, β]
+            n_nodes = prefix_index.n_nodes(depth)
+            table = held.new_full((held.size(0), n_nodes + 1), -1)
+            beams = torch.arange(held.size(1), device=held.device).expand_as(held)
+            table.scatter_(1, held.masked_fill(held < 0, n_nodes), beams)  # a user's beams hold distinct prefixes
+            table[:, n_nodes] = -1  # what the non-beams wrote
+            beam_at.append(table)
+        return cls(steps, beam_at)
 
 
 def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, beams: CompleteBeams, items: torch.Tensor):
@@ -87,11 +97,11 @@ def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, beams: C
         n_users, n_parents, n_codes = step.log_probs.shape
         parent = torch.zeros_like(items)  # B_0: the one empty prefix
         if depth > 0:
-            nodes = beams.nodes[depth - 1]  # [B, β] nodes of B_depth
+            table = beams.beam_at[depth - 1]  # [B, P_depth + 1]
             mine = prefix_index.item_nodes(depth)[items]  # [B, N] each item's node of that depth
-            match = (mine.unsqueeze(2) == nodes.unsqueeze(1)) & (nodes >= 0).unsqueeze(1)  # [B, N, β]
-            found &= match.any(dim=2)
-            parent = match.long().argmax(dim=2)
+            parent = table.gather(1, mine.masked_fill(mine < 0, table.size(1) - 1))  # [B, N] its beam of B_depth
+            found &= parent >= 0
+            parent = parent.clamp(min=0)
         known += found.long()
         flat = step.log_probs.reshape(n_users, n_parents * n_codes)
         digits.append(flat.gather(1, parent * n_codes + codes[..., depth]))
