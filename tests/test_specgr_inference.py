@@ -629,6 +629,19 @@ def test_bad_joint_ranking_settings_are_named(key, value, message):
         SpeculativeRecommender(verifier, drafter, seen, text_prior=text_prior(), **{key: value})
 
 
+def test_a_text_weight_ratio_beyond_float32_is_refused():
+    """β/α weighs float32 logits: a ratio past float32's largest (a tiny α) is refused, alone and in a grid, rather
+    than turning the keys into inf and NaN (found by a review fuzz)."""
+    verifier, drafter, seen = build()
+    message = r"specgr_text_weight: β/α = 1e\+09/1e-30 overflows float32"
+    with pytest.raises(ValueError, match=message):
+        SpeculativeRecommender(verifier, drafter, seen, text_prior=text_prior(), draft_weight=1e-30, text_weight=1e9)
+    rec = SpeculativeRecommender(verifier, drafter, seen, text_prior=text_prior(), draft_weight=1.0)
+    with pytest.raises(ValueError, match=message):
+        rec.recommend_thresholds(*user_seq([0]), [Thresholds(-1.0, -1.0, 1e-30, -1.0, 1e9)])
+    next(rec.recommend_thresholds(*user_seq([0]), [Thresholds(-1.0, -1.0, 1e-30, -1.0, 1e-9)]))  # a small β is fine
+
+
 def test_text_weight_without_item_texts_is_refused():
     verifier, drafter, seen = build()
     with pytest.raises(ValueError, match=r"specgr_text_weight: needs the item texts' prior, and this model has no "):

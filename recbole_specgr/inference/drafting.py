@@ -137,8 +137,8 @@ LOW_BITS = 0x7FFFFFFF  # the largest column a packed key holds; the column is st
 def packed_keys(key: torch.Tensor, cols: Optional[torch.Tensor] = None) -> torch.Tensor:
     """float32 ``key`` [R, M] as int64 keys, one per entry, ordered as a stable descending sort orders the entries:
     each float's order-preserving integer in the high 32 bits (NaN above everything, −0.0 equal to 0.0), its reversed
-    column in the low ones (``cols`` [R, M], default 0 … M−1), so that among equal floats the earlier column is the
-    larger key. Keys of several blocks, packed with their own columns, rank together in one integer ``topk``;
+    column in the low ones (``cols`` [R, M] or [M], default 0 … M−1), so that among equal floats the earlier column
+    is the larger key. Keys of several blocks, packed with their own columns, rank together in one integer ``topk``;
     :func:`unpacked` reads a key back."""
     if cols is None:
         cols = torch.arange(key.size(1), device=key.device)

@@ -84,7 +84,7 @@ def beam_log_probs(prefix_index: PrefixIndex, item2codes: torch.Tensor, beams: C
     item's Eq. 2 reads d = l − 1).
 
     Args:
-        beams: B_1 … B_l with their ``log_probs`` and prefix nodes (:meth:`CompleteBeams.of`).
+        beams: B_1 … B_l with their ``log_probs`` and the beam at each prefix (:meth:`CompleteBeams.of`).
     Returns:
         log-probs [B, N, l] and known [B, N] long: how many leading digits were found, 0 … l (the digits after them
         are arbitrary).
@@ -799,7 +799,8 @@ class SpeculativeRecommender:
         in column order, as one stable ranking of all the columns orders them).
 
         Returns:
-            items [B, K], their keys [B, K] and validity [B, K]: the list, keys descending, the valid entries first.
+            items [B, K], their keys [B, K] and validity [B, K]: the list in the order of a stable descending sort
+            of the keys (a NaN key, which finite weights do not make, would come first and not be valid).
         """
         columns = self._joint_columns(rounds, cut, setting, allowed)
         unseen_keys, unseen_cols = self._joint_unseen_keys(rounds, cut, columns, setting)  # [B, U] each
@@ -820,7 +821,8 @@ class SpeculativeRecommender:
         kept = rounds.joint_gamma.seen_tops
         if alpha in kept:
             return kept[alpha]
-        draft_keys = self.n_digits * cut.scores + alpha * columns.cand_logits  # [B, R, δ]
+        logits = rounds.cand_logits.masked_fill(~cut.used.unsqueeze(2), -math.inf)  # s_d, no β on seen drafts
+        draft_keys = self.n_digits * cut.scores + alpha * logits  # [B, R, δ]
         beam_keys = columns.beam_scores + alpha * rounds.beam_logits  # [B, β]
         keys = torch.cat([draft_keys.masked_fill(~(cut.accepted & columns.seen_cand), -math.inf).flatten(1),
                           beam_keys.masked_fill(~(columns.beam_ok & columns.beam_seen), -math.inf)], dim=1)  # [B, F]
@@ -834,7 +836,8 @@ class SpeculativeRecommender:
         + η·ρ_u for drafts and the pool, l·V + α·s_d for a beam; −inf off the candidates (and on seen items).
 
         Returns:
-            keys [B, U] with at most one finite key per item, and the column each ranks at [B, U] (its item's first).
+            keys [B, U] with at most one finite key per item, and the column each ranks at, [B, U] (its item's
+            first) or [U] (every column, when beams spell unseen items).
         """
         alpha, n_drafts = setting.draft_weight, cut.cand.shape[1] * cut.cand.shape[2]
         offset = setting.novelty_weight * rounds.novelty if setting.novelty_weight > 0 else None  # [B] η·ρ_u
@@ -920,6 +923,9 @@ def _check_unseen_weights(setting: Thresholds, text_prior: Optional[TextPrior]) 
     if setting.text_weight > 0 and text_prior is None:
         raise ValueError("specgr_text_weight: needs the item texts' prior, and this model has no item text "
                          "embeddings (dataset.item_text_emb)")
+    if setting.text_ratio > torch.finfo(torch.float32).max:  # β/α weighs float32 logits
+        raise ValueError(f"specgr_text_weight: β/α = {setting.text_weight:g}/{setting.draft_weight:g} overflows "
+                         f"float32; expected a smaller specgr_text_weight or a larger specgr_draft_weight")
 
 
 def _allowed_at(allowed: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
