@@ -83,15 +83,26 @@ def padded_topk(key: torch.Tensor, k: int, stable: bool = False) -> Tuple[torch.
     Returns:
         values [R, k], columns [R, k] (0 in padding) and valid [R, k] (False for -inf and padding).
     """
-    n_rows, n_cols = key.shape
     if stable:
-        values, cols = _stable_topk(key, min(k, n_cols))
+        values, cols = _stable_topk(key, min(k, key.size(1)))
     else:
-        values, cols = key.topk(min(k, n_cols), dim=1)  # [R, k'], sorted
+        values, cols = key.topk(min(k, key.size(1)), dim=1)  # [R, k'], sorted
+    return _padded(values, cols, k)
+
+
+def padded_packed_topk(packed: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`padded_topk` (stable) of :func:`packed_keys` ``packed`` [R, M] (blocks packed with their own columns):
+    values [R, k], the columns the keys were packed with [R, k] (0 in padding) and valid [R, k]."""
+    values, cols = unpacked(packed.topk(min(k, packed.size(1)), dim=1).values)  # distinct keys: sorted, no ties
+    return _padded(values, cols, k)
+
+
+def _padded(values: torch.Tensor, cols: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sorted ``values``, ``cols`` [R, k'] padded to k entries with "none" (−inf, column 0), and their validity."""
     if cols.size(1) < k:
         pad = k - cols.size(1)
-        values = torch.cat([values, values.new_full((n_rows, pad), -math.inf)], dim=1)
-        cols = torch.cat([cols, cols.new_zeros(n_rows, pad)], dim=1)
+        values = torch.cat([values, values.new_full((values.size(0), pad), -math.inf)], dim=1)
+        cols = torch.cat([cols, cols.new_zeros(cols.size(0), pad)], dim=1)
     return values, cols, values > -math.inf
 
 

@@ -22,7 +22,7 @@ import torch
 from recbole_specgr.evaluation import list_ranks, ranked_scores
 from recbole_specgr.inference.beam_search import user_groups
 from recbole_specgr.inference.drafting import (DraftIndex, DraftMask, DraftSession, check_backend, packed_keys,
-                                               padded_topk, unpacked)
+                                               padded_packed_topk, padded_topk)
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
 from recbole_specgr.inference.prefix_index import PrefixIndex
 from recbole_specgr.inference.text_prior import TextPrior, recent_positions
@@ -806,12 +806,8 @@ class SpeculativeRecommender:
         unseen_keys, unseen_cols = self._joint_unseen_keys(rounds, cut, columns, setting)  # [B, U] each
         packed = torch.cat([self._joint_seen_top(rounds, cut, columns, setting.draft_weight),
                             packed_keys(unseen_keys, unseen_cols)], dim=1)
-        top_keys, top_cols = unpacked(packed.topk(min(self.topk, packed.size(1)), dim=1).values)  # [B, ≤K] sorted
-        if top_cols.size(1) < self.topk:  # fewer columns than K: pad with "none"
-            pad = self.topk - top_cols.size(1)
-            top_keys = torch.cat([top_keys, top_keys.new_full((top_keys.size(0), pad), -math.inf)], dim=1)
-            top_cols = torch.cat([top_cols, top_cols.new_zeros(top_cols.size(0), pad)], dim=1)
-        return columns.items.gather(1, top_cols), top_keys, top_keys > -math.inf
+        top_keys, top_cols, ok = padded_packed_topk(packed, self.topk)  # [B, K] each
+        return columns.items.gather(1, top_cols), top_keys, ok
 
     def _joint_seen_top(self, rounds: "_Rounds", cut: "_Cut", columns: "_JointColumns", alpha: float) -> torch.Tensor:
         """[B, min(K, R·δ + β)] packed keys (:func:`~recbole_specgr.inference.drafting.packed_keys`) of the K best
@@ -821,8 +817,8 @@ class SpeculativeRecommender:
         kept = rounds.joint_gamma.seen_tops
         if alpha in kept:
             return kept[alpha]
-        logits = rounds.cand_logits.masked_fill(~cut.used.unsqueeze(2), -math.inf)  # s_d, no β on seen drafts
-        draft_keys = self.n_digits * cut.scores + alpha * logits  # [B, R, δ]
+        draft_keys = self.n_digits * cut.scores + alpha * rounds.cand_logits  # [B, R, δ] s_d, no β on seen drafts
+        # (an accepted draft is in a round γ runs: the mask below leaves the other rounds' drafts out)
         beam_keys = columns.beam_scores + alpha * rounds.beam_logits  # [B, β]
         keys = torch.cat([draft_keys.masked_fill(~(cut.accepted & columns.seen_cand), -math.inf).flatten(1),
                           beam_keys.masked_fill(~(columns.beam_ok & columns.beam_seen), -math.inf)], dim=1)  # [B, F]
