@@ -84,11 +84,12 @@ class TableVerifier:
                         digits: Optional[int] = None) -> torch.Tensor:
         users = enc.hidden[:, 0, 0].long()  # [B]
         codes = self.item2codes[cand_items]  # [B, N, l]
-        if (codes < 0).any():
-            raise ValueError("digit_log_probs: padding item 0 has no codes")
+        if (codes[cand_items != 0] < 0).any():
+            raise ValueError("digit_log_probs: an item without codes")
+        codes = codes.clamp(min=0)
         out = [self.log_probs[users[:, None], d, self.radix(codes[..., :d]), codes[..., d]] for d in
                range(self.n_digits)]
-        out = torch.stack(out, dim=-1)  # [B, N, l]
+        out = torch.stack(out, dim=-1).masked_fill(cand_items[..., None] == 0, float("-inf"))  # [B, N, l]
         if digits is not None:  # the digits not asked for: NaN, as a verifier that does not decode them may leave them
             out[..., digits:] = float("nan")
         return out

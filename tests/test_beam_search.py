@@ -288,6 +288,17 @@ def test_user_groups_split_users_into_consecutive_groups_of_at_most_max_rows(n_u
     assert user_groups(n_users, rows_per_user, "cpu", max_rows) == expected
 
 
+@pytest.mark.parametrize("rows_per_user, max_rows, expected", [
+    ([3, 5, 2, 4, 1], 8, [(0, 2), (2, 5)]),  # 3 + 5 = 8 fits, + 2 would not
+    ([9, 1, 0, 7], 8, [(0, 1), (1, 4)]),  # a user above max_rows alone; users with no rows cost none
+    ([2, 2], None, [(0, 2)]),
+    ([], 8, []),
+])
+def test_user_groups_of_uneven_users_sum_their_own_rows(rows_per_user, max_rows, expected):
+    rows = torch.tensor(rows_per_user, dtype=torch.long)
+    assert user_groups(len(rows_per_user), rows, "cpu", max_rows) == expected
+
+
 def test_user_groups_use_the_cpu_cap_only_on_a_cpu(monkeypatch):
     monkeypatch.setattr(beam_search_module, "CPU_MAX_ROWS", 12)
     assert user_groups(5, 6, "cpu") == [(0, 2), (2, 4), (4, 5)]

@@ -120,8 +120,16 @@ def test_kv_cached_decoding_equals_full_decoding():
         assert torch.allclose(logits.view(B, G, -1), expected, atol=1e-5)
         # the shared start position decoded once per user, the rows continuing from it = decoding every row in full
         first, _, shared = t5.decode_fan_out(dec[:, 0, 0], t5.start_cache(hidden, enc_mask))
-        rest = t5.decode_after(dec[:, :, 1:], shared)
+        users = torch.arange(B).repeat_interleave(G)
+        rest = t5.decode_rows(dec[:, :, 1:].reshape(B * G, T - 1), shared, users, users).view(B, G, T - 1, -1)
         assert torch.allclose(first, full[:, 0, 0], atol=1e-5) and torch.allclose(rest, full[:, :, 1:], atol=1e-5)
+        # ... any number of rows per user, none included: each row as in the full decoding of its user's sequence
+        for kept in ([[0, 2], [], [1, 2, 3]], [[3], [0, 1, 2, 3], [2]], [[], [], [0]]):
+            users = torch.tensor([b for b in range(B) for _ in kept[b]])
+            cols = torch.tensor([g for b in range(B) for g in kept[b]])
+            rest = t5.decode_rows(dec[users, cols, 1:], shared, users, users)  # [R, T - 1, V]
+            assert rest.shape == (len(users), T - 1, 20)
+            assert torch.allclose(rest, full[users, cols, 1:], atol=1e-5)
         # ... and its second position decoded once per user and value of a small set (2 of 3 values, G = 4 rows)
         dec[:, :, 1] = torch.tensor([[5, 3, 5, 5], [4, 4, 4, 4], [3, 5, 4, 3]])
         full = t5.decode(dec, hidden, enc_mask)
@@ -129,10 +137,11 @@ def test_kv_cached_decoding_equals_full_decoding():
         first, after_second, shared = t5.decode_fan_out(dec[:, 0, 0], t5.start_cache(hidden, enc_mask), second)
         rows = T5.fan_out_rows(dec[:, :, 1], second)  # [B, G]
         assert rows.tolist() == [[2, 0, 2, 2], [4, 4, 4, 4], [6, 8, 7, 6]]
-        rest = t5.decode_after(dec[:, :, 2:], shared, rows)
+        users = torch.arange(B).repeat_interleave(G)
+        rest = t5.decode_rows(dec[:, :, 2:].reshape(B * G, T - 2), shared, rows.flatten(), users)
         assert torch.allclose(first, full[:, 0, 0], atol=1e-5)
         assert torch.allclose(after_second.flatten(0, 1)[rows], full[:, :, 1], atol=1e-5)
-        assert torch.allclose(rest, full[:, :, 2:], atol=1e-5)
+        assert torch.allclose(rest.view(B, G, T - 2, -1), full[:, :, 2:], atol=1e-5)
 
 
 @pytest.mark.parametrize("n_keys", [1, 2, 5])

@@ -38,19 +38,30 @@ at once, scoring 50 candidates per user in groups of 16–32 users 1.6–2.0×; 
 19.2–20.1 s at 4,096 positions a call, 21.6–22.5 s at 2,048, 25.7–26.1 s in one call."""
 
 
-def user_groups(n_users: int, rows_per_user: int, device, max_rows: Optional[int] = -1) -> List[Tuple[int, int]]:
+def user_groups(n_users: int, rows_per_user, device, max_rows: Optional[int] = -1) -> List[Tuple[int, int]]:
     """[start, end) of consecutive groups of users, each group at most ``max_rows`` decoder rows (at least one user).
 
     Args:
-        rows_per_user: decoder rows (positions) one user needs in a call.
+        rows_per_user: decoder rows (positions) one user needs in a call: an int, the same for every user, or a
+            ``[n_users]`` tensor of each user's own.
         max_rows: None: one group; −1 (default): :data:`CPU_MAX_ROWS` on a CPU, one group elsewhere.
     """
     if max_rows == -1:
         max_rows = CPU_MAX_ROWS if torch.device(device).type == "cpu" else None
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows: expected None, -1 or >= 1, got {max_rows}")
-    size = n_users if max_rows is None else max(1, max_rows // max(1, rows_per_user))
-    return [(start, min(start + size, n_users)) for start in range(0, n_users, max(1, size))]
+    if max_rows is None or n_users == 0:
+        return [(0, n_users)] if n_users else []
+    if not isinstance(rows_per_user, torch.Tensor):
+        size = max(1, max_rows // max(1, rows_per_user))
+        return [(start, min(start + size, n_users)) for start in range(0, n_users, size)]
+    bounds, start, total = [], 0, 0
+    for user, rows in enumerate(rows_per_user.tolist()):
+        if user > start and total + rows > max_rows:
+            bounds.append((start, user))
+            start, total = user, 0
+        total += rows
+    return bounds + [(start, n_users)]
 
 
 class StepDecoder(Protocol):

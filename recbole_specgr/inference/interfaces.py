@@ -64,8 +64,9 @@ class Verifier(Protocol):
 
     def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor,
                         digits: Optional[int] = None) -> torch.Tensor:
-        """Teacher-forced log P(c_i | c_<i, X) for every digit of every candidate: [B, N] -> [B, N, l]. ``digits``:
-        only the first ``digits`` are read (the rest may be anything, e.g. NaN); a verifier may then decode less."""
+        """Teacher-forced log P(c_i | c_<i, X) for every digit of every candidate: [B, N] -> [B, N, l]; item 0 is
+        padding (−inf, need not be decoded: callers pad users with fewer candidates with it). ``digits``: only the
+        first ``digits`` are read (the rest may be anything, e.g. NaN); a verifier may then decode less."""
 
     # Optional: ``share_decoding(enc, n_candidates) -> EncoderState``, ``enc`` with the decoder positions that every
     # candidate of a user shares decoded once (:attr:`EncoderState.shared`), for a caller that will score about

@@ -20,7 +20,6 @@ from typing import Iterator, List, NamedTuple, Optional
 import torch
 
 from recbole_specgr.evaluation import list_ranks, ranked_scores
-from recbole_specgr.inference.beam_search import user_groups
 from recbole_specgr.inference.drafting import (DraftIndex, DraftMask, DraftSession, check_backend, packed_keys,
                                                padded_packed_topk, padded_topk)
 from recbole_specgr.inference.interfaces import BeamStep, Drafter, EncoderState, Verifier
@@ -393,8 +392,6 @@ class SpeculativeRecommender:
         self.seen_item_mask = seen_item_mask.bool()  # [n]
         # define derived structures
         self.prefix_index = verifier.prefix_index  # the verifier's own prefix tree (C from its codebook)
-        real = torch.nonzero((verifier.item2codes[1:] >= 0).all(dim=1)).squeeze(1)
-        self.stand_in_item = int(real[0]) + 1 if real.numel() > 0 else 1  # verified in place of empty draft slots
         self.drafter_temperature = float(getattr(drafter, "temperature", None) or 1.0)  # τ: s_d = inner product / τ
         if self.drafter_temperature <= 0:
             raise ValueError(f"drafter.temperature: expected a number > 0, got {self.drafter_temperature}")
@@ -724,34 +721,28 @@ class SpeculativeRecommender:
                 digits: Optional[int] = None) -> None:
         """Write the verifier's digit log-probs of the drafts ``todo`` ([B, δ] bool) of ``items`` [B, δ] into
         ``log_probs`` [B, δ, l]; ``digits``: only the first ``digits`` are read (the verifier is asked for those
-        alone when it takes ``digits``). A call decodes N candidates for each of its users, so each user's drafts to
-        decode are packed to the front of its row, and users are called in order of that count, in groups of
-        :func:`~recbole_specgr.inference.beam_search.user_groups`'s size for the group's largest count (the
-        padding up to N stays small when the counts differ: ~17 of δ = 50 on average on ml-100k, up to 50)."""
+        alone when it takes ``digits``). Each user's drafts to decode are packed to the front of its row, the rest
+        0 (padding, which the verifier does not decode), and users are ordered by that count: a verifier that
+        decodes a few users at a time (:meth:`~recbole_specgr.model.sequential_recommender.tiger.TIGER.digit_log_probs`
+        on a CPU) then calls users of similar counts together, whose cross-attention blocks waste little
+        (:class:`~recbole_specgr.model.t5.RowLayout`)."""
         rows = torch.nonzero(todo.any(dim=1)).squeeze(1)  # [B'] users with drafts to decode
         if rows.numel() == 0:
             return
         count = todo[rows].sum(dim=1)  # [B']
+        by_count = count.argsort(descending=True, stable=True)
+        rows, count = rows[by_count], count[by_count]
         decode = self.verifier.digit_log_probs  # one written without ``digits`` decodes every digit
         asked = {"digits": digits} if digits is not None and "digits" in inspect.signature(decode).parameters else {}
-        positions = max(1, (digits or self.n_digits) - 1)  # decoder positions per draft, about
-        if len(user_groups(len(rows), int(count.max()) * positions, items.device)) > 1:
-            by_count = count.argsort(descending=True, stable=True)  # several calls: each padded to its own largest
-            rows, count = rows[by_count], count[by_count]
-        counts, start = count.tolist(), 0
-        while start < len(counts):
-            n = max(counts[start:])  # the group's largest count (users sorted by it when there are several groups)
-            _, last = user_groups(len(counts) - start, n * positions, items.device)[0]
-            users, mine = rows[start : start + last], todo[rows[start : start + last]]  # [G], [G, δ]
-            order = (~mine).to(torch.uint8).argsort(dim=1, stable=True)[:, :n]  # [G, n] the user's drafts first
-            listed = torch.arange(n, device=items.device) < count[start : start + last].unsqueeze(1)  # [G, n]
-            packed = items[users].gather(1, order).masked_fill(~listed, self.stand_in_item)
-            every = last == items.size(0) and bool((users == torch.arange(last, device=users.device)).all())
-            user_enc = enc if every else enc.select(users)
-            part = log_probs[users]  # [G, δ, l]
-            part[mine] = decode(user_enc, packed, **asked).float()[listed]  # row-major: the same order
-            log_probs[users] = part
-            start += last
+        mine = todo[rows]  # [B', δ]
+        n = int(count[0])
+        order = (~mine).to(torch.uint8).argsort(dim=1, stable=True)[:, :n]  # [B', n] the user's drafts first
+        listed = torch.arange(n, device=items.device) < count.unsqueeze(1)  # [B', n]
+        packed = items[rows].gather(1, order).masked_fill(~listed, 0)  # 0: padding, not decoded
+        every = rows.numel() == items.size(0) and bool((rows == torch.arange(rows.numel(), device=rows.device)).all())
+        part = log_probs[rows]  # [B', δ, l]
+        part[mine] = decode(enc if every else enc.select(rows), packed, **asked).float()[listed]  # row-major order
+        log_probs[rows] = part
 
     def _rank(self, cand, cand_scores, cand_accepted, beams: Optional[BeamStep], allowed: Optional[torch.Tensor]):
         """The final top-K: accepted drafts, then (if short) beam items or, in subset ranking, rejected drafts.

@@ -12,7 +12,8 @@ Decoding one token at a time is cheap: cross-attention keys/values are computed 
 (:meth:`T5.start_cache`) and the decoder self-attention keys/values are cached (:class:`KVCache`). Decoder rows come in
 *groups*: ``B·G`` rows where the ``G`` rows of one user (beams, or candidate items) share that user's encoder output.
 Cross-attention never copies the encoder states ``G`` times: the ``G·T`` queries of a user attend to its ``S`` keys in
-one ``[B, H, G·T, d_kv]`` call.
+one ``[B, H, G·T, d_kv]`` call. Users with uneven numbers of rows (:class:`RowLayout`, :meth:`T5.decode_rows`) are
+placed in such blocks for cross-attention alone; the rest of the decoder runs on their real rows.
 
 Shapes: B users, G rows per user, T decoder length, S encoder length, D = d_model, H heads, V vocabulary.
 
@@ -88,6 +89,34 @@ def few_keys_attention(q: torch.Tensor, keys: Sequence[torch.Tensor], values: Se
     return out
 
 
+class RowLayout(NamedTuple):
+    """Decoder rows with any number per user (none included), placed for cross-attention: a user's queries attend to
+    its encoder keys in one ``[B, width·T]`` block, as evenly grouped rows do, while every other part of the decoder
+    (the projections, self-attention, feed-forward) runs on the real rows alone, no padding."""
+
+    index: torch.Tensor  # [R] each row's place in the [B·width] block layout: user·width + its rank among the user's rows
+    n_users: int  # B
+    width: int  # the most rows any user has
+
+    @classmethod
+    def of(cls, users: torch.Tensor, n_users: int) -> "RowLayout":
+        """``users`` [R]: each row's user, non-decreasing (a user's rows contiguous)."""
+        counts = torch.bincount(users, minlength=n_users)  # [B]
+        width = int(counts.max()) if users.numel() else 0
+        rank = torch.arange(users.numel(), device=users.device) - (counts.cumsum(0) - counts)[users]
+        return cls(users * width + rank, n_users, width)
+
+    def blocks(self, rows: torch.Tensor) -> torch.Tensor:
+        """[R, T, E] -> [B, width·T, E], zeros where a user has fewer rows."""
+        R, T, E = rows.shape
+        placed = rows.new_zeros(self.n_users * self.width, T, E).index_copy_(0, self.index, rows)
+        return placed.view(self.n_users, self.width * T, E)
+
+    def rows(self, blocks: torch.Tensor, T: int) -> torch.Tensor:
+        """[B, width·T, E] -> [R, T, E], the inverse of :meth:`blocks`."""
+        return blocks.reshape(self.n_users * self.width, T, blocks.shape[-1]).index_select(0, self.index)
+
+
 class Attention(nn.Module):
     """Multi-head attention with separate key/value projection, so keys/values can be cached or precomputed.
     ``few_keys``: its queries attend to a handful of keys (the decoder's own positions), computed at inference by
@@ -112,10 +141,19 @@ class Attention(nn.Module):
         """[B, S, D] -> keys, values [B, H, S, d_kv]."""
         return self._heads(self.k(x)), self._heads(self.v(x))
 
-    def forward(self, x: torch.Tensor, k, v, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, k, v, mask: Optional[torch.Tensor],
+                layout: Optional[RowLayout] = None) -> torch.Tensor:
         """Queries from ``x`` [B, T, D] attend to ``k``/``v`` [B, H, S, d_kv] (or tuples of chunks along S, e.g. cached
         and new positions); ``mask`` is additive (float) or boolean (True = attend), broadcastable to [B, H, T, S].
-        Returns [B, T, D]."""
+        With ``layout``, ``x`` is [R, T, D]: rows of the layout's users, attending to their user's keys.
+        Returns [B, T, D] ([R, T, D] with ``layout``)."""
+        if layout is not None:
+            R, T, _ = x.shape
+            q = self._heads(layout.blocks(self.q(x)))  # [B, H, width·T, d_kv]
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # [B, H, width·T, d_kv]
+            y = layout.rows(y.transpose(1, 2).reshape(layout.n_users, -1, self.n_heads * self.d_kv), T)
+            return self.o(y)  # [R, T, D]
         B, T, _ = x.shape
         q = self._heads(self.q(x))  # [B, H, T, d_kv]
         if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
@@ -182,14 +220,16 @@ class DecoderBlock(nn.Module):
         self.ff = FeedForward(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, self_kv, self_mask, cross_kv, cross_mask, keep_kv: bool = True):
+    def forward(self, x, self_kv, self_mask, cross_kv, cross_mask, keep_kv: bool = True,
+                layout: Optional[RowLayout] = None):
         """Args:
-            x: [B·G, T, D] decoder states.
+            x: [B·G, T, D] decoder states ([R, T, D] with ``layout``: any number of rows per user).
             self_kv: cached (k, v) [B·G, H, t, d_kv] of earlier positions, or None.
             self_mask: additive mask [1, H, T, t + T] (relative bias, causal -inf).
             cross_kv: (k, v) [B, H, S, d_kv] of the encoder output, shared by the G rows of a user.
             cross_mask: [B, 1, 1, S] bool, True = real encoder token.
             keep_kv: False = the caller decodes no further positions (no self-attention keys/values returned).
+            layout: the user of each row, when users have uneven numbers of rows (:class:`RowLayout`).
         Returns:
             x [B·G, T, D] and the self-attention (k, v) [B·G, H, t + T, d_kv] to cache (None without ``keep_kv``).
         """
@@ -200,9 +240,12 @@ class DecoderBlock(nn.Module):
             chunks = (self_kv[0], k), (self_kv[1], v)
             k, v = (torch.cat(c, dim=2) for c in chunks) if keep_kv else chunks
         x = x + self.dropout(self.self_attn(h, k, v, self_mask))
-        B = cross_kv[0].shape[0]
-        h = self.norm_cross(x).reshape(B, BG // B * T, D)  # [B, G·T, D]: a user's rows share its encoder output
-        x = x + self.dropout(self.cross_attn(h, *cross_kv, cross_mask).reshape(BG, T, D))
+        if layout is not None:
+            x = x + self.dropout(self.cross_attn(self.norm_cross(x), *cross_kv, cross_mask, layout))
+        else:
+            B = cross_kv[0].shape[0]
+            h = self.norm_cross(x).reshape(B, BG // B * T, D)  # [B, G·T, D]: a user's rows share its encoder output
+            x = x + self.dropout(self.cross_attn(h, *cross_kv, cross_mask).reshape(BG, T, D))
         x = x + self.dropout(self.ff(self.norm_ff(x)))
         return x, ((k, v) if keep_kv else None)
 
@@ -283,9 +326,11 @@ class T5(nn.Module):
         cross_mask = F.pad(enc_mask, (0, pad), value=False) if pad else enc_mask
         return KVCache(cross_kv, cross_mask[:, None, None, :], None, 0)
 
-    def _decode(self, tokens: torch.Tensor, cache: KVCache, keep_kv: bool = True) -> Tuple[torch.Tensor, KVCache]:
+    def _decode(self, tokens: torch.Tensor, cache: KVCache, keep_kv: bool = True,
+                layout: Optional[RowLayout] = None) -> Tuple[torch.Tensor, KVCache]:
         """Decoder over ``tokens`` [B·G, T] placed after ``cache.length`` cached positions -> logits [B·G, T, V] and
-        the cache grown by T positions (``keep_kv`` False: the last positions decoded, the cache is not grown)."""
+        the cache grown by T positions (``keep_kv`` False: the last positions decoded, the cache is not grown).
+        ``layout``: the rows' users, when they have uneven numbers of rows (then [R, T] tokens)."""
         T, t = tokens.shape[1], cache.length
         q_pos = torch.arange(t, t + T, device=tokens.device)
         k_pos = torch.arange(t + T, device=tokens.device)
@@ -296,7 +341,7 @@ class T5(nn.Module):
         new_kv = []
         for i, block in enumerate(self.dec_blocks):
             past = cache.self_kv[i] if cache.self_kv is not None else None
-            x, kv = block(x, past, self_mask, cache.cross_kv[i], cache.cross_mask, keep_kv)
+            x, kv = block(x, past, self_mask, cache.cross_kv[i], cache.cross_mask, keep_kv, layout)
             new_kv.append(kv)
         logits = self.lm_head(self.dropout(self.dec_norm(x)))  # [B·G, T, V]
         return logits, (cache._replace(self_kv=new_kv, length=t + T) if keep_kv else cache)
@@ -339,19 +384,17 @@ class T5(nn.Module):
         users = torch.arange(tokens.shape[0], device=tokens.device)[:, None]
         return match.float().argmax(dim=-1) + second.numel() * users
 
-    def decode_after(self, tokens: torch.Tensor, cache: KVCache, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Teacher-forced decoding of ``tokens`` [B, G, T] after the cached positions: sequence (b, g) continues
-        cache row ``rows[b, g]`` (default: row b, a cache of one row per user), attending to user b's encoder output.
+    def decode_rows(self, tokens: torch.Tensor, cache: KVCache, rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced decoding after the cached positions, any number of sequences per user (none included): sequence r, ``tokens[r]`` [T],
+        continues cache row ``rows[r]`` and attends to the encoder output of user ``users[r]`` (non-decreasing). Only
+        the R sequences are decoded: no padding rows, as a ``[B, G]`` layout needs when users have uneven counts.
 
         Returns:
-            logits [B, G, T, V].
+            logits [R, T, V].
         """
-        B, G, T = tokens.shape
-        if rows is None:
-            rows = torch.arange(B, device=tokens.device).repeat_interleave(G)
-        cache = self.reorder_cache(cache, rows.reshape(-1))
-        logits, _ = self._decode(tokens.reshape(B * G, T), cache, keep_kv=False)
-        return logits.view(B, G, T, -1)
+        layout = RowLayout.of(users, cache.cross_mask.shape[0])
+        logits, _ = self._decode(tokens, self.reorder_cache(cache, rows), keep_kv=False, layout=layout)
+        return logits
 
     def decode_step(self, tokens: torch.Tensor, cache: KVCache) -> Tuple[torch.Tensor, KVCache]:
         """One incremental step: [B·G] next input ids -> logits [B·G, V] and the cache grown by one position."""

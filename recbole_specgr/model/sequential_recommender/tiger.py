@@ -346,10 +346,14 @@ class TIGER(SequentialRecommender):
         :meth:`digit_log_probs` calls (SpecGR's draft-verify rounds), which then decode only the later positions."""
         return enc if enc.shared is not None else enc._replace(shared=self._shared_decoding(enc, n_candidates))
 
+    def _fans_out(self, n_candidates: int) -> bool:
+        """Whether :meth:`share_decoding` for ``n_candidates`` per user also decodes the C first-digit positions."""
+        return self.codebook_size < n_candidates and self.n_digits >= 3
+
     def _shared_decoding(self, enc: EncoderState, n_candidates: int) -> "SharedDecoding":
         B, device = enc.hidden.shape[0], enc.hidden.device
         second = None
-        if self.codebook_size < n_candidates and self.n_digits >= 3:
+        if self._fans_out(n_candidates):
             second = self.digit_offsets[0] + torch.arange(self.codebook_size, device=device)  # the C first digits
         start = torch.full((B,), self.BOS, dtype=torch.long, device=device)
         first, after_first, cache = self.t5.decode_fan_out(start, self.t5.start_cache(enc.hidden, enc.mask), second)
@@ -362,13 +366,14 @@ class TIGER(SequentialRecommender):
     def digit_log_probs(self, enc: EncoderState, cand_items: torch.Tensor,
                         digits: Optional[int] = None) -> torch.Tensor:
         """Teacher-forced log P(c_i | c_<i, X) of every digit of every candidate, all candidates of all users in one
-        decoder call (on a CPU, of a few users at a time: :func:`~recbole_specgr.inference.beam_search.user_groups`).
+        decoder call (on a CPU, of a few users at a time, counted by their real candidates:
+        :func:`~recbole_specgr.inference.beam_search.user_groups`).
         The positions a user's candidates share are decoded once (:meth:`share_decoding`, reused from ``enc`` when
         it holds them).
 
         Args:
             enc: encoder output for B users.
-            cand_items: [B, N] item ids (0 = padding, gets −inf).
+            cand_items: [B, N] item ids (0 = padding: gets −inf and is not decoded, so users may have uneven counts).
             digits: only the first ``digits`` digits are wanted (Eq. 2 of an unseen item reads l − 1): the positions
                 after them are not decoded and their entries are NaN; None = all l.
         Returns:
@@ -379,7 +384,9 @@ class TIGER(SequentialRecommender):
             raise ValueError(f"digits: expected 1 … {self.n_digits} (n_digits), got {digits}")
         if cand_items.size(1) == 0:
             return enc.hidden.new_zeros(cand_items.size(0), 0, self.n_digits)
-        groups = user_groups(cand_items.size(0), cand_items.size(1) * max(digits - 1, 1), cand_items.device)
+        fanned = enc.shared.after_first is not None if enc.shared is not None else self._fans_out(cand_items.size(1))
+        positions = max(1, digits - (2 if fanned else 1))  # decoded per candidate after the shared positions
+        groups = user_groups(cand_items.size(0), (cand_items != 0).sum(dim=1) * positions, cand_items.device)
         if len(groups) > 1:  # a CPU call of few users at a time keeps the [rows, V] logits in the cache
             return torch.cat([self.digit_log_probs(enc.select(slice(start, end)), cand_items[start:end], digits)
                               for start, end in groups])
@@ -391,9 +398,16 @@ class TIGER(SequentialRecommender):
             rows = T5.fan_out_rows(dec_in[..., 1], shared.first_digits)  # [B, N]
             after_first = shared.after_first.flatten(0, 1)  # [B·C, V]
             known.append(after_first[rows, targets[..., 1]].unsqueeze(-1))  # [B, N, 1]
-        if digits > len(known):  # the positions of the digits wanted after the shared ones
-            rest = self.t5.decode_after(dec_in[..., len(known):digits], shared.cache, rows).float()  # [B, N, d, V]
-            known.append(rest.gather(-1, targets[..., len(known):digits, None]).squeeze(-1) - rest.logsumexp(dim=-1))
+        if digits > len(known):  # the positions of the digits wanted after the shared ones, of real candidates only
+            real = cand_items != 0  # [B, N]
+            rows = torch.arange(real.size(0), device=real.device)[:, None].expand_as(real) if rows is None else rows
+            wanted = slice(len(known), digits)
+            rest = torch.full((*real.shape, digits - len(known)), float("-inf"), device=real.device)  # [B, N, d]
+            if bool(real.any()):
+                users = real.nonzero()[:, 0]  # [R], row-major: non-decreasing
+                logits = self.t5.decode_rows(dec_in[..., wanted][real], shared.cache, rows[real], users).float()
+                rest[real] = logits.gather(-1, targets[..., wanted][real][..., None]).squeeze(-1) - logits.logsumexp(-1)
+            known.append(rest)
         out = torch.cat(known, dim=-1)[..., :digits]
         if digits < self.n_digits:  # the digits not wanted: NaN
             out = torch.cat([out, out.new_full((*out.shape[:2], self.n_digits - digits), float("nan"))], dim=-1)
