@@ -130,6 +130,9 @@ def test_kv_cached_decoding_equals_full_decoding():
             rest = t5.decode_rows(dec[users, cols, 1:], shared, users, users)  # [R, T - 1, V]
             assert rest.shape == (len(users), T - 1, 20)
             assert torch.allclose(rest, full[users, cols, 1:], atol=1e-5)
+        assert t5.decode_rows(dec[:0, 0, 1:], shared, users[:0], users[:0]).shape == (0, T - 1, 20)
+        with pytest.raises(ValueError, match="decode_rows: users must be non-decreasing"):
+            t5.decode_rows(dec[[1, 0], 0, 1:], shared, torch.tensor([1, 0]), torch.tensor([1, 0]))
         # ... and its second position decoded once per user and value of a small set (2 of 3 values, G = 4 rows)
         dec[:, :, 1] = torch.tensor([[5, 3, 5, 5], [4, 4, 4, 4], [3, 5, 4, 3]])
         full = t5.decode(dec, hidden, enc_mask)

@@ -392,6 +392,10 @@ class T5(nn.Module):
         Returns:
             logits [R, T, V].
         """
+        if tokens.shape[0] == 0:
+            return self.lm_head.weight.new_zeros(0, tokens.shape[1], self.config.vocab_size)
+        if bool((users[1:] < users[:-1]).any()):
+            raise ValueError("decode_rows: users must be non-decreasing (each user's rows contiguous)")
         layout = RowLayout.of(users, cache.cross_mask.shape[0])
         logits, _ = self._decode(tokens, self.reorder_cache(cache, rows), keep_kv=False, layout=layout)
         return logits
