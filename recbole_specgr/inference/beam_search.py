@@ -31,11 +31,13 @@ from recbole_specgr.inference.interfaces import BeamStep, EncoderState
 
 CPU_MAX_ROWS = 4096
 """Decoder positions decoded in one call on a CPU by default (beam search at β = 50: 81 users a step; teacher-forced
-scoring of 50 candidates × 3 positions: 27 users): the tensors of a larger call outgrow the cache, a much smaller one
-pays Python's per-call overhead more often. Measured at one thread (``benchmarks/reports/speed_cpu.md``, section 4):
+scoring: each user's real candidates × the positions each needs after the shared ones, e.g. 2 at l = 4 with the
+fan-out): the tensors of a larger call outgrow the cache, a much smaller one pays Python's per-call overhead more
+often. Measured at one thread (``benchmarks/reports/speed_cpu.md``, section 4):
 2,000 items, V = 1,026, d_model 64, 256 users: the beam search in groups of 64 users ran 1.2× the users/s of all 256
 at once, scoring 50 candidates per user in groups of 16–32 users 1.6–2.0×; the ml-100k main job's test pass took
-19.2–20.1 s at 4,096 positions a call, 21.6–22.5 s at 2,048, 25.7–26.1 s in one call."""
+19.2–20.1 s at 4,096 positions a call, 21.6–22.5 s at 2,048, 25.7–26.1 s in one call; counted by real positions,
+verification's calls were checked again at 2,048–8,192 in session 28 (section 17): none clearly better."""
 
 
 def user_groups(n_users: int, rows_per_user, device, max_rows: Optional[int] = -1) -> List[Tuple[int, int]]:
