@@ -49,6 +49,23 @@ def load_trained(checkpoint_path, overrides):
     return config, trainer, valid_data, test_data
 
 
+def main_job_passes(checkpoint_path, threads: int = 1):
+    """The trainer of a checkpoint and the main job's two evaluation passes on it, as (name, run) pairs: the
+    validation grid pass (``trainer.tune_threshold``: every setting of the grid, the best kept) and the test pass at
+    that setting. torch runs ``threads`` threads, and glibc keeps freed memory where the checkpoint's config says so,
+    as the main job does."""
+    import torch
+
+    from recbole_specgr.allocator import keep_freed_memory
+
+    torch.set_num_threads(threads)
+    config, trainer, valid_data, test_data = load_trained(checkpoint_path, {"show_progress": False, "state": "ERROR"})
+    if config["keep_freed_memory"]:
+        keep_freed_memory()
+    return trainer, [("valid grid pass", lambda: trainer.tune_threshold(valid_data)),
+                     ("test pass", lambda: trainer.evaluate(test_data, load_best_model=False))]
+
+
 def timed_sweep(trainer, eval_data, thresholds, beam_baseline=False):
     """One full speculative evaluation per γ (so users/s is measured at each γ); flat results with the γ and δ. With
     ``beam_baseline``, one more evaluation with δ = 0 first: no drafts, so the output is the verifier's own

@@ -16,9 +16,7 @@ import torch
 sys.path.insert(0, str(Path.cwd()))
 sys.path.insert(0, str(Path.cwd() / "benchmarks"))
 
-from bench_gamma_sweep import load_trained  # noqa: E402
-
-from recbole_specgr.allocator import keep_freed_memory  # noqa: E402
+from bench_gamma_sweep import main_job_passes  # noqa: E402
 
 
 def plain(value):
@@ -32,15 +30,12 @@ def plain(value):
     return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
-torch.set_num_threads(1)
-config, trainer, valid_data, test_data = load_trained(sys.argv[1], {"show_progress": False, "state": "ERROR"})
-if config["keep_freed_memory"]:
-    keep_freed_memory()  # as the main job does
+trainer, ((_, validate), (_, evaluate_test)) = main_job_passes(sys.argv[1])
 start = time.perf_counter()
-trainer.tune_threshold(valid_data)
+validate()
 valid_s = time.perf_counter() - start
 start = time.perf_counter()
-test = trainer.evaluate(test_data, load_best_model=False)
+test = evaluate_test()
 test_s = time.perf_counter() - start
 with open(sys.argv[2], "w") as f:
     json.dump({"valid_s": valid_s, "test_s": test_s, "sweep": plain(trainer.threshold_sweep), "test": plain(dict(test))},

@@ -10,15 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_gamma_sweep import load_trained  # noqa: E402
+from bench_gamma_sweep import main_job_passes  # noqa: E402
 
-from recbole_specgr.allocator import keep_freed_memory  # noqa: E402
 from recbole_specgr.inference import drafting, specgr  # noqa: E402
 from recbole_specgr.model import t5  # noqa: E402
 from recbole_specgr.model.sequential_recommender import tiger  # noqa: E402
@@ -47,12 +44,8 @@ for owner, names in ((t5.T5, ["_decode", "encode", "reorder_cache"]), (drafting.
     for name in names:
         timed(owner, name)
 
-torch.set_num_threads(1)
-config, trainer, valid_data, test_data = load_trained(sys.argv[1], {"show_progress": False, "state": "ERROR"})
-if config["keep_freed_memory"]:
-    keep_freed_memory()  # as the main job does
-for split, run in (("valid grid pass", lambda: trainer.tune_threshold(valid_data)),
-                   ("test pass", lambda: trainer.evaluate(test_data, load_best_model=False))):
+_, passes = main_job_passes(sys.argv[1])
+for split, run in passes:
     spent.clear()
     start = time.perf_counter()
     run()
