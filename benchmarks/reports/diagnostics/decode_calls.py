@@ -7,6 +7,7 @@ repository root:
     OMP_NUM_THREADS=1 python benchmarks/reports/diagnostics/decode_calls.py saved/SpecGRPP-<date>.pth \\
         > benchmarks/reports/diagnostics/decode_calls.txt
 """
+import functools
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def counted(owner, name, label):
     """Wrap ``owner.name``: ``label(*args, **kwargs)`` gives the call's kind and how many units it decodes."""
     plain = getattr(owner, name)
 
+    @functools.wraps(plain)  # callers that read the signature (``digits``) see the method's own
     def call(*args, **kwargs):
         start = time.perf_counter()
         out = plain(*args, **kwargs)

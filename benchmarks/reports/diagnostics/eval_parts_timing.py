@@ -6,6 +6,7 @@ inside verification; a recursive call, as ``TIGER.digit_log_probs`` makes per CP
     OMP_NUM_THREADS=1 python benchmarks/reports/diagnostics/eval_parts_timing.py saved/SpecGRPP-<date>.pth \\
         > benchmarks/reports/diagnostics/eval_parts_timing.txt
 """
+import functools
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ def timed(owner, name):
     plain = getattr(owner, name)
     label = f"{owner.__name__.rsplit('.', 1)[-1]}.{name}"
 
+    @functools.wraps(plain)  # callers that read the signature (``digits``) see the method's own
     def call(*args, **kwargs):
         start = time.perf_counter()
         try:
