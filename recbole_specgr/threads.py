@@ -1,12 +1,21 @@
 """
 recbole_specgr.threads
 ######################
-:func:`one_cpu_thread`, for results cached by their inputs that must not depend on the machine's thread count.
+How this package uses CPU threads: :func:`one_cpu_thread` for results cached by their inputs, :func:`flush_subnormals`
+for every thread that trains or evaluates on a CPU, and :func:`map_in_threads` for evaluation batches computed several
+at a time (``eval_workers``).
 """
 
 import contextlib
+from collections import deque
+from itertools import islice
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @contextlib.contextmanager
@@ -23,3 +32,59 @@ def one_cpu_thread(device):
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def flush_subnormals() -> None:
+    """Flush subnormal floats to zero in the calling thread (a per-thread CPU mode): as a model grows confident its
+    softmax tails (attention, the vocabulary) fall below 1e-38, and CPU kernels on subnormals ran a TIGER epoch 7×
+    slower by epoch 4. The ranked lists' order keys rely on it too (:func:`~recbole_specgr.evaluation.ranked_scores`)."""
+    torch.set_flush_denormal(True)
+
+
+def map_in_threads(fn: Callable[[Item], Result], items: Iterable[Item], workers: int,
+                   threads_each: int = 1) -> Iterator[Result]:
+    """``fn(item)`` for each of ``items``, in their order, computed by ``workers`` threads at once, each running torch
+    on ``threads_each`` threads with subnormals flushed and the caller's grad mode (both are per thread in torch).
+
+    On a CPU, inference of these models is many small kernels (a TIGER decoder position costs ~5 µs), which torch's
+    intra-op threads split poorly: the main job's γ-grid pass ran 1.3× faster on two threads than on one, and 1.8×
+    with two batches at a time on one thread each (``benchmarks/reports/speed_cpu.md`` section 18). Each ``fn(item)``
+    computes what it would in a plain loop on ``threads_each`` threads, so the results do not depend on ``workers``.
+
+    The first item runs in the caller's thread before any worker starts, so whatever a model builds at its first call
+    (SpecGR's drafting index, cached item vectors) is built once. At most ``2·workers`` items are in flight; the
+    caller's thread count is restored at the end. ``workers`` ≤ 1: a plain loop in the caller, its threads untouched.
+    An exception in ``fn`` is raised in the caller at that item's place.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    grad = torch.is_grad_enabled()
+
+    def run(item):
+        torch.set_num_threads(threads_each)
+        flush_subnormals()
+        with torch.set_grad_enabled(grad):
+            return fn(item)
+
+    caller_threads = torch.get_num_threads()
+    pending = iter(items)
+    try:
+        for first in pending:  # at most once: the first item, in the caller
+            torch.set_num_threads(threads_each)
+            result = fn(first)
+            torch.set_num_threads(caller_threads)
+            yield result
+            break
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-worker") as pool:
+            in_flight = deque(pool.submit(run, item) for item in islice(pending, 2 * workers))
+            try:
+                while in_flight:
+                    result = in_flight.popleft().result()
+                    in_flight.extend(pool.submit(run, item) for item in islice(pending, 1))
+                    yield result
+            finally:
+                for future in in_flight:
+                    future.cancel()
+    finally:
+        torch.set_num_threads(caller_threads)

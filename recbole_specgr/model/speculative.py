@@ -11,7 +11,9 @@ Reference:
     Yijie Ding et al. "Inductive Generative Recommendation via Retrieval-based Speculation." arXiv:2410.02939.
 """
 
+import contextlib
 import logging
+import threading
 import time
 from functools import partial
 from typing import Optional
@@ -26,6 +28,45 @@ from recbole_specgr.inference.text_prior import TextPrior, text_prior_of
 def allowed_items(interaction):
     """``[B, n]`` bool of the items each row may be recommended (``~EXCLUDED_ITEMS``), or None for all."""
     return ~interaction[EXCLUDED_ITEMS] if EXCLUDED_ITEMS in interaction else None
+
+
+class EvalLog:
+    """SpecGR's statistics of the predictions since the last :meth:`pop`, and the time spent predicting: the seconds
+    during which at least one prediction ran, so that predictions of several evaluation workers at once
+    (``eval_workers``) count their overlap once and users/s stays users over wall time. Safe to share between threads."""
+
+    def __init__(self, clock=time.perf_counter):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running = 0  # predictions running now
+        self._since = 0.0  # when the running ones began to overlap
+        self._stats, self._seconds = SpecGRStats(), 0.0
+
+    @contextlib.contextmanager
+    def predicting(self):
+        """Time the block as a prediction."""
+        with self._lock:
+            if self._running == 0:
+                self._since = self._clock()
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._seconds += self._clock() - self._since
+
+    def add(self, stats: SpecGRStats) -> None:
+        with self._lock:
+            self._stats = self._stats + stats
+
+    def pop(self):
+        """``(stats, seconds)`` so far, and start again from zero."""
+        with self._lock:
+            out = self._stats, self._seconds
+            self._stats, self._seconds = SpecGRStats(), 0.0
+        return out
 
 
 class SpeculativeEvalMixin:
@@ -62,8 +103,7 @@ class SpeculativeEvalMixin:
         self._recommender_key = None  # (device, n_items, prefix index) the recommender was built for
         self._weights_version = 0
         self._index_version = -1
-        self._eval_stats = SpecGRStats()
-        self._eval_seconds = 0.0
+        self._eval_log = EvalLog()
 
     @property
     def specgr_threshold(self) -> float:
@@ -156,11 +196,10 @@ class SpeculativeEvalMixin:
     def full_sort_predict(self, interaction):
         """``[B, n]`` scores: finite at the K = max(``topk``) items SpecGR recommends, −inf elsewhere."""
         recommender = self.speculative_recommender()
-        start = time.perf_counter()
-        out = recommender.recommend(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
-                                    allowed_items=allowed_items(interaction))
-        self._eval_seconds += time.perf_counter() - start
-        self._eval_stats = self._eval_stats + out.stats
+        with self._eval_log.predicting():
+            out = recommender.recommend(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                                        allowed_items=allowed_items(interaction))
+        self._eval_log.add(out.stats)
         return out.scores
 
     def recommend_thresholds(self, interaction, thresholds):
@@ -175,6 +214,5 @@ class SpeculativeEvalMixin:
     def pop_eval_stats(self) -> dict:
         """SpecGR statistics of the predictions since the last call (acceptance_rate, mean_rounds, unseen_share,
         users_per_s); empty when there were none."""
-        stats, seconds = self._eval_stats, self._eval_seconds
-        self._eval_stats, self._eval_seconds = SpecGRStats(), 0.0
+        stats, seconds = self._eval_log.pop()
         return stats.summary(seconds) if stats.n_users else {}

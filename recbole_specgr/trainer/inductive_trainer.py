@@ -26,6 +26,7 @@ from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.config import check_same_split, plain_config
 from recbole_specgr.trainer.compiled_loss import CompiledLoss
 from recbole_specgr.evaluation import EXCLUDED_ITEMS, METRICS, SplitMetrics, nest_result
+from recbole_specgr.threads import flush_subnormals, map_in_threads
 from recbole_specgr.trainer.schedule import attach_lr_scheduler, read_schedule
 
 
@@ -115,10 +116,9 @@ class InductiveTrainer(Trainer):
         check_metric("valid_metric", config["valid_metric"], self.topk)
         if config["init_checkpoint"]:
             self.load_init_checkpoint(config["init_checkpoint"])
+        self.eval_workers = config["eval_workers"]  # None: as many as torch has threads (on a CPU)
         if self.device.type == "cpu":
-            # Flush subnormal floats to zero: as a model grows confident its softmax tails (attention, the
-            # vocabulary) fall below 1e-38, and CPU kernels on subnormals ran a TIGER epoch 7x slower by epoch 4.
-            torch.set_flush_denormal(True)
+            flush_subnormals()
 
     # ---------------------------------------------------------------- training
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -284,17 +284,29 @@ class InductiveTrainer(Trainer):
         metrics = SplitMetrics(self.topk, dataset.seen_item_mask)
         batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink")) \
             if show_progress else eval_data
-        for interaction, _history_index, _positive_u, _positive_i in batches:
-            interaction = self.with_exclusions(interaction, dataset).to(self.device)
+
+        def predict(batch):
+            interaction = self.with_exclusions(batch[0], dataset).to(self.device)
             scores = self.model.full_sort_predict(interaction).view(len(interaction), -1).float()  # [B, n_items]
             scores[:, 0] = -torch.inf
             if EXCLUDED_ITEMS in interaction:
                 scores[interaction[EXCLUDED_ITEMS]] = -torch.inf
-            metrics.add(scores, interaction[self.item_field])
+            return scores, interaction[self.item_field]
+
+        for scores, targets in self.eval_batches(predict, batches):
+            metrics.add(scores, targets)
         result = metrics.result()
         if hasattr(self.model, "pop_eval_stats"):
             result.update(self.model.pop_eval_stats())
         return result
+
+    def eval_batches(self, predict, eval_data):
+        """``predict(batch)`` for each batch of ``eval_data``, in order; on a CPU ``eval_workers`` batches at a time,
+        each on its share of torch's threads (:func:`~recbole_specgr.threads.map_in_threads`: the same results as
+        one at a time on that many threads). ``predict`` may run in another thread: it must not change the trainer."""
+        threads = torch.get_num_threads()
+        workers = 1 if self.device.type != "cpu" else min(self.eval_workers or threads, len(eval_data))
+        return map_in_threads(predict, eval_data, workers, threads_each=max(1, threads // max(workers, 1)))
 
     def with_exclusions(self, interaction, dataset):
         """``interaction`` plus :data:`~recbole_specgr.evaluation.EXCLUDED_ITEMS` (the rows' history items) when

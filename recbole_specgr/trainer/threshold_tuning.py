@@ -56,12 +56,18 @@ def sweep_with_row_values(trainer, eval_data, thresholds, row_metric=None):
     batches = eval_data
     if trainer.config["show_progress"]:
         batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=f"γ grid ×{len(thresholds)}")
-    for interaction, _history_index, _positive_u, _positive_i in batches:
-        interaction = trainer.with_exclusions(interaction, eval_data._dataset).to(trainer.device)
+
+    def predict(batch):
+        """Per setting, the targets' ranks in its lists (no [B, n] per setting) and its statistics."""
+        interaction = trainer.with_exclusions(batch[0], eval_data._dataset).to(trainer.device)
         targets = interaction[trainer.item_field]
-        for k, out in enumerate(model.recommend_thresholds(interaction, thresholds)):
-            metrics[k].add_ranks(out.target_ranks(targets, metrics[k].max_k), targets)  # no [B, n] per setting
-            stats[k] = stats[k] + out.stats
+        outs = model.recommend_thresholds(interaction, thresholds)
+        return targets, [(out.target_ranks(targets, m.max_k), out.stats) for out, m in zip(outs, metrics)]
+
+    for targets, per_setting in trainer.eval_batches(predict, batches):
+        for k, (ranks, batch_stats) in enumerate(per_setting):
+            metrics[k].add_ranks(ranks, targets)
+            stats[k] = stats[k] + batch_stats
     rows = [{**setting_keys(t), **m.result(), **st.summary()} for t, m, st in zip(thresholds, metrics, stats)]
     values = None if row_metric is None else torch.stack([m.row_values(row_metric).float() for m in metrics])
     return rows, values
