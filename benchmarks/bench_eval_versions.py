@@ -4,9 +4,9 @@ checkpoint, side by side (issue 13: "evaluation time at least halved against tod
 A git revision of the package (``--baseline``, by default ``f006ba1``: the code issue 13 was filed against) is
 exported with ``git archive`` to a temporary folder; each pass then runs in a fresh child process whose
 ``recbole_specgr`` is imported from that folder or from this checkout (``PYTHONPATH``), alternating which goes first,
-one torch thread each. A child loads the checkpoint, runs ``trainer.tune_threshold(valid)`` (every γ of the
-checkpoint's ``specgr_threshold_grid`` in one pass, what each stage-2 validation and the final γ choice of the main
-job do) and ``trainer.evaluate(test)`` at the chosen γ, and reports wall time and minor page faults of each
+``--threads`` torch threads each (default one; the main job uses every core: ``--threads 2`` on this machine). A
+child loads the checkpoint, runs ``trainer.tune_threshold(valid)`` (every γ of the checkpoint's
+``specgr_threshold_grid`` in one pass, what each stage-2 validation and the final γ choice of the main job do) and ``trainer.evaluate(test)`` at the chosen γ, and reports wall time and minor page faults of each
 (``getrusage``) plus the chosen γ and test R@50 (the same model and definition of Eq. 2: the same γ; the test
 R@50 agreed until session 18, whose beam exclusion and session 19's history exclusion changed the evaluation on
 purpose). A version whose quick start sets ``keep_freed_memory`` (session 16 on) has its child set it too,
@@ -100,10 +100,12 @@ def export_revision(revision: str, into: Path) -> Path:
     return into
 
 
-def report(rows, baseline: str, head: str, command: str) -> str:
+def report(rows, baseline: str, head: str, command: str, threads: int = 1) -> str:
     """Markdown: each pass of each version, then the best of each version and the ratios."""
     named = " (issue 13's code)" if baseline == ISSUE_13_CODE else ""
     lines = [f"# Main-job evaluation: `{baseline}`{named} vs `{head}`", "", "```bash", command, "```", "",
+             f"torch threads per process: {threads} (each version as its main job uses them: from session 29 on, "
+             "evaluation batches run `eval_workers` at a time, by default one per thread)", "",
              "| repeat | code | valid γ-grid pass (s) | test pass (s) | minor faults valid / test | γ chosen | "
              "test R@K |", "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -161,7 +163,7 @@ def main():
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
-    text = report(rows, args.baseline, head, command)
+    text = report(rows, args.baseline, head, command, args.threads)
     print(text)
     if args.out:
         from recbole_specgr.atomic import atomic_write
