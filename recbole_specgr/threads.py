@@ -44,17 +44,19 @@ def flush_subnormals() -> None:
 def map_in_threads(fn: Callable[[Item], Result], items: Iterable[Item], workers: int,
                    threads_each: int = 1) -> Iterator[Result]:
     """``fn(item)`` for each of ``items``, in their order, computed by ``workers`` threads at once, each running torch
-    on ``threads_each`` threads with subnormals flushed and the caller's grad mode (both are per thread in torch).
+    on ``threads_each`` threads with subnormals flushed (:func:`flush_subnormals`) and the caller's grad mode (both
+    are per thread in torch).
 
     On a CPU, inference of these models is many small kernels (a TIGER decoder position costs ~5 µs), which torch's
     intra-op threads split poorly: the main job's γ-grid pass ran 1.3× faster on two threads than on one, and 1.8×
     with two batches at a time on one thread each (``benchmarks/reports/speed_cpu.md`` section 18). Each ``fn(item)``
-    computes what it would in a plain loop on ``threads_each`` threads, so the results do not depend on ``workers``.
+    computes what it would in a plain loop on ``threads_each`` threads, so the results do not depend on ``workers``;
+    whatever ``fn`` builds at its first call must be safe to build from two threads at once (SpecGR's drafting
+    index is built under a lock: :meth:`~recbole_specgr.model.speculative.SpeculativeEvalMixin.speculative_recommender`).
 
-    The first item runs in the caller's thread before any worker starts, so whatever a model builds at its first call
-    (SpecGR's drafting index, cached item vectors) is built once. At most ``2·workers`` items are in flight; the
-    caller's thread count is restored at the end. ``workers`` ≤ 1: a plain loop in the caller, its threads untouched.
-    An exception in ``fn`` is raised in the caller at that item's place.
+    At most ``2·workers`` items are in flight; the caller's thread count is set again at the end. ``workers`` ≤ 1: a
+    plain loop in the caller, its threads untouched.
+    An exception in ``fn`` is raised in the caller at that item's place; the items after it are not started.
     """
     if workers <= 1:
         yield from map(fn, items)
@@ -67,15 +69,8 @@ def map_in_threads(fn: Callable[[Item], Result], items: Iterable[Item], workers:
         with torch.set_grad_enabled(grad):
             return fn(item)
 
-    caller_threads = torch.get_num_threads()
-    pending = iter(items)
+    caller_threads, pending = torch.get_num_threads(), iter(items)
     try:
-        for first in pending:  # at most once: the first item, in the caller
-            torch.set_num_threads(threads_each)
-            result = fn(first)
-            torch.set_num_threads(caller_threads)
-            yield result
-            break
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-worker") as pool:
             in_flight = deque(pool.submit(run, item) for item in islice(pending, 2 * workers))
             try:
@@ -86,5 +81,5 @@ def map_in_threads(fn: Callable[[Item], Result], items: Iterable[Item], workers:
             finally:
                 for future in in_flight:
                     future.cancel()
-    finally:
+    finally:  # the count is per thread, but torch also keeps the last one set for threads it starts later
         torch.set_num_threads(caller_threads)

@@ -221,6 +221,9 @@ def tiny_run(**overrides):
          r"None, specgr_draft_weight 0\.0\)"),
         (["--model=SASRec", *tiny_run(), "--result_json=adir"], r"error: \[Errno 21\] cannot write adir: it is a "
                                                                r"folder"),
+        (["--model=SASRec", "--eval_workers=0"], r"error: eval_workers: expected an int >= 1, got 0 from the command "
+                                                 r"line"),
+        (["--model=TIGER", "--eval_workers=two"], r"error: eval_workers: expected an int >= 1, got 'two'"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "none-for-a-number", "unsupported-metric", "progress-not-a-bool",
          "single-cutoff", "unwritable-result-file", "abbreviated-option", "negative-epochs",
@@ -237,7 +240,7 @@ def tiny_run(**overrides):
          "textsim-last-n-zero", "scaler-with-clipping", "text-prior-last-n-zero",
          "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "feature-fields-not-a-list", "activation-case", "unknown-feature-field", "text-grid-without-joint-ranking",
          "novelty-grid-without-joint-ranking", "novelty-last-n-zero",
-         "unseen-score-grid-without-joint-ranking", "result-file-a-folder"],
+         "unseen-score-grid-without-joint-ranking", "result-file-a-folder", "no-eval-workers", "eval-workers-as-text"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
                                                           message):

@@ -4,6 +4,7 @@ checkpoint logic, end-to-end runs through quick_start, and items added to a trai
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
+from conftest import load_benchmark_script
 from recbole_specgr import compat
 from recbole_specgr import new_items
 from recbole_specgr.config import Config, model_defaults
@@ -19,10 +21,11 @@ from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.quick_start import objective_function
-from recbole_specgr.inference.specgr import Thresholds
+from recbole_specgr.inference.specgr import SpecGRStats, Thresholds
+from recbole_specgr.model.speculative import EvalLog
 from recbole_specgr.trainer import SpecGRPPTrainer
 from recbole_specgr.trainer.schedule import lr_multiplier
-from recbole_specgr.trainer.threshold_tuning import setting_keys
+from recbole_specgr.trainer.threshold_tuning import setting_keys, sweep_with_row_values
 
 N_ITEMS, L, C = 30, 3, 4  # items 1..30, 3 digits of 4 codes
 TINY_T5 = dict(n_layers_enc=1, n_layers_dec=1, hidden_size=16, n_heads=2, d_kv=8, inner_size=32)
@@ -230,6 +233,23 @@ def test_drafting_index_follows_weight_changes():
     stats = model.pop_eval_stats()
     assert set(stats) == {"acceptance_rate", "mean_rounds", "unseen_share", "users_per_s"}
     assert model.pop_eval_stats() == {}
+
+
+def test_eval_log_counts_overlapping_predictions_once():
+    """Two evaluation workers predicting at once: users/s is over the time any prediction ran, not the sum."""
+    ticks = iter([0.0, 3.0, 10.0, 11.0])  # read when the first of overlapping predictions starts and the last ends
+    log = EvalLog(clock=lambda: next(ticks))
+    first, second = log.predicting(), log.predicting()
+    first.__enter__()  # t = 0
+    second.__enter__()
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)  # t = 3
+    with log.predicting():  # 10 … 11
+        log.add(SpecGRStats(n_users=4))
+    log.add(SpecGRStats(n_users=2))
+    stats, seconds = log.pop()
+    assert (stats.n_users, seconds) == (6, 4.0)
+    assert log.pop() == (SpecGRStats(), 0.0)
 
 
 # ---------------------------------------------------------------- warm start from a trained TIGER
@@ -717,6 +737,34 @@ def test_specgrpp_end_to_end(specgrpp_run):
     # n_params counts the trainable weights as RecBole does; n_params_all adds exactly the frozen item tower
     tower = sum(value.numel() for key, value in state.items() if key.startswith("item_tower."))
     assert tower > 0 and result["n_params_all"] - result["n_params"] == tower
+
+
+def test_evaluation_workers_give_the_results_of_one_batch_at_a_time(specgrpp_run, run_dir):
+    """``eval_workers: 2`` (each worker on the one torch thread of these tests): the batches run in worker threads,
+    and the test result and a γ grid's per-row values are exactly those of one batch at a time in the caller."""
+    _, checkpoint_path = specgrpp_run
+    _, trainer, valid_data, test_data = load_benchmark_script("bench_gamma_sweep").load_trained(
+        checkpoint_path, {"eval_batch_size": 16, "show_progress": False, "state": "ERROR"})
+    assert len(test_data) >= 4 and len(valid_data) >= 4
+    model, ran_in = trainer.model, []
+    predict, recommend_thresholds = model.full_sort_predict, model.recommend_thresholds
+    model.full_sort_predict = lambda interaction: ran_in.append(threading.current_thread()) or predict(interaction)
+    model.recommend_thresholds = lambda *args: ran_in.append(threading.current_thread()) or recommend_thresholds(*args)
+    grid = [Thresholds(-100.0, -100.0), Thresholds(-2.0, -2.0), Thresholds(-2.0, -2.0, 1.0, -4.0)]
+    results, rows, values = {}, {}, {}
+    for workers in (1, 2):
+        trainer.eval_workers = workers
+        ran_in.clear()
+        results[workers] = trainer.evaluate(test_data, load_best_model=False)
+        rows[workers], values[workers] = sweep_with_row_values(trainer, valid_data, grid, "recall@10")
+        workers_used = {thread for thread in ran_in if thread is not threading.current_thread()}
+        assert len(workers_used) == (0 if workers == 1 else 4)  # two for each of the two passes
+    speed = "users_per_s"
+    assert {k: v for k, v in results[2].items() if k != speed} == {k: v for k, v in results[1].items() if k != speed}
+    assert results[2]["n_cases"] == results[1]["n_cases"] > 0
+    assert [{k: v for k, v in row.items() if k != speed} for row in rows[2]] == \
+        [{k: v for k, v in row.items() if k != speed} for row in rows[1]]
+    assert torch.equal(values[2], values[1]) and values[1].shape[1] == rows[1][0]["n_cases"]
 
 
 def test_stage2_continues_a_trained_specgrpp_from_exactly_its_weights(specgrpp_run, tmp_path, ml100k_slice,

@@ -101,6 +101,7 @@ class SpeculativeEvalMixin:
         self._recommender = self._make_recommender(*self.speculative_parts(), text_prior=self._text_prior)
         self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u, β, η); set_specgr_threshold changes them
         self._recommender_key = None  # (device, n_items, prefix index) the recommender was built for
+        self._recommender_lock = threading.Lock()  # evaluation workers may ask for it at once (eval_workers)
         self._weights_version = 0
         self._index_version = -1
         self._eval_log = EvalLog()
@@ -156,21 +157,24 @@ class SpeculativeEvalMixin:
         return result
 
     def speculative_recommender(self) -> SpeculativeRecommender:
-        """The recommender for the current device, items and weights (rebuilt / refreshed when stale)."""
-        verifier, drafter, seen = self.speculative_parts()
-        key = (str(verifier.item2codes.device), verifier.item2codes.size(0), verifier.prefix_index)  # index: by identity
-        if key != self._recommender_key:
-            self._recommender = self._make_recommender(verifier, drafter, seen, text_prior=self._current_text_prior(key))
-            self._use_thresholds()
-            self._recommender_key = key
-            self._index_version = -1
-        if self._index_version != self._weights_version:
-            was_training = self.training
-            super().train(False)  # item vectors without dropout; not a weight change
-            self._recommender.refresh()
-            super().train(was_training)
-            self._index_version = self._weights_version
-        return self._recommender
+        """The recommender for the current device, items and weights (rebuilt / refreshed when stale, by one thread
+        at a time: evaluation workers call it together)."""
+        with self._recommender_lock:
+            verifier, drafter, seen = self.speculative_parts()
+            key = (str(verifier.item2codes.device), verifier.item2codes.size(0), verifier.prefix_index)  # by identity
+            if key != self._recommender_key:
+                self._recommender = self._make_recommender(verifier, drafter, seen,
+                                                           text_prior=self._current_text_prior(key))
+                self._use_thresholds()
+                self._recommender_key = key
+                self._index_version = -1
+            if self._index_version != self._weights_version:
+                was_training = self.training
+                super().train(False)  # item vectors without dropout; not a weight change
+                self._recommender.refresh()
+                super().train(was_training)
+                self._index_version = self._weights_version
+            return self._recommender
 
     @property
     def text_prior_center(self) -> Optional[float]:
