@@ -368,12 +368,12 @@ def check_known_keys(settings, source: str) -> None:
 # train without validation; stopping_step 0: stop at the first validation without a gain).
 MINIMUMS = {
     "epochs": 0, "eval_step": 0, "stopping_step": 0, "MAX_ITEM_LIST_LENGTH": 1, "train_batch_size": 1,
-    "eval_batch_size": 1, "eval_workers": 1, "topk": 1, "hidden_size": 1, "inner_size": 1, "n_layers": 1, "n_heads": 1,
+    "eval_batch_size": 1, "topk": 1, "hidden_size": 1, "inner_size": 1, "n_layers": 1, "n_heads": 1,
     "n_layers_enc": 1, "n_layers_dec": 1, "d_kv": 1, "text_batch_size": 1, "rqvae_latent_dim": 1, "rqvae_epochs": 0,
     "rqvae_batch_size": 1, "rqvae_hidden_sizes": 1, "specgrpp_projection_size": 1, "specgrpp_pretrain_epochs": 0,
     "specgrpp_finetune_epochs": 0, "specgrpp_finetune_warmup_steps": 0, "specgrpp_finetune_total_steps": 1,
     "n_exps": 1, "rel_pos_buckets": 4, "rel_pos_max_distance": 1, "textsim_last_n": 1, "specgr_text_last_n": 1,
-    "specgr_novelty_last_n": 1,
+    "specgr_novelty_last_n": 1, "eval_workers": 1,
 }
 
 

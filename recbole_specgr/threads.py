@@ -8,8 +8,8 @@ at a time (``eval_workers``).
 
 import contextlib
 from collections import deque
-from itertools import islice
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
