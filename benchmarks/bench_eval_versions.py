@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,14 @@ def report(rows, baseline: str, head: str, command: str, threads: int = 1) -> st
               f"(valid pass {old['valid_s'] / new['valid_s']:.2f}×, test pass {old['test_s'] / new['test_s']:.2f}×); "
               f"minor page faults {old['valid_minflt'] + old['test_minflt']:,} → "
               f"{new['valid_minflt'] + new['test_minflt']:,}."]
+    total = {code: sorted(r["valid_s"] + r["test_s"] for r in rows if r["code"] == code) for code in (baseline, head)}
+    median = {code: statistics.median(times) for code, times in total.items()}
+    pairs = [sum(r["valid_s"] + r["test_s"] for r in rows if r["repeat"] == repeat and r["code"] == baseline)
+             / sum(r["valid_s"] + r["test_s"] for r in rows if r["repeat"] == repeat and r["code"] == head)
+             for repeat in sorted({r["repeat"] for r in rows})]
+    lines += ["", f"Median of each: {baseline} {median[baseline]:.1f} s, {head} {median[head]:.1f} s — ratio "
+              f"**{median[baseline] / median[head]:.2f}×**; per repeat (the two back to back): "
+              + ", ".join(f"{ratio:.2f}×" for ratio in pairs) + "."]
     return "\n".join(lines) + "\n"
 
 
