@@ -24,3 +24,20 @@ def test_help_prints_the_usage(name, monkeypatch, capsys):
         script.main()
     assert stopped.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: {name}.py")
+
+
+def test_eval_versions_report_gives_best_median_and_per_repeat_ratios():
+    report = load_benchmark_script("bench_eval_versions").report
+
+    def row(repeat, code, valid_s, test_s):
+        return {"repeat": repeat, "code": code, "valid_s": valid_s, "test_s": test_s, "valid_minflt": 0,
+                "test_minflt": 0, "gamma": -2.0, "test_recall": 0.4}
+
+    rows = [row(0, "old", 30.0, 10.0), row(0, "new", 15.0, 5.0), row(1, "new", 12.0, 4.0), row(1, "old", 40.0, 8.0),
+            row(2, "old", 35.0, 10.0), row(2, "new", 20.0, 10.0)]
+    text = report(rows, "old", "new", "python bench", threads=2)
+    assert "torch threads per process: 2" in text
+    assert "Best of each (valid + test): old 40.0 s, new 16.0 s — ratio **2.50×** (valid pass 2.50×, test pass 2.50×)" \
+        in text
+    assert "Median of each: old 45.0 s, new 20.0 s — ratio **2.25×**; per repeat (the two back to back): 2.00×, " \
+           "3.00×, 1.50×." in text
