@@ -54,9 +54,10 @@ def map_in_threads(fn: Callable[[Item], Result], items: Iterable[Item], workers:
     whatever ``fn`` builds at its first call must be safe to build from two threads at once (SpecGR's drafting
     index is built under a lock: :meth:`~recbole_specgr.model.speculative.SpeculativeEvalMixin.speculative_recommender`).
 
-    At most ``2·workers`` items are in flight; the caller's thread count is set again at the end. ``workers`` ≤ 1: a
-    plain loop in the caller, its threads untouched.
-    An exception in ``fn`` is raised in the caller at that item's place; the items after it are not started.
+    ``items`` are read up to ``2·workers`` ahead of the results handed out, and at most that many are in flight; the
+    caller's thread count is set again at the end. ``workers`` ≤ 1: a plain loop in the caller, its threads untouched.
+    An exception in ``fn`` is raised in the caller at that item's place (one in reading ``items``, up to ``2·workers``
+    results early); items after it that have not started are cancelled, the running ones finish and are dropped.
     """
     if workers <= 1:
         yield from map(fn, items)

@@ -1,9 +1,11 @@
 """SpecGR++ and SpecGR_Aux (CPU, tiny models): L_CL by hand, the frozen stage-2 item tower, the two-stage trainer's
 checkpoint logic, end-to-end runs through quick_start, and items added to a trained checkpoint."""
 
+import copy
 import logging
 import math
 import os
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from recbole_specgr.evaluation import EXCLUDED_ITEMS
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.quick_start import objective_function
+from recbole_specgr.threads import map_in_threads
 from recbole_specgr.inference.specgr import SpecGRStats, Thresholds
 from recbole_specgr.model.speculative import EvalLog
 from recbole_specgr.trainer import SpecGRPPTrainer
@@ -233,6 +236,40 @@ def test_drafting_index_follows_weight_changes():
     stats = model.pop_eval_stats()
     assert set(stats) == {"acceptance_rate", "mean_rounds", "unseen_share", "users_per_s"}
     assert model.pop_eval_stats() == {}
+
+
+def test_a_model_that_predicted_can_be_copied_and_pickled():
+    """No lock is held by the model (BUILD_LOCK is shared; EvalLog's is recreated): RecBole's get_flops deep-copies
+    the model, and torch.save(model) pickles it."""
+    model = make_model(seed=5)
+    inter = batch(seed=5)
+    with torch.no_grad():
+        expected = model.full_sort_predict(inter)
+        for copy_of in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            assert torch.equal(copy_of.full_sort_predict(inter), expected)
+            assert copy_of.pop_eval_stats().keys() >= {"acceptance_rate", "users_per_s"}
+            with copy_of._eval_log.predicting():  # a working lock of its own
+                pass
+
+
+def test_evaluation_workers_build_the_drafters_item_vectors_once(monkeypatch):
+    """eval_role "drafter": two workers predicting at once compute the catalog's vectors once, not once each."""
+    model = make_model(seed=6)
+    model.eval_role = "drafter"
+    built, item_vectors = [], model.item_vectors
+
+    def slow_item_vectors(*args):
+        if not args:  # the whole catalog
+            built.append(threading.current_thread())
+            time.sleep(0.2)  # long enough for the other worker to arrive
+        return item_vectors(*args)
+
+    monkeypatch.setattr(model, "item_vectors", slow_item_vectors)
+    with torch.no_grad():
+        scores = list(map_in_threads(model.full_sort_predict, [batch(seed=s) for s in range(4)], workers=2))
+    assert len(built) == 1 and built[0] is not threading.current_thread()
+    with torch.no_grad():
+        assert torch.equal(scores[3], model.full_sort_predict(batch(seed=3)))
 
 
 def test_eval_log_counts_overlapping_predictions_once():

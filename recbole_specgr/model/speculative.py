@@ -30,6 +30,12 @@ def allowed_items(interaction):
     return ~interaction[EXCLUDED_ITEMS] if EXCLUDED_ITEMS in interaction else None
 
 
+BUILD_LOCK = threading.RLock()
+"""Serialises what speculative models build lazily at a prediction (the recommender and its drafting index,
+SpecGR++'s drafter vectors): evaluation workers predict together (``eval_workers``). One for every model, so that a
+model holds no lock and stays copyable and picklable (``copy.deepcopy``, ``torch.save(model)``)."""
+
+
 class EvalLog:
     """SpecGR's statistics of the predictions since the last :meth:`pop`, and the time spent predicting: the seconds
     during which at least one prediction ran, so that predictions of several evaluation workers at once
@@ -68,6 +74,15 @@ class EvalLog:
             self._stats, self._seconds = SpecGRStats(), 0.0
         return out
 
+    def __getstate__(self):  # a lock cannot be copied or pickled: a copy gets its own
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
 
 class SpeculativeEvalMixin:
     """Mixed into a :class:`~recbole.model.abstract_recommender.SequentialRecommender` (before it in the bases).
@@ -101,7 +116,6 @@ class SpeculativeEvalMixin:
         self._recommender = self._make_recommender(*self.speculative_parts(), text_prior=self._text_prior)
         self._thresholds = self._recommender.thresholds  # (γ, γ_u, α, v_u, β, η); set_specgr_threshold changes them
         self._recommender_key = None  # (device, n_items, prefix index) the recommender was built for
-        self._recommender_lock = threading.Lock()  # evaluation workers may ask for it at once (eval_workers)
         self._weights_version = 0
         self._index_version = -1
         self._eval_log = EvalLog()
@@ -158,8 +172,8 @@ class SpeculativeEvalMixin:
 
     def speculative_recommender(self) -> SpeculativeRecommender:
         """The recommender for the current device, items and weights (rebuilt / refreshed when stale, by one thread
-        at a time: evaluation workers call it together)."""
-        with self._recommender_lock:
+        at a time: evaluation workers call it together, :data:`BUILD_LOCK`)."""
+        with BUILD_LOCK:
             verifier, drafter, seen = self.speculative_parts()
             key = (str(verifier.item2codes.device), verifier.item2codes.size(0), verifier.prefix_index)  # by identity
             if key != self._recommender_key:

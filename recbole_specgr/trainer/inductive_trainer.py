@@ -282,8 +282,6 @@ class InductiveTrainer(Trainer):
         self.model.eval()
         dataset = eval_data._dataset
         metrics = SplitMetrics(self.topk, dataset.seen_item_mask)
-        batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink")) \
-            if show_progress else eval_data
 
         def predict(batch):
             interaction = self.with_exclusions(batch[0], dataset).to(self.device)
@@ -293,7 +291,10 @@ class InductiveTrainer(Trainer):
                 scores[interaction[EXCLUDED_ITEMS]] = -torch.inf
             return scores, interaction[self.item_field]
 
-        for scores, targets in self.eval_batches(predict, batches):
+        results = self.eval_batches(predict, eval_data)
+        if show_progress:  # a batch counts when its result is in
+            results = tqdm(results, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"))
+        for scores, targets in results:
             metrics.add(scores, targets)
         result = metrics.result()
         if hasattr(self.model, "pop_eval_stats"):

@@ -53,9 +53,6 @@ def sweep_with_row_values(trainer, eval_data, thresholds, row_metric=None):
     seen = eval_data._dataset.seen_item_mask
     metrics = [SplitMetrics(trainer.topk, seen) for _ in thresholds]
     stats = [SpecGRStats() for _ in thresholds]
-    batches = eval_data
-    if trainer.config["show_progress"]:
-        batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=f"γ grid ×{len(thresholds)}")
 
     def predict(batch):
         """Per setting, the targets' ranks in its lists (no [B, n] per setting) and its statistics."""
@@ -64,7 +61,10 @@ def sweep_with_row_values(trainer, eval_data, thresholds, row_metric=None):
         outs = model.recommend_thresholds(interaction, thresholds)
         return targets, [(out.target_ranks(targets, m.max_k), out.stats) for out, m in zip(outs, metrics)]
 
-    for targets, per_setting in trainer.eval_batches(predict, batches):
+    results = trainer.eval_batches(predict, eval_data)
+    if trainer.config["show_progress"]:  # a batch counts when its result is in
+        results = tqdm(results, total=len(eval_data), ncols=100, desc=f"γ grid ×{len(thresholds)}")
+    for targets, per_setting in results:
         for k, (ranks, batch_stats) in enumerate(per_setting):
             metrics[k].add_ranks(ranks, targets)
             stats[k] = stats[k] + batch_stats

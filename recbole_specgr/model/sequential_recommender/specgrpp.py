@@ -32,7 +32,7 @@ from torch import nn
 from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.inference.interfaces import EncoderState
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
-from recbole_specgr.model.speculative import SpeculativeEvalMixin
+from recbole_specgr.model.speculative import BUILD_LOCK, SpeculativeEvalMixin
 from recbole_specgr.model.t5 import T5
 from recbole_specgr.tokenizer.semantic_id import load_or_fit_tokenizer
 
@@ -313,10 +313,12 @@ class SpecGRPP(SpeculativeEvalMixin, TIGER):
         """Speculative inference (``eval_role = "speculative"``), or with ``eval_role = "drafter"`` the drafter's own
         full ranking, ``[B, n]`` inner products of sequence and item vectors (how stage 1 is validated)."""
         if self.eval_role == "drafter":
-            if self._drafter_cache is None or self._drafter_cache[0] != self._weights_version:
-                self._drafter_cache = (self._weights_version, self.item_vectors())  # [n, P], once per weights
+            with BUILD_LOCK:  # once per weights, by one of the evaluation workers
+                if self._drafter_cache is None or self._drafter_cache[0] != self._weights_version:
+                    self._drafter_cache = (self._weights_version, self.item_vectors())  # [n, P]
+                item_vectors = self._drafter_cache[1]
             item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-            return self.sequence_vectors(item_seq, item_seq_len) @ self._drafter_cache[1].t()
+            return self.sequence_vectors(item_seq, item_seq_len) @ item_vectors.t()
         return super().full_sort_predict(interaction)
 
     # ---------------------------------------------------------------- inference
