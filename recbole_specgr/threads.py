@@ -48,11 +48,11 @@ def map_in_threads(fn: Callable[[Item], Result], items: Iterable[Item], workers:
     are per thread in torch).
 
     On a CPU, inference of these models is many small kernels (a TIGER decoder position costs ~5 µs), which torch's
-    intra-op threads split poorly: the main job's γ-grid pass ran 1.3× faster on two threads than on one, and 1.8×
+    intra-op threads split poorly: the main job's evaluation ran 1.5–1.6× faster on two threads than on one, and 2.0×
     with two batches at a time on one thread each (``benchmarks/reports/speed_cpu.md`` section 18). Each ``fn(item)``
     computes what it would in a plain loop on ``threads_each`` threads, so the results do not depend on ``workers``;
-    whatever ``fn`` builds at its first call must be safe to build from two threads at once (SpecGR's drafting
-    index is built under a lock: :meth:`~recbole_specgr.model.speculative.SpeculativeEvalMixin.speculative_recommender`).
+    whatever ``fn`` builds at its first call must be safe to build from two threads at once (SpecGR's models build
+    theirs under :data:`~recbole_specgr.model.speculative.BUILD_LOCK`).
 
     ``items`` are read up to ``2·workers`` ahead of the results handed out, and at most that many are in flight; the
     caller's thread count is set again at the end. ``workers`` ≤ 1: a plain loop in the caller, its threads untouched.
