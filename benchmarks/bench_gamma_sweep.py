@@ -49,17 +49,18 @@ def load_trained(checkpoint_path, overrides):
     return config, trainer, valid_data, test_data
 
 
-def main_job_passes(checkpoint_path, threads: int = 1):
+def main_job_passes(checkpoint_path, threads: int = 1, overrides=None):
     """The trainer of a checkpoint and the main job's two evaluation passes on it, as (name, run) pairs: the
     validation grid pass (``trainer.tune_threshold``: every setting of the grid, the best kept) and the test pass at
     that setting. torch runs ``threads`` threads, and glibc keeps freed memory where the checkpoint's config says so,
-    as the main job does."""
+    as the main job does. ``overrides``: config keys to change (e.g. ``eval_batch_size``)."""
     import torch
 
     from recbole_specgr.allocator import keep_freed_memory
 
     torch.set_num_threads(threads)
-    config, trainer, valid_data, test_data = load_trained(checkpoint_path, {"show_progress": False, "state": "ERROR"})
+    config, trainer, valid_data, test_data = load_trained(checkpoint_path, {"show_progress": False, "state": "ERROR",
+                                                                            **(overrides or {})})
     if config["keep_freed_memory"]:
         keep_freed_memory()
     return trainer, [("valid grid pass", lambda: trainer.tune_threshold(valid_data)),

@@ -147,10 +147,10 @@ class Attention(nn.Module):
         and new positions); ``mask`` is additive (float) or boolean (True = attend), broadcastable to [B, H, T, S].
         With ``layout``, ``x`` is [R, T, D]: rows of the layout's users, attending to their user's keys.
         Returns [B, T, D] ([R, T, D] with ``layout``)."""
+        dropout = self.dropout if self.training else 0.0
         if layout is not None:
             R, T, _ = x.shape
             q = self._heads(layout.blocks(self.q(x)))  # [B, H, width·T, d_kv]
-            dropout = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # [B, H, width·T, d_kv]
             y = layout.rows(y.transpose(1, 2).reshape(layout.n_users, -1, self.n_heads * self.d_kv), T)
             return self.o(y)  # [R, T, D]
@@ -163,7 +163,6 @@ class Attention(nn.Module):
             y = few_keys_attention(q, keys, values, mask)
         else:
             k, v = (torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0] for chunks in (keys, values))
-            dropout = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # [B, H, T, d_kv]
         return self.o(y.transpose(1, 2).reshape(B, T, self.n_heads * self.d_kv))  # [B, T, D]
 
@@ -385,9 +384,10 @@ class T5(nn.Module):
         return match.float().argmax(dim=-1) + second.numel() * users
 
     def decode_rows(self, tokens: torch.Tensor, cache: KVCache, rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced decoding after the cached positions, any number of sequences per user (none included): sequence r, ``tokens[r]`` [T],
-        continues cache row ``rows[r]`` and attends to the encoder output of user ``users[r]`` (non-decreasing). Only
-        the R sequences are decoded: no padding rows, as a ``[B, G]`` layout needs when users have uneven counts.
+        """Teacher-forced decoding after the cached positions, any number of sequences per user (none included):
+        sequence r, ``tokens[r]`` [T], continues cache row ``rows[r]`` and attends to the encoder output of user
+        ``users[r]`` (non-decreasing). Only the R sequences are decoded: no padding rows, as a ``[B, G]`` layout needs
+        when users have uneven counts.
 
         Returns:
             logits [R, T, V].

@@ -12,23 +12,17 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import torch  # noqa: E402
-
 import recbole_specgr.inference.beam_search as beam_search  # noqa: E402
-from bench_gamma_sweep import load_trained  # noqa: E402
-from recbole_specgr.allocator import keep_freed_memory  # noqa: E402
+from bench_gamma_sweep import main_job_passes  # noqa: E402
 
 rows, batch_size = int(sys.argv[2]), int(sys.argv[3])
 beam_search.CPU_MAX_ROWS = rows  # read at each call (user_groups)
-torch.set_num_threads(2)
-config, trainer, valid_data, test_data = load_trained(sys.argv[1], {"show_progress": False, "state": "ERROR",
-                                                                    "eval_batch_size": batch_size})
-keep_freed_memory()
+trainer, ((_, validate), (_, evaluate_test)) = main_job_passes(sys.argv[1], 2, {"eval_batch_size": batch_size})
 start = time.perf_counter()
-trainer.tune_threshold(valid_data)
+validate()
 valid_s = time.perf_counter() - start
 start = time.perf_counter()
-result = trainer.evaluate(test_data, load_best_model=False)
+result = evaluate_test()
 test_s = time.perf_counter() - start
 print(f"rows {rows} ebs {batch_size}: valid {valid_s:.1f} test {test_s:.1f} total {valid_s + test_s:.1f} "
       f"R@50 {result['recall@50']:.4f} gamma {trainer.model.specgr_threshold}", flush=True)

@@ -9,13 +9,10 @@ thread:
 import sys, torch, math
 from pathlib import Path
 ROOT = Path.cwd(); sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_gamma_sweep import load_trained
-from recbole_specgr.allocator import keep_freed_memory
+from bench_gamma_sweep import main_job_passes
 from recbole_specgr.inference import specgr
-torch.set_num_threads(1)
-config, trainer, valid_data, test_data = load_trained(sys.argv[1], {"show_progress": False, "state": "ERROR"})
-keep_freed_memory()
-trainer.tune_threshold(valid_data)
+trainer, ((_, validate), (_, evaluate_test)) = main_job_passes(sys.argv[1])
+validate()
 rec = trainer.model.speculative_recommender()
 print("setting", rec.thresholds)
 gamma = rec.thresholds.seen
@@ -33,5 +30,5 @@ def blp(prefix_index, item2codes, beams, items):
     counts[2] += int((need & (known == 3)).sum()); counts[3] += int((need & (known == 3) & (bound <= gamma)).sum())
     return table, known
 specgr.beam_log_probs = blp
-trainer.evaluate(test_data, load_best_model=False)
+evaluate_test()
 print(f"test: seen drafts not fully known {counts[0]}, of them bound <= gamma {counts[1]} ({counts[1]/counts[0]:.1%}); with 3 digits known {counts[2]}, bound <= gamma {counts[3]}")

@@ -403,10 +403,9 @@ class TIGER(SequentialRecommender):
             rows = torch.arange(real.size(0), device=real.device)[:, None].expand_as(real) if rows is None else rows
             wanted = slice(len(known), digits)
             rest = torch.full((*real.shape, digits - len(known)), float("-inf"), device=real.device)  # [B, N, d]
-            if bool(real.any()):
-                users = real.nonzero()[:, 0]  # [R], row-major: non-decreasing
-                logits = self.t5.decode_rows(dec_in[..., wanted][real], shared.cache, rows[real], users).float()
-                rest[real] = logits.gather(-1, targets[..., wanted][real][..., None]).squeeze(-1) - logits.logsumexp(-1)
+            users = real.nonzero()[:, 0]  # [R], row-major: non-decreasing (none: decode_rows decodes nothing)
+            logits = self.t5.decode_rows(dec_in[..., wanted][real], shared.cache, rows[real], users).float()
+            rest[real] = logits.gather(-1, targets[..., wanted][real][..., None]).squeeze(-1) - logits.logsumexp(-1)
             known.append(rest)
         out = torch.cat(known, dim=-1)[..., :digits]
         if digits < self.n_digits:  # the digits not wanted: NaN
