@@ -373,7 +373,9 @@ MINIMUMS = {
     "rqvae_batch_size": 1, "rqvae_hidden_sizes": 1, "specgrpp_projection_size": 1, "specgrpp_pretrain_epochs": 0,
     "specgrpp_finetune_epochs": 0, "specgrpp_finetune_warmup_steps": 0, "specgrpp_finetune_total_steps": 1,
     "n_exps": 1, "rel_pos_buckets": 4, "rel_pos_max_distance": 1, "textsim_last_n": 1, "specgr_text_last_n": 1,
-    "specgr_novelty_last_n": 1, "eval_workers": 1,
+    "specgr_novelty_last_n": 1, "eval_workers": 1, "pretrain_epochs": 0, "num_beams": 1, "specgr_draft_size": 0,
+    "specgrpp_cl_negatives": 0, "specgrpp_num_candidates": 0, "warmup_steps": 0, "rqvae_num_levels": 1,
+    "rqvae_codebook_size": 2, "plm_size": 1,
 }
 
 
@@ -384,7 +386,8 @@ LIST_KEYS = ("rqvae_hidden_sizes",)
 POSITIVE_REALS = ("learning_rate", "rqvae_learning_rate", "specgrpp_finetune_learning_rate", "initializer_range",
                   "layer_norm_eps", "specgrpp_temperature", "temperature")
 NON_NEGATIVE_REALS = ("weight_decay", "rqvae_commitment_weight", "specgrpp_lambda_cl", "specgrpp_lambda_ce",
-                      "aap_weight", "mip_weight", "map_weight", "sp_weight")
+                      "aap_weight", "mip_weight", "map_weight", "sp_weight", "specgr_draft_weight", "specgr_text_weight",
+                      "specgr_novelty_weight")
 PROBABILITIES = ("dropout_prob", "hidden_dropout_prob", "attn_dropout_prob", "adaptor_dropout_prob")
 
 # Names a user value must be one of: RecBole's optimizers (another name fell back to Adam with a log warning; RecBole
