@@ -102,7 +102,7 @@ def test_valid_split_and_bad_split(tmp_path):
         compare.write_table([SASREC], str(tmp_path / "x"), split="train")
 
 
-def test_parse_args_models_files_and_overrides():
+def test_parse_args_models_files_and_overrides(capsys):
     args, config_dict = compare.parse_args(
         ["--models", "SASRec, UniSRec", "--dataset", "ml-100k", "--config_files", "a.yaml b.yaml", "c.yaml",
          "--epochs=2", "--learning_rate=0.01", "--out", "results/x"]
@@ -111,8 +111,9 @@ def test_parse_args_models_files_and_overrides():
     assert args.dataset == "ml-100k" and args.out == "results/x" and args.split == "test"
     assert args.config_files == ["a.yaml", "b.yaml", "c.yaml"]
     assert config_dict == {"epochs": "2", "learning_rate": "0.01"}
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         compare.parse_args(["--models", "SASRec", "--dataset", "ml-100k", "--out", "x", "stray"])
+    assert exit_info.value.code == 2 and "stray" in capsys.readouterr().err
 
 
 def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch, caplog):

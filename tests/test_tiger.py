@@ -579,7 +579,7 @@ def test_from_checkpoint_rebuilds_the_trained_model_without_its_dataset(tmp_path
 
 
 @pytest.mark.parametrize("share", [0.0, 0.4])
-def test_users_searched_in_groups_give_bitwise_the_same_scores(monkeypatch, share):
+def test_users_searched_in_groups_give_the_same_ranking_and_scores(monkeypatch, share):
     """On a CPU the beam search decodes groups of CPU_MAX_ROWS // β users (here 1 or 2 of 5): full_sort_predict
     (TIGER, and TIGER_C's unseen part) with history exclusion recommends the same items with the same scores as one
     search over all users (to float rounding: a one-user batch takes other kernel paths, as any batch shape can)."""
@@ -597,6 +597,7 @@ def test_users_searched_in_groups_give_bitwise_the_same_scores(monkeypatch, shar
             grouped = model.full_sort_predict(inter)
             assert torch.equal(torch.isfinite(grouped), torch.isfinite(whole))
             assert torch.allclose(grouped[torch.isfinite(whole)], whole[torch.isfinite(whole)], rtol=1e-6, atol=0)
+            assert torch.equal(grouped.topk(K).indices, whole.topk(K).indices)  # the same items in the same order
     assert (torch.isfinite(whole).sum(dim=1) == K).all()
 
 
@@ -818,9 +819,15 @@ def test_position_buckets_are_t5s(buckets, max_distance, bidirectional):
                     50: 29, 127: 31, 500: 31} if bidirectional else
                    {0: 0, 5: 0, 500: 0, -1: 1, -8: 8, -15: 15, -16: 16, -50: 24, -127: 31, -500: 31})
         assert {r: expected[rel.index(r)] for r in by_hand} == by_hand
-    try:
-        from transformers.models.t5.modeling_t5 import T5Attention
-    except ImportError:
-        return
-    hf = T5Attention._relative_position_bucket(torch.tensor(rel), bidirectional, buckets, max_distance)
-    assert got.tolist() == hf.tolist()
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("buckets, max_distance", [(32, 128), (16, 20), (8, 6)])
+def test_position_buckets_are_hf_t5s(buckets, max_distance, bidirectional):
+    """The same buckets as HF's T5 (transformers comes with sentence-transformers, a dependency)."""
+    from recbole_specgr.model.t5 import RelativePositionBias
+
+    modeling_t5 = pytest.importorskip("transformers.models.t5.modeling_t5")
+    rel = torch.tensor(sorted(set(DISTANCES) | {-d for d in DISTANCES}))
+    hf = modeling_t5.T5Attention._relative_position_bucket(rel, bidirectional, buckets, max_distance)
+    assert RelativePositionBias(1, buckets, max_distance, bidirectional)._bucket(rel).tolist() == hf.tolist()

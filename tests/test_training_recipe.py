@@ -119,17 +119,17 @@ def test_history_mask_holds_every_earlier_item_of_the_user(tiny_config):
 
 
 class FixedScores(torch.nn.Module):
-    """A stand-in model: item i scores i for every row (so the best items are the highest ids)."""
+    """A stand-in model: item i scores ``sign``·i for every row (sign 1: the best items are the highest ids)."""
 
-    def __init__(self, n_items):
+    def __init__(self, n_items, sign=1):
         super().__init__()
-        self.n_items = n_items
+        self.n_items, self.sign = n_items, sign
         self.weight = torch.nn.Parameter(torch.zeros(1))  # something for the trainer's optimizer
         self.got_exclusions = []
 
     def full_sort_predict(self, interaction):
         self.got_exclusions.append(EXCLUDED_ITEMS in interaction)
-        return torch.arange(self.n_items, dtype=torch.float).expand(len(interaction), -1).clone()
+        return self.sign * torch.arange(self.n_items, dtype=torch.float).expand(len(interaction), -1).clone()
 
 
 class Loader(list):
@@ -140,21 +140,25 @@ class Loader(list):
         self._dataset = part
 
 
+@pytest.mark.parametrize("sign", [1, -1], ids=["highest-ids-first", "lowest-ids-first"])
 @pytest.mark.parametrize("exclude", [True, False])
-def test_evaluation_ranks_only_items_outside_the_history(tiny_config, exclude):
+def test_evaluation_ranks_only_items_outside_the_history(tiny_config, exclude, sign):
+    """Both orders: with the lowest ids first, u1's i5 (dropped from the rows by the cold-start rule, but rated by
+    u1) ranks above u1's target i4 unless it is excluded."""
     config = Config(model="SASRec", dataset="tiny", config_dict={**tiny_config, "topk": [1, 3], "valid_metric": "Recall@3",
                                                                  "eval_exclude_history": exclude})
     ds = InductiveSequentialDataset(config)
     test = ds.build()[2]
-    model = FixedScores(ds.item_num)
+    model = FixedScores(ds.item_num, sign)
     result = InductiveTrainer(config, model).evaluate(Loader(test), load_best_model=False)
     assert model.got_exclusions == [exclude]
-    history = {"u1": {"i1", "i2", "i3"}, "u2": {"i2", "i3", "i5"}, "u3": {"i4", "i6"}}  # by hand, see above
+    history = {"u1": {"i1", "i2", "i3", "i5"}, "u2": {"i2", "i3", "i5"}, "u3": {"i4", "i6"}}  # by hand, see above
+    assert ds.token2id("item_id", "i5") < ds.token2id("item_id", "i4")  # so at sign -1 i5 ranks above i4
     ranks = []
     for user, target in (("u1", "i4"), ("u2", "i1"), ("u3", "i2")):
         skip = history[user] if exclude else set()
         ranking = sorted((t for t in ds.field2token_id["item_id"] if t != "[PAD]" and t not in skip),
-                         key=lambda t: -ds.token2id("item_id", t))
+                         key=lambda t: -sign * ds.token2id("item_id", t))
         ranks.append(ranking.index(target))
     assert result["recall@3"] == pytest.approx(sum(r < 3 for r in ranks) / 3)
     assert result["ndcg@3"] == pytest.approx(sum(1 / math.log2(r + 2) for r in ranks if r < 3) / 3)
