@@ -35,21 +35,29 @@ def main(argv=None):
     parser.add_argument("--config", default="{}", help="JSON dict of config overrides (the inference grids)")
     parser.add_argument("--out", required=True, help="the result JSON to write")
     args = parser.parse_args(argv)
-    with open(args.source, encoding="utf-8") as f:
-        source = json.load(f)
+    try:
+        with open(args.source, encoding="utf-8") as f:
+            source = json.load(f)
+    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        parser.error(f"{args.source}: expected a run_table result JSON ({err})")
     try:
         overrides = json.loads(args.config)
     except json.JSONDecodeError as err:
-        raise SystemExit(f"--config: expected a JSON object, got {args.config!r} ({err})") from None
+        parser.error(f"--config: expected a JSON object, got {args.config!r} ({err})")
     if not isinstance(overrides, dict):
-        raise SystemExit(f"--config: expected a JSON object, got {args.config!r}")
-    if not source.get("checkpoint") or not Path(source["checkpoint"]).is_file():
-        raise SystemExit(f"{args.source}: its checkpoint {source.get('checkpoint')!r} is not on this machine")
+        parser.error(f"--config: expected a JSON object, got {args.config!r}")
+    if not isinstance(source, dict) or not source.get("checkpoint") or not Path(source["checkpoint"]).is_file():
+        checkpoint = source.get("checkpoint") if isinstance(source, dict) else None
+        parser.error(f"{args.source}: its checkpoint {checkpoint!r} is not on this machine")
 
-    config, trainer, valid_data, test_data = load_trained(source["checkpoint"], {"show_progress": False, **overrides})
+    try:  # the overrides are checked as any config is: a bad grid is one line, before anything is written
+        config, trainer, valid_data, test_data = load_trained(source["checkpoint"], {"show_progress": False,
+                                                                                     **overrides})
+    except (ValueError, KeyError) as err:
+        parser.error(f"{err.args[0] if isinstance(err, KeyError) and err.args else err}")
     if not hasattr(trainer, "tune_threshold") or trainer.threshold_grid is None:
-        raise SystemExit(f"{args.source}: {config['model']} has no inference grid to choose from "
-                         "(give specgr_*_grid keys in --config)")
+        parser.error(f"{args.source}: {config['model']} has no inference grid to choose from "
+                     "(give specgr_*_grid keys in --config)")
     start = time.perf_counter()
     valid = trainer.tune_threshold(valid_data)
     test = trainer.evaluate(test_data, load_best_model=False)
@@ -59,7 +67,7 @@ def main(argv=None):
     trainer.saved_model_file = str(checkpoint)  # the weights evaluated above, from the source JSON's file
     trainer.save_chosen_setting(retuned_checkpoint)
     if not Path(retuned_checkpoint).is_file():
-        raise SystemExit(f"{retuned_checkpoint}: not written (no setting was chosen)")
+        parser.error(f"{retuned_checkpoint}: not written (no setting was chosen)")
     result = dict(source)
     result.update({
         "checkpoint": retuned_checkpoint,
@@ -72,8 +80,9 @@ def main(argv=None):
         "retuned": {"source": args.source, "config": overrides},
     })
     write_json_atomic(args.out, result)
-    print(f"{args.out}: {model.specgr_setting} test R@50 {test['recall@50']:.4f} "
-          f"in-sample {test['in_sample/recall@50']:.4f} unseen {test['unseen/recall@50']:.4f}")
+    k = max(config["topk"])  # the largest cut-off the run computed (a plan may not have 50)
+    print(f"{args.out}: {model.specgr_setting} test R@{k} {test[f'recall@{k}']:.4f} "
+          f"in-sample {test[f'in_sample/recall@{k}']:.4f} unseen {test[f'unseen/recall@{k}']:.4f}")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,25 @@ def run_names(plan):
     return names
 
 
+def check_plan(plan, shared):
+    """The plan's run names, after checking that every run can start: a known sequential model, known keys (with the
+    ``shared`` ones) and ``"{NAME}"`` references to earlier runs only (a later or unknown one failed after the runs
+    before it had trained).
+
+    Raises:
+        ValueError, KeyError: naming the run and what is wrong.
+    """
+    names = run_names(plan)
+    for index, (run, name) in enumerate(zip(plan["runs"], names)):
+        check_sequential_model(run["model"])
+        check_known_keys({**shared, **(run.get("config") or {})}, f"run {name} of the plan")
+        for key, value in (run.get("config") or {}).items():
+            if is_reference(value) and value[1:-1] not in names[:index]:
+                raise ValueError(f"run {name}: {key}: {value} names no earlier run of the plan (earlier runs: "
+                                 f"{names[:index]})")
+    return names
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("plan", help="plan YAML")
@@ -89,14 +108,17 @@ def main(argv=None):
                         help="extra shared keys, e.g. data_path=data/ epochs=5 (YAML values)")
     args = parser.parse_args(argv)
 
-    plan = yaml.safe_load(Path(args.plan).read_text())
+    try:
+        plan = yaml.safe_load(Path(args.plan).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        parser.error(f"{args.plan}: expected a readable plan YAML ({str(err).splitlines()[0]})")
     if not isinstance(plan, dict) or not isinstance(plan.get("dataset"), str) or not isinstance(plan.get("runs"), list) \
             or not all(isinstance(run, dict) and "model" in run for run in plan["runs"]):
         parser.error(f"{args.plan}: expected a mapping with 'dataset' (str) and 'runs' (a list of {{model: …}})")
     try:
-        run_names(plan)
-    except ValueError as error:
-        parser.error(f"{args.plan}: {error}")
+        check_plan(plan, dict(plan.get("shared") or {}))
+    except (ValueError, KeyError) as error:
+        parser.error(f"{args.plan}: {error.args[0] if isinstance(error, KeyError) and error.args else error}")
     shared = dict(plan.get("shared") or {})
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -130,10 +152,7 @@ def main(argv=None):
 def run_plan(plan, shared, out, only=None, made_by=None):
     """Run (or read back) every run of the plan with the ``shared`` keys; write ``<out>.md`` / ``.csv`` of those that
     exist. Returns their results, in plan order."""
-    names = run_names(plan)
-    for run, name in zip(plan["runs"], names):  # a model or key that cannot run is named before any trains
-        check_sequential_model(run["model"])
-        check_known_keys({**shared, **(run.get("config") or {})}, f"run {name} of the plan")
+    names = check_plan(plan, shared)
     checkpoints, results, skipped = {}, [], set()  # skipped: runs outside --only that have no result yet
     for run, name in zip(plan["runs"], names):
         path = f"{out}_{name}.json"

@@ -292,14 +292,17 @@ def run_comparison(models, dataset, config_file_list=None, config_dict=None, out
         the others still make the table).
 
     Raises:
-        ValueError, KeyError: an unknown model name, a model that is not sequential or a bad setting for one of the
-            models, before any model runs.
+        ValueError, KeyError: an unknown model name, a model named twice, a model that is not sequential or a bad
+            setting for one of the models, before any model runs.
     """
     from recbole_specgr.config import Config
     from recbole_specgr.quick_start import run_recbole_specgr
     from recbole_specgr.utils import check_sequential_model
 
     logger = getLogger()
+    twice = sorted({model for model in models if models.count(model) > 1})
+    if twice:  # the second run's result file and table row would overwrite or repeat the first's
+        raise ValueError(f"models: {', '.join(twice)} given twice; expected each model once")
     for model in models:  # every name and setting checked before the first model trains (ValueError, KeyError)
         Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=dict(config_dict or {}))
         check_sequential_model(model)
@@ -328,17 +331,19 @@ def run_comparison(models, dataset, config_file_list=None, config_dict=None, out
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status (1 when a model failed)."""
+    """Command-line entry point; returns the exit status: 1 when a model failed, 2 (and one ``error:`` line) for a
+    bad name, setting or file found before any model ran, as argparse does."""
     args, config_dict = parse_args(argv)
     command = shlex.join(["python", "-m", "recbole_specgr.compare", *(sys.argv[1:] if argv is None else argv)])
-    _, failed = run_comparison(args.models, args.dataset, args.config_files, config_dict, args.out, args.split,
-                               made_by=command)
+    try:
+        _, failed = run_comparison(args.models, args.dataset, args.config_files, config_dict, args.out, args.split,
+                                   made_by=command)
+    except (ValueError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err).splitlines()[0]
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, KeyError) as err:  # a bad name or setting, found before any model ran: exit 2, as argparse
-        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

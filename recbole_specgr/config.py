@@ -121,6 +121,8 @@ class Config(RecBoleConfig):
                     settings = yaml.load(f.read(), Loader=self.yaml_loader)
                 except yaml.YAMLError as err:
                     raise ValueError(f"{file}: not valid YAML ({str(err).splitlines()[0]})") from None
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{file}: expected UTF-8 text ({err})") from None
             if settings is None:
                 continue
             if not isinstance(settings, dict):
@@ -164,6 +166,7 @@ class Config(RecBoleConfig):
             if self._source_of(key) and name not in names:
                 raise ValueError(f"{key}: expected one of {', '.join(names)}, got {value!r}{self._source_of(key)}")
         self._check_joint_grids(final)
+        self._check_data_settings(final)
         clip = final.get("clip_grad_norm")
         if clip not in (None, {}) and not (isinstance(clip, dict) and "max_norm" in clip and _real(clip["max_norm"])
                                            and clip["max_norm"] > 0):
@@ -173,6 +176,30 @@ class Config(RecBoleConfig):
             raise ValueError(f"enable_scaler: RecBole's trainer clips the gradients while the scaler still multiplies "
                              f"them (no unscale_ first), so clip_grad_norm {clip} would clip far below max_norm; set "
                              f"one of the two{self._source_of('enable_scaler')}")
+
+    def _check_data_settings(self, final):
+        """``loss_type: BPR`` without negative samples (RecBole failed at the first batch with a bare KeyError
+        'neg_item_id'); ``eval_args.mode`` other than full ranking (the trainer ranks every item whatever it says);
+        ``load_col`` not a mapping of file suffixes to field lists (tracebacks inside RecBole, or a string split into
+        letters); an empty ``cache_dir`` / ``checkpoint_dir`` (files written into the working directory)."""
+        if final.get("loss_type") == "BPR" and not final.get("train_neg_sample_args"):
+            raise ValueError(f"loss_type: BPR needs negative samples; set train_neg_sample_args, e.g. "
+                             f"{{distribution: uniform, sample_num: 1}}, or use CE{self._source_of('loss_type')}")
+        eval_args = final.get("eval_args") or {}
+        mode = eval_args.get("mode", "full") if isinstance(eval_args, dict) else None
+        if mode not in ("full", {"valid": "full", "test": "full"}):
+            raise ValueError(f"eval_args: expected mode: full (every item is ranked: the inductive trainer samples "
+                             f"no candidates), got {eval_args!r}{self._source_of('eval_args')}")
+        load_col = final.get("load_col")
+        if load_col is not None and not (isinstance(load_col, dict) and all(
+                isinstance(suffix, str) and isinstance(fields, (list, tuple)) and fields
+                and all(isinstance(f, str) for f in fields) for suffix, fields in load_col.items())):
+            raise ValueError(f"load_col: expected a mapping of file suffixes to field lists, e.g. {{inter: [user_id, "
+                             f"item_id, timestamp], item: [item_id, title]}}, or ~ (every column), got {load_col!r}"
+                             f"{self._source_of('load_col')}")
+        for key in ("cache_dir", "checkpoint_dir"):
+            if key in final and not (isinstance(final[key], str) and final[key].strip()):
+                raise ValueError(f"{key}: expected a folder path, got {final[key]!r}{self._source_of(key)}")
 
     def _check_joint_grids(self, final):
         """A grid of v_u, β or η (joint-ranking settings) that the user set, where every α tried is 0 (the paper's
@@ -395,8 +422,10 @@ PROBABILITIES = ("dropout_prob", "hidden_dropout_prob", "attn_dropout_prob", "ad
 CHOICES = {
     "learner": ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam"),
     "hidden_act": ("gelu", "relu", "swish", "tanh", "sigmoid"),
+    "loss_type": ("CE", "BPR"),  # RecBole's sequential models raise NotImplementedError at their first batch otherwise
+    "state": ("info", "debug", "warning", "error", "critical"),  # RecBole logged at INFO for any other name
 }
-ANY_CASE = ("learner",)
+ANY_CASE = ("learner", "state")
 
 
 def _real(value) -> bool:

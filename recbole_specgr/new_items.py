@@ -176,7 +176,8 @@ def main(argv=None):
         add_new_items(model, item_ids, texts)
         results = recommend(model, args.history.split(), args.topk)
     except (OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)  # as argparse and run_recbole_specgr.py do for bad input
     print("rank\titem_id\tscore\tnew")  # the command's output
     for rank, (token, score, item) in enumerate(results, start=1):
         print(f"{rank}\t{token}\t{score:.4f}\t{'new' if item >= first_new else ''}")

@@ -34,6 +34,8 @@ def upgrade(checkpoint: dict) -> dict:
             raise ValueError(f"config: expected a RecBole Config or a dict, got {type(config).__name__}")
         config = plain_config(config)
     others = checkpoint.get("other_parameter") or {}
+    if not isinstance(others, dict):
+        raise ValueError(f"other_parameter: expected a mapping of names to values, got {type(others).__name__}")
     others = {name: value for name, value in others.items() if not isinstance(value, torch.nn.Module)}
     return {**checkpoint, "config": config, "other_parameter": others}
 
@@ -48,7 +50,10 @@ def upgrade_file(source: str, target: str) -> None:
         old = torch.load(source, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001  (any unpickling failure is the same bad input for the user)
         raise ValueError(f"{source}: not a readable torch checkpoint ({type(err).__name__}: {err})") from None
-    new = upgrade(old)
+    try:
+        new = upgrade(old)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
     buffer = io.BytesIO()
     torch.save(new, buffer)
     buffer.seek(0)
@@ -68,12 +73,14 @@ def main(argv=None):
     parser.add_argument("--trusted", action="store_true",
                         help="required: you made SOURCE yourself (reading it unpickles it, which can run code)")
     args = parser.parse_args(argv)
-    if not args.trusted:
-        sys.exit(f"error: {args.source}: reading it unpickles it, which can run code; pass --trusted if you made it")
     try:
+        if not args.trusted:
+            raise ValueError(f"{args.source}: reading it unpickles it, which can run code; pass --trusted if you made "
+                             f"it")
         upgrade_file(args.source, args.target)
     except (OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)  # as argparse and run_recbole_specgr.py do for bad input
     print(f"{args.target}: written, loads with weights_only=True")
 
 

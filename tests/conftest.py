@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import shutil
 
 import pytest
@@ -101,3 +102,20 @@ def tiny_config(run_dir, session_cache):
         "text_fields": ["title", "genre"],
         "MAX_ITEM_LIST_LENGTH": 2,
     }
+
+
+@pytest.fixture
+def exits_with_error(capsys):
+    """``check(pattern, main, argv)``: ``main(argv)`` exits with status 2 after printing one ``error:`` line that
+    matches ``pattern`` and no traceback (the command-line tools' bad-input contract); returns that line."""
+
+    def check(pattern, main, argv):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert exit_info.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err
+        assert re.search(pattern, errors[0]), errors[0]
+        return errors[0]
+
+    return check

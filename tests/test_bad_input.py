@@ -230,6 +230,26 @@ def tiny_run(**overrides):
         (["--model=SASRec", "--eval_workers=0"], r"error: eval_workers: expected an int >= 1, got 0 from the command "
                                                  r"line"),
         (["--model=TIGER", "--eval_workers=two"], r"error: eval_workers: expected an int >= 1, got 'two'"),
+        (["--model=SASRec", *tiny_run(topk="[10]", valid_metric="Recall@10")],
+         r"error: topk: cut-offs \[10\] exceed the 6 items of 'tiny'; expected cut-offs of at most 6"),
+        (["--model=SASRec", "--load_col=inter"], r"error: load_col: expected a mapping of file suffixes to field "
+                                                 r"lists, .* got 'inter' from the command line"),
+        (["--model=SASRec", "--load_col={'inter': 'user_id'}"], r"error: load_col: expected a mapping .* got "
+                                                                r"\{'inter': 'user_id'\}"),
+        (["--model=SASRec", "--loss_type=foo"], r"error: loss_type: expected one of CE, BPR, got 'foo'"),
+        (["--model=SASRec", "--loss_type=BPR"], r"error: loss_type: BPR needs negative samples; set "
+                                                r"train_neg_sample_args"),
+        (["--model=FDSA", *tiny_run(), "--selected_features=['year']"],
+         r"error: selected_features: \['year'\] of 'tiny' are not token or token_seq fields; FDSA embeds "
+         r"categorical item fields only"),
+        (["--model=SASRec", *tiny_run(cold_start_items="year > 0")],
+         r"error: cold_start_items: 'year > 0' matched 6 of the 6 items of 'tiny', .* left the train split empty"),
+        (["--model=SASRec", "--config_files=latin.yaml"], r"error: .*latin\.yaml: expected UTF-8 text \('utf-8' "
+                                                          r"codec can't decode"),
+        (["--model=SASRec", "--eval_args={'order': 'TO', 'mode': 'uni100'}"],
+         r"error: eval_args: expected mode: full \(every item is ranked"),
+        (["--model=SASRec", "--state=FOO"], r"error: state: expected one of info, debug, .* got 'FOO'"),
+        (["--model=SASRec,SASRec"], r"error: models: SASRec given twice; expected each model once"),
     ],
     ids=["unknown-model", "unknown-dataset", "int-as-text", "float-as-text", "none-for-a-number", "unsupported-metric", "progress-not-a-bool",
          "single-cutoff", "unwritable-result-file", "abbreviated-option", "negative-epochs",
@@ -247,7 +267,10 @@ def tiny_run(**overrides):
          "textsim-last-n-zero", "scaler-with-clipping", "text-prior-last-n-zero",
          "component-key-on-the-composition", "empty-quantiles", "text-fields-not-names", "feature-fields-not-a-list", "activation-case", "unknown-feature-field", "text-grid-without-joint-ranking",
          "novelty-grid-without-joint-ranking", "novelty-last-n-zero",
-         "unseen-score-grid-without-joint-ranking", "result-file-a-folder", "no-eval-workers", "eval-workers-as-text"],
+         "unseen-score-grid-without-joint-ranking", "result-file-a-folder", "no-eval-workers", "eval-workers-as-text",
+         "topk-above-the-items", "load-col-a-name", "load-col-field-not-a-list", "unknown-loss", "bpr-without-negatives",
+         "float-feature-for-fdsa", "cold-rule-matches-every-item", "config-file-not-utf-8", "sampled-ranking",
+         "unknown-log-state", "model-twice"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
                                                           message):
@@ -257,6 +280,7 @@ def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache
     (run_dir / "afile").write_text("a file where a folder is expected\n")
     (run_dir / "typo.yaml").write_text("learning_rat: 0.5\n")
     (run_dir / "nan.yaml").write_text("specgr_threshold: .nan\n")
+    (run_dir / "latin.yaml").write_bytes("# r\u00e9sum\u00e9\nepochs: 1\n".encode("latin-1"))
     (run_dir / "adir").mkdir()
     argv = ["run_recbole_specgr.py", *args, f"--cache_dir={run_dir / 'cache'}", f"--checkpoint_dir={run_dir / 'saved'}"]
     monkeypatch.setattr("sys.argv", argv)  # RecBole's Config reads sys.argv itself
@@ -484,13 +508,11 @@ def test_new_items_api_refuses_what_the_items_file_reader_refuses(item_ids, text
     (["--device", "foo"], r"error: --device: "),
     (["--items", "latin1.tsv"], r"error: .*latin1\.tsv: not UTF-8 text \(invalid continuation byte at byte \d+\)"),
 ], ids=["zero-topk", "unknown-device", "latin-1-items"])
-def test_new_items_command_line_mistakes_are_one_line(tmp_path, monkeypatch, args, message):
+def test_new_items_command_line_mistakes_are_one_line(tmp_path, monkeypatch, exits_with_error, args, message):
     from recbole_specgr import new_items
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "new.tsv").write_text("item_id\ttext\nx\tA film\n")
     (tmp_path / "latin1.tsv").write_bytes("item_id\ttext\nx\tAlph\u00e4 film\n".encode("latin-1"))
     argv = ["--checkpoint", "missing.pth", "--items", "new.tsv", "--history", "1", *args]
-    with pytest.raises(SystemExit) as exit_info:
-        new_items.main(argv)
-    assert re.fullmatch(message + ".*", str(exit_info.value.code)), exit_info.value.code
+    exits_with_error("^" + message, new_items.main, argv)

@@ -1,6 +1,7 @@
 """Every script in ``benchmarks/`` answers ``--help`` with its usage (argparse formats each help string with ``%``,
 so one stray percent sign crashes ``--help`` while the script's runs still work)."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -41,3 +42,19 @@ def test_eval_versions_report_gives_best_median_and_per_repeat_ratios():
         in text
     assert "Median of each: old 45.0 s, new 20.0 s — ratio **2.25×**; per repeat (the two back to back): 2.00×, " \
            "3.00×, 1.50×." in text
+
+
+def test_retune_refuses_a_source_it_cannot_read(tmp_path, monkeypatch, capsys):
+    """A missing or malformed result JSON was a traceback; now one argparse error line, nothing written."""
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    retune = load_benchmark_script("retune_specgr")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "gone.json").write_text('{"checkpoint": "nowhere.pth"}')
+    for source, message in (("missing.json", r"missing\.json: expected a run_table result JSON \(\[Errno 2\]"),
+                            ("bad.json", r"bad\.json: expected a run_table result JSON \(Expecting"),
+                            ("gone.json", r"gone\.json: its checkpoint 'nowhere\.pth' is not on this machine")):
+        with pytest.raises(SystemExit) as stopped:
+            retune.main([str(tmp_path / source), "--out", str(tmp_path / "out.json")])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and re.search(message, err) and "Traceback" not in err, err
+    assert not (tmp_path / "out.json").exists()

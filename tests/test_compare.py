@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -155,15 +156,20 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch, caplog):
     ("SASRec,FDSA", ["--epochs=abc"], "epochs: expected int"),
     ("SASRec,FDSA", ["--epoch=3"], "epoch: no model or dataset has this setting .*did you mean 'epochs'"),
     ("SASRec,SpecGRAux", ["--hidden_size=64"], "hidden_size: a setting of SpecGRAux's component model"),
+    ("SASRec,FDSA,SASRec", [], "models: SASRec given twice; expected each model once"),
+    ("SASRec", ["--config_files", "missing.yaml"], r"No such file or directory: 'missing\.yaml'"),
 ])
-def test_every_model_and_setting_is_checked_before_the_first_model_runs(tmp_path, monkeypatch, models, settings,
-                                                                        message):
+def test_every_model_and_setting_is_checked_before_the_first_model_runs(tmp_path, monkeypatch, capsys, models,
+                                                                        settings, message):
+    """Exit status 2 and one error line, before any model runs (a model named twice ran twice, the second
+    overwriting the first's result file; a missing config file was a traceback)."""
     from recbole_specgr import quick_start
 
     calls = []
     monkeypatch.setattr(quick_start, "run_recbole_specgr", lambda model, *a, **k: calls.append(model))
-    with pytest.raises(ValueError, match=message):
-        compare.main(["--models", models, "--dataset", "ml-100k", *settings, "--out", str(tmp_path / "cmp")])
+    status = compare.main(["--models", models, "--dataset", "ml-100k", *settings, "--out", str(tmp_path / "cmp")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert status == 2 and len(errors) == 1 and re.search(message, errors[0]), errors
     assert calls == [] and list(tmp_path.iterdir()) == []
 
 

@@ -193,3 +193,11 @@ def test_values_that_turn_a_feature_off_are_still_accepted(tmp_path):
     assert config["clip_grad_norm"] == {} and config["rqvae_hidden_sizes"] == []
     with pytest.raises(ValueError, match=r"topk: expected a non-empty list of ints >= 1, got \[\]"):
         Config(model="TIGER", dataset="ml-100k", config_dict={"data_path": str(tmp_path), "topk": []})
+
+
+@pytest.mark.parametrize("key", ["cache_dir", "checkpoint_dir"])
+def test_an_empty_folder_setting_is_refused(tmp_path, key):
+    """An empty cache_dir wrote the semantic IDs into the working directory; an empty checkpoint_dir failed with a
+    bare FileNotFoundError naming ''."""
+    with pytest.raises(ValueError, match=rf"{key}: expected a folder path, got '' from config_dict"):
+        Config(model="TIGER", dataset="ml-100k", config_dict={"data_path": str(tmp_path), key: ""})

@@ -2,6 +2,7 @@
 rerun, and a run killed mid-training continues from its progress file, which is gone once the result is written."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,34 +34,48 @@ def write_plan(folder, small_config):
     return str(path)
 
 
-def test_a_plan_with_a_non_sequential_model_stops_before_the_first_run_trains(run_table, small_config, run_dir):
-    plan = {"dataset": "ml-100k", "shared": {**small_config, "checkpoint_dir": str(run_dir / "saved")},
-            "runs": [{"model": "SASRec"}, {"model": "Pop"}]}
+@pytest.mark.parametrize("runs, message", [
+    ([{"model": "SASRec"}, {"model": "Pop"}], r"model 'Pop': expected a sequential model"),
+    ([{"model": "SASRec"}, {"model": "SASRec", "name": "later", "config": {"stoping_step": 2}}],
+     r"stoping_step: no model or dataset has this setting \(from run later of the plan\); did you mean "
+     r"'stopping_step'"),
+    ([{"model": "SASRec"}, {"model": "SASRec", "name": "later", "config": {"init_checkpoint": "{NOPE}"}}],
+     r"run later: init_checkpoint: \{NOPE\} names no earlier run of the plan \(earlier runs: \['SASRec'\]\)"),
+    ([{"model": "SASRec", "config": {"init_checkpoint": "{later}"}}, {"model": "SASRec", "name": "later"}],
+     r"run SASRec: init_checkpoint: \{later\} names no earlier run"),
+    ([{"model": "NoSuchRec"}], r"model 'NoSuchRec' is neither"),
+], ids=["non-sequential-model", "misspelt-key", "unknown-reference", "later-reference", "unknown-model"])
+def test_a_plan_that_cannot_run_stops_before_the_first_run_trains(run_table, small_config, run_dir, monkeypatch,
+                                                                  capsys, runs, message):
+    trained = []
+    monkeypatch.setattr(run_table, "run_recbole_specgr", lambda *args, **kwargs: trained.append(args))
+    plan = {"dataset": "ml-100k", "shared": {**small_config, "checkpoint_dir": str(run_dir / "saved")}, "runs": runs}
     (run_dir / "plan.yaml").write_text(yaml.safe_dump(plan))
-    with pytest.raises(ValueError, match=r"model 'Pop': expected a sequential model"):
+    with pytest.raises(SystemExit) as stopped:
         run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table")])
-    assert not (run_dir / "saved").exists() and not list(run_dir.glob("table*"))
+    assert stopped.value.code == 2 and re.search(message, capsys.readouterr().err)
+    assert trained == [] and not (run_dir / "saved").exists() and not list(run_dir.glob("table*"))
 
 
-def test_a_plan_with_a_misspelt_key_stops_before_the_first_run_trains(run_table, small_config, run_dir):
-    plan = {"dataset": "ml-100k", "shared": {**small_config, "checkpoint_dir": str(run_dir / "saved")},
-            "runs": [{"model": "SASRec"}, {"model": "SASRec", "name": "later", "config": {"stoping_step": 2}}]}
-    (run_dir / "plan.yaml").write_text(yaml.safe_dump(plan))
-    with pytest.raises(ValueError, match=r"stoping_step: no model or dataset has this setting \(from run later of the "
-                                         r"plan\); did you mean 'stopping_step'"):
-        run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table")])
-    assert not (run_dir / "saved").exists() and not list(run_dir.glob("table*"))
+@pytest.mark.parametrize("content, message", [
+    (None, r"missing\.yaml: expected a readable plan YAML \(\[Errno 2\] No such file"),
+    ("runs: [model: SASRec\n", r"plan\.yaml: expected a readable plan YAML \(while parsing a flow"),
+], ids=["missing", "malformed"])
+def test_a_plan_file_that_cannot_be_read_is_one_line(run_table, run_dir, capsys, content, message):
+    path = run_dir / ("missing.yaml" if content is None else "plan.yaml")
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as stopped:
+        run_table.main([str(path), "--out", str(run_dir / "table")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and re.search(message, err) and "Traceback" not in err
 
 
 @pytest.mark.parametrize("plan", sorted(Path(__file__).resolve().parents[1].glob("benchmarks/plans/*.yaml")),
                          ids=lambda path: path.name)
 def test_every_committed_plan_names_known_models_and_keys(run_table, plan):
     loaded = yaml.safe_load(plan.read_text())
-    names = run_table.run_names(loaded)
-    assert len(names) >= 2
-    for run, name in zip(loaded["runs"], names):
-        run_table.check_sequential_model(run["model"])
-        run_table.check_known_keys({**(loaded.get("shared") or {}), **(run.get("config") or {})}, name)
+    assert len(run_table.check_plan(loaded, loaded.get("shared") or {})) >= 2
 
 
 def test_a_killed_plan_resumes_its_run_and_reads_back_finished_ones(run_table, small_config, run_dir, monkeypatch):

@@ -966,7 +966,7 @@ def test_new_item_is_drafted_scored_and_recommended(specgrpp_run, monkeypatch):
         new_items.recommend(model, history, topk=listed + 1)
 
 
-def test_new_items_cli(specgrpp_run, tmp_path, capsys):
+def test_new_items_cli(specgrpp_run, tmp_path, capsys, exits_with_error):
     _, checkpoint_path = specgrpp_run
     items = tmp_path / "new.tsv"
     items.write_text(f"item_id\ttext\nnew-1\t{TOY_STORY}\nnew-2\tA brand new film. 1999. Drama\n")
@@ -977,18 +977,15 @@ def test_new_items_cli(specgrpp_run, tmp_path, capsys):
     assert [int(r[0]) for r in rows] == list(range(1, 8))
     assert all(r[3] == ("new" if r[1] in ("new-1", "new-2") else "") for r in rows)
 
+    cli = ["--checkpoint", checkpoint_path, "--items", str(items), "--history"]
     items.write_text("item_id\ttext\nnew-1\tfine\nno tab here\n")
-    with pytest.raises(SystemExit, match=f"{items}:3: expected 'item_id<TAB>text'"):
-        new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1"])
+    exits_with_error(f"{items}:3: expected 'item_id<TAB>text'", new_items.main, [*cli, "1"])
     items.write_text("id\ttext\nnew-1\tfine\n")
-    with pytest.raises(SystemExit, match=f"{items}:1: expected the header"):
-        new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1"])
+    exits_with_error(f"{items}:1: expected the header", new_items.main, [*cli, "1"])
     items.write_text("item_id\ttext\n1\talready there\n")
-    with pytest.raises(SystemExit, match="already in the model"):
-        new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1"])
+    exits_with_error("already in the model", new_items.main, [*cli, "1"])
     items.write_text("item_id\ttext\nnew-1\tfine\n")
-    with pytest.raises(SystemExit, match="unknown"):
-        new_items.main(["--checkpoint", checkpoint_path, "--items", str(items), "--history", "1 nope"])
+    exits_with_error("unknown", new_items.main, [*cli, "1 nope"])
 
 
 # ---------------------------------------------------------------- γ chosen on validation
@@ -1285,14 +1282,14 @@ class _RunsOnUnpickle:
         return (Path.touch, (Path(self.marker),))
 
 
-def test_crafted_pickle_is_refused_without_running_it(tmp_path, capsys):
+def test_crafted_pickle_is_refused_without_running_it(tmp_path, exits_with_error):
     marker, crafted = tmp_path / "ran", tmp_path / "crafted.pth"
     torch.save({"config": {"model": "SpecGRPP"}, "state_dict": {}, "payload": _RunsOnUnpickle(marker)}, crafted)
     items = tmp_path / "new.tsv"
     items.write_text("item_id\ttext\nx1\tA new film. 1999. Drama\n")
-    with pytest.raises(SystemExit) as exit_info:
-        new_items.main(["--checkpoint", str(crafted), "--items", str(items), "--history", "1"])
-    assert f"error: {crafted}: refused to load, it holds pickled objects" in str(exit_info.value)
+    line = exits_with_error("refused to load, it holds pickled objects", new_items.main,
+                            ["--checkpoint", str(crafted), "--items", str(items), "--history", "1"])
+    assert line.startswith(f"error: {crafted}: refused to load")
     assert not marker.exists()
 
 

@@ -27,11 +27,10 @@ def test_old_checkpoint_is_refused_with_the_upgrade_command(old_checkpoint):
         load_checkpoint(path)
 
 
-def test_upgrade_needs_trusted_and_then_loads_as_plain_data(old_checkpoint, run_dir):
+def test_upgrade_needs_trusted_and_then_loads_as_plain_data(old_checkpoint, run_dir, exits_with_error):
     path, config = old_checkpoint
     target = run_dir / "new.pth"
-    with pytest.raises(SystemExit, match="can run code; pass --trusted"):
-        main([str(path), str(target)])
+    exits_with_error("can run code; pass --trusted", main, [str(path), str(target)])
     assert not target.exists()
     main([str(path), str(target), "--trusted"])
     new = load_checkpoint(target)
@@ -41,14 +40,17 @@ def test_upgrade_needs_trusted_and_then_loads_as_plain_data(old_checkpoint, run_
     assert new["other_parameter"] == {"note": [1, 2]}  # the module's weights live in the state dict
 
 
-def test_upgrade_in_place_and_bad_input(old_checkpoint, run_dir):
+def test_upgrade_in_place_and_bad_input(old_checkpoint, run_dir, exits_with_error):
     path, _ = old_checkpoint
     main([str(path), str(path), "--trusted"])
     assert load_checkpoint(path)["config"]["model"] == "SASRec"
     not_a_checkpoint = run_dir / "list.pth"
     torch.save([1, 2, 3], not_a_checkpoint)
-    for source, message in ((not_a_checkpoint, "expected a RecBole checkpoint"), (run_dir / "nope.pth", "no such")):
-        with pytest.raises(SystemExit, match=message):
-            main([str(source), str(run_dir / "out.pth"), "--trusted"])
+    other_is_a_list = run_dir / "other.pth"
+    torch.save({"config": {"model": "SASRec"}, "state_dict": {}, "other_parameter": [1]}, other_is_a_list)
+    for source, message in ((not_a_checkpoint, r"list\.pth: expected a RecBole checkpoint"),
+                            (run_dir / "nope.pth", "no such"),
+                            (other_is_a_list, r"other\.pth: other_parameter: expected a mapping")):
+        exits_with_error(message, main, [str(source), str(run_dir / "out.pth"), "--trusted"])
         assert not (run_dir / "out.pth").exists()
     assert not list(run_dir.glob("*.part"))  # nothing half-written

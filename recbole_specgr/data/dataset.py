@@ -160,6 +160,7 @@ class InductiveSequentialDataset(SequentialDataset):
         # every user's items in time order, the dropped cold-start interactions included: the user did interact with
         # those items, so eval_exclude_history excludes them too (history_mask)
         user_items, user_start_all, kept_position = iid, _run_starts(uid), np.nonzero(keep)[0]
+        had_training_period = bool((period == 0).any())
         order, uid, iid, period = order[keep], uid[keep], iid[keep], period[keep]
         self._train_period_items = np.unique(iid[period == 0])  # the seen items (seen_item_mask)
 
@@ -194,6 +195,13 @@ class InductiveSequentialDataset(SequentialDataset):
         self.split_timestamps = (t_valid, t_test)
         counts = np.bincount(self.row_split, minlength=3)
         for name, count in zip(SPLIT_NAMES, counts):
+            if count == 0 and name == "train" and had_training_period and not (period == 0).any():
+                n_real = self.item_num - 1  # id 0 is padding
+                raise ValueError(
+                    f"cold_start_items: {self.cold_start_rule!r} matched {int(cold.sum())} of the {n_real} items of "
+                    f"'{self.dataset_name}', whose training-period interactions are dropped, and that left the train "
+                    "split empty; expected a rule that keeps some items seen in training"
+                )
             if count == 0:
                 raise ValueError(
                     f"split_timestamps {list(self.split_timestamps)}: the {name} split of '{self.dataset_name}' is "
