@@ -44,9 +44,9 @@ def main(argv=None):
     except (ValueError, KeyError, OSError, yaml.YAMLError) as err:
         if args.debug:
             raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        from recbole_specgr.cli import exit_with_error
+
+        exit_with_error(err)
     finally:
         config.CHECK_COMMAND_LINE_KEYS = checked
 

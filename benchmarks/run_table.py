@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from recbole_specgr.compare import write_seed_table, write_table  # noqa: E402
+from recbole_specgr.cli import error_line  # noqa: E402
 from recbole_specgr.config import check_known_keys  # noqa: E402
 from recbole_specgr.quick_start import run_recbole_specgr  # noqa: E402
 from recbole_specgr.utils import check_sequential_model  # noqa: E402
@@ -113,18 +114,20 @@ def main(argv=None):
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         parser.error(f"{args.plan}: expected a readable plan YAML ({str(err).splitlines()[0]})")
     if not isinstance(plan, dict) or not isinstance(plan.get("dataset"), str) or not isinstance(plan.get("runs"), list) \
-            or not all(isinstance(run, dict) and "model" in run for run in plan["runs"]):
-        parser.error(f"{args.plan}: expected a mapping with 'dataset' (str) and 'runs' (a list of {{model: …}})")
-    try:
-        check_plan(plan, dict(plan.get("shared") or {}))
-    except (ValueError, KeyError) as error:
-        parser.error(f"{args.plan}: {error.args[0] if isinstance(error, KeyError) and error.args else error}")
+            or not all(isinstance(run, dict) and "model" in run and isinstance(run.get("config") or {}, dict)
+                       for run in plan["runs"]) or not isinstance(plan.get("shared") or {}, dict):
+        parser.error(f"{args.plan}: expected a mapping with 'dataset' (str), 'runs' (a list of {{model: …, config: "
+                     f"{{…}}}}) and optionally 'shared' (a mapping of settings)")
     shared = dict(plan.get("shared") or {})
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--set: expected KEY=VALUE, got {item!r}")
         shared[key] = yaml.safe_load(value)
+    try:  # with the --set keys: a misspelt one is named before any run trains
+        check_plan(plan, shared)
+    except (ValueError, KeyError) as error:
+        parser.error(f"{args.plan}: {error_line(error)[len('error: '):]}")
     # what makes the whole table (runs resume, so --only / --seeds only choose what this call trains)
     made_by = shlex.join(["python", "benchmarks/run_table.py", args.plan, "--out", args.out]
                          + (["--set", *args.set] if args.set else []))

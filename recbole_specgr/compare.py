@@ -26,6 +26,7 @@ import sys
 from logging import getLogger
 
 from recbole_specgr.atomic import atomic_write
+from recbole_specgr.cli import error_line
 
 MISSING = "–"
 SUBSETS = (("overall", "overall"), ("in_sample", "in-sample"), ("unseen", "unseen"))  # (result key, label)
@@ -339,8 +340,7 @@ def main(argv=None):
         _, failed = run_comparison(args.models, args.dataset, args.config_files, config_dict, args.out, args.split,
                                    made_by=command)
     except (ValueError, KeyError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err).splitlines()[0]
-        print(f"error: {message}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     return 1 if failed else 0
 

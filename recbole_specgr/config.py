@@ -116,6 +116,8 @@ class Config(RecBoleConfig):
         """Each YAML file must hold a mapping of settings (an empty file is none); an error names the file."""
         loaded, self._file_of_key = {}, {}
         for file in file_list or ():
+            if not os.path.isfile(file):
+                raise ValueError(f"config_files: cannot read {file} ([Errno 2] No such file or directory: {file!r})")
             with open(file, "r", encoding="utf-8") as f:
                 try:
                     settings = yaml.load(f.read(), Loader=self.yaml_loader)
@@ -164,7 +166,8 @@ class Config(RecBoleConfig):
             value = final.get(key)
             name = value.lower() if isinstance(value, str) and key in ANY_CASE else value
             if self._source_of(key) and name not in names:
-                raise ValueError(f"{key}: expected one of {', '.join(names)}, got {value!r}{self._source_of(key)}")
+                shown = ", ".join("~" if n is None else str(n) for n in names)
+                raise ValueError(f"{key}: expected one of {shown}, got {value!r}{self._source_of(key)}")
         self._check_joint_grids(final)
         self._check_data_settings(final)
         clip = final.get("clip_grad_norm")
@@ -178,25 +181,39 @@ class Config(RecBoleConfig):
                              f"one of the two{self._source_of('enable_scaler')}")
 
     def _check_data_settings(self, final):
-        """``loss_type: BPR`` without negative samples (RecBole failed at the first batch with a bare KeyError
-        'neg_item_id'); ``eval_args.mode`` other than full ranking (the trainer ranks every item whatever it says);
-        ``load_col`` not a mapping of file suffixes to field lists (tracebacks inside RecBole, or a string split into
-        letters); an empty ``cache_dir`` / ``checkpoint_dir`` (files written into the working directory)."""
-        if final.get("loss_type") == "BPR" and not final.get("train_neg_sample_args"):
+        """Settings RecBole accepts but this package cannot run, refused before any data is read: ``loss_type: BPR``
+        without negative samples (RecBole failed at the first batch with a bare KeyError 'neg_item_id'); UniSRec with
+        another loss than CE; ``eval_args`` other than temporal order and full ranking (a mode was ignored without a
+        word: every item is ranked); ``num_beams`` (β) below the largest cut-off; ``load_col`` not a mapping of file
+        suffixes to field lists or '*' (tracebacks inside RecBole, or a string split into letters); an empty
+        ``cache_dir`` / ``checkpoint_dir`` (files written into the working directory)."""
+        loss = final.get("loss_type")
+        negatives = final.get("train_neg_sample_args")
+        if loss == "BPR" and (not isinstance(negatives, dict) or str(negatives.get("distribution")).lower() == "none"):
             raise ValueError(f"loss_type: BPR needs negative samples; set train_neg_sample_args, e.g. "
                              f"{{distribution: uniform, sample_num: 1}}, or use CE{self._source_of('loss_type')}")
-        eval_args = final.get("eval_args") or {}
-        mode = eval_args.get("mode", "full") if isinstance(eval_args, dict) else None
-        if mode not in ("full", {"valid": "full", "test": "full"}):
-            raise ValueError(f"eval_args: expected mode: full (every item is ranked: the inductive trainer samples "
-                             f"no candidates), got {eval_args!r}{self._source_of('eval_args')}")
+        if self.model == "UniSRec" and loss != "CE":
+            raise ValueError(f"loss_type: UniSRec trains with CE (a softmax over the seen items), got {loss!r}"
+                             f"{self._source_of('loss_type')}")
+        eval_args = final.get("eval_args")
+        mode = eval_args.get("mode") if isinstance(eval_args, dict) else None
+        modes = list(mode.values()) if isinstance(mode, dict) else [mode]
+        if not modes or any(m != "full" for m in modes) or eval_args.get("order") != "TO":
+            raise ValueError(f"eval_args: expected order: TO and mode: full (the split is by time, and every item is "
+                             f"ranked: the inductive trainer samples no candidates), got {eval_args!r}"
+                             f"{self._source_of('eval_args')}")
+        beams, topk = final.get("num_beams"), final.get("topk")
+        if isinstance(beams, int) and isinstance(topk, (list, tuple)) and topk and beams < max(topk):
+            raise ValueError(f"num_beams: β = {beams} must be >= max(topk) = {max(topk)}"
+                             f"{self._source_of('num_beams')}")
         load_col = final.get("load_col")
         if load_col is not None and not (isinstance(load_col, dict) and all(
-                isinstance(suffix, str) and isinstance(fields, (list, tuple)) and fields
-                and all(isinstance(f, str) for f in fields) for suffix, fields in load_col.items())):
-            raise ValueError(f"load_col: expected a mapping of file suffixes to field lists, e.g. {{inter: [user_id, "
-                             f"item_id, timestamp], item: [item_id, title]}}, or ~ (every column), got {load_col!r}"
-                             f"{self._source_of('load_col')}")
+                isinstance(suffix, str) and (fields == "*" or isinstance(fields, (list, tuple)) and fields
+                                             and all(isinstance(f, str) for f in fields))
+                for suffix, fields in load_col.items())):
+            raise ValueError(f"load_col: expected a mapping of file suffixes to field lists (or '*', every column), "
+                             f"e.g. {{inter: [user_id, item_id, timestamp], item: [item_id, title]}}, or ~ (every "
+                             f"file's every column), got {load_col!r}{self._source_of('load_col')}")
         for key in ("cache_dir", "checkpoint_dir"):
             if key in final and not (isinstance(final[key], str) and final[key].strip()):
                 raise ValueError(f"{key}: expected a folder path, got {final[key]!r}{self._source_of(key)}")
@@ -413,8 +430,8 @@ LIST_KEYS = ("rqvae_hidden_sizes",)
 POSITIVE_REALS = ("learning_rate", "rqvae_learning_rate", "specgrpp_finetune_learning_rate", "initializer_range",
                   "layer_norm_eps", "specgrpp_temperature", "temperature")
 NON_NEGATIVE_REALS = ("weight_decay", "rqvae_commitment_weight", "specgrpp_lambda_cl", "specgrpp_lambda_ce",
-                      "aap_weight", "mip_weight", "map_weight", "sp_weight", "specgr_draft_weight", "specgr_text_weight",
-                      "specgr_novelty_weight")
+                      "aap_weight", "mip_weight", "map_weight", "sp_weight", "specgr_draft_weight",
+                      "specgr_text_weight", "specgr_novelty_weight")
 PROBABILITIES = ("dropout_prob", "hidden_dropout_prob", "attn_dropout_prob", "adaptor_dropout_prob")
 
 # Names a user value must be one of: RecBole's optimizers (another name fell back to Adam with a log warning; RecBole
@@ -423,7 +440,7 @@ CHOICES = {
     "learner": ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam"),
     "hidden_act": ("gelu", "relu", "swish", "tanh", "sigmoid"),
     "loss_type": ("CE", "BPR"),  # RecBole's sequential models raise NotImplementedError at their first batch otherwise
-    "state": ("info", "debug", "warning", "error", "critical"),  # RecBole logged at INFO for any other name
+    "state": ("info", "debug", "warning", "error", "critical", None),  # RecBole logged at INFO for any other name
 }
 ANY_CASE = ("learner", "state")
 

@@ -15,12 +15,12 @@ for items added here.
 """
 
 import argparse
-import sys
 from collections import Counter
 
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_specgr.cli import exit_with_error
 from recbole_specgr.config import SavedConfig
 from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, encode_texts
 from recbole_specgr.tokenizer.semantic_id import SemanticIDTokenizer
@@ -176,8 +176,7 @@ def main(argv=None):
         add_new_items(model, item_ids, texts)
         results = recommend(model, args.history.split(), args.topk)
     except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)  # as argparse and run_recbole_specgr.py do for bad input
+        exit_with_error(err)
     print("rank\titem_id\tscore\tnew")  # the command's output
     for rank, (token, score, item) in enumerate(results, start=1):
         print(f"{rank}\t{token}\t{score:.4f}\t{'new' if item >= first_new else ''}")

@@ -14,7 +14,7 @@ from logging import getLogger
 
 from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.data import data_preparation
-from recbole.utils import FeatureSource, FeatureType, init_logger, init_seed
+from recbole.utils import init_logger, init_seed
 
 from recbole_specgr.allocator import keep_freed_memory
 from recbole_specgr.atomic import atomic_write, check_writable
@@ -49,8 +49,6 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
 
     dataset = create_dataset(config)
     logger.info(dataset)
-    check_feature_fields(config, dataset)
-    check_cutoffs(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -92,42 +90,6 @@ def run_recbole_specgr(model=None, dataset=None, config_file_list=None, config_d
     if result_json:
         write_json_atomic(result_json, result)
     return result
-
-
-# Keys naming item fields that RecBole's feature-aware models read (FDSA, S3Rec): an unknown name failed with a bare
-# KeyError when the model was built.
-FEATURE_FIELD_KEYS = {"FDSA": "selected_features", "S3Rec": "item_attribute"}
-
-
-def check_feature_fields(config, dataset):
-    """ValueError naming the key unless the fields the model's :data:`FEATURE_FIELD_KEYS` key lists are item fields
-    the dataset loaded, of token or token_seq type."""
-    key = FEATURE_FIELD_KEYS.get(config["model"])
-    value = config[key] if key else None
-    if value is None:
-        return
-    if (key == "item_attribute") != isinstance(value, str):  # S3Rec reads one field, FDSA a list of them
-        expected = "an item field name" if key == "item_attribute" else "a list of item field names"
-        raise ValueError(f"{key}: expected {expected}, got {value!r}")
-    names = [value] if isinstance(value, str) else list(value)
-    loaded = sorted(field for field in dataset.field2type if dataset.field2source.get(field) == FeatureSource.ITEM)
-    unknown = [name for name in names if name not in loaded]
-    if unknown:
-        raise ValueError(f"{key}: {unknown} are not item fields of '{config['dataset']}' (loaded: {loaded})")
-    not_tokens = [name for name in names if dataset.field2type[name] not in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ)]
-    if not_tokens:  # FDSA embedded none of them and failed in its first forward (torch.cat of an empty list)
-        raise ValueError(f"{key}: {not_tokens} of '{config['dataset']}' are not token or token_seq fields; "
-                         f"{config['model']} embeds categorical item fields only")
-
-
-def check_cutoffs(config, dataset):
-    """ValueError unless every ``topk`` cut-off is at most the number of items (a larger one failed in ``torch.topk``
-    at the first evaluation, after a checkpoint may have been written)."""
-    n_items = dataset.item_num - 1  # id 0 is padding
-    too_large = [k for k in config["topk"] if k > n_items]
-    if too_large:
-        raise ValueError(f"topk: cut-offs {too_large} exceed the {n_items} items of '{config['dataset']}'; expected "
-                         f"cut-offs of at most {n_items}")
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):

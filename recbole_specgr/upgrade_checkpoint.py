@@ -12,12 +12,12 @@ it was. Reading the old file unpickles it, which can run code from it: only do t
 import argparse
 import io
 import os
-import sys
 
 import torch
 
 from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole_specgr.atomic import atomic_write
+from recbole_specgr.cli import exit_with_error
 from recbole_specgr.config import plain_config
 
 REQUIRED_KEYS = ("config", "state_dict")
@@ -79,8 +79,7 @@ def main(argv=None):
                              f"it")
         upgrade_file(args.source, args.target)
     except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)  # as argparse and run_recbole_specgr.py do for bad input
+        exit_with_error(err)
     print(f"{args.target}: written, loads with weights_only=True")
 
 

@@ -12,7 +12,7 @@ Registry: plugin classes first, RecBole's as fallback (RecBole-GNN's pattern).
 import importlib
 
 from recbole.data import create_dataset as recbole_create_dataset
-from recbole.utils import ModelType
+from recbole.utils import FeatureSource, FeatureType, ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
@@ -74,7 +74,8 @@ def get_trainer(model_type, model_name):
 
 
 def create_dataset(config):
-    """:class:`InductiveSequentialDataset` for sequential models (after preparing the data folder), else RecBole's."""
+    """:class:`InductiveSequentialDataset` for sequential models (after preparing the data folder), checked against the
+    settings that name its fields and cut-offs (:func:`check_feature_fields`, :func:`check_cutoffs`), else RecBole's."""
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         return recbole_create_dataset(config)
     if config["benchmark_filename"]:
@@ -86,4 +87,48 @@ def create_dataset(config):
     from recbole_specgr.data.prepare import prepare_data_path
 
     prepare_data_path(config)
-    return InductiveSequentialDataset(config)
+    dataset = InductiveSequentialDataset(config)
+    check_feature_fields(config, dataset)
+    check_cutoffs(config, dataset)
+    return dataset
+
+
+# Keys naming item fields that RecBole's feature-aware models read (FDSA, S3Rec): an unknown name failed with a bare
+# KeyError when the model was built.
+FEATURE_FIELD_KEYS = {"FDSA": "selected_features", "S3Rec": "item_attribute"}
+
+
+def check_feature_fields(config, dataset):
+    """ValueError naming the key unless the fields the model's :data:`FEATURE_FIELD_KEYS` key lists are item fields
+    the dataset loaded, of token or token_seq type."""
+    key = FEATURE_FIELD_KEYS.get(config["model"])
+    value = config[key] if key else None
+    if value is None:
+        return
+    if (key == "item_attribute") != isinstance(value, str):  # S3Rec reads one field, FDSA a list of them
+        expected = "an item field name" if key == "item_attribute" else "a list of item field names"
+        raise ValueError(f"{key}: expected {expected}, got {value!r}")
+    names = [value] if isinstance(value, str) else list(value)
+    loaded = sorted(field for field in dataset.field2type if dataset.field2source.get(field) == FeatureSource.ITEM)
+    unknown = [name for name in names if name not in loaded]
+    if unknown:
+        raise ValueError(f"{key}: {unknown} are not item fields of '{config['dataset']}' (loaded: {loaded})")
+    numerical = set(config["numerical_features"] or []) if config["model"] == "FDSA" else set()
+    kinds = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT, FeatureType.FLOAT_SEQ)
+    unusable = [name for name in names if dataset.field2type[name] not in kinds[:2]
+                and not (name in numerical and dataset.field2type[name] in kinds[2:])]
+    if unusable:  # FDSA embedded none of them and failed in its first forward (torch.cat of an empty list)
+        also = " (or float fields also listed in numerical_features)" if config["model"] == "FDSA" else ""
+        raise ValueError(f"{key}: {unusable} of '{config['dataset']}' are not token or token_seq fields{also}; "
+                         f"{config['model']} embeds categorical item fields")
+
+
+def check_cutoffs(config, dataset):
+    """ValueError unless every ``topk`` cut-off is at most the number of items (a larger one failed in ``torch.topk``
+    at the first evaluation, after a checkpoint may have been written)."""
+    n_items = dataset.item_num - 1  # id 0 is padding
+    too_large = [k for k in config["topk"] if k > n_items]
+    if too_large:
+        raise ValueError(f"topk: cut-offs {too_large} exceed the {n_items} items of '{config['dataset']}'; expected "
+                         f"cut-offs of at most {n_items}")
+

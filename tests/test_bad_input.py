@@ -233,21 +233,29 @@ def tiny_run(**overrides):
         (["--model=SASRec", *tiny_run(topk="[10]", valid_metric="Recall@10")],
          r"error: topk: cut-offs \[10\] exceed the 6 items of 'tiny'; expected cut-offs of at most 6"),
         (["--model=SASRec", "--load_col=inter"], r"error: load_col: expected a mapping of file suffixes to field "
-                                                 r"lists, .* got 'inter' from the command line"),
+                                                 r"lists \(or '\*', .* got 'inter' from the command line"),
         (["--model=SASRec", "--load_col={'inter': 'user_id'}"], r"error: load_col: expected a mapping .* got "
                                                                 r"\{'inter': 'user_id'\}"),
         (["--model=SASRec", "--loss_type=foo"], r"error: loss_type: expected one of CE, BPR, got 'foo'"),
         (["--model=SASRec", "--loss_type=BPR"], r"error: loss_type: BPR needs negative samples; set "
                                                 r"train_neg_sample_args"),
         (["--model=FDSA", *tiny_run(), "--selected_features=['year']"],
-         r"error: selected_features: \['year'\] of 'tiny' are not token or token_seq fields; FDSA embeds "
-         r"categorical item fields only"),
+         r"error: selected_features: \['year'\] of 'tiny' are not token or token_seq fields \(or float fields also "
+         r"listed in numerical_features\); FDSA embeds categorical item fields"),
         (["--model=SASRec", *tiny_run(cold_start_items="year > 0")],
          r"error: cold_start_items: 'year > 0' matched 6 of the 6 items of 'tiny', .* left the train split empty"),
         (["--model=SASRec", "--config_files=latin.yaml"], r"error: .*latin\.yaml: expected UTF-8 text \('utf-8' "
                                                           r"codec can't decode"),
         (["--model=SASRec", "--eval_args={'order': 'TO', 'mode': 'uni100'}"],
-         r"error: eval_args: expected mode: full \(every item is ranked"),
+         r"error: eval_args: expected order: TO and mode: full \(the split is by time, and every item is ranked"),
+        (["--model=SASRec", "--eval_args={'mode': 'full'}"], r"error: eval_args: expected order: TO and mode: full .*"
+                                                             r"got \{'mode': 'full'\} from the command line"),
+        (["--model=UniSRec", "--loss_type=BPR", "--train_neg_sample_args={'distribution': 'uniform', 'sample_num': 1}"],
+         r"error: loss_type: UniSRec trains with CE \(a softmax over the seen items\), got 'BPR'"),
+        (["--model=SASRec", "--loss_type=BPR", "--train_neg_sample_args={'distribution': None, 'sample_num': 1}"],
+         r"error: loss_type: BPR needs negative samples"),
+        (["--model=TIGER", "--num_beams=10"], r"error: num_beams: β = 10 must be >= max\(topk\) = 50 from the command "
+                                              r"line"),
         (["--model=SASRec", "--state=FOO"], r"error: state: expected one of info, debug, .* got 'FOO'"),
         (["--model=SASRec,SASRec"], r"error: models: SASRec given twice; expected each model once"),
     ],
@@ -269,7 +277,8 @@ def tiny_run(**overrides):
          "novelty-grid-without-joint-ranking", "novelty-last-n-zero",
          "unseen-score-grid-without-joint-ranking", "result-file-a-folder", "no-eval-workers", "eval-workers-as-text",
          "topk-above-the-items", "load-col-a-name", "load-col-field-not-a-list", "unknown-loss", "bpr-without-negatives",
-         "float-feature-for-fdsa", "cold-rule-matches-every-item", "config-file-not-utf-8", "sampled-ranking",
+         "float-feature-for-fdsa", "cold-rule-matches-every-item", "config-file-not-utf-8", "sampled-ranking", "random-order",
+         "unisrec-with-bpr", "bpr-with-no-distribution", "beams-below-k-early",
          "unknown-log-state", "model-twice"],
 )
 def test_command_line_mistakes_exit_2_with_one_error_line(run_dir, session_cache, monkeypatch, capsys, args,
@@ -516,3 +525,26 @@ def test_new_items_command_line_mistakes_are_one_line(tmp_path, monkeypatch, exi
     (tmp_path / "latin1.tsv").write_bytes("item_id\ttext\nx\tAlph\u00e4 film\n".encode("latin-1"))
     argv = ["--checkpoint", "missing.pth", "--items", "new.tsv", "--history", "1", *args]
     exits_with_error("^" + message, new_items.main, argv)
+
+
+def test_fdsa_takes_a_float_field_listed_in_numerical_features(tiny_config):
+    """RecBole's FDSA embeds float item fields named in numerical_features too: the check that refuses a float
+    ``selected_features`` field (an empty torch.cat in its first forward) lets those through."""
+    from recbole_specgr.utils import create_dataset
+
+    settings = {**tiny_config, "topk": [2], "valid_metric": "Recall@2", "selected_features": ["year"]}
+    with pytest.raises(ValueError, match=r"selected_features: \['year'\] of 'tiny' are not token or token_seq fields "
+                                         r"\(or float fields also listed in numerical_features\)"):
+        create_dataset(Config(model="FDSA", dataset="tiny", config_dict=settings))
+    dataset = create_dataset(Config(model="FDSA", dataset="tiny", config_dict={**settings,
+                                                                               "numerical_features": ["year"]}))
+    assert dataset.field2type["year"].value == "float"
+
+
+def test_an_error_line_is_the_first_line_of_the_message():
+    """One formatting for every command: a KeyError without the quotes str() adds, a message-less error by its type."""
+    from recbole_specgr.cli import error_line
+
+    assert error_line(KeyError("model: give it as --model=NAME")) == "error: model: give it as --model=NAME"
+    assert error_line(ValueError("first line\nsecond")) == "error: first line"
+    assert error_line(OSError()) == "error: OSError"

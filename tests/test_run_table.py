@@ -136,3 +136,26 @@ def test_only_with_no_names_writes_the_table_from_the_jsons_and_trains_nothing(r
     run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table"), "--only"])
     rows = (run_dir / "table.md").read_text().splitlines()[-1:]  # the last line: the only row
     assert rows == ["| SASRec | – | – | 0.3000 | " + " | ".join(["–"] * 11) + " |"]
+
+
+@pytest.mark.parametrize("shared, runs, message", [
+    ([1, 2], [{"model": "SASRec"}], r"expected a mapping with 'dataset' .* 'shared' \(a mapping of settings\)"),
+    ({}, [{"model": "SASRec", "config": [1]}], r"expected a mapping with 'dataset' .*'runs' \(a list of"),
+], ids=["shared-a-list", "config-a-list"])
+def test_a_plan_of_the_wrong_shape_is_one_line(run_table, run_dir, capsys, shared, runs, message):
+    (run_dir / "plan.yaml").write_text(yaml.safe_dump({"dataset": "ml-100k", "shared": shared, "runs": runs}))
+    with pytest.raises(SystemExit) as stopped:
+        run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and re.search(message, err) and "Traceback" not in err, err
+
+
+def test_a_misspelt_set_key_is_named_before_any_run_trains(run_table, small_config, run_dir, monkeypatch, capsys):
+    trained = []
+    monkeypatch.setattr(run_table, "run_recbole_specgr", lambda *args, **kwargs: trained.append(args))
+    (run_dir / "plan.yaml").write_text(yaml.safe_dump({"dataset": "ml-100k", "shared": small_config,
+                                                       "runs": [{"model": "SASRec"}, {"model": "FDSA"}]}))
+    with pytest.raises(SystemExit) as stopped:
+        run_table.main([str(run_dir / "plan.yaml"), "--out", str(run_dir / "table"), "--set", "epoch=5"])
+    assert stopped.value.code == 2 and "epoch: no model or dataset has this setting" in capsys.readouterr().err
+    assert trained == []

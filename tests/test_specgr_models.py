@@ -888,7 +888,7 @@ def test_specgraux_refuses_a_components_model_key_set_on_the_composition(tmp_pat
     assert message.startswith(f"{key}: ")
     assert [role for role in ("verifier", "drafter") if f"specgr_aux_{role}_config" in message] == roles
     Config(model="SpecGRAux", dataset="ml-100k",  # shared and own keys pass, and a component's key in its override
-           config_dict={"data_path": str(tmp_path), "epochs": 2, "num_beams": 20,
+           config_dict={"data_path": str(tmp_path), "epochs": 2, "num_beams": 60,
                         "specgr_aux_verifier_config": {"n_layers_enc": 1}})
 
 

@@ -214,8 +214,6 @@ class InductiveSequentialDataset(SequentialDataset):
 
     def build(self):
         """The train / valid / test datasets, as labelled by :meth:`data_augmentation`."""
-        if self.config["eval_args"]["order"] != "TO":
-            raise ValueError("eval_args.order: InductiveSequentialDataset needs 'TO' (temporal order)")
         splits = []
         for k in range(len(SPLIT_NAMES)):
             part = self.copy(self.inter_feat[torch.from_numpy(self.row_split == k)])

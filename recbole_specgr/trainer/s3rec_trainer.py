@@ -38,8 +38,6 @@ class S3RecTrainer(InductiveTrainer):
         # checked before RecBole's Trainer is built (it opens a log folder and a tensorboard writer)
         if getattr(model, "train_stage", None) not in _STAGES:
             raise ValueError(f"S3RecTrainer: train_stage must be one of {_STAGES}, got {model.train_stage!r}")
-        if config["loss_type"] not in ("CE", "BPR"):
-            raise ValueError(f"S3RecTrainer: loss_type must be 'CE' or 'BPR', got {config['loss_type']!r}")
         super().__init__(config, model)
 
         # load parameters info

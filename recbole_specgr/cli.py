@@ -1,0 +1,23 @@
+"""
+recbole_specgr.cli
+##################
+What the command-line tools share: a user mistake ends a command with one line ``error: …`` on stderr and exit
+status 2, as argparse does (``run_recbole_specgr.py``, ``python -m recbole_specgr.compare``,
+``recbole_specgr.new_items``, ``recbole_specgr.upgrade_checkpoint``).
+"""
+
+import sys
+
+
+def error_line(err: BaseException) -> str:
+    """``error: `` and the first line of ``err``'s message (a KeyError's without the quotes str() adds; the
+    exception's type when it has no message)."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args else err
+    lines = str(text).strip().splitlines()
+    return f"error: {lines[0] if lines else type(err).__name__}"
+
+
+def exit_with_error(err: BaseException) -> None:
+    """Print :func:`error_line` of ``err`` to stderr and exit with status 2."""
+    print(error_line(err), file=sys.stderr)
+    sys.exit(2)
