@@ -67,6 +67,17 @@ def main_job_passes(checkpoint_path, threads: int = 1, overrides=None):
                      ("test pass", lambda: trainer.evaluate(test_data, load_best_model=False))]
 
 
+def timed_passes(passes):
+    """Run each ``(name, run)`` of :func:`main_job_passes` once, in order: ``[(result, seconds), ...]``."""
+    import time
+
+    timed = []
+    for _, run in passes:
+        start = time.perf_counter()
+        timed.append((run(), time.perf_counter() - start))
+    return timed
+
+
 def timed_sweep(trainer, eval_data, thresholds, beam_baseline=False):
     """One full speculative evaluation per γ (so users/s is measured at each γ); flat results with the γ and δ. With
     ``beam_baseline``, one more evaluation with δ = 0 first: no drafts, so the output is the verifier's own

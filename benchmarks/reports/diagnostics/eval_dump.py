@@ -8,7 +8,6 @@ from that tree (a git worktree of another revision, its ``cache/`` and ``saved/`
 """
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path.cwd()))
 sys.path.insert(0, str(Path.cwd() / "benchmarks"))
 
-from bench_gamma_sweep import main_job_passes  # noqa: E402
+from bench_gamma_sweep import main_job_passes, timed_passes  # noqa: E402
 
 
 def plain(value):
@@ -30,13 +29,8 @@ def plain(value):
     return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
-trainer, ((_, validate), (_, evaluate_test)) = main_job_passes(sys.argv[1])
-start = time.perf_counter()
-validate()
-valid_s = time.perf_counter() - start
-start = time.perf_counter()
-test = evaluate_test()
-test_s = time.perf_counter() - start
+trainer, passes = main_job_passes(sys.argv[1])
+(_, valid_s), (test, test_s) = timed_passes(passes)
 with open(sys.argv[2], "w") as f:
     json.dump({"valid_s": valid_s, "test_s": test_s, "sweep": plain(trainer.threshold_sweep), "test": plain(dict(test))},
               f, indent=0)

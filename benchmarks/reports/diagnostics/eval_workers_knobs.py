@@ -5,7 +5,6 @@ per process; the output (``eval_workers_knobs.txt``) lists the runs in the order
     python benchmarks/reports/diagnostics/eval_workers_knobs.py saved/SpecGRPP-<date>.pth <max rows> <batch size>
 """
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -13,16 +12,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import recbole_specgr.inference.beam_search as beam_search  # noqa: E402
-from bench_gamma_sweep import main_job_passes  # noqa: E402
+from bench_gamma_sweep import main_job_passes, timed_passes  # noqa: E402
 
 rows, batch_size = int(sys.argv[2]), int(sys.argv[3])
 beam_search.CPU_MAX_ROWS = rows  # read at each call (user_groups)
-trainer, ((_, validate), (_, evaluate_test)) = main_job_passes(sys.argv[1], 2, {"eval_batch_size": batch_size})
-start = time.perf_counter()
-validate()
-valid_s = time.perf_counter() - start
-start = time.perf_counter()
-result = evaluate_test()
-test_s = time.perf_counter() - start
+trainer, passes = main_job_passes(sys.argv[1], 2, {"eval_batch_size": batch_size})
+(_, valid_s), (result, test_s) = timed_passes(passes)
 print(f"rows {rows} ebs {batch_size}: valid {valid_s:.1f} test {test_s:.1f} total {valid_s + test_s:.1f} "
       f"R@50 {result['recall@50']:.4f} gamma {trainer.model.specgr_threshold}", flush=True)
