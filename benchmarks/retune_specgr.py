@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_gamma_sweep import load_trained  # noqa: E402
-from recbole_specgr.cli import error_line  # noqa: E402
+from recbole_specgr.cli import error_message  # noqa: E402
 from recbole_specgr.evaluation import nest_result  # noqa: E402
 from recbole_specgr.quick_start import write_json_atomic  # noqa: E402
 from recbole_specgr.trainer.threshold_tuning import setting_keys  # noqa: E402
@@ -55,7 +55,7 @@ def main(argv=None):
         config, trainer, valid_data, test_data = load_trained(source["checkpoint"], {"show_progress": False,
                                                                                      **overrides})
     except (ValueError, KeyError) as err:
-        parser.error(error_line(err)[len("error: "):])
+        parser.error(error_message(err))
     if not hasattr(trainer, "tune_threshold") or trainer.threshold_grid is None:
         parser.error(f"{args.source}: {config['model']} has no inference grid to choose from "
                      "(give specgr_*_grid keys in --config)")

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from recbole_specgr.compare import write_seed_table, write_table  # noqa: E402
-from recbole_specgr.cli import error_line  # noqa: E402
+from recbole_specgr.cli import error_message  # noqa: E402
 from recbole_specgr.config import check_known_keys  # noqa: E402
 from recbole_specgr.quick_start import run_recbole_specgr  # noqa: E402
 from recbole_specgr.utils import check_sequential_model  # noqa: E402
@@ -127,7 +127,7 @@ def main(argv=None):
     try:  # with the --set keys: a misspelt one is named before any run trains
         check_plan(plan, shared)
     except (ValueError, KeyError) as error:
-        parser.error(f"{args.plan}: {error_line(error)[len('error: '):]}")
+        parser.error(f"{args.plan}: {error_message(error)}")
     # what makes the whole table (runs resume, so --only / --seeds only choose what this call trains)
     made_by = shlex.join(["python", "benchmarks/run_table.py", args.plan, "--out", args.out]
                          + (["--set", *args.set] if args.set else []))

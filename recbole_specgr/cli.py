@@ -9,12 +9,17 @@ status 2, as argparse does (``run_recbole_specgr.py``, ``python -m recbole_specg
 import sys
 
 
-def error_line(err: BaseException) -> str:
-    """``error: `` and the first line of ``err``'s message (a KeyError's without the quotes str() adds; the
-    exception's type when it has no message)."""
+def error_message(err: BaseException) -> str:
+    """The first line of ``err``'s message (a KeyError's without the quotes str() adds; the exception's type when it
+    has no message)."""
     text = err.args[0] if isinstance(err, KeyError) and err.args else err
     lines = str(text).strip().splitlines()
-    return f"error: {lines[0] if lines else type(err).__name__}"
+    return lines[0] if lines else type(err).__name__
+
+
+def error_line(err: BaseException) -> str:
+    """``error: `` and :func:`error_message` of ``err``."""
+    return f"error: {error_message(err)}"
 
 
 def exit_with_error(err: BaseException) -> None:

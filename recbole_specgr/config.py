@@ -116,9 +116,11 @@ class Config(RecBoleConfig):
         """Each YAML file must hold a mapping of settings (an empty file is none); an error names the file."""
         loaded, self._file_of_key = {}, {}
         for file in file_list or ():
-            if not os.path.isfile(file):
-                raise ValueError(f"config_files: cannot read {file} ([Errno 2] No such file or directory: {file!r})")
-            with open(file, "r", encoding="utf-8") as f:
+            try:
+                f = open(file, "r", encoding="utf-8")
+            except OSError as err:  # missing, a folder, unreadable: named with the key that listed it
+                raise ValueError(f"config_files: cannot read {file} ({err})") from None
+            with f:
                 try:
                     settings = yaml.load(f.read(), Loader=self.yaml_loader)
                 except yaml.YAMLError as err:

@@ -114,9 +114,10 @@ def check_feature_fields(config, dataset):
     if unknown:
         raise ValueError(f"{key}: {unknown} are not item fields of '{config['dataset']}' (loaded: {loaded})")
     numerical = set(config["numerical_features"] or []) if config["model"] == "FDSA" else set()
-    kinds = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT, FeatureType.FLOAT_SEQ)
-    unusable = [name for name in names if dataset.field2type[name] not in kinds[:2]
-                and not (name in numerical and dataset.field2type[name] in kinds[2:])]
+    categorical_types = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ)
+    float_types = (FeatureType.FLOAT, FeatureType.FLOAT_SEQ)
+    unusable = [name for name in names if dataset.field2type[name] not in categorical_types
+                and not (name in numerical and dataset.field2type[name] in float_types)]
     if unusable:  # FDSA embedded none of them and failed in its first forward (torch.cat of an empty list)
         also = " (or float fields also listed in numerical_features)" if config["model"] == "FDSA" else ""
         raise ValueError(f"{key}: {unusable} of '{config['dataset']}' are not token or token_seq fields{also}; "
