@@ -81,9 +81,9 @@ def main(argv=None):
         "retuned": {"source": args.source, "config": overrides},
     })
     write_json_atomic(args.out, result)
-    k = max(config["topk"])  # the largest cut-off the run computed (a plan may not have 50)
-    print(f"{args.out}: {model.specgr_setting} test R@{k} {test[f'recall@{k}']:.4f} "
-          f"in-sample {test[f'in_sample/recall@{k}']:.4f} unseen {test[f'unseen/recall@{k}']:.4f}")
+    at_k = f"{trainer.metrics[0]}@{max(config['topk'])}"  # recall at the largest cut-off the run computed, if it did
+    print(f"{args.out}: {model.specgr_setting} test {at_k} {test[at_k]:.4f} "
+          f"in-sample {test[f'in_sample/{at_k}']:.4f} unseen {test[f'unseen/{at_k}']:.4f}")
 
 
 if __name__ == "__main__":

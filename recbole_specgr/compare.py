@@ -4,7 +4,8 @@ recbole_specgr.compare
 Side-by-side comparison of models on one dataset and split: runs each model through
 :func:`recbole_specgr.quick_start.run_recbole_specgr` with the same configuration (hence the same seed and split) and
 writes one result JSON per model plus a table (``<out>.md`` and ``<out>.csv``) in the layout of SpecGR's Table 3:
-overall / in-sample / unseen × Recall@10, NDCG@10, Recall@50, NDCG@50, with #params (trainable) and training time.
+overall / in-sample / unseen × the results' metrics (by default Recall@10, NDCG@10, Recall@50, NDCG@50), with
+#params (trainable) and training time.
 
 Command line::
 
@@ -30,14 +31,34 @@ from recbole_specgr.cli import error_line
 
 MISSING = "–"
 SUBSETS = (("overall", "overall"), ("in_sample", "in-sample"), ("unseen", "unseen"))  # (result key, label)
-METRICS = (("recall@10", "R@10"), ("ndcg@10", "N@10"), ("recall@50", "R@50"), ("ndcg@50", "N@50"))
+TABLE3_METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")  # the columns when no result holds a metric
+SHORT_NAMES = {"recall": "R", "ndcg": "N"}
 PARAMS_COLUMN, TIME_COLUMN = "#params", "train time (s)"
 LOADED_KEYS = ("init_checkpoint", "specgr_aux_verifier_checkpoint", "specgr_aux_drafter_checkpoint")
 
 
-def table_columns():
-    """Column labels, in order: ``model``, the 12 subset × metric columns, ``#params``, ``train time (s)``."""
-    metric_columns = [f"{label} {short}" for _, label in SUBSETS for _, short in METRICS]
+def metric_keys(results, split="test"):
+    """The metric keys (``recall@10``, …) the results hold in ``split``, by cut-off then metric (Recall before NDCG):
+    what their runs' ``metrics`` and ``topk`` computed; :data:`TABLE3_METRICS` when they hold none."""
+    keys = {key for result in results for subset, _ in SUBSETS
+            for key in ((result.get(split) or {}).get(subset) or {}) if "@" in key}
+    order = list(SHORT_NAMES)
+
+    def position(key):
+        name, _, k = key.partition("@")
+        return (int(k) if k.isdigit() else math.inf, order.index(name) if name in order else len(order), key)
+
+    return sorted(keys, key=position) if keys else list(TABLE3_METRICS)
+
+
+def table_columns(keys=TABLE3_METRICS):
+    """Column labels, in order: ``model``, a subset × metric column per subset and key of ``keys`` (see
+    :func:`metric_keys`; e.g. ``overall R@10``), ``#params``, ``train time (s)``."""
+    def short(key):
+        name, _, k = key.partition("@")
+        return f"{SHORT_NAMES.get(name, name)}@{k}"
+
+    metric_columns = [f"{label} {short(key)}" for _, label in SUBSETS for key in keys]
     return ["model"] + metric_columns + [PARAMS_COLUMN, TIME_COLUMN]
 
 
@@ -64,15 +85,17 @@ def row_label(result):
     return model
 
 
-def table_rows(results, split="test"):
-    """One row per result: a list of raw values (``None`` where missing), aligned with :func:`table_columns`."""
+def table_rows(results, split="test", keys=None):
+    """One row per result: a list of raw values (``None`` where missing), aligned with :func:`table_columns` of
+    ``keys`` (default: :func:`metric_keys` of these results)."""
+    keys = metric_keys(results, split) if keys is None else keys
     rows = []
     for result in results:
         nested = result.get(split) or {}
         row = [row_label(result)]
         for subset, _ in SUBSETS:
             values = nested.get(subset) or {}
-            row += [values.get(key) for key, _ in METRICS]
+            row += [values.get(key) for key in keys]
         row += [result.get("n_params"), result.get("train_time_s")]
         rows.append([None if _is_missing(v) else v for v in row])
     return rows
@@ -134,7 +157,8 @@ def write_table(result_jsons, out_prefix, split="test", made_by=None, failed=())
     if split not in ("test", "valid"):
         raise ValueError(f"split must be 'test' or 'valid', got {split!r}")
     results = [_load(r) for r in result_jsons]
-    columns, rows = table_columns(), table_rows(results, split)
+    keys = metric_keys(results, split)
+    columns, rows = table_columns(keys), table_rows(results, split, keys)
     counts = case_counts(results, split)
     if any(len(v) > 1 for v in counts.values()):
         getLogger().warning(f"compare: the results do not share one {split} split (case counts {counts})")
@@ -204,14 +228,14 @@ def write_seed_table(results_by_seed, out_prefix, split="test", made_by=None):
         (str, str): the Markdown and CSV paths.
     """
     seeds = sorted(results_by_seed)
+    results_of_seed = {seed: [_load(r) for r in results_by_seed[seed]] for seed in seeds}
+    loaded = [result for seed in seeds for result in results_of_seed[seed]]
+    keys = metric_keys(loaded, split)
     rows_by_model = {}  # label -> its table row under each seed that has it
-    loaded = []
     for seed in seeds:
-        results = [_load(r) for r in results_by_seed[seed]]
-        loaded += results
-        for row in table_rows(results, split):
+        for row in table_rows(results_of_seed[seed], split, keys):
             rows_by_model.setdefault(row[0], []).append(row)
-    columns = table_columns()
+    columns = table_columns(keys)
     md_rows, csv_rows = [], []
     for label, cells in rows_by_model.items():
         md, flat = [], []

@@ -28,7 +28,7 @@ import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
-from recbole_specgr.evaluation import METRICS
+from recbole_specgr.evaluation import METRICS, check_metrics
 
 
 def _find_properties_dir() -> Path:
@@ -164,6 +164,7 @@ class Config(RecBoleConfig):
         if self._source_of("show_progress") and not isinstance(final.get("show_progress"), (bool, type(None))):
             raise ValueError(f"show_progress: expected true, false or ~, got {final['show_progress']!r}"
                              f"{self._source_of('show_progress')}")
+        self._check_metric_keys(final)
         for key, names in CHOICES.items():
             value = final.get(key)
             name = value.lower() if isinstance(value, str) and key in ANY_CASE else value
@@ -181,6 +182,18 @@ class Config(RecBoleConfig):
             raise ValueError(f"enable_scaler: RecBole's trainer clips the gradients while the scaler still multiplies "
                              f"them (no unscale_ first), so clip_grad_norm {clip} would clip far below max_norm; set "
                              f"one of the two{self._source_of('enable_scaler')}")
+
+    def _check_metric_keys(self, final):
+        """``valid_metric`` and the keys that choose by a result key (γ's metric, tiebreak and floors, SpecGR++'s
+        stage-1 metric) must name a key the evaluation computes with ``metrics`` and ``topk``: found here, not after
+        the dataset, the text embeddings and the semantic IDs are built."""
+        metrics, topk = final.get("metrics"), final.get("topk")
+        if not isinstance(topk, (list, tuple)) or not all(isinstance(k, int) for k in topk):
+            return  # refused by the range checks
+        floors = final.get("specgr_threshold_floors")
+        named = [(key, final.get(key)) for key in METRIC_KEYS]
+        named += [("specgr_threshold_floors", name) for name in (floors if isinstance(floors, dict) else {})]
+        check_metrics([(key, value, self._source_of(key) or " (default)") for key, value in named], metrics, topk)
 
     def _check_data_settings(self, final):
         """Settings RecBole accepts but this package cannot run, refused before any data is read: ``loss_type: BPR``
@@ -424,6 +437,9 @@ MINIMUMS = {
     "rqvae_codebook_size": 2, "plm_size": 1,
 }
 
+
+# Keys that name a result key (e.g. recall@50, unseen/ndcg@10), checked against metrics × topk.
+METRIC_KEYS = ("valid_metric", "specgr_threshold_metric", "specgr_threshold_tiebreak", "specgrpp_pretrain_valid_metric")
 
 # Keys that hold a list (RecBole reads ``topk: 10`` as [10], but a model iterating an int fails far from the key).
 LIST_KEYS = ("rqvae_hidden_sizes",)

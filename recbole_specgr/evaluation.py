@@ -18,8 +18,38 @@ from collections import OrderedDict
 import torch
 
 SUBSETS = ("overall", "in_sample", "unseen")
-METRICS = ("recall", "ndcg")  # what SplitMetrics computes, at every K of topk
+METRICS = ("recall", "ndcg")  # what SplitMetrics can compute, at every K of topk
 EXCLUDED_ITEMS = "excluded_items"  # interaction key: [B, n_items] bool, items a model must not recommend to the row
+
+
+def requested_metrics(metrics=METRICS):
+    """The names of ``metrics`` (a config's, e.g. ``[Recall, NDCG]`` or ``NDCG``) in :data:`METRICS` order, lower
+    case; None (a checkpoint's config without the key) = all. The config refuses any other name."""
+    if metrics is None:
+        return METRICS
+    names = {str(m).lower() for m in (metrics if isinstance(metrics, (list, tuple)) else [metrics])}
+    return tuple(m for m in METRICS if m in names)
+
+
+def result_keys(metrics, topk):
+    """Every key a result of ``metrics`` at the cut-offs ``topk`` holds: ``recall@10``, ``in_sample/…``,
+    ``unseen/…`` — what ``valid_metric`` and the γ selection keys may name."""
+    return [f"{prefix}{name}@{k}" for prefix in ("", "in_sample/", "unseen/") for name in requested_metrics(metrics)
+            for k in topk]
+
+
+def check_metrics(named, metrics, topk):
+    """Raise a one-line error unless every ``(setting, value, where)`` of ``named`` has a value that is a key of the
+    results the evaluation computes for ``metrics`` (e.g. ``[Recall, NDCG]``) and ``topk`` (e.g. ``Recall@50``,
+    ``unseen/ndcg@10``; None: not set). The line names every setting that is not (a new ``topk`` can leave several
+    defaults naming a cut-off no longer computed), each followed by its ``where`` (e.g. `` from --valid_metric``)."""
+    allowed = result_keys(metrics, topk)
+    wrong = [f"{key} {value!r}{where}" for key, value, where in named
+             if value is not None and str(value).lower() not in allowed]
+    if wrong:
+        overall = [f"{name}@{k}" for name in requested_metrics(metrics) for k in topk]
+        raise ValueError(f"{'; '.join(wrong)}: not computed with metrics {list(requested_metrics(metrics))} and "
+                         f"topk {list(topk)}; expected one of {overall} (optionally prefixed in_sample/ or unseen/)")
 
 
 def ranked_scores(n_items, items, scores, valid):
@@ -104,10 +134,12 @@ def topk_hits(scores, targets, max_k, distinct=False):
 
 
 class SplitMetrics:
-    """Accumulates per-row ranks and seen flags over batches; :meth:`result` gives the flat metric dict."""
+    """Accumulates per-row ranks and seen flags over batches; :meth:`result` gives the flat metric dict of
+    ``metrics`` (Recall and/or NDCG) at every K of ``topk``."""
 
-    def __init__(self, topk, seen_item_mask):
+    def __init__(self, topk, seen_item_mask, metrics=METRICS):
         self.topk = sorted(topk)
+        self.metrics = requested_metrics(metrics)
         self.seen_item_mask = seen_item_mask.cpu()
         self.ranks, self.seen = [], []
 
@@ -133,24 +165,28 @@ class SplitMetrics:
         subset, _, metric = key.rpartition("/")
         rows = {"": torch.ones_like(seen), "in_sample": seen, "unseen": ~seen}[subset]
         name, k = metric.split("@")
-        r = ranks[rows]
-        hit = r < int(k)
-        return hit.double() if name == "recall" else torch.where(hit, 1.0 / torch.log2(r + 2.0), torch.zeros_like(r))
+        return _hit_values(name, ranks[rows], int(k))
 
     def result(self):
-        """``{"recall@10": …, "in_sample/recall@10": …, "unseen/n_cases": …}`` (overall keys unprefixed)."""
+        """``{"recall@10": …, "in_sample/recall@10": …, "unseen/n_cases": …}`` (overall keys unprefixed), the
+        requested metrics only."""
         ranks, seen = torch.cat(self.ranks), torch.cat(self.seen)
         out = OrderedDict()
         for subset, rows in zip(SUBSETS, (torch.ones_like(seen), seen, ~seen)):
             prefix = "" if subset == "overall" else subset + "/"
             r = ranks[rows].double()
             for k in self.topk:
-                hit = r < k
-                out[f"{prefix}recall@{k}"] = round(hit.double().mean().item(), 6) if len(r) else float("nan")
-                ndcg = torch.where(hit, 1.0 / torch.log2(r + 2.0), torch.zeros_like(r))
-                out[f"{prefix}ndcg@{k}"] = round(ndcg.mean().item(), 6) if len(r) else float("nan")
+                for name in self.metrics:
+                    mean = _hit_values(name, r, k).mean().item() if len(r) else float("nan")
+                    out[f"{prefix}{name}@{k}"] = round(mean, 6)
             out[f"{prefix}n_cases"] = int(rows.sum())
         return out
+
+
+def _hit_values(name, ranks, k):
+    """Per-row ``recall@k`` (hit: 0/1) or ``ndcg@k`` (1 / log2(rank + 2) for a hit) of ``ranks`` (0-based, double)."""
+    hit = ranks < k
+    return hit.double() if name == "recall" else torch.where(hit, 1.0 / torch.log2(ranks + 2.0), 0.0)
 
 
 def nest_result(flat):

@@ -100,13 +100,18 @@ TINY_SETTINGS = {
     "load_col": "{'inter': ['user_id','item_id','rating','timestamp'], 'item': ['item_id','title','year','genre']}",
     "text_fields": "['title','genre']", "MAX_ITEM_LIST_LENGTH": "2", "rqvae_method": "faiss_rq",
     "rqvae_codebook_size": "2", "state": "ERROR", "epochs": "1", "n_layers_enc": "1", "n_layers_dec": "1",
-    "hidden_size": "8", "inner_size": "8", "topk": "[2]",
+    "hidden_size": "8", "inner_size": "8", "topk": "[2]", "valid_metric": "Recall@2",
 }
 
 
 def tiny_run(**overrides):
     """Command-line arguments of a run on the hand-written tiny dataset, with ``overrides``."""
     return [f"--{key}={value}" for key, value in {**TINY_SETTINGS, **overrides}.items()]
+
+
+def tiny_specgrpp_run(**overrides):
+    """:func:`tiny_run` with the SpecGR++ settings its 6 items need (β, and a tiebreak at a computed cut-off)."""
+    return tiny_run(num_beams=2, specgr_threshold_tiebreak="ndcg@2", **overrides)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +150,7 @@ def tiny_run(**overrides):
         (["--model=SASRec", "--epochs", "3"], r"error: command line: expected --key=value, got '--epochs'"),
         (["--model=SASRec,NoSuchRec"], r"error: model 'NoSuchRec' is neither a recbole-specgr model"),
         (["--model=TIGER", *tiny_run(num_beams=1)], r"error: num_beams: β = 1 must be >= max\(topk\) = 2"),
-        (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_draft_size=-1)],
+        (["--model=SpecGRPP", *tiny_specgrpp_run(specgr_draft_size=-1)],
          r"error: specgr_draft_size: expected an int >= 0, got -1 from the command line"),
         (["--model=SpecGRPP", "--specgr_draft_weight=-1"],
          r"error: specgr_draft_weight: expected a number >= 0, got -1 from the command line"),
@@ -153,16 +158,15 @@ def tiny_run(**overrides):
          r"error: pretrain_epochs: expected an int >= 0, got -1 from the command line"),
         (["--model=SpecGRPP", "--specgrpp_cl_negatives=-3"],
          r"error: specgrpp_cl_negatives: expected an int >= 0, got -3 from the command line"),
-        (["--model=SpecGRPP", *tiny_run(num_beams=2, specgrpp_finetune_warmup_steps=-1)],
+        (["--model=SpecGRPP", *tiny_specgrpp_run(specgrpp_finetune_warmup_steps=-1)],
          r"error: specgrpp_finetune_warmup_steps: expected an int >= 0, got -1 from the command line"),
-        (["--model=SpecGRPP", *tiny_run(num_beams=2, valid_metric="Recall@2", specgr_threshold_tiebreak="ndcg@2",
-                                         specgrpp_finetune_total_steps=200)],
+        (["--model=SpecGRPP", *tiny_specgrpp_run(specgrpp_finetune_total_steps=200)],
          r"error: specgrpp_finetune_total_steps: expected an int > specgrpp_finetune_warmup_steps \(200\) or ~, got 200"),
-        (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_drafting_backend="fast")],
+        (["--model=SpecGRPP", *tiny_specgrpp_run(specgr_drafting_backend="fast")],
          r"error: specgr_drafting_backend: expected one of \('dense', 'faiss'\), got 'fast'"),
-        (["--model=SpecGRPP", *tiny_run(num_beams=2, specgr_unseen_threshold="low")],
+        (["--model=SpecGRPP", *tiny_specgrpp_run(specgr_unseen_threshold="low")],
          r"error: specgr_unseen_threshold: expected a number or ~, got 'low'"),
-        (["--model=SpecGRPP", *tiny_run(num_beams=2, item_text_input=False, valid_metric="Recall@2")],
+        (["--model=SpecGRPP", *tiny_specgrpp_run(item_text_input=False)],
          r"error: specgr_text_weight_grid: \[1, 2\] needs the item texts of the text prior, which this SpecGRPP does "
          r"not keep \(SpecGRPP: item_text_input: True\); set it to \[0\] or ~"),
         (["--model=TIGER", *tiny_run(rqvae_codebook_size=1)],

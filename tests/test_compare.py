@@ -52,6 +52,24 @@ def test_columns_are_exactly_the_table_layout():
     assert compare.table_columns() == EXPECTED_COLUMNS
 
 
+def test_columns_follow_the_metrics_and_cutoffs_the_results_hold(tmp_path):
+    """Runs with ``topk: [5, 20]`` and ``metrics: [NDCG]`` are tabled by what they computed, not Table 3's @10/@50."""
+    def ndcg_only(n5, n20, cases):
+        return {"ndcg@20": n20, "ndcg@5": n5, "n_cases": cases}
+
+    result = {"model": "SASRec", "n_params": 10, "train_time_s": 1.0,
+              "test": {"overall": ndcg_only(0.1, 0.2, 9), "in_sample": ndcg_only(0.3, 0.4, 5), "unseen": {}}}
+    _, csv_path = compare.write_table([result], str(tmp_path / "cmp"))
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["model", "overall N@5", "overall N@20", "in-sample N@5", "in-sample N@20", "unseen N@5",
+                     "unseen N@20", "#params", "train time (s)"],
+                    ["SASRec", "0.1000", "0.2000", "0.3000", "0.4000", "–", "–", "10", "1.0"]]
+    assert compare.metric_keys([SASREC, result]) == ["ndcg@5", "recall@10", "ndcg@10", "ndcg@20", "recall@50",
+                                                     "ndcg@50"]
+    assert compare.metric_keys([{"test": {}}]) == list(compare.TABLE3_METRICS)
+
+
 def test_csv_values_and_missing_subset(tmp_path):
     unisrec = json.loads(json.dumps(UNISREC))
     unisrec["test"]["in_sample"]["ndcg@50"] = float("nan")

@@ -18,7 +18,7 @@ def layered_properties(tmp_path, monkeypatch):
     layers = {
         "overall.yaml": {"probe_a": "overall", "probe_b": "overall", "probe_c": "overall", "probe_d": "overall",
                          "probe_e": "overall", "probe_f": "overall", "MAX_ITEM_LIST_LENGTH": 7,
-                         "train_neg_sample_args": None},
+                         "train_neg_sample_args": None, "valid_metric": "Recall@10"},
         "dataset/tiny.yaml": {"probe_b": "dataset", "probe_c": "dataset", "probe_d": "dataset", "probe_e": "dataset",
                               "probe_f": "dataset"},
         "model/SASRec.yaml": {"probe_c": "model", "probe_d": "model", "probe_e": "model", "probe_f": "model"},
@@ -201,3 +201,31 @@ def test_an_empty_folder_setting_is_refused(tmp_path, key):
     bare FileNotFoundError naming ''."""
     with pytest.raises(ValueError, match=rf"{key}: expected a folder path, got '' from config_dict"):
         Config(model="TIGER", dataset="ml-100k", config_dict={"data_path": str(tmp_path), key: ""})
+
+
+@pytest.mark.parametrize("model, settings, message", [
+    # valid_metric's default is Recall@50: a run that asks for NDCG alone must choose its selection metric too
+    ("SASRec", {"metrics": ["NDCG"]},
+     r"^valid_metric 'Recall@50' \(default\): not computed with metrics \['ndcg'\] and topk \[10, 50\]; expected one "
+     r"of \['ndcg@10', 'ndcg@50'\] \(optionally prefixed in_sample/ or unseen/\)$"),
+    # a new topk leaves two of SpecGR++'s defaults at cut-offs no longer computed: both named in one line
+    ("SpecGRPP", {"topk": [20]},
+     r"^valid_metric 'Recall@50' \(default\); specgr_threshold_tiebreak 'ndcg@10' \(default\): not computed with "
+     r"metrics \['recall', 'ndcg'\] and topk \[20\]"),
+    ("SpecGRPP", {"valid_metric": "Recall@50", "specgr_threshold_floors": {"unseen/recall@20": 0.1}},
+     r"^specgr_threshold_floors 'unseen/recall@20' from config_dict: not computed"),
+    ("SpecGRPP", {"metrics": ["Recall"], "specgrpp_pretrain_valid_metric": "NDCG@50", "specgr_threshold_tiebreak": "MRR@10"},
+     r"^specgr_threshold_tiebreak 'MRR@10' from config_dict; specgrpp_pretrain_valid_metric 'NDCG@50' from "
+     r"config_dict: not computed with metrics \['recall'\]"),
+])
+def test_selection_metrics_must_be_among_the_computed_results(tmp_path, model, settings, message):
+    """Found with the config: the trainer found them after the dataset, text embeddings and semantic IDs were built."""
+    with pytest.raises(ValueError, match=message):
+        Config(model=model, dataset="ml-100k", config_dict={"data_path": str(tmp_path), **settings})
+
+
+def test_ndcg_alone_is_a_valid_setting_and_speculative_selection_follows_valid_metric(tmp_path):
+    config = Config(model="SpecGRPP", dataset="ml-100k",
+                    config_dict={"data_path": str(tmp_path), "metrics": ["NDCG"], "valid_metric": "NDCG@50",
+                                 "specgr_threshold_tiebreak": None})
+    assert config["specgrpp_pretrain_valid_metric"] is None  # stage 1 is selected by valid_metric

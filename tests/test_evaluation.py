@@ -94,6 +94,17 @@ def test_split_metrics_by_hand():
     assert result["ndcg@5"] == pytest.approx(0.386135, abs=1e-6)  # the formula above, worked out
 
 
+@pytest.mark.parametrize("names", [["NDCG"], ["recall"], "Recall", ["NDCG", "Recall"]])
+def test_split_metrics_computes_only_the_requested_metrics_with_the_same_values(names):
+    every, some = SplitMetrics([5, 3], SEEN), SplitMetrics([5, 3], SEEN, names)
+    for metrics in (every, some):
+        metrics.add(*batch("A", "B", "C", "D", "E"))
+    wanted = {n.lower() for n in ([names] if isinstance(names, str) else names)}
+    expected = {key: value for key, value in every.result().items()
+                if key.endswith("n_cases") or key.rpartition("/")[2].split("@")[0] in wanted}
+    assert list(some.result()) == list(expected) and some.result() == expected  # the same floats, in the same order
+
+
 def test_empty_subset_is_nan_with_zero_cases():
     metrics = SplitMetrics([1], SEEN)
     metrics.add(*batch("A"))
@@ -208,3 +219,17 @@ def test_ranks_read_off_the_lists_equal_those_of_the_score_matrix(seed):
     by_matrix.add(ranked_scores(n, items, scores, valid), targets, distinct=True)
     assert metrics.result() == by_matrix.result()
 
+
+
+def test_a_run_reports_only_the_metrics_it_asks_for(small_config):
+    """``metrics: [NDCG]`` computed Recall too and reported both (log, result JSON, learning curve)."""
+    from recbole_specgr.quick_start import objective_function
+
+    config = {**small_config, "model": "SASRec", "dataset": "ml-100k", "n_layers": 1, "hidden_size": 16,
+              "inner_size": 16, "train_batch_size": 2048, "metrics": ["NDCG"], "valid_metric": "NDCG@50"}
+    result = objective_function(config)
+    for split in ("valid", "test"):
+        for subset in ("overall", "in_sample", "unseen"):
+            assert sorted(result[split][subset]) == ["n_cases", "ndcg@10", "ndcg@50"], (split, subset)
+    validated = [epoch for epoch in result["learning_curve"] if "valid" in epoch]
+    assert validated and all("recall@50" not in str(epoch) and "ndcg@50" in str(epoch) for epoch in validated)

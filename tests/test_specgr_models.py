@@ -19,7 +19,7 @@ from conftest import load_benchmark_script
 from recbole_specgr import compat
 from recbole_specgr import new_items
 from recbole_specgr.config import Config, model_defaults
-from recbole_specgr.evaluation import EXCLUDED_ITEMS
+from recbole_specgr.evaluation import EXCLUDED_ITEMS, requested_metrics
 from recbole_specgr.model.sequential_recommender.specgrpp import SpecGRPP, in_batch_contrastive_loss
 from recbole_specgr.model.sequential_recommender.tiger import TIGER
 from recbole_specgr.quick_start import objective_function
@@ -742,6 +742,21 @@ def specgrpp_run(tmp_path_factory, ml100k_slice, session_cache):
     return result, str(checkpoint)
 
 
+def test_specgrpp_selects_and_reports_by_ndcg_alone(small_config, tmp_path, monkeypatch):
+    """``metrics: [NDCG]``: stage 1 (the drafter), γ's grid and the test are validated and reported by NDCG alone (the
+    grid's log once read recall@K from every row)."""
+    config = {**small_config, "model": "SpecGRPP", "dataset": "ml-100k", "specgrpp_finetune_epochs": 0,
+              **TINY_T5, **FAST_TOKENIZER, **NO_GRID, **FAST_RUN, "metrics": ["NDCG"], "valid_metric": "NDCG@10",
+              "specgrpp_pretrain_valid_metric": None, "specgr_threshold_grid": [-100.0, -1.0]}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["pytest"])
+    result = objective_function(config)
+    assert sorted(result["test"]["overall"]) == ["n_cases", "ndcg@10", "ndcg@5"]
+    assert [row["specgr_threshold"] for row in result["threshold_sweep"]] == [-100.0, -1.0]
+    assert not [key for row in result["threshold_sweep"] for key in row if "recall" in key]
+    assert result["learning_curve"][0]["valid_metric"] == "ndcg@10"  # stage 1: the drafter's, by valid_metric
+
+
 def test_specgrpp_end_to_end(specgrpp_run):
     result, checkpoint_path = specgrpp_run
     for split in ("valid", "test"):
@@ -995,6 +1010,7 @@ class ScriptedTrainer:
     def __init__(self, config, model):
         self.model, self.valid_metric, self.logger = model, config["valid_metric"].lower(), logging.getLogger()
         self.topk, self.loaded, self.saved_model_file = config["topk"], 0, "best.pth"
+        self.metrics = requested_metrics(config.get("metrics"))
 
     def load_model(self, path):
         assert path == "best.pth"
@@ -1117,11 +1133,12 @@ def test_threshold_tuning_rejects_bad_settings():
         scripted_tuner([])
     with pytest.raises(ValueError, match="specgr_threshold_grid"):
         scripted_tuner(["high"])
-    with pytest.raises(ValueError, match=r"specgr_threshold_metric: expected one of .*unseen/recall@50"):
+    with pytest.raises(ValueError, match=r"specgr_threshold_metric 'unseen/recall@20': not computed with metrics \['recall', 'ndcg'\] "
+                                         r"and topk \[10, 50\]; expected one of \['recall@10', 'recall@50', 'ndcg@10'"):
         scripted_tuner([-1.0], metric="unseen/recall@20")
     with pytest.raises(ValueError, match="specgr_unseen_threshold_grid: expected a non-empty list of numbers"):
         scripted_tuner([-1.0], unseen_grid=[True])
-    with pytest.raises(ValueError, match=r"specgr_threshold_tiebreak: expected one of .*ndcg@10.* or ~, got 'mrr@10'"):
+    with pytest.raises(ValueError, match=r"^specgr_threshold_tiebreak 'mrr@10': not computed"):
         scripted_tuner([-1.0], specgr_threshold_tiebreak="mrr@10")
 
 

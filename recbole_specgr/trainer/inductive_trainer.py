@@ -25,18 +25,10 @@ from recbole_specgr.atomic import atomic_write
 from recbole_specgr.compat import load_checkpoint
 from recbole_specgr.config import check_same_split, plain_config
 from recbole_specgr.trainer.compiled_loss import CompiledLoss
-from recbole_specgr.evaluation import EXCLUDED_ITEMS, METRICS, SplitMetrics, nest_result
+from recbole_specgr.evaluation import (EXCLUDED_ITEMS, SplitMetrics, check_metrics, nest_result,
+                                      requested_metrics)
 from recbole_specgr.threads import flush_subnormals, map_in_threads
 from recbole_specgr.trainer.schedule import attach_lr_scheduler, read_schedule
-
-
-def check_metric(key, metric, topk):
-    """Raise a one-line error unless ``metric`` (e.g. ``Recall@50``) is one the evaluation computes for ``topk``."""
-    names = [f"{name}@{k}" for name in METRICS for k in topk]
-    bare = str(metric).lower().rpartition("/")[2]
-    if bare not in names:
-        raise ValueError(f"{key}: {metric!r} is not computed with topk {list(topk)}; expected one of {names} "
-                         "(optionally prefixed in_sample/ or unseen/)")
 
 
 def saved_other_parameters(model):
@@ -113,7 +105,8 @@ class InductiveTrainer(Trainer):
         self._writer = uuid.uuid4().hex  # marks the progress this trainer writes: reading it back is no resume
         self._fit_first_epoch = 0  # the epoch the current fit started at, in the first process (the schedule's start)
         self._progress_loader = None  # the training loader while fit() writes progress
-        check_metric("valid_metric", config["valid_metric"], self.topk)
+        self.metrics = requested_metrics(config["metrics"])  # reported and selected by: recall and/or ndcg
+        check_metrics([("valid_metric", config["valid_metric"], "")], self.metrics, self.topk)
         if config["init_checkpoint"]:
             self.load_init_checkpoint(config["init_checkpoint"])
         self.eval_workers = config["eval_workers"]  # None: as many as torch has threads (on a CPU)
@@ -281,7 +274,7 @@ class InductiveTrainer(Trainer):
             self.load_model(model_file or self.saved_model_file)
         self.model.eval()
         dataset = eval_data._dataset
-        metrics = SplitMetrics(self.topk, dataset.seen_item_mask)
+        metrics = SplitMetrics(self.topk, dataset.seen_item_mask, self.metrics)
 
         def predict(batch):
             interaction = self.with_exclusions(batch[0], dataset).to(self.device)

@@ -10,7 +10,8 @@ Reference:
 """
 
 from recbole_specgr.evaluation import nest_result
-from recbole_specgr.trainer.inductive_trainer import InductiveTrainer, check_metric
+from recbole_specgr.evaluation import check_metrics
+from recbole_specgr.trainer.inductive_trainer import InductiveTrainer
 from recbole_specgr.trainer.schedule import read_schedule
 from recbole_specgr.trainer.threshold_tuning import ThresholdTuningMixin
 
@@ -26,8 +27,9 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
     Selection (what each stage trains decides what it is validated by):
 
     - stage 1 trains the drafter: validated by the drafter's own full ranking (``eval_role = "drafter"``) on
-      ``specgrpp_pretrain_valid_metric`` (default ``recall@50``, as the reference selects the contrastive stage);
-      with λ1 = 0 (no L_CL: the drafter is not trained) by speculative inference on ``valid_metric`` instead;
+      ``specgrpp_pretrain_valid_metric`` (default ``valid_metric``: recall@50, as the reference selects the
+      contrastive stage); with λ1 = 0 (no L_CL: the drafter is not trained) by speculative inference on
+      ``valid_metric`` instead;
     - stage 2 (and the final model) is validated by speculative inference on ``valid_metric``. With
       ``specgr_threshold_grid`` every such validation evaluates the whole γ grid in one pass and scores the best γ,
       so the checkpoint and γ are chosen together on validation. The best stage-1 checkpoint is validated this way
@@ -50,9 +52,9 @@ class SpecGRPPTrainer(ThresholdTuningMixin, InductiveTrainer):
         self.finetune_learning_rate = float(self.learning_rate if finetune_rate is None else finetune_rate)
         self.finetune_schedule = read_schedule(config, warmup_key="specgrpp_finetune_warmup_steps",
                                                total_key="specgrpp_finetune_total_steps")
-        self.pretrain_valid_metric = str(config["specgrpp_pretrain_valid_metric"] or "recall@50").lower()
+        self.pretrain_valid_metric = str(config["specgrpp_pretrain_valid_metric"] or self.valid_metric).lower()
         self.final_valid_metric = self.valid_metric
-        check_metric("specgrpp_pretrain_valid_metric", self.pretrain_valid_metric, self.topk)
+        check_metrics([("specgrpp_pretrain_valid_metric", self.pretrain_valid_metric, "")], self.metrics, self.topk)
         self.config_eval_step = config["eval_step"]
         self.stage = None  # "pretrain" / "finetune" while training
         self._sweep = None  # γ sweep rows of the latest speculative validation of the weights in memory

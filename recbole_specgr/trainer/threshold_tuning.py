@@ -20,14 +20,8 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.utils import set_color
 
 from recbole_specgr.atomic import atomic_write
-from recbole_specgr.evaluation import METRICS, SplitMetrics
+from recbole_specgr.evaluation import SplitMetrics, check_metrics, result_keys
 from recbole_specgr.inference.specgr import SpecGRStats, Thresholds
-
-
-def threshold_metric_keys(topk):
-    """The result keys a γ can be chosen by: ``recall@K`` / ``ndcg@K`` overall, ``in_sample/…`` and ``unseen/…``."""
-    return [f"{prefix}{name}@{k}" for prefix in ("", "in_sample/", "unseen/") for name in METRICS
-            for k in topk]
 
 
 def sweep_thresholds(trainer, eval_data, thresholds):
@@ -51,7 +45,7 @@ def sweep_with_row_values(trainer, eval_data, thresholds, row_metric=None):
     model = trainer.model
     model.eval()
     seen = eval_data._dataset.seen_item_mask
-    metrics = [SplitMetrics(trainer.topk, seen) for _ in thresholds]
+    metrics = [SplitMetrics(trainer.topk, seen, trainer.metrics) for _ in thresholds]
     stats = [SpecGRStats() for _ in thresholds]
 
     def predict(batch):
@@ -109,11 +103,12 @@ class ThresholdTuningMixin:
     ``specgr_text_weight_grid`` (list of β tried with every α > 0 and v_u; ``~`` = keep ``specgr_text_weight``),
     ``specgr_novelty_weight_grid`` (list of η tried with every α > 0, v_u and β; ``~`` = keep
     ``specgr_novelty_weight``) and
-    ``specgr_threshold_metric`` (a key of :func:`threshold_metric_keys`, e.g. ``unseen/recall@50``; ``~`` =
-    ``valid_metric``). :meth:`tune_threshold` keeps the first setting of the grid with the highest value, or with
-    ``specgr_threshold_tiebreak`` (another such key, e.g. ``ndcg@10``) the best by it among the settings within one
-    paired standard error of that highest value (:func:`select_setting`). ``specgr_threshold_floors`` (``{key:
-    minimum}`` over the same keys, e.g. ``{unseen/recall@50: 0.055}``; ``~`` = none) leaves the settings below a
+    ``specgr_threshold_metric`` (a key of :func:`~recbole_specgr.evaluation.result_keys`, e.g.
+    ``unseen/recall@50``; ``~`` = ``valid_metric``). :meth:`tune_threshold` keeps the first setting of the grid with
+    the highest value, or with ``specgr_threshold_tiebreak`` (another such key, e.g. ``ndcg@10``) the best by it
+    among the settings within one paired standard error of that highest value (:func:`select_setting`).
+    ``specgr_threshold_floors`` (``{key: minimum}`` over the same keys, e.g. ``{unseen/recall@50: 0.055}``; ``~`` =
+    none) leaves the settings below a
     minimum out of the choice (all stay in, with a warning, when none reaches it): for a target that the selection
     metric weighs by its share of validation rows only, such as recall on items unseen in training.
     """
@@ -156,12 +151,10 @@ class ThresholdTuningMixin:
         tiebreak = config["specgr_threshold_tiebreak"]
         self.threshold_tiebreak = None if tiebreak is None else str(tiebreak).lower()
         self.threshold_sweep = None  # rows of sweep_thresholds on the validation data, after tune_threshold()
-        allowed = threshold_metric_keys(config["topk"])
-        if self.threshold_grid is not None and self.threshold_metric not in allowed:
-            raise ValueError(f"specgr_threshold_metric: expected one of {allowed}, got {metric!r}")
-        if self.threshold_grid is not None and tiebreak is not None and self.threshold_tiebreak not in allowed:
-            raise ValueError(f"specgr_threshold_tiebreak: expected one of {allowed} or ~, got {tiebreak!r}")
-        self.threshold_floors = _floors(config["specgr_threshold_floors"], allowed)
+        if self.threshold_grid is not None:
+            check_metrics([("specgr_threshold_metric", metric, ""), ("specgr_threshold_tiebreak", tiebreak, "")],
+                          self.metrics, self.topk)
+        self.threshold_floors = _floors(config["specgr_threshold_floors"], result_keys(self.metrics, self.topk))
 
     def tune_threshold(self, valid_data, load_best_model=False):
         """Evaluate every γ of the grid on ``valid_data`` in one pass (with the best checkpoint when
@@ -222,10 +215,10 @@ class ThresholdTuningMixin:
                                         best.get("specgr_draft_weight"), best.get("specgr_unseen_score"),
                                         best.get("specgr_text_weight"), best.get("specgr_novelty_weight"))
         self.threshold_sweep = rows
-        k = max(self.topk)
+        at_k = f"{self.metrics[0]}@{max(self.topk)}"  # e.g. recall@50: overall, in-sample and unseen, per row
         for row in rows:
-            shown = {key: row[key] for key in (f"recall@{k}", f"in_sample/recall@{k}", f"unseen/recall@{k}",
-                                               "acceptance_rate", "mean_rounds") if key != self.threshold_metric}
+            shown = {key: row[key] for key in (at_k, f"in_sample/{at_k}", f"unseen/{at_k}", "acceptance_rate",
+                                               "mean_rounds") if key != self.threshold_metric}
             self.logger.info(f"[SpecGR] {_setting(row)}: {self.threshold_metric} {row[self.threshold_metric]:.6f}, "
                              + ", ".join(f"{key} {v:.4f}" for key, v in shown.items()))
         self.logger.info(set_color(f"[SpecGR] {_setting(best)} chosen on validation "
