@@ -10,6 +10,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -506,7 +507,6 @@ def test_valid_edge_values_are_accepted(run_dir, tmp_path, monkeypatch):
 def test_new_items_api_refuses_what_the_items_file_reader_refuses(item_ids, texts, message):
     """``add_new_items`` is the Python API behind ``--items``: two ids and one text added one item to the model's
     tables and two to its ids (a later recommendation failed with an IndexError)."""
-    from types import SimpleNamespace
 
     from recbole_specgr import new_items
 
@@ -552,3 +552,21 @@ def test_an_error_line_is_the_first_line_of_the_message():
     assert error_line(KeyError("model: give it as --model=NAME")) == "error: model: give it as --model=NAME"
     assert error_line(ValueError("first line\nsecond")) == "error: first line"
     assert error_line(OSError()) == "error: OSError"
+
+
+def test_a_history_length_that_cannot_fit_in_memory_is_named(tiny_config, tmp_path, monkeypatch):
+    """MAX_ITEM_LIST_LENGTH 1e8 was killed for memory (or swapped for minutes) while the histories were padded."""
+    from recbole_specgr.data import dataset as dataset_module
+
+    tiny_config.update(cache_dir=str(tmp_path / "cache"), MAX_ITEM_LIST_LENGTH=10**8)
+    available = 2**30  # 1 GiB free: the tiny dataset's histories at 1e8 items need far more
+    monkeypatch.setattr(dataset_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=available))
+    config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config)
+    with pytest.raises(ValueError, match=r"^MAX_ITEM_LIST_LENGTH: 100000000 pads each of the \d+ histories of 'tiny' "
+                                         r"to 100000000 items, ~\d+ GiB to build, more than the 1\.0 GiB available; "
+                                         r"the longest history here has 3 items \(a longer setting only adds padding\); "
+                                         r"expected at most 3$"):
+        InductiveSequentialDataset(config)
+    tiny_config["MAX_ITEM_LIST_LENGTH"] = 10**5  # a few MiB for the tiny dataset: fits, padding only
+    padded = InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
+    assert padded.inter_feat[padded.item_id_list_field].shape[1] == 10**5

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import psutil
 import torch
 
 from recbole.data.dataset import SequentialDataset
@@ -24,6 +25,9 @@ from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, load_or_encode
 SPLIT_NAMES = ("train", "valid", "test")
 INTER_INDEX_FIELD = "inter_index"  # per row: position of its target in the user-chronological interaction list
 # (all interactions, those the cold-start rule drops included)
+
+
+HISTORY_BYTES_PER_CELL = 33  # data_augmentation's [R, L] arrays at once: int64 positions, bool mask, int64 ids ×2, copy
 
 
 def _run_starts(uid: np.ndarray) -> np.ndarray:
@@ -168,6 +172,8 @@ class InductiveSequentialDataset(SequentialDataset):
         position = np.arange(n)
         user_start = _run_starts(uid)
         rows = np.nonzero(position > user_start)[0]  # every interaction with at least one earlier item
+        longest = int((rows - user_start[rows]).max()) if len(rows) else 0  # the longest history, uncut
+        self._check_history_memory(len(rows), max_len, longest)
         hist_start = np.maximum(user_start[rows], rows - max_len)
         length = rows - hist_start  # [R]
         idx = hist_start[:, None] + np.arange(max_len)[None, :]  # [R, L]
@@ -211,6 +217,19 @@ class InductiveSequentialDataset(SequentialDataset):
             f"[SPLIT] cut-offs {self.split_timestamps}: train/valid/test rows {counts.tolist()}, "
             f"{int(cold.sum())} cold-start items"
         )
+
+    def _check_history_memory(self, n_rows, max_len, longest):
+        """ValueError unless the ``[rows, MAX_ITEM_LIST_LENGTH]`` history arrays fit in the memory available (a
+        setting such as 1e8 was killed for memory, or swapped for minutes, instead of failing in a line)."""
+        need = n_rows * max_len * HISTORY_BYTES_PER_CELL
+        available = psutil.virtual_memory().available
+        if need > available:
+            raise ValueError(
+                f"MAX_ITEM_LIST_LENGTH: {max_len} pads each of the {n_rows:,} histories of '{self.dataset_name}' to "
+                f"{max_len} items, ~{need / 2**30:,.0f} GiB to build, more than the {available / 2**30:.1f} GiB "
+                f"available; the longest history here has {longest} items (a longer setting only adds padding); "
+                f"expected at most {min(longest, available // max(n_rows * HISTORY_BYTES_PER_CELL, 1)):,}"
+            )
 
     def build(self):
         """The train / valid / test datasets, as labelled by :meth:`data_augmentation`."""
