@@ -282,6 +282,7 @@ def parse_args(argv=None):
         "results/compare_<dataset>)"
     )
     parser.add_argument("--split", default="test", choices=["test", "valid"], help="split shown in the table")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args, unknown = parser.parse_known_args(argv)
     from recbole_specgr.config import split_setting
 
@@ -358,14 +359,24 @@ def run_comparison(models, dataset, config_file_list=None, config_dict=None, out
 def main(argv=None):
     """Command-line entry point; returns the exit status: 1 when a model failed, 2 (and one ``error:`` line) for a
     bad name, setting or file found before any model ran, as argparse does."""
+    from recbole_specgr import config
+
     args, config_dict = parse_args(argv)
-    command = shlex.join(["python", "-m", "recbole_specgr.compare", *(sys.argv[1:] if argv is None else argv)])
+    shown = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg != "--debug"]
+    command = shlex.join(["python", "-m", "recbole_specgr.compare", *shown])
+    if argv is None and args.debug:  # RecBole's Config parses sys.argv itself and does not know this flag
+        sys.argv = [arg for arg in sys.argv if arg != "--debug"]
+    source, config.CONFIG_DICT_SOURCE = config.CONFIG_DICT_SOURCE, "the command line"  # where its settings came from
     try:
         _, failed = run_comparison(args.models, args.dataset, args.config_files, config_dict, args.out, args.split,
                                    made_by=command)
     except (ValueError, KeyError, OSError) as err:
+        if args.debug:
+            raise
         print(error_line(err), file=sys.stderr)
         return 2
+    finally:
+        config.CONFIG_DICT_SOURCE = source
     return 1 if failed else 0
 
 

@@ -29,6 +29,8 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_specgr.evaluation import METRICS, check_metrics
+from recbole_specgr.inference.drafting import BACKENDS, FAISS_INDEXES
+from recbole_specgr.tokenizer.semantic_id import METHODS
 
 
 def _find_properties_dir() -> Path:
@@ -141,7 +143,7 @@ class Config(RecBoleConfig):
         if final.get("strict_keys", True):
             for key, file in self._file_of_key.items():
                 check_known_keys([key], file)
-            check_known_keys(self.variable_config_dict or {}, "config_dict")
+            check_known_keys(self.variable_config_dict or {}, CONFIG_DICT_SOURCE)
             if CHECK_COMMAND_LINE_KEYS:
                 check_known_keys(self.cmd_config_dict or {}, "the command line")
         self._check_types()
@@ -165,12 +167,18 @@ class Config(RecBoleConfig):
             raise ValueError(f"show_progress: expected true, false or ~, got {final['show_progress']!r}"
                              f"{self._source_of('show_progress')}")
         self._check_metric_keys(final)
+        self._check_schedules(final)
         for key, names in CHOICES.items():
             value = final.get(key)
             name = value.lower() if isinstance(value, str) and key in ANY_CASE else value
             if self._source_of(key) and name not in names:
                 shown = ", ".join("~" if n is None else str(n) for n in names)
                 raise ValueError(f"{key}: expected one of {shown}, got {value!r}{self._source_of(key)}")
+        path = final.get("pre_model_path")
+        if self.model == "S3Rec" and final.get("train_stage") == "finetune" and not os.path.isfile(str(path or "")):
+            raise ValueError(f"pre_model_path: train_stage: finetune starts from a pre-trained S3Rec checkpoint; "
+                             f"expected an existing file, got {path!r}{self._source_of('pre_model_path')} (or "
+                             f"train_stage: pretrain, which runs both stages in one run)")
         self._check_joint_grids(final)
         self._check_data_settings(final)
         clip = final.get("clip_grad_norm")
@@ -182,6 +190,20 @@ class Config(RecBoleConfig):
             raise ValueError(f"enable_scaler: RecBole's trainer clips the gradients while the scaler still multiplies "
                              f"them (no unscale_ first), so clip_grad_norm {clip} would clip far below max_norm; set "
                              f"one of the two{self._source_of('enable_scaler')}")
+
+    def _check_schedules(self, final):
+        """The learning-rate schedules (``lr_scheduler``, ``lr_min_ratio``, the warmup and total steps, SpecGR++'s
+        stage-2 pair too) as the trainer reads them, with the source of the key at fault."""
+        from recbole_specgr.trainer.schedule import read_schedule  # not at the top: the trainer package imports this
+
+        saved = SavedConfig(final)
+        for warmup_key, total_key in (("warmup_steps", "scheduler_total_steps"),
+                                      ("specgrpp_finetune_warmup_steps", "specgrpp_finetune_total_steps")):
+            try:
+                read_schedule(saved, warmup_key, total_key)
+            except ValueError as err:
+                key = str(err).partition(":")[0]
+                raise ValueError(f"{err}{self._source_of(key)}") from None
 
     def _check_metric_keys(self, final):
         """``valid_metric`` and the keys that choose by a result key (γ's metric, tiebreak and floors, SpecGR++'s
@@ -235,7 +257,14 @@ class Config(RecBoleConfig):
 
     def _check_joint_grids(self, final):
         """A grid of v_u, β or η (joint-ranking settings) that the user set, where every α tried is 0 (the paper's
-        ranking only): its values were never tried, without a word."""
+        ranking only): its values were never tried, without a word. A β > 0 tried by a SpecGR++ without item texts
+        (``item_text_input: False``): refused here, not once the semantic IDs were built."""
+        text_grid = final.get("specgr_text_weight_grid")
+        if (self.model == "SpecGRPP" and final.get("item_text_input") is False and not _paper_ranking_only(final)
+                and isinstance(text_grid, (list, tuple)) and any(_real(w) and w > 0 for w in text_grid)):
+            raise ValueError(f"specgr_text_weight_grid: {text_grid} needs the item texts of the text prior, which "
+                             f"this SpecGRPP does not keep (SpecGRPP: item_text_input: True); set it to [0] or ~"
+                             f"{self._source_of('specgr_text_weight_grid')}")
         if not _paper_ranking_only(final):
             return
         for key in JOINT_ONLY_GRIDS:
@@ -285,7 +314,7 @@ class Config(RecBoleConfig):
 
     def _user_settings(self):
         """(source, settings) of what the user gave, the highest precedence first."""
-        return (("the command line", self.cmd_config_dict or {}), ("config_dict", self.variable_config_dict or {}),
+        return (("the command line", self.cmd_config_dict or {}), (CONFIG_DICT_SOURCE, self.variable_config_dict or {}),
                 ("--config_files", self.file_config_dict or {}))
 
     def _source_of(self, key):
@@ -380,6 +409,8 @@ class UniqueKeyLoader(yaml.FullLoader):
 # Set by run_recbole_specgr.py, whose command line holds only settings; a library caller's sys.argv may hold another
 # program's options (pytest's --tb=short), which RecBole's reader takes for settings too.
 CHECK_COMMAND_LINE_KEYS = False
+# What errors call ``config_dict``: a command that builds it from its own command line (``compare``) says so.
+CONFIG_DICT_SOURCE = "config_dict"
 
 
 def known_keys() -> frozenset:
@@ -423,6 +454,19 @@ def check_known_keys(settings, source: str) -> None:
                              f"model: strict_keys: False)")
 
 
+def check_overrides(saved, overrides, source: str) -> None:
+    """ValueError naming the key and ``source`` unless every key of ``overrides`` (changes to a ``saved`` checkpoint
+    config, applied without a :class:`Config`) is a known setting (unless the run had ``strict_keys: False``) and
+    holds a bool or a number where the saved value is one (``specgr_threshold="abc"`` failed in float())."""
+    if saved.get("strict_keys", True):
+        check_known_keys(overrides, source)
+    for key, value in overrides.items():
+        expected = _expected_type(saved.get(key))
+        if expected is not None and not _fits(value, expected):
+            raise ValueError(f"{key}: expected {expected.__name__} (like the saved {saved[key]!r}), got {value!r} "
+                             f"from {source}")
+
+
 # Counts and sizes, with the least value that makes sense (0 epochs: evaluate a loaded checkpoint as it is; eval_step 0:
 # train without validation; stopping_step 0: stop at the first validation without a gain).
 MINIMUMS = {
@@ -453,12 +497,18 @@ NON_NEGATIVE_REALS = ("weight_decay", "rqvae_commitment_weight", "specgrpp_lambd
 PROBABILITIES = ("dropout_prob", "hidden_dropout_prob", "attn_dropout_prob", "adaptor_dropout_prob")
 
 # Names a user value must be one of: RecBole's optimizers (another name fell back to Adam with a log warning; RecBole
-# lowercases it, hence ANY_CASE) and its transformer's activations (looked up as written).
+# lowercases it, hence ANY_CASE) and its transformer's activations (looked up as written); the others were refused
+# only once the model or trainer was built, after the text embeddings and semantic IDs.
 CHOICES = {
     "learner": ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam"),
     "hidden_act": ("gelu", "relu", "swish", "tanh", "sigmoid"),
     "loss_type": ("CE", "BPR"),  # RecBole's sequential models raise NotImplementedError at their first batch otherwise
     "state": ("info", "debug", "warning", "error", "critical", None),  # RecBole logged at INFO for any other name
+    "specgr_drafting_backend": BACKENDS,
+    "specgr_faiss_index": FAISS_INDEXES,
+    "rqvae_method": METHODS,
+    "train_stage": ("pretrain", "finetune"),  # S3Rec: a bare AssertionError in RecBole otherwise
+    "pooling_mode": ("mean", "max", "sum"),  # FDSA's feature pooling: an AssertionError traceback otherwise
 }
 ANY_CASE = ("learner", "state")
 

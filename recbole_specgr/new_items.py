@@ -9,8 +9,8 @@ unseen items: the verifier scores them over their l−1 semantic digits and the 
 
     python -m recbole_specgr.new_items --checkpoint saved/SpecGRPP-xxx.pth --items new.tsv --history "1 2 3" --topk 10
 
-``new.tsv`` has the header ``item_id<TAB>text`` and one item per line; ``--history`` lists raw item ids, oldest
-first (new items may appear in it). Output: one line per recommended item with its rank, raw id, score and ``new``
+``new.tsv`` (optional: without ``--items`` the trained catalogue alone) has the header line ``item_id<TAB>text`` and
+one item per line; ``--history`` lists raw item ids, oldest first (new items may appear in it). Output: one line per recommended item with its rank, raw id, score and ``new``
 for items added here.
 """
 
@@ -154,9 +154,11 @@ def _check_topk(topk):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Add new items to a SpecGR++ checkpoint and recommend.")
+    parser = argparse.ArgumentParser(description="Recommend with a SpecGR++ checkpoint, optionally adding new items "
+                                                 "to its catalogue first.")
     parser.add_argument("--checkpoint", required=True, help="a SpecGRPP checkpoint (.pth)")
-    parser.add_argument("--items", required=True, help="TSV file with header 'item_id<TAB>text'")
+    parser.add_argument("--items", default=None, help="TSV file of items added after training: a header line "
+                        "'item_id<TAB>text', then one item per line (default: none, the trained catalogue only)")
     parser.add_argument("--history", required=True, help="space-separated raw item ids, oldest first")
     parser.add_argument("--topk", type=int, default=10,
                         help="number of items to print, at most the model's K (max of its config's topk, e.g. 50)")
@@ -170,10 +172,11 @@ def main(argv=None):
             raise ValueError(f"--device: {err}") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device: {args.device}, but torch sees no CUDA device")
-        item_ids, texts = read_new_items(args.items)
+        item_ids, texts = read_new_items(args.items) if args.items else ([], [])
         model = load_model(args.checkpoint, device=args.device)
         first_new = model.n_items
-        add_new_items(model, item_ids, texts)
+        if item_ids:
+            add_new_items(model, item_ids, texts)
         results = recommend(model, args.history.split(), args.topk)
     except (OSError, ValueError) as err:
         exit_with_error(err)

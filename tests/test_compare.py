@@ -171,8 +171,11 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch, caplog):
 
 @pytest.mark.parametrize("models, settings, message", [
     ("SASRec,NoSuchRec", [], "model 'NoSuchRec' is neither"),
-    ("SASRec,FDSA", ["--epochs=abc"], "epochs: expected int"),
-    ("SASRec,FDSA", ["--epoch=3"], "epoch: no model or dataset has this setting .*did you mean 'epochs'"),
+    ("SASRec,FDSA", ["--epochs=abc"], "epochs: expected int .* from the command line$"),
+    ("SASRec,FDSA", ["--epoch=3"], r"epoch: no model or dataset has this setting \(from the command line\); did you mean "
+                                   "'epochs'"),
+    ("SASRec,TIGER", ["--lr_scheduler=exponential"], r"lr_scheduler: expected one of \['constant', 'linear', "
+                                                     r"'cosine'\], got 'exponential' from the command line$"),
     ("SASRec,SpecGRAux", ["--hidden_size=64"], "hidden_size: a setting of SpecGRAux's component model"),
     ("SASRec,FDSA,SASRec", [], "models: SASRec given twice; expected each model once"),
     ("SASRec", ["--config_files", "missing.yaml"], r"No such file or directory: 'missing\.yaml'"),
@@ -241,3 +244,13 @@ def test_tables_say_which_rows_started_from_other_runs_checkpoints(tmp_path):
     assert open(md_path, encoding="utf-8").read().splitlines()[-1] == note
     md_path, _ = compare.write_table([SASREC], str(tmp_path / "plain"))
     assert "counts each run's own training" not in open(md_path, encoding="utf-8").read()
+
+
+def test_debug_shows_the_traceback_instead_of_the_error_line(tmp_path, monkeypatch):
+    """As run_recbole_specgr.py's --debug (compare refused it as an unknown argument)."""
+    from recbole_specgr import config
+
+    with pytest.raises(ValueError, match=r"epochs: expected int"):
+        compare.main(["--models", "SASRec", "--dataset", "ml-100k", "--epochs=abc", "--debug", "--out",
+                      str(tmp_path / "cmp")])
+    assert config.CONFIG_DICT_SOURCE == "config_dict"  # the command's label for its settings, undone after it

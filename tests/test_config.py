@@ -229,3 +229,35 @@ def test_ndcg_alone_is_a_valid_setting_and_speculative_selection_follows_valid_m
                     config_dict={"data_path": str(tmp_path), "metrics": ["NDCG"], "valid_metric": "NDCG@50",
                                  "specgr_threshold_tiebreak": None})
     assert config["specgrpp_pretrain_valid_metric"] is None  # stage 1 is selected by valid_metric
+
+
+@pytest.mark.parametrize("model, settings, message", [
+    ("SASRec", {"lr_scheduler": "exponential"},
+     r"^lr_scheduler: expected one of \['constant', 'linear', 'cosine'\], got 'exponential' from config_dict$"),
+    ("SASRec", {"lr_min_ratio": 2}, r"^lr_min_ratio: expected a number in \[0, 1\], got 2 from config_dict$"),
+    ("SASRec", {"warmup_steps": 10, "scheduler_total_steps": 5},
+     r"^scheduler_total_steps: expected an int > warmup_steps \(10\) or ~, got 5 from config_dict$"),
+    ("SpecGRPP", {"specgrpp_finetune_warmup_steps": 300, "specgrpp_finetune_total_steps": 300},
+     r"^specgrpp_finetune_total_steps: expected an int > specgrpp_finetune_warmup_steps \(300\) or ~, got 300 from "),
+    ("SpecGRPP", {"specgr_drafting_backend": "annoy"}, r"^specgr_drafting_backend: expected one of dense, faiss, got"),
+    ("SpecGRPP", {"specgr_faiss_index": "lsh"}, r"^specgr_faiss_index: expected one of flat, hnsw, ivf, got 'lsh'"),
+    ("TIGER", {"rqvae_method": "kmeans"}, r"^rqvae_method: expected one of rqvae, faiss_rq, got 'kmeans'"),
+    ("S3Rec", {"train_stage": "foo"}, r"^train_stage: expected one of pretrain, finetune, got 'foo' from config_dict$"),
+    ("FDSA", {"pooling_mode": "median"}, r"^pooling_mode: expected one of mean, max, sum, got 'median'"),
+    ("S3Rec", {"train_stage": "finetune"},
+     r"^pre_model_path: train_stage: finetune starts from a pre-trained S3Rec checkpoint; expected an existing file, "
+     r"got '' \(or train_stage: pretrain, which runs both stages in one run\)$"),
+    ("SpecGRPP", {"item_text_input": False},
+     r"^specgr_text_weight_grid: \[1, 2\] needs the item texts of the text prior, which this SpecGRPP does not keep"),
+])
+def test_settings_the_trainer_or_model_refused_late_are_refused_with_the_config(tmp_path, model, settings, message):
+    """Each was refused only once the model or trainer was built (after the text embeddings and the semantic IDs),
+    or by a bare AssertionError inside RecBole (train_stage, pooling_mode)."""
+    with pytest.raises(ValueError, match=message):
+        Config(model=model, dataset="ml-100k", config_dict={"data_path": str(tmp_path), **settings})
+
+
+def test_the_papers_specgrpp_is_two_settings_away(tmp_path):
+    config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
+        "data_path": str(tmp_path), "item_text_input": False, "specgr_text_weight_grid": [0]})
+    assert config["item_text_input"] is False and config["specgr_text_weight_grid"] == [0]

@@ -91,7 +91,11 @@ def test_item_texts_follow_item_ids(tiny_config):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ({"text_fields": ["title", "plot"]}, "text_fields: field 'plot'"),
+        ({"text_fields": ["title", "plot"]}, "text_fields: field 'plot' is not in 'tiny.item' "),
+        # in the file, but not loaded: the fix is load_col, not the file
+        ({"text_fields": ["title", "genre"], "load_col": {"inter": ["user_id", "item_id", "timestamp"],
+                                                         "item": ["item_id", "title", "year"]}},
+         "text_fields: field 'genre' is in 'tiny.item' but not loaded: add it to load_col.item "),
         ({"cold_start_items": "year >>> 3"}, "cold_start_items: cannot evaluate"),
         ({"split_timestamps": [8, 5]}, "split_timestamps: expected [t_valid, t_test]"),
         ({"split_timestamps": [100, 200]}, "the valid split of 'tiny' is empty"),

@@ -144,6 +144,14 @@ def test_a_progress_file_of_another_run_is_refused(small_config, run_dir, monkey
         objective_function({**config, "seed": 7})
     with pytest.raises(ValueError, match=r"progress_file: .* is the progress of a run with model = 'SASRec'"):
         objective_function({**config, "model": "GRU4Rec"})
+    # its weights were trained on another split's rows: resumed, it reported test results of another split's model
+    with pytest.raises(ValueError, match=r"^progress_file: .*other\.progress\.pth was trained on another split "
+                                         r"\(split_time_quantiles \[0\.8, 0\.9\] there, \[0\.7, 0\.9\] here"):
+        objective_function({**config, "split_time_quantiles": [0.7, 0.9]})
+    # a model of other sizes: a traceback of dozens of size-mismatch lines
+    with pytest.raises(ValueError, match=r"^progress_file: .*other\.progress\.pth does not fit this SASRec \(size "
+                                         r"mismatch for item_embedding\.weight: .*\); delete it to start over"):
+        objective_function({**config, "hidden_size": 32, "inner_size": 32})
     os.remove(compat.load_checkpoint(config["progress_file"])["progress"]["saved_model_file"])
     with pytest.raises(ValueError, match=r"progress_file: .* continues a run whose best checkpoint .* is gone"):
         objective_function(config)

@@ -992,6 +992,10 @@ def test_new_items_cli(specgrpp_run, tmp_path, capsys, exits_with_error):
     assert [int(r[0]) for r in rows] == list(range(1, 8))
     assert all(r[3] == ("new" if r[1] in ("new-1", "new-2") else "") for r in rows)
 
+    new_items.main(["--checkpoint", checkpoint_path, "--history", "1 50", "--topk", "3"])  # no new items: optional
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and not [line for line in lines[1:] if line.endswith("new")]
+
     cli = ["--checkpoint", checkpoint_path, "--items", str(items), "--history"]
     items.write_text("item_id\ttext\nnew-1\tfine\nno tab here\n")
     exits_with_error(f"{items}:3: expected 'item_id<TAB>text'", new_items.main, [*cli, "1"])

@@ -572,6 +572,13 @@ def test_from_checkpoint_rebuilds_the_trained_model_without_its_dataset(tmp_path
     assert torch.equal(got, expected) and not rebuilt.training
     assert rebuilt.num_beams == K + 1 and rebuilt.config["num_beams"] == K + 1  # overrides reach the model
     assert torch.equal(rebuilt.seen_item_mask, model.seen_item_mask)
+    # a misspelt override was ignored without a word; text for a number failed in float() without naming the key
+    with pytest.raises(ValueError, match=r"^num_beam: no model or dataset has this setting \(from from_checkpoint's "
+                                         r"overrides\); did you mean 'num_beams'"):
+        TIGER.from_checkpoint(str(path), num_beam=K + 1)
+    with pytest.raises(ValueError, match=rf"^num_beams: expected int \(like the saved {config['num_beams']}\), got "
+                                         r"'many' from from_checkpoint's overrides$"):
+        TIGER.from_checkpoint(str(path), num_beams="many")
     config["model"] = "SASRec"
     torch.save({"config": config, "state_dict": model.state_dict()}, path)
     with pytest.raises(ValueError, match=r"holds a SASRec model, expected a TIGER"):

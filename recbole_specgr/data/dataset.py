@@ -114,14 +114,17 @@ class InductiveSequentialDataset(SequentialDataset):
                 raise ValueError(f"{filepath}: item {feat[self.iid_field][twice].iloc[0]!r} has more than one row")
         return feat
 
+    def _header_fields(self, filepath):
+        """The field names in the header line of an atomic file (``title:token_seq`` → ``title``)."""
+        with open(filepath, encoding=self.config["encoding"]) as f:
+            return [column.split(":")[0] for column in f.readline().rstrip("\r\n").split(self.config["field_separator"])]
+
     def _check_inter_fields(self, filepath, feat):
         """ValueError naming the file unless ``feat`` has the user, item and time fields, filled and finite."""
         for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD"):
             field = self.config[key]
             if feat is None or field not in feat:
-                with open(filepath, encoding=self.config["encoding"]) as f:
-                    header = [column.split(":")[0] for column in f.readline().rstrip("\r\n").split(
-                        self.config["field_separator"])]
+                header = self._header_fields(filepath)
                 if field in header:
                     loaded = (self.config["load_col"] or {}).get("inter")
                     why = (f"is dropped by load_col.inter {loaded} (list it there, e.g. in your dataset YAML: "
@@ -296,10 +299,12 @@ class InductiveSequentialDataset(SequentialDataset):
         parts = []
         for field in self.text_fields:
             if field not in self.item_feat:
-                raise ValueError(
-                    f"text_fields: field '{field}' is not in '{self.dataset_name}.item' "
-                    f"(loaded item fields: {sorted(self.item_feat.columns)})"
-                )
+                item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
+                where = ("is in '{name}.item' but not loaded: add it to load_col.item"
+                         if field in self._header_fields(item_file) else "is not in '{name}.item'").format(
+                    name=self.dataset_name)
+                raise ValueError(f"text_fields: field '{field}' {where} (loaded item fields: "
+                                 f"{sorted(self.item_feat.columns)})")
             parts.append(self._field_as_text(field))
         texts = [". ".join(v for v in values if v) for values in zip(*parts)]
         texts[0] = ""

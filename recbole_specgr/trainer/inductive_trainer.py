@@ -31,6 +31,13 @@ from recbole_specgr.threads import flush_subnormals, map_in_threads
 from recbole_specgr.trainer.schedule import attach_lr_scheduler, read_schedule
 
 
+def load_error(err):
+    """The first specific line of a ``load_state_dict`` error (``size mismatch for w: …``, ``Missing key(s) …``),
+    not torch's heading ``Error(s) in loading state_dict for …:``."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0] if lines else ""
+
+
 def saved_other_parameters(model):
     """``model.other_parameter()`` without submodules (RecBole's FDSA lists its feature-embedding layer there): their
     weights are in the state dict already, and a pickled module would not load with ``weights_only=True``."""
@@ -172,7 +179,7 @@ class InductiveTrainer(Trainer):
             self.model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as err:
             raise ValueError(f"init_checkpoint: {path} does not fit this {self.config['model']} "
-                             f"({str(err).splitlines()[0]})") from None
+                             f"({load_error(err)})") from None
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"[TRAIN] starting from {path}")
 
@@ -318,15 +325,20 @@ class InductiveTrainer(Trainer):
 
     def resume_checkpoint(self, resume_file):
         """Continue from a checkpoint of :meth:`_save_checkpoint` (RecBole's API) or a ``progress_file``."""
-        self._restore(load_checkpoint(resume_file, map_location=self.device))
+        self._restore(load_checkpoint(resume_file, map_location=self.device), "resume_file", resume_file)
 
-    def _restore(self, checkpoint):
+    def _restore(self, checkpoint, key, path):
+        """Continue from ``checkpoint``, read from ``path`` (the value of the setting or argument ``key``)."""
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        self.model.load_state_dict(checkpoint["state_dict"])
+        try:
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (RuntimeError, ValueError) as err:  # a model of other sizes (hidden_size, layers, …)
+            raise ValueError(f"{key}: {path} does not fit this {self.config['model']} ({load_error(err)}); delete "
+                             f"it to start over or give another path") from None
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
         older = checkpoint.get("progress") or {}  # progress files written before e954148 kept these two there
         self.global_step = checkpoint.get("global_step", older.get("global_step", self.global_step))
         # the schedule's state and first epoch belong to this optimizer: a stage that builds its own (SpecGR++'s
@@ -385,6 +397,8 @@ class InductiveTrainer(Trainer):
             if meta[key] != self.config[key]:
                 raise ValueError(f"progress_file: {path} is the progress of a run with {key} = {meta[key]!r}, this "
                                  f"run has {self.config[key]!r}; delete it to start over or give another path")
+        # another split's weights were trained on rows of this run's valid / test period
+        check_same_split("progress_file", path, state, self.config, getattr(self.model, "seen_item_mask", None))
         return state
 
     def _resume_progress(self, train_data):
@@ -400,7 +414,7 @@ class InductiveTrainer(Trainer):
         if meta["best_valid_result"] is not None and not os.path.exists(best_file):
             raise ValueError(f"progress_file: {self.progress_file} continues a run whose best checkpoint "
                              f"{best_file} is gone; delete the progress file to start over")
-        self._restore(state)
+        self._restore(state, "progress_file", self.progress_file)
         self.saved_model_file = best_file
         self.best_valid_result = json.loads(meta["best_valid_result"]) if meta["best_valid_result"] else None
         self.learning_curve = json.loads(meta["learning_curve"])

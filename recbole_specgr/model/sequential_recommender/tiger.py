@@ -19,7 +19,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_specgr.compat import load_checkpoint
-from recbole_specgr.config import KEYS_ADDED_LATER, SavedConfig
+from recbole_specgr.config import KEYS_ADDED_LATER, SavedConfig, check_overrides
 from recbole_specgr.data.catalog import ItemCatalog
 from recbole_specgr.evaluation import EXCLUDED_ITEMS, ranked_scores
 from recbole_specgr.inference.beam_search import constrained_beam_search, user_groups
@@ -197,6 +197,7 @@ class TIGER(SequentialRecommender):
         from recbole_specgr.utils import get_model
 
         checkpoint = load_checkpoint(path, map_location="cpu")
+        check_overrides(checkpoint["config"], overrides, "from_checkpoint's overrides")
         config = SavedConfig({**KEYS_ADDED_LATER, **checkpoint["config"], **overrides, "device": torch.device(device)})
         model_class = get_model(config["model"])
         if not (isinstance(model_class, type) and issubclass(model_class, cls)):
