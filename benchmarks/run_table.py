@@ -43,7 +43,7 @@ import yaml  # noqa: E402
 
 from recbole_specgr.compare import write_seed_table, write_table  # noqa: E402
 from recbole_specgr.cli import error_message  # noqa: E402
-from recbole_specgr.config import check_known_keys  # noqa: E402
+from recbole_specgr.config import Config, check_known_keys  # noqa: E402
 from recbole_specgr.quick_start import run_recbole_specgr  # noqa: E402
 from recbole_specgr.utils import check_sequential_model  # noqa: E402
 
@@ -81,8 +81,9 @@ def run_names(plan):
 
 def check_plan(plan, shared):
     """The plan's run names, after checking that every run can start: a known sequential model, known keys (with the
-    ``shared`` ones) and ``"{NAME}"`` references to earlier runs only (a later or unknown one failed after the runs
-    before it had trained).
+    ``shared`` ones), ``"{NAME}"`` references to earlier runs only (a later or unknown one failed after the runs
+    before it had trained), and settings its :class:`~recbole_specgr.config.Config` accepts (a value refused there
+    failed that run only after the runs before it had trained).
 
     Raises:
         ValueError, KeyError: naming the run and what is wrong.
@@ -95,6 +96,12 @@ def check_plan(plan, shared):
             if is_reference(value) and value[1:-1] not in names[:index]:
                 raise ValueError(f"run {name}: {key}: {value} names no earlier run of the plan (earlier runs: "
                                  f"{names[:index]})")
+        settings = {key: value for key, value in {**shared, **(run.get("config") or {})}.items()
+                    if not is_reference(value)}  # a reference becomes a checkpoint path once its run has trained
+        try:
+            Config(model=run["model"], dataset=plan["dataset"], config_dict=settings)
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"run {name} of the plan: {error_message(err)}") from None
     return names
 
 

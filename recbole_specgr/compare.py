@@ -364,8 +364,6 @@ def main(argv=None):
     args, config_dict = parse_args(argv)
     shown = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg != "--debug"]
     command = shlex.join(["python", "-m", "recbole_specgr.compare", *shown])
-    if argv is None and args.debug:  # RecBole's Config parses sys.argv itself and does not know this flag
-        sys.argv = [arg for arg in sys.argv if arg != "--debug"]
     source, config.CONFIG_DICT_SOURCE = config.CONFIG_DICT_SOURCE, "the command line"  # where its settings came from
     try:
         _, failed = run_comparison(args.models, args.dataset, args.config_files, config_dict, args.out, args.split,

@@ -160,7 +160,8 @@ class Config(RecBoleConfig):
         left out without a word; of ``show_progress``: true, false or ~ (on when stderr is a terminal)."""
         metrics = final.get("metrics")
         names = metrics if isinstance(metrics, (list, tuple)) else [metrics]
-        if self._source_of("metrics") and not all(isinstance(m, str) and m.lower() in METRICS for m in names):
+        if self._source_of("metrics") and not (names and all(isinstance(m, str) and m.lower() in METRICS
+                                                             for m in names)):
             raise ValueError(f"metrics: expected a list of Recall and NDCG (reported overall / in-sample / unseen), "
                              f"got {metrics!r}{self._source_of('metrics')}")
         if self._source_of("show_progress") and not isinstance(final.get("show_progress"), (bool, type(None))):
@@ -210,10 +211,17 @@ class Config(RecBoleConfig):
         stage-1 metric) must name a key the evaluation computes with ``metrics`` and ``topk``: found here, not after
         the dataset, the text embeddings and the semantic IDs are built."""
         metrics, topk = final.get("metrics"), final.get("topk")
+        topk = [topk] if isinstance(topk, int) else topk  # RecBole reads topk: 10 as [10]
         if not isinstance(topk, (list, tuple)) or not all(isinstance(k, int) for k in topk):
             return  # refused by the range checks
-        floors = final.get("specgr_threshold_floors")
-        named = [(key, final.get(key)) for key in METRIC_KEYS]
+        if final.get("valid_metric") is None:
+            raise ValueError(f"valid_metric: expected a result key such as Recall@50, got ~"
+                             f"{self._source_of('valid_metric')}")
+        keys = list(METRIC_KEYS)
+        if not any(final.get(key) is not None for key in THRESHOLD_GRIDS):  # γ is not chosen: the trainer reads none
+            keys = [key for key in keys if not key.startswith("specgr_threshold_")]
+        floors = final.get("specgr_threshold_floors") if "specgr_threshold_metric" in keys else None
+        named = [(key, final.get(key)) for key in keys]
         named += [("specgr_threshold_floors", name) for name in (floors if isinstance(floors, dict) else {})]
         check_metrics([(key, value, self._source_of(key) or " (default)") for key, value in named], metrics, topk)
 
@@ -260,11 +268,11 @@ class Config(RecBoleConfig):
         ranking only): its values were never tried, without a word. A β > 0 tried by a SpecGR++ without item texts
         (``item_text_input: False``): refused here, not once the semantic IDs were built."""
         text_grid = final.get("specgr_text_weight_grid")
+        weights = text_grid if isinstance(text_grid, (list, tuple)) else [final.get("specgr_text_weight")]
         if (self.model == "SpecGRPP" and final.get("item_text_input") is False and not _paper_ranking_only(final)
-                and isinstance(text_grid, (list, tuple)) and any(_real(w) and w > 0 for w in text_grid)):
-            raise ValueError(f"specgr_text_weight_grid: {text_grid} needs the item texts of the text prior, which "
-                             f"this SpecGRPP does not keep (SpecGRPP: item_text_input: True); set it to [0] or ~"
-                             f"{self._source_of('specgr_text_weight_grid')}")
+                and any(_real(w) and w > 0 for w in weights)):
+            key = "specgr_text_weight_grid" if isinstance(text_grid, (list, tuple)) else "specgr_text_weight"
+            raise ValueError(text_prior_needs_texts(key, final.get(key), self.model) + self._source_of(key))
         if not _paper_ranking_only(final):
             return
         for key in JOINT_ONLY_GRIDS:
@@ -454,16 +462,27 @@ def check_known_keys(settings, source: str) -> None:
                              f"model: strict_keys: False)")
 
 
+def text_prior_needs_texts(key, value, model):
+    """The error for a text-prior weight β > 0 (``key`` = ``value``) on a model without item texts."""
+    return (f"{key}: {value} needs the item texts of the text prior, which this {model} does not keep (SpecGRPP: "
+            f"item_text_input: True); set it to [0] or ~" if key.endswith("_grid") else
+            f"{key}: {value} needs the item texts of the text prior, which this {model} does not keep (SpecGRPP: "
+            f"item_text_input: True); set it to 0")
+
+
 def check_overrides(saved, overrides, source: str) -> None:
     """ValueError naming the key and ``source`` unless every key of ``overrides`` (changes to a ``saved`` checkpoint
     config, applied without a :class:`Config`) is a known setting (unless the run had ``strict_keys: False``) and
-    holds a bool or a number where the saved value is one (``specgr_threshold="abc"`` failed in float())."""
+    holds a bool or a number where the key's default for the saved model is one, as :class:`Config` checks user
+    values (``specgr_threshold="abc"`` failed in float())."""
     if saved.get("strict_keys", True):
         check_known_keys(overrides, source)
+    defaults = Config(model=saved["model"], dataset=saved["dataset"]).internal_config_dict if overrides else {}
     for key, value in overrides.items():
-        expected = _expected_type(saved.get(key))
+        default = defaults.get(key)
+        expected = _expected_type(default)
         if expected is not None and not _fits(value, expected):
-            raise ValueError(f"{key}: expected {expected.__name__} (like the saved {saved[key]!r}), got {value!r} "
+            raise ValueError(f"{key}: expected {expected.__name__} (like its default {default!r}), got {value!r} "
                              f"from {source}")
 
 
@@ -481,6 +500,10 @@ MINIMUMS = {
     "rqvae_codebook_size": 2, "plm_size": 1,
 }
 
+
+# The grids of the inference setting chosen on validation: with any of them set, γ is chosen by specgr_threshold_*.
+THRESHOLD_GRIDS = ("specgr_threshold_grid", "specgr_unseen_threshold_grid", "specgr_draft_weight_grid",
+                   "specgr_unseen_score_grid", "specgr_text_weight_grid", "specgr_novelty_weight_grid")
 
 # Keys that name a result key (e.g. recall@50, unseen/ndcg@10), checked against metrics × topk.
 METRIC_KEYS = ("valid_metric", "specgr_threshold_metric", "specgr_threshold_tiebreak", "specgrpp_pretrain_valid_metric")
@@ -586,7 +609,8 @@ class SavedConfig(dict):
 SPLIT_KEYS = ("dataset", "split_timestamps", "split_time_quantiles", "cold_start_items")
 
 
-def check_same_split(key, path, checkpoint, config, seen_item_mask=None):
+def check_same_split(key, path, checkpoint, config, seen_item_mask=None,
+                     remedy="train it with this run's split settings"):
     """ValueError unless the checkpoint ``path`` (the value of ``key``) was trained on the split of ``config``: the
     same :data:`SPLIT_KEYS` (those it records; ``split_time_quantiles`` only where ``split_timestamps`` is ~) and,
     where both have one, the same ``seen_item_mask`` [n]. Weights of another split were trained on rows of this run's
@@ -601,8 +625,7 @@ def check_same_split(key, path, checkpoint, config, seen_item_mask=None):
             and not torch.equal(theirs.cpu().bool(), seen_item_mask.cpu().bool()):
         differ.append("seen_item_mask differs")
     if differ:
-        raise ValueError(f"{key}: {path} was trained on another split ({'; '.join(differ)}); train it with this "
-                         f"run's split settings")
+        raise ValueError(f"{key}: {path} was trained on another split ({'; '.join(differ)}); {remedy}")
 
 
 def _split_value(value):

@@ -559,14 +559,29 @@ def test_a_history_length_that_cannot_fit_in_memory_is_named(tiny_config, tmp_pa
     from recbole_specgr.data import dataset as dataset_module
 
     tiny_config.update(cache_dir=str(tmp_path / "cache"), MAX_ITEM_LIST_LENGTH=10**8)
-    available = 2**30  # 1 GiB free: the tiny dataset's histories at 1e8 items need far more
-    monkeypatch.setattr(dataset_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=available))
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 2**30)  # 1 GiB free: 1e8 items need far more
     config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config)
     with pytest.raises(ValueError, match=r"^MAX_ITEM_LIST_LENGTH: 100000000 pads each of the \d+ histories of 'tiny' "
-                                         r"to 100000000 items, ~\d+ GiB to build, more than the 1\.0 GiB available; "
+                                         r"to 100000000 items, ~[\d,]+\.\d GiB to build, more than the 1\.0 GiB available; "
                                          r"the longest history here has 3 items \(a longer setting only adds padding\); "
                                          r"expected at most 3$"):
         InductiveSequentialDataset(config)
     tiny_config["MAX_ITEM_LIST_LENGTH"] = 10**5  # a few MiB for the tiny dataset: fits, padding only
     padded = InductiveSequentialDataset(Config(model="SASRec", dataset="tiny", config_dict=tiny_config))
     assert padded.inter_feat[padded.item_id_list_field].shape[1] == 10**5
+
+
+def test_available_memory_is_the_least_of_the_host_and_a_containers_limit(tmp_path, monkeypatch):
+    """psutil sees the host: inside a container with a memory limit the history check would let through arrays the
+    container is killed for."""
+    from recbole_specgr.data import dataset as dataset_module
+
+    monkeypatch.setattr(dataset_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=10 * 2**30))
+    (tmp_path / "max").write_text("4294967296\n")  # a 4 GiB limit, 1 GiB of it used
+    (tmp_path / "current").write_text("1073741824\n")
+    (tmp_path / "none").write_text("max\n")  # cgroup v2 without a limit
+    files = [(str(tmp_path / "missing"), str(tmp_path / "missing")), (str(tmp_path / "max"), str(tmp_path / "current"))]
+    monkeypatch.setattr(dataset_module, "CGROUP_MEMORY_FILES", files)
+    assert dataset_module.available_memory() == 3 * 2**30
+    monkeypatch.setattr(dataset_module, "CGROUP_MEMORY_FILES", [(str(tmp_path / "none"), str(tmp_path / "current"))])
+    assert dataset_module.available_memory() == 10 * 2**30

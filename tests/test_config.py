@@ -233,7 +233,7 @@ def test_ndcg_alone_is_a_valid_setting_and_speculative_selection_follows_valid_m
 
 @pytest.mark.parametrize("model, settings, message", [
     ("SASRec", {"lr_scheduler": "exponential"},
-     r"^lr_scheduler: expected one of \['constant', 'linear', 'cosine'\], got 'exponential' from config_dict$"),
+     r"^lr_scheduler: expected one of constant, linear, cosine, got 'exponential' from config_dict$"),
     ("SASRec", {"lr_min_ratio": 2}, r"^lr_min_ratio: expected a number in \[0, 1\], got 2 from config_dict$"),
     ("SASRec", {"warmup_steps": 10, "scheduler_total_steps": 5},
      r"^scheduler_total_steps: expected an int > warmup_steps \(10\) or ~, got 5 from config_dict$"),
@@ -257,7 +257,29 @@ def test_settings_the_trainer_or_model_refused_late_are_refused_with_the_config(
         Config(model=model, dataset="ml-100k", config_dict={"data_path": str(tmp_path), **settings})
 
 
-def test_the_papers_specgrpp_is_two_settings_away(tmp_path):
-    config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={
-        "data_path": str(tmp_path), "item_text_input": False, "specgr_text_weight_grid": [0]})
-    assert config["item_text_input"] is False and config["specgr_text_weight_grid"] == [0]
+
+@pytest.mark.parametrize("settings, message", [
+    ({"topk": 10}, r"^valid_metric 'Recall@50' \(default\): not computed with metrics \['recall', 'ndcg'\] and topk "
+                   r"\[10\]"),  # RecBole reads topk: 10 as [10], after this check
+    ({"valid_metric": None}, r"^valid_metric: expected a result key such as Recall@50, got ~ from config_dict$"),
+    ({"metrics": []}, r"^metrics: expected a list of Recall and NDCG"),
+    ({"item_text_input": False, "specgr_text_weight_grid": None, "specgr_text_weight": 1.0},
+     r"^specgr_text_weight: 1\.0 needs the item texts of the text prior, which this SpecGRPP does not keep "
+     r"\(SpecGRPP: item_text_input: True\); set it to 0 from config_dict$"),
+])
+def test_more_metric_and_text_settings_refused_with_the_config(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        Config(model="SpecGRPP", dataset="ml-100k", config_dict={"data_path": str(tmp_path), **settings})
+
+
+def test_gamma_selection_keys_are_checked_only_where_gamma_is_chosen(tmp_path):
+    """The trainer reads specgr_threshold_metric / tiebreak only with a grid: without one, SpecGR++'s default
+    tiebreak (ndcg@10) does not have to be computed."""
+    no_grid = {key: None for key in ("specgr_threshold_grid", "specgr_draft_weight_grid", "specgr_unseen_score_grid",
+                                     "specgr_text_weight_grid", "specgr_novelty_weight_grid")}
+    settings = {"data_path": str(tmp_path), "metrics": ["Recall"]}
+    config = Config(model="SpecGRPP", dataset="ml-100k", config_dict={**settings, **no_grid})
+    assert config["specgr_threshold_tiebreak"] == "ndcg@10"
+    with pytest.raises(ValueError, match=r"^specgr_threshold_tiebreak 'ndcg@10' \(default\): not computed with "
+                                         r"metrics \['recall'\]"):
+        Config(model="SpecGRPP", dataset="ml-100k", config_dict=settings)

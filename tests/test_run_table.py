@@ -43,8 +43,13 @@ def write_plan(folder, small_config):
      r"run later: init_checkpoint: \{NOPE\} names no earlier run of the plan \(earlier runs: \['SASRec'\]\)"),
     ([{"model": "SASRec", "config": {"init_checkpoint": "{later}"}}, {"model": "SASRec", "name": "later"}],
      r"run SASRec: init_checkpoint: \{later\} names no earlier run"),
+    # a value only the run's Config refuses: found before SASRec trains, not when SpecGRPP's turn comes
+    ([{"model": "SASRec", "config": {"topk": [20], "valid_metric": "Recall@20"}},
+      {"model": "SpecGRPP", "config": {"topk": [20], "valid_metric": "Recall@20"}}],
+     r"run SpecGRPP of the plan: specgr_threshold_tiebreak 'ndcg@10' \(default\): not computed with metrics"),
     ([{"model": "NoSuchRec"}], r"model 'NoSuchRec' is neither"),
-], ids=["non-sequential-model", "misspelt-key", "unknown-reference", "later-reference", "unknown-model"])
+], ids=["non-sequential-model", "misspelt-key", "unknown-reference", "later-reference", "refused-by-config",
+      "unknown-model"])
 def test_a_plan_that_cannot_run_stops_before_the_first_run_trains(run_table, small_config, run_dir, monkeypatch,
                                                                   capsys, runs, message):
     trained = []

@@ -560,7 +560,7 @@ def test_text_input_needs_text_embeddings():
 
 def test_from_checkpoint_rebuilds_the_trained_model_without_its_dataset(tmp_path):
     model = make_tiger(seed=4)
-    config = {**make_config(), "model": "TIGER", "rqvae_codebook_size": C}
+    config = {**make_config(), "model": "TIGER", "dataset": "ml-100k", "rqvae_codebook_size": C}  # as trainers save
     config.pop("device")
     path = tmp_path / "tiger.pth"
     torch.save({"config": config, "state_dict": model.state_dict(), "other_parameter": {}}, path)
@@ -576,8 +576,8 @@ def test_from_checkpoint_rebuilds_the_trained_model_without_its_dataset(tmp_path
     with pytest.raises(ValueError, match=r"^num_beam: no model or dataset has this setting \(from from_checkpoint's "
                                          r"overrides\); did you mean 'num_beams'"):
         TIGER.from_checkpoint(str(path), num_beam=K + 1)
-    with pytest.raises(ValueError, match=rf"^num_beams: expected int \(like the saved {config['num_beams']}\), got "
-                                         r"'many' from from_checkpoint's overrides$"):
+    with pytest.raises(ValueError, match=r"^num_beams: expected int \(like its default 50\), got 'many' from "
+                                         r"from_checkpoint's overrides$"):
         TIGER.from_checkpoint(str(path), num_beams="many")
     config["model"] = "SASRec"
     torch.save({"config": config, "state_dict": model.state_dict()}, path)

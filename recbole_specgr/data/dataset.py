@@ -30,6 +30,26 @@ INTER_INDEX_FIELD = "inter_index"  # per row: position of its target in the user
 HISTORY_BYTES_PER_CELL = 33  # data_augmentation's [R, L] arrays at once: int64 positions, bool mask, int64 ids ×2, copy
 
 
+# cgroup files holding (limit, usage) of a container's memory: v2, then v1 (a limit of ~2**63 means none)
+CGROUP_MEMORY_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: the host's available memory, or less where a container's cgroup limit
+    leaves less (psutil sees the host only)."""
+    available = psutil.virtual_memory().available
+    for limit_file, usage_file in CGROUP_MEMORY_FILES:
+        try:
+            with open(limit_file) as f_limit, open(usage_file) as f_usage:
+                limit, usage = f_limit.read().strip(), f_usage.read().strip()
+        except OSError:
+            continue
+        if limit.isdigit() and usage.isdigit():
+            return min(available, max(int(limit) - int(usage), 0))
+    return available
+
+
 def _run_starts(uid: np.ndarray) -> np.ndarray:
     """For ids sorted into runs (e.g. users), the position where each entry's run starts: ``[n]``."""
     position = np.arange(len(uid))
@@ -225,11 +245,11 @@ class InductiveSequentialDataset(SequentialDataset):
         """ValueError unless the ``[rows, MAX_ITEM_LIST_LENGTH]`` history arrays fit in the memory available (a
         setting such as 1e8 was killed for memory, or swapped for minutes, instead of failing in a line)."""
         need = n_rows * max_len * HISTORY_BYTES_PER_CELL
-        available = psutil.virtual_memory().available
+        available = available_memory()
         if need > available:
             raise ValueError(
                 f"MAX_ITEM_LIST_LENGTH: {max_len} pads each of the {n_rows:,} histories of '{self.dataset_name}' to "
-                f"{max_len} items, ~{need / 2**30:,.0f} GiB to build, more than the {available / 2**30:.1f} GiB "
+                f"{max_len} items, ~{need / 2**30:,.1f} GiB to build, more than the {available / 2**30:.1f} GiB "
                 f"available; the longest history here has {longest} items (a longer setting only adds padding); "
                 f"expected at most {min(longest, available // max(n_rows * HISTORY_BYTES_PER_CELL, 1)):,}"
             )

@@ -398,7 +398,8 @@ class InductiveTrainer(Trainer):
                 raise ValueError(f"progress_file: {path} is the progress of a run with {key} = {meta[key]!r}, this "
                                  f"run has {self.config[key]!r}; delete it to start over or give another path")
         # another split's weights were trained on rows of this run's valid / test period
-        check_same_split("progress_file", path, state, self.config, getattr(self.model, "seen_item_mask", None))
+        check_same_split("progress_file", path, state, self.config, getattr(self.model, "seen_item_mask", None),
+                         remedy="delete it to start over or give another path")
         return state
 
     def _resume_progress(self, train_data):

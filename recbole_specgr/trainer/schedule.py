@@ -50,7 +50,7 @@ def read_schedule(config, warmup_key="warmup_steps", total_key="scheduler_total_
     min_ratio = config["lr_min_ratio"] if config["lr_min_ratio"] is not None else 0.0
     total = config[total_key]
     if schedule not in SCHEDULES:
-        raise ValueError(f"lr_scheduler: expected one of {list(SCHEDULES)}, got {config['lr_scheduler']!r}")
+        raise ValueError(f"lr_scheduler: expected one of {', '.join(SCHEDULES)}, got {config['lr_scheduler']!r}")
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"{warmup_key}: expected an int >= 0, got {warmup!r}")
     if not isinstance(min_ratio, (int, float)) or not 0.0 <= min_ratio <= 1.0:

@@ -20,6 +20,7 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.utils import set_color
 
 from recbole_specgr.atomic import atomic_write
+from recbole_specgr.config import text_prior_needs_texts
 from recbole_specgr.evaluation import SplitMetrics, check_metrics, result_keys
 from recbole_specgr.inference.specgr import SpecGRStats, Thresholds
 
@@ -145,8 +146,9 @@ class ThresholdTuningMixin:
                 for e in (novelties if a > 0 else [None])]
         if self.threshold_grid is not None and any(t.text_weight > 0 for t in self.threshold_grid) \
                 and model.item_text_embeddings() is None:  # found now, not after training
-            raise ValueError(f"specgr_text_weight_grid: {text_grid} needs the item texts of the text prior, which this "
-                             f"{config['model']} does not keep (SpecGRPP: item_text_input: True); set it to [0] or ~")
+            key = "specgr_text_weight_grid" if text_grid is not None else "specgr_text_weight"
+            raise ValueError(text_prior_needs_texts(key, text_grid if text_grid is not None
+                                                    else config["specgr_text_weight"], config["model"]))
         self.threshold_metric = str(metric).lower()
         tiebreak = config["specgr_threshold_tiebreak"]
         self.threshold_tiebreak = None if tiebreak is None else str(tiebreak).lower()
