@@ -464,10 +464,9 @@ def check_known_keys(settings, source: str) -> None:
 
 def text_prior_needs_texts(key, value, model):
     """The error for a text-prior weight β > 0 (``key`` = ``value``) on a model without item texts."""
+    fix = "[0] or ~" if key.endswith("_grid") else "0"
     return (f"{key}: {value} needs the item texts of the text prior, which this {model} does not keep (SpecGRPP: "
-            f"item_text_input: True); set it to [0] or ~" if key.endswith("_grid") else
-            f"{key}: {value} needs the item texts of the text prior, which this {model} does not keep (SpecGRPP: "
-            f"item_text_input: True); set it to 0")
+            f"item_text_input: True); set it to {fix}")
 
 
 def check_overrides(saved, overrides, source: str) -> None:
@@ -475,9 +474,11 @@ def check_overrides(saved, overrides, source: str) -> None:
     config, applied without a :class:`Config`) is a known setting (unless the run had ``strict_keys: False``) and
     holds a bool or a number where the key's default for the saved model is one, as :class:`Config` checks user
     values (``specgr_threshold="abc"`` failed in float())."""
+    if not overrides:
+        return
     if saved.get("strict_keys", True):
         check_known_keys(overrides, source)
-    defaults = Config(model=saved["model"], dataset=saved["dataset"]).internal_config_dict if overrides else {}
+    defaults = {**shared_defaults(saved.get("dataset")), **model_defaults(saved["model"])}
     for key, value in overrides.items():
         default = defaults.get(key)
         expected = _expected_type(default)
@@ -656,19 +657,25 @@ def config_from_saved(saved: dict, **overrides) -> Config:
 
 
 def shared_keys(dataset: str) -> set:
-    """The keys of the layers every model shares: RecBole's ``overall.yaml`` and dataset defaults, this package's
+    """The keys of the layers every model shares (:func:`shared_defaults`), as opposed to the keys of one model's
+    YAML."""
+    return set(shared_defaults(dataset))
+
+
+def shared_defaults(dataset) -> dict:
+    """The values of the layers every model shares: RecBole's ``overall.yaml`` and dataset defaults, this package's
     ``overall.yaml`` and ``properties/dataset/<dataset>.yaml`` (run, data, split, tokenizer, training-loop and
-    evaluation settings), as opposed to the keys of one model's YAML."""
+    evaluation settings), each layer over the ones before it."""
     import recbole
 
     recbole_properties = Path(recbole.__file__).resolve().parent / "properties"
-    keys = set()
+    merged = {}
     for path in (recbole_properties / "overall.yaml", recbole_properties / "dataset" / "sample.yaml",
                  PROPERTIES_DIR / "overall.yaml", PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"):
         if path.is_file():
             with open(path, encoding="utf-8") as f:
-                keys.update(yaml.safe_load(f) or {})
-    return keys
+                merged.update(yaml.safe_load(f) or {})
+    return merged
 
 
 def model_defaults(model: str) -> dict:

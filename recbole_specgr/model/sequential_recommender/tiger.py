@@ -197,11 +197,11 @@ class TIGER(SequentialRecommender):
         from recbole_specgr.utils import get_model
 
         checkpoint = load_checkpoint(path, map_location="cpu")
-        check_overrides(checkpoint["config"], overrides, "from_checkpoint's overrides")
         config = SavedConfig({**KEYS_ADDED_LATER, **checkpoint["config"], **overrides, "device": torch.device(device)})
         model_class = get_model(config["model"])
         if not (isinstance(model_class, type) and issubclass(model_class, cls)):
             raise ValueError(f"{path}: holds a {config['model']} model, expected a {cls.__name__}")
+        check_overrides(checkpoint["config"], overrides, "from_checkpoint's overrides")
         state, other = checkpoint["state_dict"], checkpoint.get("other_parameter") or {}
         catalog = ItemCatalog(state["seen_item_mask"], state.get("item_text_emb"))
         model = model_class(config, catalog, item2codes=state["item2codes"],
