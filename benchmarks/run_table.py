@@ -119,7 +119,7 @@ def main(argv=None):
     try:
         plan = yaml.safe_load(Path(args.plan).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        parser.error(f"{args.plan}: expected a readable plan YAML ({str(err).splitlines()[0]})")
+        parser.error(f"{args.plan}: expected a readable plan YAML ({error_message(err)})")
     if not isinstance(plan, dict) or not isinstance(plan.get("dataset"), str) or not isinstance(plan.get("runs"), list) \
             or not all(isinstance(run, dict) and "model" in run and isinstance(run.get("config") or {}, dict)
                        for run in plan["runs"]) or not isinstance(plan.get("shared") or {}, dict):

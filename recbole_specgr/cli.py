@@ -10,8 +10,12 @@ import sys
 
 
 def error_message(err: BaseException) -> str:
-    """The first line of ``err``'s message (a KeyError's without the quotes str() adds; the exception's type when it
-    has no message)."""
+    """The first line of ``err``'s message (a KeyError's without the quotes str() adds; a YAML error's problem and
+    where it is, whose first line is only PyYAML's context, e.g. "while scanning for the next token"; the exception's
+    type when it has no message)."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem and mark is not None:  # yaml.MarkedYAMLError
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
     text = err.args[0] if isinstance(err, KeyError) and err.args else err
     lines = str(text).strip().splitlines()
     return lines[0] if lines else type(err).__name__

@@ -28,6 +28,7 @@ What breaks and what is done about it:
   and ships its own quick start.
 """
 
+import csv
 import importlib.util
 import locale
 import os
@@ -87,6 +88,46 @@ def load_checkpoint(path, map_location=None):
         raise ValueError(f"{path}: refused to load, it holds pickled objects, not only tensors and plain data (an "
                          f"old, foreign or crafted checkpoint; unpickling it could run code): {first}. One you made "
                          f"yourself: python -m recbole_specgr.upgrade_checkpoint {path} NEW.pth --trusted") from None
+
+
+# The type a field with a role must have: ids are names (a float id was remapped to nothing: a bare "need at least
+# one array to concatenate"), and the time must order the rows (a token time was split by its token ids, i.e. by the
+# order values first appear in the file, without a word).
+ROLE_TYPES = {
+    "USER_ID_FIELD": (FeatureType.TOKEN, "ids are names, e.g. user_id:token"),
+    "ITEM_ID_FIELD": (FeatureType.TOKEN, "ids are names, e.g. item_id:token"),
+    "TIME_FIELD": (FeatureType.FLOAT, "a number that orders time, e.g. timestamp:float in seconds; convert dates to "
+                                      "numbers first"),
+}
+
+
+def _check_role_type(filepath, field, ftype, config):
+    """ValueError naming the file unless ``field``, if it is the user id, item id or time field, has its
+    :data:`ROLE_TYPES` type."""
+    for key, (expected, why) in ROLE_TYPES.items():
+        if field == config[key] and ftype != expected:
+            raise ValueError(f"{filepath}: field {field!r} ({key}) has type {ftype.value}; expected {expected.value} "
+                             f"({why})")
+
+
+def _read_atomic_file(filepath, separator, usecols, dtype, encoding):
+    """The DataFrame of an atomic file whose rows :func:`_check_atomic_rows` checked. Fields quoted as in CSV (what
+    ``recbole_specgr.data.amazon`` writes for a text holding '"') are unquoted; a file whose text merely starts with a
+    quote (``"Weird Al" Live``, which CSV parsing refused with a message naming no file) is read as written. Fields
+    may be longer than the csv module's 128 KiB limit (a long item text)."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    options = dict(delimiter=separator, usecols=usecols, dtype=dtype, encoding=encoding, engine="python",
+                   keep_default_na=False, na_values=[""])  # a title such as "NA" or "None" is text, not missing
+    try:
+        try:
+            return pd.read_csv(filepath, **options)
+        except (pd.errors.ParserError, csv.Error):
+            return pd.read_csv(filepath, quoting=csv.QUOTE_NONE, **options)
+    except (pd.errors.ParserError, csv.Error) as err:
+        raise ValueError(f"{filepath}: {str(err).splitlines()[0]}") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _check_atomic_rows(filepath, separator, encoding):
@@ -158,6 +199,7 @@ class PandasCompatDatasetMixin:
                 continue
             if unload_col is not None and field in unload_col:
                 continue
+            _check_role_type(filepath, field, ftype, self.config)
             if isinstance(source, FeatureSource) or source != "link":
                 self.field2source[field] = source
                 self.field2type[field] = ftype
@@ -180,10 +222,7 @@ class PandasCompatDatasetMixin:
             self.logger.warning(f"No columns has been loaded from [{source}]")
             return None
 
-        df = pd.read_csv(
-            filepath, delimiter=field_separator, usecols=usecols, dtype=dtype, encoding=encoding, engine="python",
-            keep_default_na=False, na_values=[""],  # a title such as "NA" or "None" is text, not a missing value
-        )
+        df = _read_atomic_file(filepath, field_separator, usecols, dtype, encoding)
         df.columns = columns
         for field, field_type in zip(columns, usecols):
             if self.field2type.get(field) == FeatureType.FLOAT:

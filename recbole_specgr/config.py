@@ -28,6 +28,7 @@ import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
+from recbole_specgr.cli import error_message
 from recbole_specgr.evaluation import METRICS, check_metrics
 from recbole_specgr.inference.drafting import BACKENDS, FAISS_INDEXES
 from recbole_specgr.tokenizer.semantic_id import METHODS
@@ -114,6 +115,18 @@ class Config(RecBoleConfig):
                 values[key] = value
         return self._convert_config_dict(values)
 
+    def _convert_config_dict(self, config_dict):
+        """RecBole's conversion of text values (Python literals), plus a bracketed value it could not read taken as
+        YAML, as in the files: ``--text_fields=[title,year]`` (names unquoted) stayed the text '[title,year]'."""
+        converted = super()._convert_config_dict(config_dict)
+        for key, value in converted.items():
+            if isinstance(value, str) and len(value) > 1 and value[0] + value[-1] in ("[]", "{}"):
+                try:
+                    converted[key] = yaml.safe_load(value)
+                except yaml.YAMLError:  # left as text: the checks name the key
+                    pass
+        return converted
+
     def _load_config_files(self, file_list):
         """Each YAML file must hold a mapping of settings (an empty file is none); an error names the file."""
         loaded, self._file_of_key = {}, {}
@@ -126,7 +139,7 @@ class Config(RecBoleConfig):
                 try:
                     settings = yaml.load(f.read(), Loader=self.yaml_loader)
                 except yaml.YAMLError as err:
-                    raise ValueError(f"{file}: not valid YAML ({str(err).splitlines()[0]})") from None
+                    raise ValueError(f"{file}: not valid YAML ({error_message(err)})") from None
                 except UnicodeDecodeError as err:
                     raise ValueError(f"{file}: expected UTF-8 text ({err})") from None
             if settings is None:
@@ -409,7 +422,7 @@ class UniqueKeyLoader(yaml.FullLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+                    None, None, f"key {key!r} appears twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
 

@@ -8,6 +8,7 @@ valid, B0BN93L7QX, B0C1K7RZ2V only in test; B0C1K7RZ2V has no metadata row; B0NO
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -26,7 +27,7 @@ ITEMS_IN_ORDER = [  # order of first appearance in train, valid, test
     "B08H75RTZ8", "B07PQM2K9L", "B00ZQ4PDGM", "B0BTY2V4JM", "B06XKZ1D4G", "B07R4DQ8ZS", "B01MTX7A2C", "0913212148",
     "B09V3HN1QD", "B08FC5L3RG", "B01N4HSTRK", "B09MZ4K1TB", "B0B5WQ3L8N", "B0BN93L7QX", "B0C1K7RZ2V",
 ]
-OUTPUTS = [f"{NAME}.inter", f"{NAME}.item", f"{NAME}.split.json"]
+OUTPUTS = [f"{NAME}.inter", f"{NAME}.item", f"{NAME}.raw.json", f"{NAME}.split.json"]
 
 
 @pytest.fixture
@@ -156,9 +157,31 @@ def test_atomic_files_older_than_a_raw_file_are_converted_again(data_path, caplo
     caplog.clear()
     with caplog.at_level("INFO"):
         amazon.ensure_atomic_files(NAME, data_path)
-    assert "Video_Games.test.csv changed since the atomic files were written: converting again" in caplog.text
+    assert "Video_Games.test.csv not the file the atomic files were converted from: converting again" in caplog.text
     after = open(out(data_path, f"{NAME}.inter"), encoding="utf-8").read()
     assert after.count("\n") == before.count("\n") + 1 and "1690000000000" in after
+
+
+def test_a_raw_file_replaced_by_an_older_copy_is_converted_again(data_path, caplog):
+    """tar -x, cp -p and rsync -a keep a file's old modification time: an edited meta file restored that way was
+    older than the atomic files, which were kept with the old titles."""
+    amazon.ensure_atomic_files(NAME, data_path)
+    path = raw(data_path, "meta_Video_Games.jsonl")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    assert '"title": "Pokémon Trainer Case"' in text
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace('"title": "Pokémon Trainer Case"', '"title": "Pokémon Travel Case"'))
+    os.utime(path, (946684800, 946684800))  # 2000-01-01: long before the conversion
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        amazon.ensure_atomic_files(NAME, data_path)
+    assert "meta_Video_Games.jsonl not the file the atomic files were converted from" in caplog.text
+    assert "Pokémon Travel Case" in open(out(data_path, f"{NAME}.item"), encoding="utf-8").read()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        amazon.ensure_atomic_files(NAME, data_path)  # converted from these files now: kept
+    assert f"[DATA] {NAME}: using the atomic files in" in caplog.text
 
 
 def test_cli_errors_are_one_line(data_path, capsys):
@@ -244,8 +267,7 @@ def test_a_killed_conversions_temporary_files_are_removed_by_the_next_one(data_p
         f.write("user_id:token\tit")
     amazon.ensure_atomic_files(NAME, data_path)
     assert not os.path.exists(stale)
-    assert left_in_output_folder(data_path) == sorted(os.path.basename(p) for p in
-                                                      amazon.atomic_file_paths(NAME, data_path).values())
+    assert left_in_output_folder(data_path) == sorted(OUTPUTS)
 
 
 def test_missing_files_offline_give_one_clear_error(tmp_path, monkeypatch):
@@ -325,3 +347,23 @@ def test_interactions_of_one_timestamp_follow_their_history():
     ordered = amazon.order_ties_by_history(inter)
     assert ordered["parent_asin"].tolist() == ["w", "p", "x", "y", "q"]
     assert amazon.count_history_mismatches(ordered) == 0
+
+
+def test_prepare_converts_only_the_amazon_benchmarks_and_names_a_dataset_folder_given_as_data_path(data_path, tmp_path):
+    from recbole_specgr.data.prepare import prepare_data_path
+
+    # a user's own atomic files under an amazon_* name load as they are (they went to the converter: "unknown Amazon
+    # dataset 'amazon_mine'")
+    mine = tmp_path / "own" / "amazon_mine"
+    mine.mkdir(parents=True)
+    (mine / "amazon_mine.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\nu\ti\t1\n")
+    config = {"dataset": "amazon_mine", "data_path": str(mine), "cache_dir": str(tmp_path / "cache")}
+    prepare_data_path(config)
+    assert config["data_path"] == str(mine)
+    # data_path set to the benchmark's own folder: Amazon's converter made <it>/amazon_games/raw and downloaded there
+    nested = os.path.join(data_path, NAME, NAME)
+    with pytest.raises(ValueError, match=rf"^data_path: {re.escape(os.path.join(data_path, NAME))} is the "
+                                         rf"'{NAME}' folder itself; set data_path to the folder above it, "
+                                         rf"{re.escape(str(data_path))}$"):
+        prepare_data_path({"dataset": NAME, "data_path": nested, "cache_dir": str(tmp_path / "cache")})
+    assert not os.path.exists(nested)

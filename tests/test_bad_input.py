@@ -71,12 +71,21 @@ def edit(text, old, new):
          r"tiny\.item: field 'title' is not in its header \(load_col lists it\); header: \['item_id', 'name'"),
         ("item", lambda t: t.replace("item_id:token", "iid:token"),
          r"tiny\.item: field 'item_id' \(ITEM_ID_FIELD\) is not in its header"),
+        # a token time was split by token ids (the order values first appear in the file), without a word
+        ("inter", lambda t: t.replace("timestamp:float", "timestamp:token"),
+         r"tiny\.inter: field 'timestamp' \(TIME_FIELD\) has type token; expected float \(a number that orders "
+         r"time, e\.g\. timestamp:float in seconds; convert dates to numbers first\)"),
+        # a float id: a bare "need at least one array to concatenate"
+        ("item", lambda t: t.replace("item_id:token", "item_id:float"),
+         r"tiny\.item: field 'item_id' \(ITEM_ID_FIELD\) has type float; expected token \(ids are names"),
+        ("inter", lambda t: t.replace("user_id:token", "user_id:token_seq"),
+         r"tiny\.inter: field 'user_id' \(USER_ID_FIELD\) has type token_seq; expected token"),
     ],
     ids=["empty", "bad-header", "bad-type", "header-only", "short-row", "long-row", "non-numeric-time",
          "non-numeric-item-field", "byte-order-mark", "space-separated-header", "two-colons", "column-twice", "empty-time", "infinite-time",
          "empty-user",
          "no-time-field", "item-twice", "missing-item-file", "not-utf-8", "all-empty-texts", "renamed-text-column",
-         "no-item-id-column"],
+         "no-item-id-column", "token-time", "float-item-id", "token-seq-user-id"],
 )
 def test_malformed_atomic_files(tiny_config, tmp_path, which, mutate, message):
     data = tmp_path / "data"
@@ -138,9 +147,9 @@ def tiny_specgrpp_run(**overrides):
         (["--model=RQVAE", "--rqvae_hidden_sizes=[64,-4]"],
          r"error: rqvae_hidden_sizes: expected a list of ints >= 1, got \[64, -4\] from the command line"),
         (["--model=SASRec", "--config_files=missing.yaml"], r"error: .*No such file or directory: 'missing\.yaml'"),
-        (["--model=SASRec", "--config_files=bad.yaml"], r"error: .*bad\.yaml: not valid YAML \(while parsing a flow"),
+        (["--model=SASRec", "--config_files=bad.yaml"], r"error: .*bad\.yaml: not valid YAML \(expected ',' or '\]', but got '<stream end>' \(line 2, column 1\)\)$"),
         (["--model=SASRec", "--config_files=twice.yaml"],
-         r"error: .*twice\.yaml: not valid YAML \(key 'epochs' appears twice \(line 3\)\)"),
+         r"error: .*twice\.yaml: not valid YAML \(key 'epochs' appears twice \(line 3, column 1\)\)"),
         (["--model=SASRec", "--config_files=list.yaml"],
          r"error: .*list\.yaml: expected a mapping of settings \(key: value lines\), got a list"),
         (["--model=SASRec", "--config_files=typo.yaml"],
@@ -585,3 +594,12 @@ def test_available_memory_is_the_least_of_the_host_and_a_containers_limit(tmp_pa
     assert dataset_module.available_memory() == 3 * 2**30
     monkeypatch.setattr(dataset_module, "CGROUP_MEMORY_FILES", [(str(tmp_path / "none"), str(tmp_path / "current"))])
     assert dataset_module.available_memory() == 10 * 2**30
+
+
+def test_a_tab_in_a_yaml_file_is_named_with_its_line(run_dir, exits_with_error):
+    """PyYAML's first line is only its context ("while scanning for the next token"): the problem and its place
+    were dropped."""
+    (run_dir / "tabs.yaml").write_text("epochs: 1\n\tlearning_rate: 0.01\n")
+    exits_with_error(r"^error: .*tabs\.yaml: not valid YAML \(found character '\\t' that cannot start any token "
+                     r"\(line 2, column 1\)\)$", run_recbole_specgr.main,
+                     ["--model=SASRec", f"--config_files={run_dir / 'tabs.yaml'}"])

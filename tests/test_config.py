@@ -283,3 +283,13 @@ def test_gamma_selection_keys_are_checked_only_where_gamma_is_chosen(tmp_path):
     with pytest.raises(ValueError, match=r"^specgr_threshold_tiebreak 'ndcg@10' \(default\): not computed with "
                                          r"metrics \['recall'\]"):
         Config(model="SpecGRPP", dataset="ml-100k", config_dict=settings)
+
+
+def test_a_bracketed_command_line_value_is_read_as_yaml(tmp_path, monkeypatch):
+    """--text_fields=[title,year] stayed the text '[title,year]' (only Python literals were read)."""
+    monkeypatch.setattr(sys, "argv", ["prog", "--text_fields=[title,year]", "--load_col={inter: [user_id, item_id]}",
+                                      "--topk=[5,10]", "--cold_start_items=year>=1999"])
+    config = Config(model="SASRec", dataset="ml-100k",
+                    config_dict={"data_path": str(tmp_path), "valid_metric": "Recall@10"})
+    assert config["text_fields"] == ["title", "year"] and config["topk"] == [5, 10]
+    assert config["load_col"] == {"inter": ["user_id", "item_id"]} and config["cold_start_items"] == "year>=1999"

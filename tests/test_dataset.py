@@ -14,7 +14,10 @@ Seen items = {i1, i2, i3, i4}: i4 occurs in the training period only as u3's fir
 it), and counts as seen as in the paper (its train split holds that interaction); the cold items i5 and i6 are unseen.
 """
 
+import logging
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +126,75 @@ def test_text_models_on_a_dataset_without_text_fields_name_the_key(tiny_config):
     with pytest.raises(ValueError, match=re.escape("text_fields: dataset 'tiny' has none configured; text models need "
                                                    "them (the item fields joined into each item's text")):
         dataset.item_texts
+
+
+def copy_of_tiny(tmp_path, tiny_config, edit_file, name):
+    """``tiny_config`` on a copy of the tiny dataset whose ``tiny.<name>`` is rewritten by ``edit_file(text)``."""
+    data = tmp_path / "data"
+    shutil.copytree(Path(tiny_config["data_path"]) / "tiny", data / "tiny")
+    path = data / "tiny" / f"tiny.{name}"
+    path.write_text(edit_file(path.read_text()))
+    return {**tiny_config, "data_path": str(data), "cache_dir": str(tmp_path / "cache")}
+
+
+def test_a_missing_year_is_left_out_of_the_text_not_filled_with_the_mean(tiny_config, tmp_path):
+    """RecBole fills a missing float with the column's mean: i1's text read 'Alpha. 1997.17'."""
+    config = copy_of_tiny(tmp_path, tiny_config, lambda text: text.replace("Alpha\t1990", "Alpha\t"), "item")
+    ds = build({**config, "text_fields": ["title", "year"]})
+    assert ds.item_texts[ds.token2id("item_id", "i1")] == "Alpha"
+    assert ds.item_texts[ds.token2id("item_id", "i2")] == "Beta. 1995"
+
+
+def test_rows_repeating_user_item_and_time_are_dropped_with_a_count(tiny_config, tmp_path, caplog):
+    """A copied .inter row doubled its user's evaluation rows; the second copy could never be recommended under
+    eval_exclude_history. Only exact repeats go: the same item at another time is a new interaction."""
+    clean = build(tiny_config)
+    config = copy_of_tiny(tmp_path, tiny_config, lambda text: text + "u1\ti3\t5\t6\nu1\ti3\t5\t6\nu1\ti1\t5\t7\n", "inter")
+    with caplog.at_level(logging.WARNING):
+        ds = build(config)
+    warned = [r.getMessage() for r in caplog.records if "repeat an earlier row" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("[DATA] dropped 2 of ")
+    assert len(ds.inter_feat) == len(clean.inter_feat) + 1  # u1's i1 at time 7 stays
+
+
+def test_texts_that_start_with_a_quote_or_run_long_are_read_as_written(tiny_config, tmp_path):
+    """CSV parsing refused a title starting with '"' ("'\\t' expected after '\\"'", no file named) and a field over
+    128 KiB ("field larger than field limit")."""
+    long_title = "Epic " * 40000  # 200 KB
+    config = copy_of_tiny(tmp_path, tiny_config, lambda text: text.replace("Alpha", '"Weird Al" Live')
+                          .replace("Beta", long_title.strip()), "item")
+    ds = build(config)
+    assert ds.item_texts[ds.token2id("item_id", "i1")] == '"Weird Al" Live. Drama'
+    assert ds.item_texts[ds.token2id("item_id", "i2")] == f"{long_title.strip()}. Comedy Drama"
+
+
+def test_no_interaction_with_an_item_of_the_item_file_is_named(tiny_config, tmp_path):
+    """RecBole ended with "Some feat is empty, please check the filtering settings"."""
+    config = copy_of_tiny(tmp_path, tiny_config, lambda text: text.replace("\ti", "\tI").replace("\tItem_id", "\titem_id"),
+                          "inter")  # I1, I2, … in the .inter file, i1, i2, … in the .item file
+    with pytest.raises(ValueError, match=r"^tiny\.inter: none of its \d+ interactions names a user and an item that "
+                                         r"have rows in the \.user / \.item files"):
+        build(config)
+
+
+def test_a_cold_start_rule_that_matches_nothing_warns(tiny_config, caplog):
+    with caplog.at_level(logging.WARNING):
+        build({**tiny_config, "cold_start_items": "year >= 3000"})
+    assert ["[SPLIT] cold_start_items 'year >= 3000' matches no item of 'tiny': no item is held out of training"] == [
+        r.getMessage() for r in caplog.records if "cold_start_items" in r.getMessage()]
+
+
+def test_a_cold_start_rule_on_a_field_left_out_of_load_col_names_load_col(tiny_config):
+    """It said only "name 'year' is not defined"."""
+    load_col = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "title", "genre"]}
+    with pytest.raises(ValueError, match=r"^cold_start_items: cannot evaluate 'year >= 1999' .*; year is in "
+                                         r"'tiny\.item' but not loaded: add it to load_col\.item$"):
+        build({**tiny_config, "load_col": load_col, "cold_start_items": "year >= 1999"})
+
+
+def test_a_blank_text_counts_as_none_and_the_warning_names_the_items(tiny_config, tmp_path, caplog):
+    config = copy_of_tiny(tmp_path, tiny_config, lambda text: text.replace("Gamma", "   "), "item")
+    with caplog.at_level(logging.WARNING):
+        ds = build({**config, "text_fields": ["title"]})
+        assert ds.item_texts[ds.token2id("item_id", "i3")] == ""  # was "   ", encoded as if it were a text
+    assert "[TEXT] 1 items of 'tiny' have no text in ['title'] (i3)" in [r.getMessage() for r in caplog.records]

@@ -64,7 +64,8 @@ def test_a_plan_that_cannot_run_stops_before_the_first_run_trains(run_table, sma
 
 @pytest.mark.parametrize("content, message", [
     (None, r"missing\.yaml: expected a readable plan YAML \(\[Errno 2\] No such file"),
-    ("runs: [model: SASRec\n", r"plan\.yaml: expected a readable plan YAML \(while parsing a flow"),
+    ("runs: [model: SASRec\n", r"plan\.yaml: expected a readable plan YAML \(expected .,. or .\]., but got .<stream end>. "
+                               r"\(line 2, column 1\)\)"),
 ], ids=["missing", "malformed"])
 def test_a_plan_file_that_cannot_be_read_is_one_line(run_table, run_dir, capsys, content, message):
     path = run_dir / ("missing.yaml" if content is None else "plan.yaml")

@@ -82,8 +82,10 @@ def ensure_atomic_files(dataset_name: str, data_path: str) -> None:
         dataset_name: one of :data:`AMAZON_DATASETS` (e.g. ``amazon_games``).
         data_path: the RecBole ``data_path`` folder.
 
-    Atomic files older than a raw file in ``raw/`` are converted again (the raw files were replaced or edited); with
-    no raw files left, the atomic files are used as they are.
+    The atomic files are converted again when a raw file in ``raw/`` is not the one they were converted from (its size
+    or modification time differs from those recorded in ``<dataset_name>.raw.json`` at the conversion, so a file
+    replaced by an older copy counts too: ``tar -x``, ``cp -p`` keep its old time); with no raw files left, the atomic
+    files are used as they are.
 
     Raises:
         ValueError: unknown dataset name, or malformed raw files (the message names the file and line).
@@ -94,18 +96,42 @@ def ensure_atomic_files(dataset_name: str, data_path: str) -> None:
     paths = atomic_file_paths(dataset_name, data_path)
     category = AMAZON_DATASETS[dataset_name]
     raw_dir = os.path.join(data_path, dataset_name, "raw")
+    stamp_path = os.path.join(os.path.dirname(paths["inter"]), f"{dataset_name}.raw.json")
     if all(os.path.isfile(path) for path in paths.values()):
-        written = min(os.path.getmtime(path) for path in paths.values())
-        newer = [name for name in raw_file_names(category) if os.path.isfile(os.path.join(raw_dir, name))
-                 and os.path.getmtime(os.path.join(raw_dir, name)) > written]
-        if not newer:
+        current = raw_fingerprints(category, raw_dir)
+        try:
+            with open(stamp_path, encoding="utf-8") as f:
+                recorded = json.load(f)
+        except (OSError, ValueError):
+            recorded = None
+        if recorded is None:  # converted before the record was kept: by modification times, as then
+            written = min(os.path.getmtime(path) for path in paths.values())
+            changed = [name for name in current if os.path.getmtime(os.path.join(raw_dir, name)) > written]
+        else:
+            changed = [name for name, fingerprint in current.items() if recorded.get(name) != fingerprint]
+        if not changed:
             _logger.info(f"[DATA] {dataset_name}: using the atomic files in {os.path.dirname(paths['inter'])} "
-                         f"(converted earlier; a raw file changed since is converted again)")
+                         f"(converted earlier from these raw files; another raw file is converted again)")
+            if recorded is None and current:
+                _write_all_atomic([(stamp_path, lambda tmp: _write_text(json.dumps(current), tmp))])
             return
-        _logger.info(f"[DATA] {dataset_name}: {', '.join(newer)} changed since the atomic files were written: "
-                     f"converting again")
+        _logger.info(f"[DATA] {dataset_name}: {', '.join(changed)} not the file the atomic files were converted "
+                     f"from: converting again")
     fetch_raw_files(category, raw_dir)
     convert(category, raw_dir, paths)
+    stamp = json.dumps(raw_fingerprints(category, raw_dir))
+    _write_all_atomic([(stamp_path, lambda tmp: _write_text(stamp, tmp))])
+
+
+def raw_fingerprints(category: str, raw_dir: str) -> dict:
+    """``{file name: [size, modification time in ns]}`` of the raw files present in ``raw_dir``."""
+    found = {}
+    for name in raw_file_names(category):
+        path = os.path.join(raw_dir, name)
+        if os.path.isfile(path):
+            stat = os.stat(path)
+            found[name] = [stat.st_size, stat.st_mtime_ns]
+    return found
 
 
 def fetch_raw_files(category: str, raw_dir: str) -> None:

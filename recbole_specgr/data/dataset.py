@@ -10,6 +10,7 @@ Reference:
 
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -116,6 +117,10 @@ class InductiveSequentialDataset(SequentialDataset):
         before = len(self.inter_feat)
         super()._filter_inter_by_user_or_item()
         dropped = before - len(self.inter_feat)
+        if before and dropped == before:  # RecBole went on to fail with "Some feat is empty, please check the filtering"
+            raise ValueError(f"{self.dataset_name}.inter: none of its {before} interactions names a user and an item "
+                             f"that have rows in the .user / .item files (filter_inter_by_user_or_item); check that "
+                             f"the ids are written alike in both files")
         if dropped:
             self.logger.warning(f"[DATA] dropped {dropped} of {before} interactions of '{self.dataset_name}' whose "
                                 f"user or item has no row in its .user / .item file (filter_inter_by_user_or_item)")
@@ -128,11 +133,32 @@ class InductiveSequentialDataset(SequentialDataset):
         feat = super()._load_feat(filepath, source)
         if source == FeatureSource.INTERACTION:
             self._check_inter_fields(filepath, feat)
+            feat = self._drop_repeated_rows(filepath, feat)
         if feat is not None and source == FeatureSource.ITEM and self.iid_field in feat:
             twice = feat[self.iid_field].duplicated()
             if twice.any():
                 raise ValueError(f"{filepath}: item {feat[self.iid_field][twice].iloc[0]!r} has more than one row")
         return feat
+
+    def _drop_repeated_rows(self, filepath, feat):
+        """``feat`` without the rows that repeat an earlier row's user, item and time, with a warning that counts
+        them: a copied row is a data error (a user takes an item once at a time), and kept, it doubled the evaluation
+        rows of its user, whose second copy could never be recommended under ``eval_exclude_history``."""
+        repeated = feat.duplicated(subset=[self.uid_field, self.iid_field, self.time_field])
+        if repeated.any():
+            self.logger.warning(f"[DATA] dropped {int(repeated.sum())} of {len(feat)} rows of {filepath} that repeat "
+                                f"an earlier row's {self.uid_field}, {self.iid_field} and {self.time_field}")
+            feat = feat[~repeated].reset_index(drop=True)
+        return feat
+
+    def _fill_nan(self):
+        """RecBole's filling of missing values, after noting which float values of ``text_fields`` are missing:
+        RecBole fills them with the column's mean, which an item's text must not show (a missing year read 2005.25)."""
+        item = self.item_feat
+        self._missing_text_values = {
+            field: item[field].isna().to_numpy() for field in self.text_fields
+            if item is not None and field in item and self.field2type.get(field) == FeatureType.FLOAT}
+        super()._fill_nan()
 
     def _header_fields(self, filepath):
         """The field names in the header line of an atomic file (``title:token_seq`` → ``title``)."""
@@ -326,13 +352,15 @@ class InductiveSequentialDataset(SequentialDataset):
                 raise ValueError(f"text_fields: field '{field}' {where} (loaded item fields: "
                                  f"{sorted(self.item_feat.columns)})")
             parts.append(self._field_as_text(field))
-        texts = [". ".join(v for v in values if v) for values in zip(*parts)]
+        texts = [". ".join(v.strip() for v in values if v.strip()) for values in zip(*parts)]  # blank: no text
         texts[0] = ""
-        empty = sum(1 for t in texts[1:] if not t)
-        if empty == len(texts) - 1:
+        empty = [item for item, text in enumerate(texts) if item and not text]
+        if len(empty) == len(texts) - 1:
             raise ValueError(f"text_fields {self.text_fields}: every item of '{self.dataset_name}' has empty text")
         if empty:
-            self.logger.warning(f"[TEXT] {empty} items of '{self.dataset_name}' have no text in {self.text_fields}")
+            shown = ", ".join(self.id2token(self.iid_field, empty[:5]).tolist()) + (", …" if len(empty) > 5 else "")
+            self.logger.warning(f"[TEXT] {len(empty)} items of '{self.dataset_name}' have no text in "
+                                f"{self.text_fields} ({shown})")
         return texts
 
     def _field_as_text(self, field):
@@ -346,7 +374,9 @@ class InductiveSequentialDataset(SequentialDataset):
             # token_seq tokens cannot hold spaces; categories like "Cell_Phones" read better as words
             return [" ".join(str(id2token[i]).replace("_", " ") for i in row if i != 0) for row in values.numpy()]
         if ftype == FeatureType.FLOAT:
-            return [f"{v:g}" for v in values.numpy().reshape(len(values), -1)[:, 0]]
+            missing = getattr(self, "_missing_text_values", {}).get(field)  # filled with the mean: no text
+            return ["" if missing is not None and missing[i] else f"{v:g}"
+                    for i, v in enumerate(values.numpy().reshape(len(values), -1)[:, 0])]
         raise ValueError(f"text_fields: field '{field}' has type {ftype.value}; use token, token_seq or float fields")
 
     # ---------------------------------------------------------------- split helpers
@@ -396,9 +426,16 @@ class InductiveSequentialDataset(SequentialDataset):
         try:
             matched = frame.query(rule, engine="python")
         except Exception as err:  # pandas raises many kinds for a bad expression
-            raise ValueError(
-                f"cold_start_items: cannot evaluate {rule!r} on the item fields {list(frame.columns)} ({err})"
-            ) from None
+            item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
+            unloaded = [field for field in self._header_fields(item_file) if field not in frame.columns
+                        and re.search(rf"\b{re.escape(field)}\b", rule)]
+            hint = (f"; {', '.join(unloaded)} is in '{self.dataset_name}.item' but not loaded: add it to load_col.item"
+                    if unloaded else "")
+            raise ValueError(f"cold_start_items: cannot evaluate {rule!r} on the item fields {list(frame.columns)} "
+                             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}){hint}") from None
+        if matched.empty:  # a rule that holds nothing out is a mistake as often as not ("genre == 'drama'" on a list)
+            self.logger.warning(f"[SPLIT] cold_start_items {rule!r} matches no item of '{self.dataset_name}': no item "
+                                f"is held out of training")
         return set(matched[self.iid_field].astype(str))
 
 

@@ -19,11 +19,17 @@ def prepare_data_path(config):
     """Resolve ``config["data_path"]`` (``<data_path>/<dataset>``) to a folder that RecBole can read; raise a clear
     error naming the folder and the files expected when the dataset cannot be found."""
     name, folder = config["dataset"], config["data_path"]
+    given = os.path.dirname(os.path.normpath(folder))  # the data_path the user gave (RecBole appended the name)
+    if os.path.basename(given) == name and not os.path.isdir(folder) and (
+            os.path.isdir(os.path.join(given, "raw")) or os.path.isfile(os.path.join(given, f"{name}.inter"))):
+        raise ValueError(f"data_path: {given} is the '{name}' folder itself; set data_path to the folder above it, "
+                         f"{os.path.dirname(given)}")  # (Amazon's converter would have made {given}/{name}/raw)
     if name.startswith("amazon_"):
-        from recbole_specgr.data.amazon import ensure_atomic_files
+        from recbole_specgr.data.amazon import AMAZON_DATASETS, ensure_atomic_files
 
-        ensure_atomic_files(name, os.path.dirname(os.path.normpath(folder)))
-        return
+        if name in AMAZON_DATASETS:  # another amazon_* name is a dataset of the user's own atomic files
+            ensure_atomic_files(name, given)
+            return
     inter = os.path.join(folder, f"{name}.inter")
     if os.path.isfile(inter):
         return
