@@ -149,7 +149,8 @@ def test_rows_repeating_user_item_and_time_are_dropped_with_a_count(tiny_config,
     """A copied .inter row doubled its user's evaluation rows; the second copy could never be recommended under
     eval_exclude_history. Only exact repeats go: the same item at another time is a new interaction."""
     clean = build(tiny_config)
-    config = copy_of_tiny(tmp_path, tiny_config, lambda text: text + "u1\ti3\t5\t6\nu1\ti3\t5\t6\nu1\ti1\t5\t7\n", "inter")
+    repeated = "u1\ti3\t5\t6\nu1\ti3\t5\t6\nu1\ti1\t5\t7\n"  # u1's i3 at 6 twice more; i1 again, at 7
+    config = copy_of_tiny(tmp_path, tiny_config, lambda text: text + repeated, "inter")
     with caplog.at_level(logging.WARNING):
         ds = build(config)
     warned = [r.getMessage() for r in caplog.records if "repeat an earlier row" in r.getMessage()]
@@ -170,8 +171,10 @@ def test_texts_that_start_with_a_quote_or_run_long_are_read_as_written(tiny_conf
 
 def test_no_interaction_with_an_item_of_the_item_file_is_named(tiny_config, tmp_path):
     """RecBole ended with "Some feat is empty, please check the filtering settings"."""
-    config = copy_of_tiny(tmp_path, tiny_config, lambda text: text.replace("\ti", "\tI").replace("\tItem_id", "\titem_id"),
-                          "inter")  # I1, I2, … in the .inter file, i1, i2, … in the .item file
+    def capitalised(text):  # I1, I2, … in the .inter file, i1, i2, … in the .item file
+        return text.replace("\ti", "\tI").replace("\tItem_id", "\titem_id")
+
+    config = copy_of_tiny(tmp_path, tiny_config, capitalised, "inter")
     with pytest.raises(ValueError, match=r"^tiny\.inter: none of its \d+ interactions names a user and an item that "
                                          r"have rows in the \.user / \.item files"):
         build(config)

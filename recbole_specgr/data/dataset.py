@@ -117,7 +117,7 @@ class InductiveSequentialDataset(SequentialDataset):
         before = len(self.inter_feat)
         super()._filter_inter_by_user_or_item()
         dropped = before - len(self.inter_feat)
-        if before and dropped == before:  # RecBole went on to fail with "Some feat is empty, please check the filtering"
+        if before and dropped == before:  # RecBole failed later: "Some feat is empty, please check the filtering …"
             raise ValueError(f"{self.dataset_name}.inter: none of its {before} interactions names a user and an item "
                              f"that have rows in the .user / .item files (filter_inter_by_user_or_item); check that "
                              f"the ids are written alike in both files")
