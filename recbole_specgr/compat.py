@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recbole_specgr.cli import error_message
+
 if importlib.util.find_spec("recbole") is None:
     raise ImportError("recbole is not installed: run `pip install --no-deps recbole==1.2.1` (without --no-deps its "
                       "ray<=2.6.3 pin fails on Python >= 3.12; nothing here needs ray)")
@@ -84,50 +86,56 @@ def load_checkpoint(path, map_location=None):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = error_message(err)
         raise ValueError(f"{path}: refused to load, it holds pickled objects, not only tensors and plain data (an "
                          f"old, foreign or crafted checkpoint; unpickling it could run code): {first}. One you made "
                          f"yourself: python -m recbole_specgr.upgrade_checkpoint {path} NEW.pth --trusted") from None
 
 
-# The type a field with a role must have: ids are names (a float id was remapped to nothing: a bare "need at least
-# one array to concatenate"), and the time must order the rows (a token time was split by its token ids, i.e. by the
-# order values first appear in the file, without a word).
+# The type a field with a role must have in the files of the sources named: ids are names (a float id was remapped to
+# nothing: a bare "need at least one array to concatenate"), and a sequential dataset's time orders its rows (a token
+# time was split by its token ids, i.e. by the order values first appear in the file, without a word).
 ROLE_TYPES = {
-    "USER_ID_FIELD": (FeatureType.TOKEN, "ids are names, e.g. user_id:token"),
-    "ITEM_ID_FIELD": (FeatureType.TOKEN, "ids are names, e.g. item_id:token"),
+    "USER_ID_FIELD": (FeatureType.TOKEN, "ids are names, e.g. user_id:token",
+                      (FeatureSource.INTERACTION, FeatureSource.USER)),
+    "ITEM_ID_FIELD": (FeatureType.TOKEN, "ids are names, e.g. item_id:token",
+                      (FeatureSource.INTERACTION, FeatureSource.ITEM)),
     "TIME_FIELD": (FeatureType.FLOAT, "a number that orders time, e.g. timestamp:float in seconds; convert dates to "
-                                      "numbers first"),
+                                      "numbers first", (FeatureSource.INTERACTION,)),
 }
 
 
-def _check_role_type(filepath, field, ftype, config):
-    """ValueError naming the file unless ``field``, if it is the user id, item id or time field, has its
-    :data:`ROLE_TYPES` type."""
-    for key, (expected, why) in ROLE_TYPES.items():
-        if field == config[key] and ftype != expected:
+def _check_role_type(dataset, filepath, source, field, ftype):
+    """ValueError naming the file unless ``field``, if it is the user id, item id or (for a sequential ``dataset``)
+    time field of a file of ``source``, has its :data:`ROLE_TYPES` type."""
+    for key, (expected, why, sources) in ROLE_TYPES.items():
+        if key == "TIME_FIELD" and not isinstance(dataset, _RecBoleSequentialDataset):  # a general model's: unused
+            continue
+        if field == dataset.config[key] and source in sources and ftype != expected:
             raise ValueError(f"{filepath}: field {field!r} ({key}) has type {ftype.value}; expected {expected.value} "
                              f"({why})")
 
 
+# pandas' python engine reads through the csv module, whose 128 KiB field limit refused a long item text ("field
+# larger than field limit", no file named); raised once for the process, never lowered.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+CSV_QUOTED = r'"(?:[^"]|"")*"'  # a whole field quoted as in CSV, '"' doubled inside
+
+
 def _read_atomic_file(filepath, separator, usecols, dtype, encoding):
-    """The DataFrame of an atomic file whose rows :func:`_check_atomic_rows` checked. Fields quoted as in CSV (what
-    ``recbole_specgr.data.amazon`` writes for a text holding '"') are unquoted; a file whose text merely starts with a
-    quote (``"Weird Al" Live``, which CSV parsing refused with a message naming no file) is read as written. Fields
-    may be longer than the csv module's 128 KiB limit (a long item text)."""
-    limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)
-    options = dict(delimiter=separator, usecols=usecols, dtype=dtype, encoding=encoding, engine="python",
-                   keep_default_na=False, na_values=[""])  # a title such as "NA" or "None" is text, not missing
-    try:
-        try:
-            return pd.read_csv(filepath, **options)
-        except (pd.errors.ParserError, csv.Error):
-            return pd.read_csv(filepath, quoting=csv.QUOTE_NONE, **options)
-    except (pd.errors.ParserError, csv.Error) as err:
-        raise ValueError(f"{filepath}: {str(err).splitlines()[0]}") from None
-    finally:
-        csv.field_size_limit(limit)
+    """The DataFrame of an atomic file whose rows :func:`_check_atomic_rows` checked, each line split at every
+    separator (as that check counts fields). A field quoted whole as in CSV (what ``recbole_specgr.data.amazon``
+    writes for a text holding '"') is unquoted; any other text is read as written, so a text that merely starts with a
+    quote (``"Weird Al" Live``: CSV parsing refused it in a message naming no file) stays as it is, line by line."""
+    df = pd.read_csv(filepath, delimiter=separator, usecols=usecols, dtype=dtype, encoding=encoding, engine="python",
+                     quoting=csv.QUOTE_NONE,
+                     keep_default_na=False, na_values=[""])  # a title such as "NA" or "None" is text, not missing
+    for column in df.columns:
+        values = df[column]
+        quoted = values.str.fullmatch(CSV_QUOTED).fillna(False).astype(bool)
+        if quoted.any():
+            df.loc[quoted, column] = values[quoted].str[1:-1].str.replace('""', '"', regex=False)
+    return df
 
 
 def _check_atomic_rows(filepath, separator, encoding):
@@ -199,7 +207,7 @@ class PandasCompatDatasetMixin:
                 continue
             if unload_col is not None and field in unload_col:
                 continue
-            _check_role_type(filepath, field, ftype, self.config)
+            _check_role_type(self, filepath, source, field, ftype)
             if isinstance(source, FeatureSource) or source != "link":
                 self.field2source[field] = source
                 self.field2type[field] = ftype

@@ -104,8 +104,10 @@ class Config(RecBoleConfig):
 
     def _load_cmd_line(self):
         """RecBole's ``--key=value`` reading, except that a value may hold ``=`` (``--cold_start_items=year>=1997``:
-        RecBole's own reader drops such an argument with a log warning and the run goes on without it). Arguments of
-        another form are left to the program (``run_recbole_specgr.py`` rejects those it does not know)."""
+        RecBole's own reader drops such an argument with a log warning and the run goes on without it), and that a
+        bracketed list of names, which is no Python literal (``--text_fields=[title,year]``), is a list, not the
+        text '[title,year]' (RecBole's ``*_interval`` values such as ``[1,inf)`` stay text). Arguments of another form
+        are left to the program (``run_recbole_specgr.py`` rejects those it does not know)."""
         values = {}
         if "ipykernel_launcher" not in sys.argv[0]:
             for key, value in filter(None, map(split_setting, sys.argv[1:])):
@@ -113,19 +115,11 @@ class Config(RecBoleConfig):
                 if key in values and values[key] != value:
                     raise ValueError(f"--{key}: given twice on the command line, as {values[key]!r} and {value!r}")
                 values[key] = value
-        return self._convert_config_dict(values)
-
-    def _convert_config_dict(self, config_dict):
-        """RecBole's conversion of text values (Python literals), plus a bracketed value it could not read taken as
-        YAML, as in the files: ``--text_fields=[title,year]`` (names unquoted) stayed the text '[title,year]'."""
-        converted = super()._convert_config_dict(config_dict)
-        for key, value in converted.items():
-            if isinstance(value, str) and len(value) > 1 and value[0] + value[-1] in ("[]", "{}"):
-                try:
-                    converted[key] = yaml.safe_load(value)
-                except yaml.YAMLError:  # left as text: the checks name the key
-                    pass
-        return converted
+        values = self._convert_config_dict(values)
+        for key, value in values.items():  # --text_fields=[title,year]: names unquoted stayed the text '[title,year]'
+            if isinstance(value, str) and value[:1] + value[-1:] == "[]" and not key.endswith("_interval"):
+                values[key] = [_plain_item(item) for item in value[1:-1].split(",") if item.strip()]
+        return values
 
     def _load_config_files(self, file_list):
         """Each YAML file must hold a mapping of settings (an empty file is none); an error names the file."""
@@ -402,6 +396,18 @@ def _model_keys(model_name) -> set:
         return set()
     with open(path, encoding="utf-8") as f:
         return set(yaml.safe_load(f) or {})
+
+
+def _plain_item(text):
+    """An item of a bracketed command-line list that is no Python literal: a number where it reads as one, else the
+    text without surrounding quotes."""
+    text = text.strip().strip("'\"")
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def split_setting(arg):

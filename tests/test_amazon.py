@@ -367,3 +367,19 @@ def test_prepare_converts_only_the_amazon_benchmarks_and_names_a_dataset_folder_
                                          rf"{re.escape(str(data_path))}$"):
         prepare_data_path({"dataset": NAME, "data_path": nested, "cache_dir": str(tmp_path / "cache")})
     assert not os.path.exists(nested)
+
+
+
+@pytest.mark.parametrize("cwd, given", [("", NAME), ("", NAME + "/"), (NAME, ".")])
+def test_a_relative_data_path_naming_the_dataset_folder_is_refused(data_path, monkeypatch, tmp_path, cwd, given):
+    """From the data folder, or inside the dataset's own: the message suggested an empty folder, or none came and
+    the converter made <dataset>/<dataset>/raw."""
+    from recbole_specgr.data.prepare import prepare_data_path
+
+    monkeypatch.chdir(os.path.join(data_path, cwd))
+    folder = os.path.join(given, NAME)  # what RecBole makes of data_path
+    with pytest.raises(ValueError, match=rf"^data_path: {re.escape(os.path.join(data_path, NAME))} is the "
+                                         rf"'{NAME}' folder itself; set data_path to the folder above it, "
+                                         rf"{re.escape(str(data_path))}$"):
+        prepare_data_path({"dataset": NAME, "data_path": folder, "cache_dir": str(tmp_path / "cache")})
+    assert not os.path.exists(os.path.join(data_path, NAME, NAME))

@@ -285,11 +285,13 @@ def test_gamma_selection_keys_are_checked_only_where_gamma_is_chosen(tmp_path):
         Config(model="SpecGRPP", dataset="ml-100k", config_dict=settings)
 
 
-def test_a_bracketed_command_line_value_is_read_as_yaml(tmp_path, monkeypatch):
-    """--text_fields=[title,year] stayed the text '[title,year]' (only Python literals were read)."""
-    monkeypatch.setattr(sys, "argv", ["prog", "--text_fields=[title,year]", "--load_col={inter: [user_id, item_id]}",
-                                      "--topk=[5,10]", "--cold_start_items=year>=1999"])
+def test_a_bracketed_list_of_names_on_the_command_line_is_a_list(tmp_path, monkeypatch):
+    """--text_fields=[title,year] stayed the text '[title,year]' (only Python literals were read); RecBole's interval
+    syntax and config_dict's text stay text."""
+    monkeypatch.setattr(sys, "argv", ["prog", "--text_fields=[title, 'year']", "--topk=[5,10]",
+                                      "--cold_start_items=year>=1999", "--user_inter_num_interval=[1,inf]"])
     config = Config(model="SASRec", dataset="ml-100k",
-                    config_dict={"data_path": str(tmp_path), "valid_metric": "Recall@10"})
+                    config_dict={"data_path": str(tmp_path), "valid_metric": "Recall@10", "checkpoint_dir": "[exp]"})
     assert config["text_fields"] == ["title", "year"] and config["topk"] == [5, 10]
-    assert config["load_col"] == {"inter": ["user_id", "item_id"]} and config["cold_start_items"] == "year>=1999"
+    assert config["cold_start_items"] == "year>=1999" and config["user_inter_num_interval"] == "[1,inf]"
+    assert config["checkpoint_dir"] == "[exp]"

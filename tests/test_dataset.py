@@ -175,8 +175,8 @@ def test_no_interaction_with_an_item_of_the_item_file_is_named(tiny_config, tmp_
         return text.replace("\ti", "\tI").replace("\tItem_id", "\titem_id")
 
     config = copy_of_tiny(tmp_path, tiny_config, capitalised, "inter")
-    with pytest.raises(ValueError, match=r"^tiny\.inter: none of its \d+ interactions names a user and an item that "
-                                         r"have rows in the \.user / \.item files"):
+    with pytest.raises(ValueError, match=r"^/.*/tiny/tiny\.inter: none of its \d+ interactions names ids that have "
+                                         r"rows in tiny\.item \(filter_inter_by_user_or_item\)"):
         build(config)
 
 

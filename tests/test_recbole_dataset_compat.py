@@ -20,6 +20,7 @@ RecBole numbers tokens in order of first appearance in each id space, from 1 (0 
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from recbole.data.dataset import Dataset, SequentialDataset
 
@@ -135,3 +136,27 @@ def test_any_submodule_applies_compat_first():
             "assert d.Dataset._remap is c.PandasCompatDatasetMixin._remap; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_only_a_sequential_interaction_time_must_be_a_number(run_dir):
+    """A general model never orders by time: its token time loads as before; an item file's timestamp is no role."""
+    token_time = TOY["toy.inter"][0].replace("timestamp:float", "timestamp:token")
+    files = {**TOY, "toy.inter": [token_time, *TOY["toy.inter"][1:]],
+             "toy.item": [TOY["toy.item"][0] + "\ttimestamp:token", *(row + "\tt" for row in TOY["toy.item"][1:])]}
+    ds = create_dataset(config(run_dir, "BPR", "toy", files))
+    assert len(ds.inter_feat) == 4
+    with pytest.raises(ValueError, match=r"toy\.inter: field 'timestamp' \(TIME_FIELD\) has type token; expected float"):
+        SequentialDataset(config(run_dir / "seq", "SASRec", "toy", files))
+
+
+def test_csv_quoted_fields_are_unquoted_and_the_others_read_as_written(tmp_path):
+    """One text that merely starts with a quote made every line be read literally, CSV-quoted ones included."""
+    from recbole_specgr.compat import _read_atomic_file
+
+    path = tmp_path / "q.item"
+    path.write_text('item_id:token\ttitle:token\ni1\t"6"" Cable"\ni2\t"Weird Al" Live\ni3\t"""Quoted"" title"\n'
+                    'i4\t\ni5\tplain "inner" quotes\n', encoding="utf-8")
+    columns = ["item_id:token", "title:token"]
+    df = _read_atomic_file(str(path), "\t", columns, dict.fromkeys(columns, str), "utf-8")
+    assert df["title:token"].tolist()[:3] == ['6" Cable', '"Weird Al" Live', '"Quoted" title']
+    assert pd.isna(df["title:token"][3]) and df["title:token"][4] == 'plain "inner" quotes'

@@ -1,6 +1,7 @@
 """TIGER and its T5 on tiny random models (CPU): caching, batched scoring, beam search vs brute force, TIGER_C."""
 
 import math
+import sys
 
 import pytest
 import torch
@@ -579,6 +580,9 @@ def test_from_checkpoint_rebuilds_the_trained_model_without_its_dataset(tmp_path
     with pytest.raises(ValueError, match=r"^num_beams: expected int \(like its default 50\), got 'many' from "
                                          r"from_checkpoint's overrides$"):
         TIGER.from_checkpoint(str(path), num_beams="many")
+    with pytest.MonkeyPatch.context() as mp:  # the caller's own command line is not this package's settings
+        mp.setattr(sys, "argv", ["caller.py", "--epochs=abc"])
+        assert TIGER.from_checkpoint(str(path), num_beams=K + 1).num_beams == K + 1
     config["model"] = "SASRec"
     torch.save({"config": config, "state_dict": model.state_dict()}, path)
     with pytest.raises(ValueError, match=r"holds a SASRec model, expected a TIGER"):

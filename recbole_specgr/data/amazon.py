@@ -104,6 +104,7 @@ def ensure_atomic_files(dataset_name: str, data_path: str) -> None:
                 recorded = json.load(f)
         except (OSError, ValueError):
             recorded = None
+        recorded = recorded if isinstance(recorded, dict) else None  # unreadable: as if none were kept
         if recorded is None:  # converted before the record was kept: by modification times, as then
             written = min(os.path.getmtime(path) for path in paths.values())
             changed = [name for name in current if os.path.getmtime(os.path.join(raw_dir, name)) > written]
@@ -118,9 +119,8 @@ def ensure_atomic_files(dataset_name: str, data_path: str) -> None:
         _logger.info(f"[DATA] {dataset_name}: {', '.join(changed)} not the file the atomic files were converted "
                      f"from: converting again")
     fetch_raw_files(category, raw_dir)
-    convert(category, raw_dir, paths)
-    stamp = json.dumps(raw_fingerprints(category, raw_dir))
-    _write_all_atomic([(stamp_path, lambda tmp: _write_text(stamp, tmp))])
+    read_from = json.dumps(raw_fingerprints(category, raw_dir))  # before reading: a file changed meanwhile differs
+    convert(category, raw_dir, paths, stamp=(stamp_path, read_from))
 
 
 def raw_fingerprints(category: str, raw_dir: str) -> dict:
@@ -161,8 +161,9 @@ def fetch_raw_files(category: str, raw_dir: str) -> None:
             pass
 
 
-def convert(category: str, raw_dir: str, paths: dict) -> None:
-    """Convert the raw files of ``category`` in ``raw_dir`` into the atomic files ``paths`` (see the module doc)."""
+def convert(category: str, raw_dir: str, paths: dict, stamp=None) -> None:
+    """Convert the raw files of ``category`` in ``raw_dir`` into the atomic files ``paths`` (see the module doc), and
+    write ``stamp`` = ``(path, text)`` last with them (the record of the raw files they come from)."""
     csv_paths = [os.path.join(raw_dir, f"{category}.{split}.csv") for split in SPLITS]
     frames = [read_interactions(path) for path in csv_paths]
     cutoffs = split_cutoffs(frames, csv_paths)
@@ -191,12 +192,13 @@ def convert(category: str, raw_dir: str, paths: dict) -> None:
 
     inter_header = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
     split_json = json.dumps({"split_timestamps": list(cutoffs)}) + "\n"
-    # split first and inter last: an interrupted move never leaves .inter + .item without their split file
+    # split first, inter then the stamp last: an interrupted move never leaves .inter + .item without their split
+    # file, nor a record of the new raw files beside older atomic files (an older record makes the next run convert)
     _write_all_atomic([
         (paths["split"], lambda tmp: _write_text(split_json, tmp)),
         (paths["item"], lambda tmp: _write_tsv(list(ITEM_HEADER.values()), items, tmp)),
         (paths["inter"], lambda tmp: _write_tsv(inter_header, inter[INTER_KEY], tmp)),
-    ])
+    ] + ([(stamp[0], lambda tmp: _write_text(stamp[1], tmp))] if stamp else []))
     _logger.info(f"[DATA] {category}: wrote {len(inter)} interactions, {len(items)} items, "
                  f"split_timestamps {list(cutoffs)}")
 

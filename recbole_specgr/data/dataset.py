@@ -21,6 +21,7 @@ from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
+from recbole_specgr.cli import error_message
 from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, load_or_encode
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -118,9 +119,11 @@ class InductiveSequentialDataset(SequentialDataset):
         super()._filter_inter_by_user_or_item()
         dropped = before - len(self.inter_feat)
         if before and dropped == before:  # RecBole failed later: "Some feat is empty, please check the filtering …"
-            raise ValueError(f"{self.dataset_name}.inter: none of its {before} interactions names a user and an item "
-                             f"that have rows in the .user / .item files (filter_inter_by_user_or_item); check that "
-                             f"the ids are written alike in both files")
+            files = [f"{self.dataset_name}.{suffix}" for suffix, feat in (("user", self.user_feat),
+                                                                         ("item", self.item_feat)) if feat is not None]
+            raise ValueError(f"{os.path.join(self.dataset_path, self.dataset_name + '.inter')}: none of its {before} "
+                             f"interactions names ids that have rows in {' and '.join(files)} "
+                             f"(filter_inter_by_user_or_item); check that the ids are written alike in both")
         if dropped:
             self.logger.warning(f"[DATA] dropped {dropped} of {before} interactions of '{self.dataset_name}' whose "
                                 f"user or item has no row in its .user / .item file (filter_inter_by_user_or_item)")
@@ -426,13 +429,12 @@ class InductiveSequentialDataset(SequentialDataset):
         try:
             matched = frame.query(rule, engine="python")
         except Exception as err:  # pandas raises many kinds for a bad expression
+            undefined = re.fullmatch(r"name '(\w+)' is not defined", error_message(err))  # pandas' UndefinedVariable
             item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
-            unloaded = [field for field in self._header_fields(item_file) if field not in frame.columns
-                        and re.search(rf"\b{re.escape(field)}\b", rule)]
-            hint = (f"; {', '.join(unloaded)} is in '{self.dataset_name}.item' but not loaded: add it to load_col.item"
-                    if unloaded else "")
+            hint = (f"; {undefined[1]} is in '{self.dataset_name}.item' but not loaded: add it to load_col.item"
+                    if undefined and undefined[1] in self._header_fields(item_file) else "")
             raise ValueError(f"cold_start_items: cannot evaluate {rule!r} on the item fields {list(frame.columns)} "
-                             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}){hint}") from None
+                             f"({error_message(err)}){hint}") from None
         if matched.empty:  # a rule that holds nothing out is a mistake as often as not ("genre == 'drama'" on a list)
             self.logger.warning(f"[SPLIT] cold_start_items {rule!r} matches no item of '{self.dataset_name}': no item "
                                 f"is held out of training")

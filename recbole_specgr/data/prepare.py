@@ -19,7 +19,7 @@ def prepare_data_path(config):
     """Resolve ``config["data_path"]`` (``<data_path>/<dataset>``) to a folder that RecBole can read; raise a clear
     error naming the folder and the files expected when the dataset cannot be found."""
     name, folder = config["dataset"], config["data_path"]
-    given = os.path.dirname(os.path.normpath(folder))  # the data_path the user gave (RecBole appended the name)
+    given = os.path.dirname(os.path.abspath(folder))  # the data_path the user gave (RecBole appended the name)
     if os.path.basename(given) == name and not os.path.isdir(folder) and (
             os.path.isdir(os.path.join(given, "raw")) or os.path.isfile(os.path.join(given, f"{name}.inter"))):
         raise ValueError(f"data_path: {given} is the '{name}' folder itself; set data_path to the folder above it, "
