@@ -265,8 +265,8 @@ def made_by_lines(command):
 
 
 def parse_args(argv=None):
-    """``(args, config_dict)``: the named options and the ``--key=value`` overrides (values as strings; RecBole's
-    ``Config`` converts them)."""
+    """``(args, config_dict)``: the named options and the ``--key=value`` overrides (values as strings, ``~`` as None;
+    RecBole's ``Config`` converts the others)."""
     parser = argparse.ArgumentParser(
         prog="python -m recbole_specgr.compare",
         description="Run models on one dataset and split; write result JSONs and an overall / in-sample / unseen table.",
@@ -291,7 +291,8 @@ def parse_args(argv=None):
         setting = split_setting(arg)
         if setting is None:
             parser.error(f"unrecognised argument {arg!r}: expected --key=value")
-        config_dict.update([setting])
+        key, value = setting
+        config_dict[key] = None if value == "~" else value  # YAML's null, as run_recbole_specgr.py reads it
     if args.config_files:
         args.config_files = [f for item in args.config_files for f in item.replace(",", " ").split()]
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -238,7 +238,14 @@ class Config(RecBoleConfig):
         another loss than CE; ``eval_args`` other than temporal order and full ranking (a mode was ignored without a
         word: every item is ranked); ``num_beams`` (β) below the largest cut-off; ``load_col`` not a mapping of file
         suffixes to field lists or '*' (tracebacks inside RecBole, or a string split into letters); an empty
-        ``cache_dir`` / ``checkpoint_dir`` (files written into the working directory)."""
+        ``cache_dir`` / ``checkpoint_dir`` (files written into the working directory); a model of this package (they
+        all read item texts) without ``text_fields``."""
+        from recbole_specgr.utils import plugin_model_names  # the models import this module
+
+        if not final.get("text_fields") and self.model in plugin_model_names():  # found once the data was loaded
+            raise ValueError(f"text_fields: {self.model} reads item texts, and dataset '{self.dataset}' sets none "
+                             f"(the item fields joined into each item's text, e.g. text_fields: [title, genre] in your "
+                             f"dataset YAML; README, 'Your own data'){self._source_of('text_fields')}")
         loss = final.get("loss_type")
         negatives = final.get("train_neg_sample_args")
         if loss == "BPR" and (not isinstance(negatives, dict) or str(negatives.get("distribution")).lower() == "none"):

@@ -124,12 +124,12 @@ def test_valid_split_and_bad_split(tmp_path):
 def test_parse_args_models_files_and_overrides(capsys):
     args, config_dict = compare.parse_args(
         ["--models", "SASRec, UniSRec", "--dataset", "ml-100k", "--config_files", "a.yaml b.yaml", "c.yaml",
-         "--epochs=2", "--learning_rate=0.01", "--out", "results/x"]
+         "--epochs=2", "--learning_rate=0.01", "--seed=~", "--out", "results/x"]
     )  # fmt: skip
     assert args.models == ["SASRec", "UniSRec"]
     assert args.dataset == "ml-100k" and args.out == "results/x" and args.split == "test"
     assert args.config_files == ["a.yaml", "b.yaml", "c.yaml"]
-    assert config_dict == {"epochs": "2", "learning_rate": "0.01"}
+    assert config_dict == {"epochs": "2", "learning_rate": "0.01", "seed": None}  # ~ is null, as on the main command
     with pytest.raises(SystemExit) as exit_info:
         compare.parse_args(["--models", "SASRec", "--dataset", "ml-100k", "--out", "x", "stray"])
     assert exit_info.value.code == 2 and "stray" in capsys.readouterr().err
@@ -174,6 +174,9 @@ def test_main_runs_each_model_and_writes_table(tmp_path, monkeypatch, caplog):
     ("SASRec,FDSA", ["--epochs=abc"], "epochs: expected int .* from the command line$"),
     ("SASRec,FDSA", ["--epoch=3"], r"epoch: no model or dataset has this setting \(from the command line\); did you mean "
                                    "'epochs'"),
+    # a text model without texts: found when its dataset was built, after SASRec had trained
+    ("SASRec,TIGER", ["--text_fields=~"], r"text_fields: TIGER reads item texts, and dataset 'ml-100k' sets none .* "
+                                          r"from the command line$"),
     ("SASRec,TIGER", ["--lr_scheduler=exponential"], r"lr_scheduler: expected one of constant, linear, cosine, got "
                                                      r"'exponential' from the command line$"),
     ("SASRec,SpecGRAux", ["--hidden_size=64"], "hidden_size: a setting of SpecGRAux's component model"),
