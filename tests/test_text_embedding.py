@@ -1,6 +1,8 @@
 """Item text embeddings: the packaged encoder, and a cache keyed by texts and encoder."""
 
+import logging
 import os
+import re
 import socket
 
 import numpy as np
@@ -115,6 +117,21 @@ def test_packaged_minilm_encodes_offline(monkeypatch):
     sim = emb @ emb.T
     assert sim[0, 1] > sim[0, 2] and sim[0, 1] > sim[1, 2]  # the sequel is nearer than the unrelated film
     assert np.allclose(te.encode_texts(texts[2:]), emb[2:], atol=1e-5)  # one text's vector does not depend on the batch
+
+
+def test_texts_the_encoder_cuts_are_counted_in_a_warning(caplog):
+    """sentence-transformers embeds the first 256 tokens of a longer text without a word."""
+    texts = ["Toy Story. 1995. Animation", "An epic. " + "word " * 400, "Heat. 1995. Action"]
+    with caplog.at_level(logging.WARNING):
+        emb = te.encode_texts(texts)
+    warned = [r.getMessage() for r in caplog.records if "[TEXT]" in r.getMessage()]
+    assert len(warned) == 1 and re.fullmatch(r"\[TEXT\] 1 of 3 texts are longer than the 256 tokens the encoder reads "
+                                             r"\(the longest: \d{3}\); only their first 256 tokens are embedded",
+                                             warned[0]), warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        te.encode_texts(texts[::2])
+    assert not [r for r in caplog.records if "[TEXT]" in r.getMessage()] and emb.shape == (3, 384)
 
 
 def test_texts_are_encoded_on_one_cpu_thread_and_the_thread_count_is_restored(monkeypatch):

@@ -60,11 +60,25 @@ def encode_texts(texts, encoder=DEFAULT_ENCODER, batch_size=64, device="cpu", sh
     next starts the same whether the embeddings were computed or read from the cache)."""
     with torch.random.fork_rng(devices=[]):
         model = _load_encoder(encoder, device)
+        _warn_of_cut_texts(model, texts)
         with one_cpu_thread(device):
             emb = model.encode(
                 list(texts), batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True
             )
     return np.asarray(emb, dtype=np.float32)
+
+
+def _warn_of_cut_texts(model, texts):
+    """A warning counting the texts longer than the encoder reads (sentence-transformers cuts them at its
+    ``max_seq_length`` tokens without a word; all-MiniLM-L6-v2: 256)."""
+    limit, tokenizer = getattr(model, "max_seq_length", None), getattr(model, "tokenizer", None)
+    if not limit or tokenizer is None or not callable(tokenizer):
+        return
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
+    cut = sum(length > limit for length in lengths)
+    if cut:
+        getLogger().warning(f"[TEXT] {cut} of {len(lengths)} texts are longer than the {limit} tokens the encoder "
+                            f"reads (the longest: {max(lengths)}); only their first {limit} tokens are embedded")
 
 
 def cache_key(texts, encoder, batch_size=64, device="cpu"):
