@@ -138,6 +138,11 @@ def _read_atomic_file(filepath, separator, usecols, dtype, encoding):
     return df
 
 
+def field_names(header_line, separator):
+    """The field names of an atomic file's header line (``title:token_seq`` → ``title``)."""
+    return [column.split(":")[0] for column in header_line.rstrip("\r\n").split(separator)]
+
+
 def _check_atomic_rows(filepath, separator, encoding):
     """The header of an atomic file, after checking that the file has one and that every non-blank row has as many
     fields as it; a violation is a ValueError naming the file and line."""
@@ -168,7 +173,7 @@ def _check_atomic_rows(filepath, separator, encoding):
                          f"{number + 1} ({err.reason}); set encoding: to the file's encoding") from None
     if n_rows == 0:
         raise ValueError(f"{filepath}: no rows after the header")
-    names = [column.split(":")[0] for column in head.split(separator)]
+    names = field_names(head, separator)
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ValueError(f"{filepath}: the header names {twice} more than once")
@@ -219,7 +224,7 @@ class PandasCompatDatasetMixin:
             usecols.append(field_type)
             dtype[field_type] = str  # float columns are converted below, with an error naming a bad value
         if load_col is not None:  # RecBole skipped a listed field the file lacks without a word
-            header = [field_type.split(":")[0] for field_type in head.split(field_separator)]
+            header = field_names(head, field_separator)
             roles = {self.config[key]: key for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD", "RATING_FIELD")}
             absent = [f"{field!r}" + (f" ({roles[field]})" if field in roles else "")
                       for field in sorted(set(load_col) - set(header))]

@@ -286,7 +286,8 @@ class Config(RecBoleConfig):
         if (self.model == "SpecGRPP" and final.get("item_text_input") is False and not _paper_ranking_only(final)
                 and any(_real(w) and w > 0 for w in weights)):
             key = "specgr_text_weight_grid" if isinstance(text_grid, (list, tuple)) else "specgr_text_weight"
-            raise ValueError(text_prior_needs_texts(key, final.get(key), self.model) + self._source_of(key))
+            raise ValueError(text_prior_needs_texts(text_grid, final.get("specgr_text_weight"), self.model)
+                             + self._source_of(key))
         if not _paper_ranking_only(final):
             return
         for key in JOINT_ONLY_GRIDS:
@@ -488,9 +489,11 @@ def check_known_keys(settings, source: str) -> None:
                              f"model: strict_keys: False)")
 
 
-def text_prior_needs_texts(key, value, model):
-    """The error for a text-prior weight β > 0 (``key`` = ``value``) on a model without item texts."""
-    fix = "[0] or ~" if key.endswith("_grid") else "0"
+def text_prior_needs_texts(text_grid, text_weight, model):
+    """The error for a text-prior weight β > 0 on a ``model`` without item texts, naming the key that sets β:
+    ``specgr_text_weight_grid`` when it is a list, else ``specgr_text_weight``."""
+    key, value, fix = (("specgr_text_weight_grid", text_grid, "[0] or ~") if isinstance(text_grid, (list, tuple))
+                       else ("specgr_text_weight", text_weight, "0"))
     return (f"{key}: {value} needs the item texts of the text prior, which this {model} does not keep (SpecGRPP: "
             f"item_text_input: True); set it to {fix}")
 

@@ -47,7 +47,7 @@ def check_metrics(named, metrics, topk):
     wrong = [f"{key} {value!r}{where}" for key, value, where in named
              if value is not None and str(value).lower() not in allowed]
     if wrong:
-        overall = [f"{name}@{k}" for name in requested_metrics(metrics) for k in topk]
+        overall = [key for key in allowed if "/" not in key]
         raise ValueError(f"{'; '.join(wrong)}: not computed with metrics {list(requested_metrics(metrics))} and "
                          f"topk {list(topk)}; expected one of {overall} (optionally prefixed in_sample/ or unseen/)")
 

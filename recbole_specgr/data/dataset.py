@@ -22,6 +22,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
 from recbole_specgr.cli import error_message
+from recbole_specgr.compat import field_names
 from recbole_specgr.data.text_embedding import DEFAULT_ENCODER, load_or_encode
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -166,7 +167,14 @@ class InductiveSequentialDataset(SequentialDataset):
     def _header_fields(self, filepath):
         """The field names in the header line of an atomic file (``title:token_seq`` → ``title``)."""
         with open(filepath, encoding=self.config["encoding"]) as f:
-            return [column.split(":")[0] for column in f.readline().rstrip("\r\n").split(self.config["field_separator"])]
+            return field_names(f.readline(), self.config["field_separator"])
+
+    def _unloaded_item_field(self, field):
+        """``"is in '<dataset>.item' but not loaded: add it to load_col.item"`` when ``field`` is in that file's
+        header (the fix is load_col, not the file), else None."""
+        if field in self._header_fields(os.path.join(self.dataset_path, f"{self.dataset_name}.item")):
+            return f"is in '{self.dataset_name}.item' but not loaded: add it to load_col.item"
+        return None
 
     def _check_inter_fields(self, filepath, feat):
         """ValueError naming the file unless ``feat`` has the user, item and time fields, filled and finite."""
@@ -348,10 +356,7 @@ class InductiveSequentialDataset(SequentialDataset):
         parts = []
         for field in self.text_fields:
             if field not in self.item_feat:
-                item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
-                where = ("is in '{name}.item' but not loaded: add it to load_col.item"
-                         if field in self._header_fields(item_file) else "is not in '{name}.item'").format(
-                    name=self.dataset_name)
+                where = self._unloaded_item_field(field) or f"is not in '{self.dataset_name}.item'"
                 raise ValueError(f"text_fields: field '{field}' {where} (loaded item fields: "
                                  f"{sorted(self.item_feat.columns)})")
             parts.append(self._field_as_text(field))
@@ -430,9 +435,8 @@ class InductiveSequentialDataset(SequentialDataset):
             matched = frame.query(rule, engine="python")
         except Exception as err:  # pandas raises many kinds for a bad expression
             undefined = re.fullmatch(r"name '(\w+)' is not defined", error_message(err))  # pandas' UndefinedVariable
-            item_file = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
-            hint = (f"; {undefined[1]} is in '{self.dataset_name}.item' but not loaded: add it to load_col.item"
-                    if undefined and undefined[1] in self._header_fields(item_file) else "")
+            unloaded = self._unloaded_item_field(undefined[1]) if undefined else None
+            hint = f"; {undefined[1]} {unloaded}" if unloaded else ""
             raise ValueError(f"cold_start_items: cannot evaluate {rule!r} on the item fields {list(frame.columns)} "
                              f"({error_message(err)}){hint}") from None
         if matched.empty:  # a rule that holds nothing out is a mistake as often as not ("genre == 'drama'" on a list)

@@ -20,7 +20,7 @@ from recbole_specgr import compat  # noqa: F401  (must precede recbole imports)
 from recbole.utils import set_color
 
 from recbole_specgr.atomic import atomic_write
-from recbole_specgr.config import text_prior_needs_texts
+from recbole_specgr.config import THRESHOLD_GRIDS, text_prior_needs_texts
 from recbole_specgr.evaluation import SplitMetrics, check_metrics, result_keys
 from recbole_specgr.inference.specgr import SpecGRStats, Thresholds
 
@@ -119,12 +119,8 @@ class ThresholdTuningMixin:
 
         # load parameters info
         metric = config["specgr_threshold_metric"] or config["valid_metric"]
-        grid = _number_list(config, "specgr_threshold_grid")
-        unseen_grid = _number_list(config, "specgr_unseen_threshold_grid")
-        weight_grid = _number_list(config, "specgr_draft_weight_grid")
-        score_grid = _number_list(config, "specgr_unseen_score_grid")
-        text_grid = _number_list(config, "specgr_text_weight_grid")
-        novelty_grid = _number_list(config, "specgr_novelty_weight_grid")
+        grid, unseen_grid, weight_grid, score_grid, text_grid, novelty_grid = (
+            _number_list(config, key) for key in THRESHOLD_GRIDS)  # γ, γ_u, α, v_u, β, η
         self.threshold_grid = None  # [(γ, γ_u, α, v_u, β, η)] tried on validation, grid order
         if any(g is not None for g in (grid, unseen_grid, weight_grid, score_grid, text_grid, novelty_grid)):
             for key, values in (("specgr_draft_weight_grid", weight_grid), ("specgr_text_weight_grid", text_grid),
@@ -146,9 +142,7 @@ class ThresholdTuningMixin:
                 for e in (novelties if a > 0 else [None])]
         if self.threshold_grid is not None and any(t.text_weight > 0 for t in self.threshold_grid) \
                 and model.item_text_embeddings() is None:  # found now, not after training
-            key = "specgr_text_weight_grid" if text_grid is not None else "specgr_text_weight"
-            raise ValueError(text_prior_needs_texts(key, text_grid if text_grid is not None
-                                                    else config["specgr_text_weight"], config["model"]))
+            raise ValueError(text_prior_needs_texts(text_grid, config["specgr_text_weight"], config["model"]))
         self.threshold_metric = str(metric).lower()
         tiebreak = config["specgr_threshold_tiebreak"]
         self.threshold_tiebreak = None if tiebreak is None else str(tiebreak).lower()
